@@ -1,0 +1,3 @@
+from gtgm.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,205 @@
+"""Typed configuration: dataclasses, YAML presets and ``key.sub=value`` command-line overrides.
+
+A preset is a YAML file whose top-level keys are the sections of :class:`Config`; anything it leaves out
+keeps the dataclass default. A preset may start from another with ``_base_: other.yaml`` (relative
+path). Overrides such as ``preprocess.ct_window=[-200,300]`` are parsed as YAML values. An unknown key or
+a value of the wrong type raises :class:`~gtgm.errors.ConfigError` naming the dotted key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from gtgm.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+@dataclass
+class PreprocessConfig:
+    """How ``gtgm data preprocess`` turns raw volumes into the normalised cache."""
+
+    target_spacing: list[float] | None = None  # mm per voxel in RAS array order (x, y, z); None = native
+    ct_window: list[float] = field(default_factory=lambda: [-1000.0, 1000.0])  # HU clip, then -> [0, 1]
+    mri_percentiles: list[float] = field(default_factory=lambda: [0.5, 99.5])  # clip over the foreground
+    mri_foreground_fraction: float = 0.05  # foreground: x > lo + f * (p99.5 - lo), lo = min
+    image_interpolation_order: int = 1  # spline order when resampling images (labels always use 0)
+    max_foreground_locations: int = 10000  # per class, stored for foreground-oversampled patch sampling
+
+
+@dataclass
+class PatchConfig:
+    """Which 3D patches the samplers draw (sizes in RAS array order x, y, z)."""
+
+    size: list[int] = field(default_factory=lambda: [48, 48, 48])
+    samples_per_epoch: int = 256
+    foreground_ratio: float = 0.33  # labeled sampling: share of patches centred on a foreground voxel
+
+
+@dataclass
+class AugmentConfig:
+    """Per-view augmentation of the two-view pipeline: each op has a probability and a parameter range."""
+
+    flip_prob: float = 0.5  # per spatial axis
+    rot90_prob: float = 0.5  # in the axial (x, y) plane, k in {1, 2, 3}
+    crop_prob: float = 0.5
+    crop_scale: list[float] = field(default_factory=lambda: [0.7, 1.0])  # sub-box side / patch side
+    gamma_prob: float = 0.3
+    gamma: list[float] = field(default_factory=lambda: [0.7, 1.5])
+    contrast_prob: float = 0.5
+    contrast: list[float] = field(default_factory=lambda: [0.75, 1.25])
+    brightness_prob: float = 0.5
+    brightness: list[float] = field(default_factory=lambda: [-0.1, 0.1])  # added, in units of patch std
+    noise_prob: float = 0.3
+    noise_std: list[float] = field(default_factory=lambda: [0.0, 0.1])  # in units of patch std
+    blur_prob: float = 0.2
+    blur_sigma: list[float] = field(default_factory=lambda: [0.5, 1.0])  # voxels
+
+
+@dataclass
+class Config:
+    """The whole configuration; later stages add their own sections."""
+
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    patches: PatchConfig = field(default_factory=PatchConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_config(preset: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Build a :class:`Config` from an optional YAML preset and ``key.sub=value`` overrides."""
+    raw = _load_yaml(resolve_preset(preset)) if preset else {}
+    for item in overrides:
+        key, value = _parse_override(item)
+        _set_dotted(raw, key, value)
+    return from_dict(Config, raw)
+
+
+def resolve_preset(preset: str | Path) -> Path:
+    """A preset is a YAML path, or a name under ``configs/`` such as ``pretrain/cpu-small``."""
+    path = Path(preset)
+    candidates = [path, CONFIG_DIR / path, CONFIG_DIR / f"{preset}.yaml"]
+    for cand in candidates:
+        if cand.is_file():
+            return cand
+    raise ConfigError(f"config preset '{preset}' not found (looked for {', '.join(map(str, candidates))})")
+
+
+def _load_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    if path.resolve() in _seen:
+        raise ConfigError(f"{path}: _base_ chain loops back to itself")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config preset must be a mapping of sections")
+    base = data.pop("_base_", None)
+    if base is None:
+        return data
+    merged = _load_yaml(path.parent / base, (*_seen, path.resolve()))
+    _deep_update(merged, data)
+    return merged
+
+
+def _deep_update(dst: dict[str, Any], src: dict[str, Any]) -> None:
+    for key, value in src.items():
+        if isinstance(value, dict) and isinstance(dst.get(key), dict):
+            _deep_update(dst[key], value)
+        else:
+            dst[key] = value
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override '{item}' is not of the form key.sub=value")
+    try:
+        return key.strip(), yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override '{item}': value is not valid YAML ({exc})") from exc
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    node = raw
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        nxt = node.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"config key '{'.'.join(parts[: i + 1])}' is a value, not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
+    """Validate ``data`` against dataclass ``cls`` recursively; errors name the dotted key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config key '{prefix.rstrip('.') or '<root>'}' must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; known keys: {', '.join(names)}"
+            raise ConfigError(f"unknown config key '{prefix}{key}'{hint}")
+        kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key + ".")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arg, value, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"config key '{key}': {value!r} fits none of {tp}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"config key '{key}': {value!r} is not one of {list(args)}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
+        inner = args[0] if args else Any
+        return [_coerce(inner, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
+        return {str(k): _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
+    return _coerce_scalar(tp, value, key)
+
+
+def _coerce_scalar(tp: Any, value: Any, key: str) -> Any:
+    if tp is Any:
+        return value
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }.get(tp)
+    if ok is None:
+        raise ConfigError(f"config key '{key}': unsupported type {tp}")
+    if not ok:
+        raise ConfigError(f"config key '{key}': expected {tp.__name__}, got {value!r} ({type(value).__name__})")
+    return float(value) if tp is float else value

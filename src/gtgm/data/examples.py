@@ -1,0 +1,165 @@
+"""``gtgm data examples``: the embedded example corpus, written from installed packages (no network).
+
+Groups in the written ``dataset.json`` (gtgm's MSD-style form, see :mod:`gtgm.data.datasets`):
+
+* ``mni152_tissue`` — real MRI: nilearn's MNI152 2009a T1 (1 mm) with a 4-class tissue label map
+  (:data:`TISSUE_LABELS`) derived by :func:`mni152_tissue_labels`;
+* ``mri_unlabeled`` — real MRI shipped as test data by nibabel, dipy and pydeface (:data:`REAL_MRI`);
+* ``ct_phantom`` — synthetic CT with organ labels (:mod:`gtgm.data.phantom_ct`), no real CT ships in any
+  installable package;
+* ``em_synthetic`` — synthetic EM in CREMI HDF5 layout with neuron ids (:mod:`gtgm.data.synthetic_em`).
+
+Every entry records ``modality``, ``synthetic`` and ``source``.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from tqdm import tqdm
+
+from gtgm.data.io import write_cremi, write_nifti
+from gtgm.data.phantom_ct import CT_LABELS, make_ct_phantom
+from gtgm.data.synthetic_em import EM_RESOLUTION_XYZ, make_em_volume
+from gtgm.fsutil import atomic_path, write_json, write_text
+
+TISSUE_LABELS = {0: "background", 1: "other_brain_csf", 2: "grey_matter", 3: "white_matter"}
+TISSUE_RULE = (
+    "nilearn GM/WM probability maps and brain mask (T1 template > 0.2): white matter where wm >= 0.5 and "
+    "wm > gm; grey matter where gm >= 0.5 and gm >= wm; other brain (CSF, mixed deep tissue) for the rest "
+    "of the mask; background outside the mask"
+)
+
+# (id, package, path inside the package, channel of a 4D file, description)
+REAL_MRI = [
+    ("nibabel_anatomical", "nibabel", "tests/data/anatomical.nii", None, "nibabel test data: T1-weighted head, 2 mm"),
+    ("nibabel_example4d", "nibabel", "tests/data/example4d.nii.gz", 0, "nibabel test data: EPI time series, frame 0"),
+    ("dipy_s0_10slices", "dipy", "data/files/S0_10slices.nii.gz", None, "dipy test data: diffusion b=0 image, 10 slices"),
+    ("dipy_aniso_vox", "dipy", "data/files/aniso_vox.nii.gz", None, "dipy test data: anisotropic-voxel T1 (4x4x5 mm)"),
+    ("pydeface_mean_reg2mean", "pydeface", "data/mean_reg2mean.nii.gz", None, "pydeface: mean T1 head template"),
+]
+
+
+def mni152_tissue_labels() -> tuple[np.ndarray, Any]:
+    """The 4-class label map of the MNI152 T1, and the T1 image.
+
+    Rule, on nilearn's probability maps (GM, WM in [0, 1]) and brain mask (T1 template > 0.2):
+    WM where ``wm ≥ 0.5`` and ``wm > gm``; GM where ``gm ≥ 0.5`` and ``gm ≥ wm``; other brain (CSF,
+    mixed deep tissue) for the rest of the brain mask; background outside the mask.
+    """
+    from nilearn.datasets import load_mni152_brain_mask, load_mni152_gm_template, load_mni152_wm_template
+    from nilearn.datasets import struct
+
+    t1 = nib.load(struct.MNI152_FILE_PATH)
+    gm = np.asarray(load_mni152_gm_template().get_fdata())
+    wm = np.asarray(load_mni152_wm_template().get_fdata())
+    brain = np.asarray(load_mni152_brain_mask().get_fdata()) > 0
+    labels = np.zeros(brain.shape, dtype=np.uint8)
+    labels[brain] = 1
+    labels[brain & (gm >= 0.5) & (gm >= wm)] = 2
+    labels[brain & (wm >= 0.5) & (wm > gm)] = 3
+    return labels, t1
+
+
+def _package_file(package: str, rel: str) -> Path | None:
+    try:
+        path = Path(str(importlib.resources.files(package) / rel))
+    except ModuleNotFoundError:
+        return None
+    return path if path.is_file() else None
+
+
+def _copy(src: Path, dest: Path) -> None:
+    with atomic_path(dest, "".join(dest.suffixes)) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def write_examples(out: str | Path, n_ct: int = 10, n_em: int = 3, progress: bool = True) -> dict[str, Any]:
+    """Write the corpus to ``out``; returns the ``dataset.json`` content (also written, last)."""
+    out = Path(out)
+    entries: list[dict[str, Any]] = []
+    steps = 1 + len(REAL_MRI) + n_ct + n_em
+    with tqdm(total=steps, desc="examples", unit="vol", disable=not progress) as bar:
+        from nilearn.datasets import struct
+
+        labels, t1 = mni152_tissue_labels()
+        _copy(Path(struct.MNI152_FILE_PATH), out / "mri" / "mni152_t1.nii.gz")
+        write_nifti(out / "mri" / "mni152_tissue.nii.gz", labels, t1.affine, t1.header)
+        entries.append(_entry("mri/mni152_t1.nii.gz", "mri/mni152_tissue.nii.gz", "mni152_tissue", "MRI", False,
+                              "nilearn MNI152 2009a sym T1 (1 mm); tissue labels from nilearn GM/WM maps + brain mask"))
+        bar.update(1)
+        for case_id, package, rel, channel, description in REAL_MRI:
+            src = _package_file(package, rel)
+            bar.update(1)
+            if src is None:
+                warnings.warn(f"example volume {package}/{rel} not found in the installed package; skipped", stacklevel=2)
+                continue
+            dest = f"mri/{case_id}{'.nii.gz' if src.name.endswith('.gz') else '.nii'}"
+            _copy(src, out / dest)
+            entry = _entry(dest, None, "mri_unlabeled", "MRI", False, f"{package}: {rel} ({description})")
+            if channel is not None:
+                entry["channel"] = channel
+            entries.append(entry)
+        for i in range(n_ct):
+            hu, lab, affine = make_ct_phantom(seed=1000 + i)
+            write_nifti(out / "ct" / f"phantom_{i:03d}.nii.gz", hu, affine)
+            write_nifti(out / "ct" / f"phantom_{i:03d}_label.nii.gz", lab, affine)
+            entries.append(_entry(f"ct/phantom_{i:03d}.nii.gz", f"ct/phantom_{i:03d}_label.nii.gz", "ct_phantom", "CT",
+                                  True, f"gtgm.data.phantom_ct seed {1000 + i}"))
+            bar.update(1)
+        for i in range(n_em):
+            raw, ids = make_em_volume(seed=2000 + i)
+            write_cremi(out / "em" / f"em_{i:03d}.hdf", raw, EM_RESOLUTION_XYZ, labels=ids)
+            entries.append(_entry(f"em/em_{i:03d}.hdf", f"em/em_{i:03d}.hdf", "em_synthetic", "EM", True,
+                                  f"gtgm.data.synthetic_em seed {2000 + i}"))
+            bar.update(1)
+    dataset = _dataset_json(entries)
+    write_text(out / "README.md", _readme(dataset))
+    write_json(out / "dataset.json", dataset)
+    return dataset
+
+
+def _entry(image: str, label: str | None, group: str, modality: str, synthetic: bool, source: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {"image": image, "group": group, "modality": modality, "synthetic": synthetic, "source": source}
+    if label:
+        entry["label"] = label
+    return entry
+
+
+def _dataset_json(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "name": "gtgm-examples",
+        "description": "gtgm embedded example corpus: real MRI from installed packages, synthetic CT and EM",
+        "modality": {"0": "MRI"},
+        "labels": {str(k): v for k, v in TISSUE_LABELS.items()},
+        "groups": {
+            "mni152_tissue": {"modality": "MRI", "labels": {str(k): v for k, v in TISSUE_LABELS.items()},
+                              "description": TISSUE_RULE},
+            "mri_unlabeled": {"modality": "MRI", "labels": {}, "description": "real MRI volumes, no labels"},
+            "ct_phantom": {"modality": "CT", "labels": {str(k): v for k, v in CT_LABELS.items()},
+                           "description": "synthetic CT phantoms (gtgm.data.phantom_ct), HU, LPS-oriented"},
+            "em_synthetic": {"modality": "EM", "labels": {"0": "background"},
+                             "description": "synthetic EM (gtgm.data.synthetic_em), CREMI layout, neuron instance ids",
+                             "instance_labels": True},
+        },
+        "numTraining": len(entries),
+        "training": entries,
+        "test": [],
+    }
+
+
+def _readme(dataset: dict[str, Any]) -> str:
+    lines = ["# gtgm example corpus", "", dataset["description"] + ".", "",
+             "| image | group | modality | real/synthetic | source |", "| --- | --- | --- | --- | --- |"]
+    for e in dataset["training"]:
+        kind = "synthetic" if e["synthetic"] else "real"
+        lines.append(f"| {e['image']} | {e['group']} | {e['modality']} | {kind} | {e['source']} |")
+    lines += ["", "## Groups", ""]
+    lines += [f"- **{name}** ({g['modality']}): {g['description']}" for name, g in dataset["groups"].items()]
+    return "\n".join(lines) + "\n"

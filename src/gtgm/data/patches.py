@@ -1,0 +1,198 @@
+"""Patches from the preprocessing cache, read through memory maps (only the patch's bytes are read).
+
+* :class:`VolumeCache` — the cache's index and lazily opened, read-only memory maps.
+* :func:`read_patch` — a box of a (C, X, Y, Z) array, padded where it leaves the volume.
+* :class:`TwoViewPatchDataset` — pretraining samples: one random box, two augmented views.
+* :class:`LabeledPatchDataset` — fine-tuning samples: image + label box, foreground oversampling.
+
+Randomness: sample ``i`` of epoch ``e`` draws from ``numpy.random.default_rng([seed, e, i])``, so a
+sample is the same whatever the number of DataLoader workers or the order they run in.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from gtgm.config import AugmentConfig
+from gtgm.data.augment import TwoViews
+from gtgm.errors import GtgmError
+
+
+class VolumeCache:
+    """Read-only access to a preprocessed cache written by ``gtgm data preprocess``."""
+
+    def __init__(self, root: str | Path, group: str | None = None, split: str | None = None, labeled: bool | None = None):
+        self.root = Path(root)
+        index_path = self.root / "index.json"
+        if not index_path.is_file():
+            raise GtgmError(f"{index_path}: no cache index; run `gtgm data preprocess` first")
+        self.index = json.loads(index_path.read_text())
+        self.entries = [
+            e for e in self.index["cases"]
+            if (group is None or e["group"] == group) and (split is None or e["split"] == split)
+            and (labeled is None or ("label" in e["files"]) == labeled)
+        ]
+        if not self.entries:
+            raise GtgmError(f"{self.root}: no cached cases match group={group} split={split} labeled={labeled}")
+        self._maps: dict[tuple[int, str], np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getstate__(self) -> dict[str, Any]:  # memory maps are reopened in each worker process
+        return {**self.__dict__, "_maps": {}}
+
+    def _open(self, i: int, kind: str) -> np.ndarray:
+        if (i, kind) not in self._maps:
+            self._maps[(i, kind)] = np.load(self.root / "volumes" / self.entries[i]["files"][kind], mmap_mode="r")
+        return self._maps[(i, kind)]
+
+    def image(self, i: int) -> np.ndarray:
+        """Memory map of case ``i``'s image, (C, X, Y, Z) float32."""
+        return self._open(i, "image")
+
+    def label(self, i: int) -> np.ndarray:
+        """Memory map of case ``i``'s label map, (X, Y, Z)."""
+        return self._open(i, "label")
+
+    def meta(self, i: int) -> dict[str, Any]:
+        return json.loads((self.root / "volumes" / self.entries[i]["meta"]).read_text())
+
+    def foreground(self, i: int) -> dict[str, np.ndarray]:
+        """Stored foreground voxel indices per class: ``{"class_<v>": (N, 3) int32}``."""
+        with np.load(self.root / "volumes" / self.entries[i]["files"]["foreground"]) as data:
+            return {k: data[k] for k in data.files}
+
+    def pad_value(self, i: int) -> list[float]:
+        """Per-channel value for voxels outside the volume (the channel's minimum)."""
+        return self.entries[i]["pad_value"]
+
+    def shape(self, i: int) -> tuple[int, int, int]:
+        return tuple(self.entries[i]["shape"])  # type: ignore[return-value]
+
+
+def read_patch(array: np.ndarray, start: list[int] | np.ndarray, size: list[int], pad_value: float | list[float] = 0.0) -> np.ndarray:
+    """Box ``[start, start + size)`` of the last three axes of ``array``; outside voxels = ``pad_value``.
+
+    ``array``: (X, Y, Z) or (C, X, Y, Z), typically a memory map; only the overlapping box is read.
+    ``pad_value``: scalar, or one value per channel.
+    """
+    lead = array.shape[:-3]
+    spatial = array.shape[-3:]
+    out = np.empty((*lead, *size), dtype=array.dtype)
+    pads = np.asarray(pad_value, dtype=np.float64).reshape(-1)
+    if len(lead) and pads.size == lead[0]:
+        out[...] = pads.reshape(-1, 1, 1, 1).astype(array.dtype)
+    else:
+        out[...] = np.asarray(pads[0]).astype(array.dtype)
+    src, dst = [], []
+    for s, n, p in zip(start, spatial, size):
+        lo, hi = max(int(s), 0), min(int(s) + p, n)
+        if hi <= lo:
+            return out
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - int(s), hi - int(s)))
+    out[(..., *dst)] = array[(..., *src)]
+    return out
+
+
+def random_start(shape: tuple[int, ...], size: list[int], rng: np.random.Generator) -> list[int]:
+    """Uniform box start inside the volume; where the volume is smaller, the box overhangs randomly."""
+    return [int(rng.integers(0, n - s + 1)) if n >= s else -int(rng.integers(0, s - n + 1)) for n, s in zip(shape, size)]
+
+
+def centred_start(center: np.ndarray, shape: tuple[int, ...], size: list[int]) -> list[int]:
+    """Box start centring ``center``, shifted to stay inside the volume when it fits."""
+    out = []
+    for c, n, s in zip(center, shape, size):
+        start = int(c) - s // 2
+        out.append(min(max(start, 0), n - s) if n >= s else start)
+    return out
+
+
+class TwoViewPatchDataset(Dataset):
+    """Pretraining samples: ``{"view1", "view2": (C, *size) float32, "case", "start", "ops"}``.
+
+    ``boxes`` (optional): list of ``(case_index, start)`` to sample from (e.g. captioned grid
+    locations); the chosen one is returned as ``"box"``. Otherwise cases are drawn uniformly and the
+    box uniformly inside the case.
+    """
+
+    def __init__(
+        self, cache: VolumeCache, size: list[int], augment: AugmentConfig, samples_per_epoch: int,
+        seed: int = 0, boxes: list[tuple[int, list[int]]] | None = None,
+    ):
+        self.cache, self.size, self.seed = cache, list(size), seed
+        self.samples_per_epoch, self.boxes, self.epoch = samples_per_epoch, boxes, 0
+        self.views = TwoViews(augment)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch
+
+    def rng(self, i: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, i])
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        rng = self.rng(i)
+        box_id = -1
+        if self.boxes:
+            box_id = int(rng.integers(len(self.boxes)))
+            case, start = self.boxes[box_id][0], list(self.boxes[box_id][1])
+        else:
+            case = int(rng.integers(len(self.cache)))
+            start = random_start(self.cache.shape(case), self.size, rng)
+        patch = torch.from_numpy(read_patch(self.cache.image(case), start, self.size, self.cache.pad_value(case)))
+        v1, v2, records = self.views(patch, rng)
+        return {"view1": v1, "view2": v2, "case": case, "start": torch.tensor(start), "box": box_id, "ops": json.dumps(records)}
+
+
+class LabeledPatchDataset(Dataset):
+    """Fine-tuning samples: ``{"image": (C, *size) float32, "label": (1, *size) int64, "case", "start"}``.
+
+    With probability ``foreground_ratio`` the box is centred on a stored foreground voxel of a class
+    drawn uniformly among the classes present (nnU-Net style oversampling); otherwise it is uniform.
+    """
+
+    def __init__(self, cache: VolumeCache, size: list[int], samples_per_epoch: int, foreground_ratio: float = 0.33, seed: int = 0):
+        self.cache, self.size, self.seed = cache, list(size), seed
+        self.samples_per_epoch, self.foreground_ratio, self.epoch = samples_per_epoch, foreground_ratio, 0
+        self._fg: dict[int, dict[str, np.ndarray]] = {}
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch
+
+    def _foreground(self, case: int) -> dict[str, np.ndarray]:
+        if case not in self._fg:
+            self._fg[case] = {k: v for k, v in self.cache.foreground(case).items() if len(v)}
+        return self._fg[case]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        case = int(rng.integers(len(self.cache)))
+        shape = self.cache.shape(case)
+        fg = self._foreground(case) if rng.random() < self.foreground_ratio else {}
+        if fg:
+            locs = fg[sorted(fg)[int(rng.integers(len(fg)))]]
+            start = centred_start(locs[int(rng.integers(len(locs)))], shape, self.size)
+        else:
+            start = random_start(shape, self.size, rng)
+        image = read_patch(self.cache.image(case), start, self.size, self.cache.pad_value(case))
+        label = read_patch(self.cache.label(case), start, self.size, 0)
+        return {
+            "image": torch.from_numpy(image),
+            "label": torch.from_numpy(label.astype(np.int64))[None],
+            "case": case,
+            "start": torch.tensor(start),
+        }

@@ -1,0 +1,61 @@
+"""Atomic file writes and content fingerprints.
+
+Every output gtgm writes goes to a temporary file in the destination folder first and is renamed into
+place only when complete, so an interruption or an error never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path next to ``dest``; rename it onto ``dest`` if the block succeeds.
+
+    ``suffix`` keeps an extension that a writer needs to see (``.nii.gz`` for nibabel, ``.npy``).
+    On an exception the temporary file is removed and ``dest`` is left untouched.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f".tmp{suffix}", dir=dest.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, dest)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_json(dest: str | Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_path(dest, ".json") as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def write_text(dest: str | Path, text: str) -> None:
+    """Write a text file atomically."""
+    with atomic_path(dest) as tmp:
+        tmp.write_text(text)
+
+
+def file_signature(path: str | Path) -> dict[str, Any]:
+    """Cheap identity of a file or folder: size and modification time (ns) of every file in it."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return {str(p): [p.stat().st_size, p.stat().st_mtime_ns] for p in files}
+
+
+def digest(obj: Any) -> str:
+    """SHA-256 (hex, 16 chars) of the canonical JSON form of ``obj``."""
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,33 @@
+"""Shared fixtures: tiny volumes written by the tests, and one demo run shared by the session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from gtgm.cli import main
+
+
+def save_nifti(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(array, np.eye(4) if affine is None else affine), str(path))
+    return path
+
+
+@pytest.fixture
+def lps_affine() -> np.ndarray:
+    """An LPS, anisotropic (0.8 x 0.8 x 3 mm) affine with a non-zero origin."""
+    aff = np.diag([-0.8, -0.8, 3.0, 1.0])
+    aff[:3, 3] = [40.0, 30.0, -20.0]
+    return aff
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One `gtgm demo` run (example corpus + cache + report), shared by the tests that read it."""
+    out = tmp_path_factory.mktemp("demo")
+    assert main(["demo", "--out", str(out)]) == 0
+    return out

@@ -1,0 +1,72 @@
+import pytest
+
+from gtgm.cli import main
+from gtgm.config import Config, load_config
+from gtgm.errors import ConfigError
+
+
+def test_defaults_and_presets():
+    assert load_config() == Config()
+    cfg = load_config("data/default")
+    assert cfg.patches.size == [48, 48, 48]
+    ct = load_config("data/ct-abdomen")  # inherits data/default through _base_
+    assert ct.preprocess.ct_window == [-175.0, 250.0]
+    assert ct.preprocess.target_spacing == [1.5, 1.5, 2.0]
+    assert ct.augment.flip_prob == cfg.augment.flip_prob
+
+
+def test_overrides_are_typed():
+    cfg = load_config(None, ["preprocess.ct_window=[-200, 300]", "patches.size=[32,32,16]", "seed=7",
+                             "preprocess.target_spacing=null", "augment.noise_prob=1"])
+    assert cfg.preprocess.ct_window == [-200.0, 300.0]
+    assert isinstance(cfg.preprocess.ct_window[0], float)
+    assert cfg.patches.size == [32, 32, 16]
+    assert cfg.seed == 7 and cfg.preprocess.target_spacing is None
+    assert cfg.augment.noise_prob == 1.0 and isinstance(cfg.augment.noise_prob, float)
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("preprocess.ct_windw=[0,1]", "preprocess.ct_windw"),
+        ("nosuchsection.x=1", "nosuchsection"),
+        ("patches.size=abc", "patches.size"),
+        ("patches.size=[1.5,2,3]", "patches.size[0]"),
+        ("seed=true", "seed"),
+        ("device=tpu", "device"),
+        ("preprocess=3", "preprocess"),
+    ],
+)
+def test_bad_keys_and_types_name_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        load_config(None, [override])
+
+
+def test_did_you_mean():
+    with pytest.raises(ConfigError, match="did you mean 'preprocess.ct_window'"):
+        load_config(None, ["preprocess.ct_windw=[0,1]"])
+
+
+def test_bad_override_syntax_and_missing_preset():
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        load_config(None, ["no_equals_sign"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("data/does-not-exist")
+
+
+def test_yaml_preset_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("preprocess:\n  ct_window: [0, 1]\n  bogus: 2\n")
+    with pytest.raises(ConfigError, match="preprocess.bogus"):
+        load_config(bad)
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("_base_: loop.yaml\n")
+    with pytest.raises(ConfigError, match="loops"):
+        load_config(loop)
+
+
+def test_cli_config_errors_exit_nonzero(capsys):
+    assert main(["config", "patches.size=abc"]) == 1
+    assert "patches.size" in capsys.readouterr().err
+    assert main(["config", "--config", "data/ct-abdomen"]) == 0
+    assert "ct_window" in capsys.readouterr().out
