@@ -16,8 +16,16 @@ def test_defaults_and_presets():
 
 
 def test_overrides_are_typed():
-    cfg = load_config(None, ["preprocess.ct_window=[-200, 300]", "patches.size=[32,32,16]", "seed=7",
-                             "preprocess.target_spacing=null", "augment.noise_prob=1"])
+    cfg = load_config(
+        None,
+        [
+            "preprocess.ct_window=[-200, 300]",
+            "patches.size=[32,32,16]",
+            "seed=7",
+            "preprocess.target_spacing=null",
+            "augment.noise_prob=1",
+        ],
+    )
     assert cfg.preprocess.ct_window == [-200.0, 300.0]
     assert isinstance(cfg.preprocess.ct_window[0], float)
     assert cfg.patches.size == [32, 32, 16]

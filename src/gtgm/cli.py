@@ -35,10 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--n-ct", type=int, default=10, help="number of synthetic CT phantoms (default 10)")
     ex.add_argument("--n-em", type=int, default=3, help="number of synthetic EM volumes (default 3)")
 
-    for name, helptext in (("check", "read and validate every case of a dataset"),
-                           ("preprocess", "reorient, resample, normalise into a memory-mappable cache")):
+    for name, helptext in (
+        ("check", "read and validate every case of a dataset"),
+        ("preprocess", "reorient, resample, normalise into a memory-mappable cache"),
+    ):
         p = data_sub.add_parser(name, help=helptext)
-        p.add_argument("dataset", type=Path, help="dataset.json, dataset folder (MSD / nnU-Net / folder / CREMI / TIFF / DICOM)")
+        p.add_argument(
+            "dataset", type=Path, help="dataset.json, dataset folder (MSD / nnU-Net / folder / CREMI / TIFF / DICOM)"
+        )
         p.add_argument("--modality", choices=["CT", "MRI", "EM"], help="modality of a plain folder of volumes")
         p.add_argument("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"), help="voxel size of TIFF stacks (nm)")
         if name == "preprocess":

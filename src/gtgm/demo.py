@@ -50,16 +50,25 @@ def run_demo(out: str | Path, cfg: Config, progress: bool = True) -> dict[str, P
 
 def _blocks(index: dict[str, Any], timings: dict[str, float], montage: Path, views: Path) -> list:
     rows = [
-        [c["id"], c["group"], c["modality"], "synthetic" if c["synthetic"] else "real",
-         "×".join(map(str, c["shape"])), " × ".join(f"{s:.3g}" for s in c["spacing"]) + f" {c['unit']}",
-         "yes" if "label" in c["files"] else "no"]
+        [
+            c["id"],
+            c["group"],
+            c["modality"],
+            "synthetic" if c["synthetic"] else "real",
+            "×".join(map(str, c["shape"])),
+            " × ".join(f"{s:.3g}" for s in c["spacing"]) + f" {c['unit']}",
+            "yes" if "label" in c["files"] else "no",
+        ]
         for c in index["cases"]
     ]
     n_real = sum(not c["synthetic"] for c in index["cases"])
     return [
         ("heading", "Example corpus"),
-        ("text", f"{len(rows)} volumes ({n_real} real, {len(rows) - n_real} synthetic), reoriented to RAS and "
-                 "normalised per modality (CT: HU window -> [0, 1]; MRI: foreground z-score; EM: [0, 1])."),
+        (
+            "text",
+            f"{len(rows)} volumes ({n_real} real, {len(rows) - n_real} synthetic), reoriented to RAS and "
+            "normalised per modality (CT: HU window -> [0, 1]; MRI: foreground z-score; EM: [0, 1]).",
+        ),
         ("table", (["case", "group", "modality", "kind", "shape (RAS)", "spacing", "labels"], rows)),
         ("figure", (montage, "Central axial slice of every cached volume, label map outlined where there is one")),
         ("heading", "Two-view pretraining patches"),

@@ -37,15 +37,21 @@ def write_report(out_dir: str | Path, title: str, blocks: list[Block], name: str
             path, caption = value
             rel = Path(path).resolve().relative_to(out_dir.resolve()).as_posix()
             md += [f"![{caption}]({rel})", "", f"*{caption}*", ""]
-            body.append(f'<figure><img src="{html.escape(rel)}" alt="{html.escape(caption)}"><figcaption>'
-                        f"{html.escape(caption)}</figcaption></figure>")
+            body.append(
+                f'<figure><img src="{html.escape(rel)}" alt="{html.escape(caption)}"><figcaption>'
+                f"{html.escape(caption)}</figcaption></figure>"
+            )
         else:
             raise ValueError(f"unknown report block kind '{kind}'")
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
-             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;font-size:90%}"
-             "img{max-width:100%}")
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;font-size:90%}"
+        "img{max-width:100%}"
+    )
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
     md_path, html_path = out_dir / f"{name}.md", out_dir / f"{name}.html"
     write_text(md_path, "\n".join(md))
     write_text(html_path, page)

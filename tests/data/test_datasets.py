@@ -17,9 +17,17 @@ from tests.data.test_io import write_dicom_series
 
 def _msd(root, training, **extra):
     root.mkdir(parents=True, exist_ok=True)
-    (root / "dataset.json").write_text(json.dumps({"name": "toy", "modality": {"0": "CT"},
-                                                   "labels": {"0": "background", "1": "organ"},
-                                                   "training": training, **extra}))
+    (root / "dataset.json").write_text(
+        json.dumps(
+            {
+                "name": "toy",
+                "modality": {"0": "CT"},
+                "labels": {"0": "background", "1": "organ"},
+                "training": training,
+                **extra,
+            }
+        )
+    )
     return root
 
 
@@ -40,9 +48,15 @@ def test_msd_dataset_json(tmp_path):
 
 def test_msd_multichannel_uses_modality_channels(tmp_path):
     save_nifti(tmp_path / "imagesTr" / "brain.nii.gz", np.zeros((8, 8, 8, 2), np.float32))
-    (tmp_path / "dataset.json").write_text(json.dumps({
-        "modality": {"0": "FLAIR", "1": "T1w"}, "labels": {"0": "background"},
-        "training": [{"image": "./imagesTr/brain.nii.gz", "label": None}]}))
+    (tmp_path / "dataset.json").write_text(
+        json.dumps(
+            {
+                "modality": {"0": "FLAIR", "1": "T1w"},
+                "labels": {"0": "background"},
+                "training": [{"image": "./imagesTr/brain.nii.gz", "label": None}],
+            }
+        )
+    )
     case = load_dataset(tmp_path).cases[0]
     assert [r.channel for r in case.images] == [0, 1] and case.modality == "MRI"
 
@@ -53,7 +67,10 @@ def test_msd_multichannel_uses_modality_channels(tmp_path):
         ({"image": "./imagesTr/missing.nii.gz"}, r"dataset.json: training\[0\].image: file not found.*missing.nii.gz"),
         ({"image": "../outside.nii.gz"}, r"dataset.json: training\[0\].image: '../outside.nii.gz' points outside"),
         ({"label": "./imagesTr/a.nii.gz"}, r"dataset.json: training\[0\].image: missing file path"),
-        ({"image": "./imagesTr/a.nii.gz", "label": "/etc/passwd"}, r"training\[0\].label: '/etc/passwd' points outside"),
+        (
+            {"image": "./imagesTr/a.nii.gz", "label": "/etc/passwd"},
+            r"training\[0\].label: '/etc/passwd' points outside",
+        ),
     ],
 )
 def test_bad_dataset_entries_name_the_file(tmp_path, entry, match):
@@ -78,10 +95,16 @@ def _nnunet(root, n_cases=2, channels=("T2", "ADC"), num_training=None):
         for c in range(len(channels)):
             save_nifti(root / "imagesTr" / f"prostate_{i:03d}_{c:04d}.nii.gz", np.zeros((8, 8, 8), np.float32))
         save_nifti(root / "labelsTr" / f"prostate_{i:03d}.nii.gz", np.zeros((8, 8, 8), np.uint8))
-    (root / "dataset.json").write_text(json.dumps({
-        "channel_names": {str(c): n for c, n in enumerate(channels)},
-        "labels": {"background": 0, "PZ": 1, "TZ": 2},
-        "numTraining": n_cases if num_training is None else num_training, "file_ending": ".nii.gz"}))
+    (root / "dataset.json").write_text(
+        json.dumps(
+            {
+                "channel_names": {str(c): n for c, n in enumerate(channels)},
+                "labels": {"background": 0, "PZ": 1, "TZ": 2},
+                "numTraining": n_cases if num_training is None else num_training,
+                "file_ending": ".nii.gz",
+            }
+        )
+    )
     return root
 
 
@@ -111,8 +134,12 @@ def test_plain_folder_needs_modality(tmp_path):
 
 
 def test_cremi_tiff_and_dicom_folders(tmp_path):
-    write_cremi(tmp_path / "cremi" / "sample_A.hdf", np.zeros((8, 8, 4), np.uint8), (4, 4, 40),
-                labels=np.ones((8, 8, 4), np.uint64))
+    write_cremi(
+        tmp_path / "cremi" / "sample_A.hdf",
+        np.zeros((8, 8, 4), np.uint8),
+        (4, 4, 40),
+        labels=np.ones((8, 8, 4), np.uint64),
+    )
     case = load_dataset(tmp_path / "cremi").cases[0]
     assert case.modality == "EM" and case.label.key == "volumes/labels/neuron_ids"
     assert load_dataset(tmp_path / "cremi" / "sample_A.hdf").cases[0].id == "sample_A"

@@ -72,7 +72,7 @@ def test_cremi_missing_dataset_lists_keys(tmp_path):
 # ----------------------------------------------------------------------------- TIFF (SNEMI3D)
 def test_tiff_stack_is_read_as_xyz(tmp_path):
     stack = RNG.integers(0, 255, (5, 8, 6)).astype(np.uint8)  # (z, y, x) pages
-    tifffile.imwrite(tmp_path / "train-input.tif", stack)
+    tifffile.imwrite(tmp_path / "train-input.tif", stack, photometric="minisblack")
     vol = read_volume(tmp_path / "train-input.tif", spacing=[6.0, 6.0, 29.0])
     assert vol.shape == (6, 8, 5)
     np.testing.assert_array_equal(vol.array, stack.transpose(2, 1, 0))

@@ -67,7 +67,8 @@ class Dataset:
 
     def select(self, group: str | None = None, labeled: bool | None = None) -> list[Case]:
         return [
-            c for c in self.cases
+            c
+            for c in self.cases
             if (group is None or c.group == group) and (labeled is None or (c.label is not None) == labeled)
         ]
 
@@ -143,9 +144,7 @@ def _from_msd(json_path: Path, data: dict[str, Any]) -> Dataset:
     if isinstance(channel_names, str):
         channel_names = {"0": channel_names}
     default_modality = canonical_modality(next(iter(channel_names.values()), "MRI"))
-    groups = {
-        name: {**g, "labels": _msd_labels(g.get("labels", {}))} for name, g in (data.get("groups") or {}).items()
-    }
+    groups = {name: {**g, "labels": _msd_labels(g.get("labels", {}))} for name, g in (data.get("groups") or {}).items()}
     groups.setdefault("default", {"modality": default_modality, "labels": _msd_labels(data.get("labels"))})
     cases: list[Case] = []
     entries = [("training", i, e) for i, e in enumerate(data.get("training") or [])]
@@ -186,8 +185,15 @@ def _msd_case(
         label = ImageRef(resolve_entry(json_path, entry["label"], f"{where}.label"), None, entry.get("label_key"))
     case_id = str(entry.get("id") or _strip_suffix(image.name))
     return Case(
-        case_id, images, label, modality, group, split,
-        bool(entry.get("synthetic", False)), str(entry.get("source", "")), entry.get("spacing"),
+        case_id,
+        images,
+        label,
+        modality,
+        group,
+        split,
+        bool(entry.get("synthetic", False)),
+        str(entry.get("source", "")),
+        entry.get("spacing"),
     )
 
 
@@ -270,7 +276,14 @@ def _tiff_cases(files: list[Path], spacing: list[float] | None) -> list[Case]:
             continue
         stem = _strip_suffix(p.name)
         base = stem[: -len("-input")] if stem.lower().endswith(("-input", "_input")) else stem
-        match = next((q for q in labels if _strip_suffix(q.name).lower() in (f"{base}-labels".lower(), f"{base}_labels".lower())), None)
+        match = next(
+            (
+                q
+                for q in labels
+                if _strip_suffix(q.name).lower() in (f"{base}-labels".lower(), f"{base}_labels".lower())
+            ),
+            None,
+        )
         label = ImageRef(match) if match else None
         cases.append(Case(base, [ImageRef(p)], label, "EM", spacing=spacing))
     return cases

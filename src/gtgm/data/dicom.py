@@ -65,7 +65,9 @@ def _slice_step(folder: Path, positions: np.ndarray) -> np.ndarray:
         raise InputError(folder, "2D image: the DICOM series has a single slice; gtgm needs a 3D volume")
     gaps = np.linalg.norm(np.diff(positions, axis=0), axis=1)
     if gaps.min() <= 0 or (gaps.max() - gaps.min()) > 0.01 * gaps.mean() + 1e-3:
-        raise InputError(folder, f"irregular slice spacing ({gaps.min():.3f}..{gaps.max():.3f} mm): missing or duplicate slices")
+        raise InputError(
+            folder, f"irregular slice spacing ({gaps.min():.3f}..{gaps.max():.3f} mm): missing or duplicate slices"
+        )
     return (positions[-1] - positions[0]) / (len(positions) - 1)
 
 

@@ -40,7 +40,13 @@ TISSUE_RULE = (
 REAL_MRI = [
     ("nibabel_anatomical", "nibabel", "tests/data/anatomical.nii", None, "nibabel test data: T1-weighted head, 2 mm"),
     ("nibabel_example4d", "nibabel", "tests/data/example4d.nii.gz", 0, "nibabel test data: EPI time series, frame 0"),
-    ("dipy_s0_10slices", "dipy", "data/files/S0_10slices.nii.gz", None, "dipy test data: diffusion b=0 image, 10 slices"),
+    (
+        "dipy_s0_10slices",
+        "dipy",
+        "data/files/S0_10slices.nii.gz",
+        None,
+        "dipy test data: diffusion b=0 image, 10 slices",
+    ),
     ("dipy_aniso_vox", "dipy", "data/files/aniso_vox.nii.gz", None, "dipy test data: anisotropic-voxel T1 (4x4x5 mm)"),
     ("pydeface_mean_reg2mean", "pydeface", "data/mean_reg2mean.nii.gz", None, "pydeface: mean T1 head template"),
 ]
@@ -53,8 +59,7 @@ def mni152_tissue_labels() -> tuple[np.ndarray, Any]:
     WM where ``wm ≥ 0.5`` and ``wm > gm``; GM where ``gm ≥ 0.5`` and ``gm ≥ wm``; other brain (CSF,
     mixed deep tissue) for the rest of the brain mask; background outside the mask.
     """
-    from nilearn.datasets import load_mni152_brain_mask, load_mni152_gm_template, load_mni152_wm_template
-    from nilearn.datasets import struct
+    from nilearn.datasets import load_mni152_brain_mask, load_mni152_gm_template, load_mni152_wm_template, struct
 
     t1 = nib.load(struct.MNI152_FILE_PATH)
     gm = np.asarray(load_mni152_gm_template().get_fdata())
@@ -91,14 +96,24 @@ def write_examples(out: str | Path, n_ct: int = 10, n_em: int = 3, progress: boo
         labels, t1 = mni152_tissue_labels()
         _copy(Path(struct.MNI152_FILE_PATH), out / "mri" / "mni152_t1.nii.gz")
         write_nifti(out / "mri" / "mni152_tissue.nii.gz", labels, t1.affine, t1.header)
-        entries.append(_entry("mri/mni152_t1.nii.gz", "mri/mni152_tissue.nii.gz", "mni152_tissue", "MRI", False,
-                              "nilearn MNI152 2009a sym T1 (1 mm); tissue labels from nilearn GM/WM maps + brain mask"))
+        entries.append(
+            _entry(
+                "mri/mni152_t1.nii.gz",
+                "mri/mni152_tissue.nii.gz",
+                "mni152_tissue",
+                "MRI",
+                False,
+                "nilearn MNI152 2009a sym T1 (1 mm); tissue labels from nilearn GM/WM maps + brain mask",
+            )
+        )
         bar.update(1)
         for case_id, package, rel, channel, description in REAL_MRI:
             src = _package_file(package, rel)
             bar.update(1)
             if src is None:
-                warnings.warn(f"example volume {package}/{rel} not found in the installed package; skipped", stacklevel=2)
+                warnings.warn(
+                    f"example volume {package}/{rel} not found in the installed package; skipped", stacklevel=2
+                )
                 continue
             dest = f"mri/{case_id}{'.nii.gz' if src.name.endswith('.gz') else '.nii'}"
             _copy(src, out / dest)
@@ -110,14 +125,30 @@ def write_examples(out: str | Path, n_ct: int = 10, n_em: int = 3, progress: boo
             hu, lab, affine = make_ct_phantom(seed=1000 + i)
             write_nifti(out / "ct" / f"phantom_{i:03d}.nii.gz", hu, affine)
             write_nifti(out / "ct" / f"phantom_{i:03d}_label.nii.gz", lab, affine)
-            entries.append(_entry(f"ct/phantom_{i:03d}.nii.gz", f"ct/phantom_{i:03d}_label.nii.gz", "ct_phantom", "CT",
-                                  True, f"gtgm.data.phantom_ct seed {1000 + i}"))
+            entries.append(
+                _entry(
+                    f"ct/phantom_{i:03d}.nii.gz",
+                    f"ct/phantom_{i:03d}_label.nii.gz",
+                    "ct_phantom",
+                    "CT",
+                    True,
+                    f"gtgm.data.phantom_ct seed {1000 + i}",
+                )
+            )
             bar.update(1)
         for i in range(n_em):
             raw, ids = make_em_volume(seed=2000 + i)
             write_cremi(out / "em" / f"em_{i:03d}.hdf", raw, EM_RESOLUTION_XYZ, labels=ids)
-            entries.append(_entry(f"em/em_{i:03d}.hdf", f"em/em_{i:03d}.hdf", "em_synthetic", "EM", True,
-                                  f"gtgm.data.synthetic_em seed {2000 + i}"))
+            entries.append(
+                _entry(
+                    f"em/em_{i:03d}.hdf",
+                    f"em/em_{i:03d}.hdf",
+                    "em_synthetic",
+                    "EM",
+                    True,
+                    f"gtgm.data.synthetic_em seed {2000 + i}",
+                )
+            )
             bar.update(1)
     dataset = _dataset_json(entries)
     write_text(out / "README.md", _readme(dataset))
@@ -126,7 +157,13 @@ def write_examples(out: str | Path, n_ct: int = 10, n_em: int = 3, progress: boo
 
 
 def _entry(image: str, label: str | None, group: str, modality: str, synthetic: bool, source: str) -> dict[str, Any]:
-    entry: dict[str, Any] = {"image": image, "group": group, "modality": modality, "synthetic": synthetic, "source": source}
+    entry: dict[str, Any] = {
+        "image": image,
+        "group": group,
+        "modality": modality,
+        "synthetic": synthetic,
+        "source": source,
+    }
     if label:
         entry["label"] = label
     return entry
@@ -139,14 +176,23 @@ def _dataset_json(entries: list[dict[str, Any]]) -> dict[str, Any]:
         "modality": {"0": "MRI"},
         "labels": {str(k): v for k, v in TISSUE_LABELS.items()},
         "groups": {
-            "mni152_tissue": {"modality": "MRI", "labels": {str(k): v for k, v in TISSUE_LABELS.items()},
-                              "description": TISSUE_RULE},
+            "mni152_tissue": {
+                "modality": "MRI",
+                "labels": {str(k): v for k, v in TISSUE_LABELS.items()},
+                "description": TISSUE_RULE,
+            },
             "mri_unlabeled": {"modality": "MRI", "labels": {}, "description": "real MRI volumes, no labels"},
-            "ct_phantom": {"modality": "CT", "labels": {str(k): v for k, v in CT_LABELS.items()},
-                           "description": "synthetic CT phantoms (gtgm.data.phantom_ct), HU, LPS-oriented"},
-            "em_synthetic": {"modality": "EM", "labels": {"0": "background"},
-                             "description": "synthetic EM (gtgm.data.synthetic_em), CREMI layout, neuron instance ids",
-                             "instance_labels": True},
+            "ct_phantom": {
+                "modality": "CT",
+                "labels": {str(k): v for k, v in CT_LABELS.items()},
+                "description": "synthetic CT phantoms (gtgm.data.phantom_ct), HU, LPS-oriented",
+            },
+            "em_synthetic": {
+                "modality": "EM",
+                "labels": {"0": "background"},
+                "description": "synthetic EM (gtgm.data.synthetic_em), CREMI layout, neuron instance ids",
+                "instance_labels": True,
+            },
         },
         "numTraining": len(entries),
         "training": entries,
@@ -155,8 +201,14 @@ def _dataset_json(entries: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _readme(dataset: dict[str, Any]) -> str:
-    lines = ["# gtgm example corpus", "", dataset["description"] + ".", "",
-             "| image | group | modality | real/synthetic | source |", "| --- | --- | --- | --- | --- |"]
+    lines = [
+        "# gtgm example corpus",
+        "",
+        dataset["description"] + ".",
+        "",
+        "| image | group | modality | real/synthetic | source |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for e in dataset["training"]:
         kind = "synthetic" if e["synthetic"] else "real"
         lines.append(f"| {e['image']} | {e['group']} | {e['modality']} | {kind} | {e['source']} |")

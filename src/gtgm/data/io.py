@@ -172,7 +172,9 @@ def select_3d(array: np.ndarray, path: str | Path, channel: int | None) -> np.nd
     if array.ndim == 4:
         frames = array.shape[3]
         if channel is None:
-            raise InputError(path, f"4D volume with {frames} channels/frames {array.shape}; choose one (channel=0..{frames - 1})")
+            raise InputError(
+                path, f"4D volume with {frames} channels/frames {array.shape}; choose one (channel=0..{frames - 1})"
+            )
         if not 0 <= channel < frames:
             raise InputError(path, f"channel {channel} out of range: the volume has {frames} channels")
         array = array[..., channel]

@@ -31,9 +31,7 @@ def normalize_ct(array: np.ndarray, window: list[float]) -> tuple[np.ndarray, di
     return out.astype(np.float32), {"method": "ct_window", "window": [lo, hi], "range": [0.0, 1.0]}
 
 
-def normalize_mri(
-    array: np.ndarray, percentiles: list[float], fg_fraction: float
-) -> tuple[np.ndarray, dict[str, Any]]:
+def normalize_mri(array: np.ndarray, percentiles: list[float], fg_fraction: float) -> tuple[np.ndarray, dict[str, Any]]:
     x = array.astype(np.float32)
     lo = float(x.min())
     top = float(np.percentile(x, 99.5))

@@ -27,15 +27,19 @@ from gtgm.errors import GtgmError
 class VolumeCache:
     """Read-only access to a preprocessed cache written by ``gtgm data preprocess``."""
 
-    def __init__(self, root: str | Path, group: str | None = None, split: str | None = None, labeled: bool | None = None):
+    def __init__(
+        self, root: str | Path, group: str | None = None, split: str | None = None, labeled: bool | None = None
+    ):
         self.root = Path(root)
         index_path = self.root / "index.json"
         if not index_path.is_file():
             raise GtgmError(f"{index_path}: no cache index; run `gtgm data preprocess` first")
         self.index = json.loads(index_path.read_text())
         self.entries = [
-            e for e in self.index["cases"]
-            if (group is None or e["group"] == group) and (split is None or e["split"] == split)
+            e
+            for e in self.index["cases"]
+            if (group is None or e["group"] == group)
+            and (split is None or e["split"] == split)
             and (labeled is None or ("label" in e["files"]) == labeled)
         ]
         if not self.entries:
@@ -77,7 +81,9 @@ class VolumeCache:
         return tuple(self.entries[i]["shape"])  # type: ignore[return-value]
 
 
-def read_patch(array: np.ndarray, start: list[int] | np.ndarray, size: list[int], pad_value: float | list[float] = 0.0) -> np.ndarray:
+def read_patch(
+    array: np.ndarray, start: list[int] | np.ndarray, size: list[int], pad_value: float | list[float] = 0.0
+) -> np.ndarray:
     """Box ``[start, start + size)`` of the last three axes of ``array``; outside voxels = ``pad_value``.
 
     ``array``: (X, Y, Z) or (C, X, Y, Z), typically a memory map; only the overlapping box is read.
@@ -104,7 +110,9 @@ def read_patch(array: np.ndarray, start: list[int] | np.ndarray, size: list[int]
 
 def random_start(shape: tuple[int, ...], size: list[int], rng: np.random.Generator) -> list[int]:
     """Uniform box start inside the volume; where the volume is smaller, the box overhangs randomly."""
-    return [int(rng.integers(0, n - s + 1)) if n >= s else -int(rng.integers(0, s - n + 1)) for n, s in zip(shape, size)]
+    return [
+        int(rng.integers(0, n - s + 1)) if n >= s else -int(rng.integers(0, s - n + 1)) for n, s in zip(shape, size)
+    ]
 
 
 def centred_start(center: np.ndarray, shape: tuple[int, ...], size: list[int]) -> list[int]:
@@ -125,8 +133,13 @@ class TwoViewPatchDataset(Dataset):
     """
 
     def __init__(
-        self, cache: VolumeCache, size: list[int], augment: AugmentConfig, samples_per_epoch: int,
-        seed: int = 0, boxes: list[tuple[int, list[int]]] | None = None,
+        self,
+        cache: VolumeCache,
+        size: list[int],
+        augment: AugmentConfig,
+        samples_per_epoch: int,
+        seed: int = 0,
+        boxes: list[tuple[int, list[int]]] | None = None,
     ):
         self.cache, self.size, self.seed = cache, list(size), seed
         self.samples_per_epoch, self.boxes, self.epoch = samples_per_epoch, boxes, 0
@@ -152,7 +165,14 @@ class TwoViewPatchDataset(Dataset):
             start = random_start(self.cache.shape(case), self.size, rng)
         patch = torch.from_numpy(read_patch(self.cache.image(case), start, self.size, self.cache.pad_value(case)))
         v1, v2, records = self.views(patch, rng)
-        return {"view1": v1, "view2": v2, "case": case, "start": torch.tensor(start), "box": box_id, "ops": json.dumps(records)}
+        return {
+            "view1": v1,
+            "view2": v2,
+            "case": case,
+            "start": torch.tensor(start),
+            "box": box_id,
+            "ops": json.dumps(records),
+        }
 
 
 class LabeledPatchDataset(Dataset):
@@ -162,7 +182,9 @@ class LabeledPatchDataset(Dataset):
     drawn uniformly among the classes present (nnU-Net style oversampling); otherwise it is uniform.
     """
 
-    def __init__(self, cache: VolumeCache, size: list[int], samples_per_epoch: int, foreground_ratio: float = 0.33, seed: int = 0):
+    def __init__(
+        self, cache: VolumeCache, size: list[int], samples_per_epoch: int, foreground_ratio: float = 0.33, seed: int = 0
+    ):
         self.cache, self.size, self.seed = cache, list(size), seed
         self.samples_per_epoch, self.foreground_ratio, self.epoch = samples_per_epoch, foreground_ratio, 0
         self._fg: dict[int, dict[str, np.ndarray]] = {}

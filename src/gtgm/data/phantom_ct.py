@@ -25,14 +25,22 @@ import numpy as np
 from scipy import ndimage
 
 CT_LABELS = {
-    0: "background", 1: "liver", 2: "spleen", 3: "kidney_right", 4: "kidney_left",
-    5: "aorta", 6: "lungs", 7: "bone",
+    0: "background",
+    1: "liver",
+    2: "spleen",
+    3: "kidney_right",
+    4: "kidney_left",
+    5: "aorta",
+    6: "lungs",
+    7: "bone",
 }
 
 
 def _ellipsoid(p: tuple[np.ndarray, ...], center: list[float], radii: list[float]) -> np.ndarray:
     x, y, z = p
-    return ((x - center[0]) / radii[0]) ** 2 + ((y - center[1]) / radii[1]) ** 2 + ((z - center[2]) / radii[2]) ** 2 <= 1
+    return ((x - center[0]) / radii[0]) ** 2 + ((y - center[1]) / radii[1]) ** 2 + (
+        (z - center[2]) / radii[2]
+    ) ** 2 <= 1
 
 
 def _warp(shape: tuple[int, ...], rng: np.random.Generator, amplitude: float) -> list[np.ndarray]:
@@ -46,7 +54,9 @@ def _warp(shape: tuple[int, ...], rng: np.random.Generator, amplitude: float) ->
     return fields
 
 
-def make_ct_phantom(seed: int, shape: tuple[int, int, int] = (128, 128, 64)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def make_ct_phantom(
+    seed: int, shape: tuple[int, int, int] = (128, 128, 64)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One phantom: ``(hu int16 (X, Y, Z), labels uint8 (X, Y, Z), affine 4×4)`` (LPS array order)."""
     rng = np.random.default_rng(seed)
     s_xy, s_z = rng.uniform(2.6, 3.0), rng.uniform(4.0, 5.0)
@@ -110,9 +120,13 @@ class _Phantom:
 
     def abdomen(self) -> None:
         a, b, rng, z_d, j = self.a, self.b, self.rng, self.z_d, self.j
-        liver = _ellipsoid(self.p, [a * 0.33 + j(8), j(8), z_d - 45 + j(8)], [a * 0.45 + j(8), b * 0.62 + j(6), 70 + j(8)])
+        liver = _ellipsoid(
+            self.p, [a * 0.33 + j(8), j(8), z_d - 45 + j(8)], [a * 0.45 + j(8), b * 0.62 + j(6), 70 + j(8)]
+        )
         self.paint(liver & self.inner, rng.uniform(55, 70), 1)
-        spleen = _ellipsoid(self.p, [-a * 0.55 + j(6), -b * 0.35 + j(6), z_d - 40 + j(8)], [28 + j(4), 42 + j(5), 48 + j(6)])
+        spleen = _ellipsoid(
+            self.p, [-a * 0.55 + j(6), -b * 0.35 + j(6), z_d - 40 + j(8)], [28 + j(4), 42 + j(5), 48 + j(6)]
+        )
         self.paint(spleen & self.inner, rng.uniform(45, 55), 2)
         z_k = z_d - 110 + j(10)
         for side, label in ((1, 3), (-1, 4)):

@@ -60,7 +60,9 @@ def preprocess_dataset(
         "version": CACHE_VERSION,
         "dataset": dataset.name,
         "source": str(dataset.root),
-        "groups": {k: {**v, "labels": {str(i): n for i, n in v.get("labels", {}).items()}} for k, v in dataset.groups.items()},
+        "groups": {
+            k: {**v, "labels": {str(i): n for i, n in v.get("labels", {}).items()}} for k, v in dataset.groups.items()
+        },
         "config": asdict(cfg),
         "cases": results,
     }
@@ -85,13 +87,15 @@ def _safe_case(job: tuple[Case, Path, PreprocessConfig]) -> tuple[str, Any]:
 
 def case_fingerprint(case: Case, cfg: PreprocessConfig) -> str:
     refs = [*case.images, *([case.label] if case.label else [])]
-    return digest({
-        "version": CACHE_VERSION,
-        "inputs": [{**r.to_dict(), "signature": file_signature(r.path)} for r in refs],
-        "modality": case.modality,
-        "spacing": case.spacing,
-        "config": asdict(cfg),
-    })
+    return digest(
+        {
+            "version": CACHE_VERSION,
+            "inputs": [{**r.to_dict(), "signature": file_signature(r.path)} for r in refs],
+            "modality": case.modality,
+            "spacing": case.spacing,
+            "config": asdict(cfg),
+        }
+    )
 
 
 def preprocess_case(case: Case, out: Path, cfg: PreprocessConfig) -> dict[str, Any]:
@@ -118,18 +122,31 @@ def preprocess_case(case: Case, out: Path, cfg: PreprocessConfig) -> dict[str, A
     files = {"image": f"{case.id}.npy"}
     _save_npy(vol_dir / files["image"], image_final)
     meta: dict[str, Any] = {
-        "id": case.id, "modality": case.modality, "group": case.group, "split": case.split,
-        "synthetic": case.synthetic, "source": case.source, "fingerprint": fingerprint,
-        "inputs": [r.to_dict() for r in case.images], "label_input": case.label.to_dict() if case.label else None,
-        "shape": list(image_final.shape[1:]), "channels": int(image_final.shape[0]),
-        "affine": np.asarray(affine_out).tolist(), "spacing": _spacing(affine_out), "unit": channels[0].unit,
+        "id": case.id,
+        "modality": case.modality,
+        "group": case.group,
+        "split": case.split,
+        "synthetic": case.synthetic,
+        "source": case.source,
+        "fingerprint": fingerprint,
+        "inputs": [r.to_dict() for r in case.images],
+        "label_input": case.label.to_dict() if case.label else None,
+        "shape": list(image_final.shape[1:]),
+        "channels": int(image_final.shape[0]),
+        "affine": np.asarray(affine_out).tolist(),
+        "spacing": _spacing(affine_out),
+        "unit": channels[0].unit,
         "original": {
-            "shape": list(channels[0].shape), "affine": channels[0].affine.tolist(),
-            "axcodes": "".join(channels[0].axcodes), "spacing": list(channels[0].spacing),
+            "shape": list(channels[0].shape),
+            "affine": channels[0].affine.tolist(),
+            "axcodes": "".join(channels[0].axcodes),
+            "spacing": list(channels[0].spacing),
         },
         "ras_transform": np.asarray(transform).tolist(),
-        "ras_affine": np.asarray(affine_ras).tolist(), "ras_shape": list(image_ras.shape[1:]),
-        "target_spacing": target, "normalization": list(records),
+        "ras_affine": np.asarray(affine_ras).tolist(),
+        "ras_shape": list(image_ras.shape[1:]),
+        "target_spacing": target,
+        "normalization": list(records),
         "pad_value": [float(c.min()) for c in image_final],
     }
     if label_ras is not None:
@@ -156,7 +173,9 @@ def read_case(case: Case) -> tuple[np.ndarray, np.ndarray | None, list[Volume]]:
     if case.label is not None:
         lab = read_label(case.label.path, case.label.channel, case.label.key, case.spacing)
         if lab.shape != ref.shape:
-            raise InputError(lab.path, f"label shape {lab.shape} differs from its image {ref.path} of shape {ref.shape}")
+            raise InputError(
+                lab.path, f"label shape {lab.shape} differs from its image {ref.path} of shape {ref.shape}"
+            )
         if not np.allclose(lab.affine, ref.affine, atol=1e-3 * max(ref.spacing)):
             raise InputError(lab.path, f"label affine differs from its image {ref.path}")
         label = lab.array
@@ -164,7 +183,9 @@ def read_case(case: Case) -> tuple[np.ndarray, np.ndarray | None, list[Volume]]:
     return image, label, channels
 
 
-def foreground_locations(label: np.ndarray, max_per_class: int, seed: int = 0) -> tuple[list[int], dict[str, np.ndarray]]:
+def foreground_locations(
+    label: np.ndarray, max_per_class: int, seed: int = 0
+) -> tuple[list[int], dict[str, np.ndarray]]:
     """Sample up to ``max_per_class`` voxel indices (N, 3) per class > 0 (one class if > 64 labels).
 
     Returns the label values present and ``{"class_<v>": idx}`` (or ``{"foreground": idx}``).
@@ -192,7 +213,19 @@ def _spacing(affine: np.ndarray) -> list[float]:
 
 
 def _index_entry(meta: dict[str, Any]) -> dict[str, Any]:
-    keys = ("id", "modality", "group", "split", "synthetic", "source", "shape", "channels", "spacing", "unit", "pad_value")
+    keys = (
+        "id",
+        "modality",
+        "group",
+        "split",
+        "synthetic",
+        "source",
+        "shape",
+        "channels",
+        "spacing",
+        "unit",
+        "pad_value",
+    )
     return {**{k: meta[k] for k in keys}, "files": meta["files"], "meta": f"{meta['id']}.json"}
 
 
@@ -204,5 +237,6 @@ def check_dataset(dataset: Dataset, progress: bool = True) -> list[str]:
         ref = channels[0]
         spacing = " x ".join(f"{s:.3g}" for s in ref.spacing)
         extra = f", labels {sorted(int(v) for v in np.unique(label))[:10]}" if label is not None else ""
-        lines.append(f"{case.id}: {case.modality} {image.shape[0]}ch {ref.shape} {''.join(ref.axcodes)} {spacing} {ref.unit}{extra}")
+        orient = "".join(ref.axcodes)
+        lines.append(f"{case.id}: {case.modality} {image.shape[0]}ch {ref.shape} {orient} {spacing} {ref.unit}{extra}")
     return lines

@@ -23,7 +23,9 @@ from scipy import ndimage
 EM_RESOLUTION_XYZ = (8.0, 8.0, 40.0)  # nm
 
 
-def make_em_volume(seed: int, shape: tuple[int, int, int] = (128, 128, 32), n_cells: int = 60) -> tuple[np.ndarray, np.ndarray]:
+def make_em_volume(
+    seed: int, shape: tuple[int, int, int] = (128, 128, 32), n_cells: int = 60
+) -> tuple[np.ndarray, np.ndarray]:
     """One volume: ``(raw uint8 (X, Y, Z), neuron_ids uint64 (X, Y, Z))`` at :data:`EM_RESOLUTION_XYZ`."""
     rng = np.random.default_rng(seed)
     res = np.asarray(EM_RESOLUTION_XYZ, dtype=np.float32)
@@ -31,7 +33,9 @@ def make_em_volume(seed: int, shape: tuple[int, int, int] = (128, 128, 32), n_ce
     extent = (np.asarray(shape) - 1) * res
     for axis in range(3):  # smooth warp, ±40 nm
         coarse = ndimage.gaussian_filter(rng.standard_normal((6, 6, 4)), 1.0)
-        full = ndimage.zoom(coarse, [s / c for s, c in zip(shape, coarse.shape)], order=1)[: shape[0], : shape[1], : shape[2]]
+        full = ndimage.zoom(coarse, [s / c for s, c in zip(shape, coarse.shape)], order=1)[
+            : shape[0], : shape[1], : shape[2]
+        ]
         q[axis] += (40.0 * full / (np.abs(full).max() + 1e-8)).astype(np.float32)
     seeds = rng.uniform(0, 1, (n_cells, 3)) * extent
     dirs = rng.normal(0, 1, (n_cells, 3)) * np.array([0.5, 0.5, 1.5])

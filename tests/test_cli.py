@@ -1,0 +1,42 @@
+"""End-to-end: the CLI's help, and `gtgm demo` (shared session run) writing corpus, cache and report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from gtgm.cli import build_parser, main
+
+
+def test_help_lists_every_stage():
+    text = build_parser().format_help()
+    for stage in ("data", "demo", "config"):
+        assert stage in text
+    out = subprocess.run([sys.executable, "-m", "gtgm", "data", "--help"], capture_output=True, text=True, check=True)
+    for action in ("examples", "check", "preprocess"):
+        assert action in out.stdout
+
+
+def test_demo_writes_corpus_cache_and_report(demo_run):
+    index = json.loads((demo_run / "cache" / "index.json").read_text())
+    corpus = json.loads((demo_run / "examples" / "dataset.json").read_text())
+    assert len(index["cases"]) == len(corpus["training"]) >= 14
+    for case in index["cases"]:
+        image = np.load(demo_run / "cache" / "volumes" / case["files"]["image"], mmap_mode="r")
+        assert list(image.shape[1:]) == case["shape"] and image.dtype == np.float32
+    report = (demo_run / "report.md").read_text()
+    assert "mni152_t1" in report and "phantom_000" in report and "em_000" in report
+    assert (demo_run / "report.html").stat().st_size > 1000
+    assert (demo_run / "figures" / "corpus.png").stat().st_size > 10_000
+
+
+def test_check_and_rerun_preprocess(demo_run, capsys, tmp_path):
+    assert main(["data", "check", str(demo_run / "examples")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert any(line.startswith("mni152_t1: MRI 1ch (197, 233, 189) RAS") for line in lines)
+    before = (demo_run / "cache" / "volumes" / "mni152_t1.npy").stat().st_mtime_ns
+    assert main(["data", "preprocess", str(demo_run / "examples"), "--out", str(demo_run / "cache")]) == 0
+    assert (demo_run / "cache" / "volumes" / "mni152_t1.npy").stat().st_mtime_ns == before  # nothing redone
