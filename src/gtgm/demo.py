@@ -1,6 +1,7 @@
 """``gtgm demo``: every stage that exists, on the embedded example corpus, ending in a report.
 
-Stages so far: example data -> preprocessing cache -> a two-view patch batch -> report.
+Stages so far: example data -> preprocessing cache -> captions (describe) -> text embeddings (MiniLM)
+-> a two-view patch batch -> report.
 """
 
 from __future__ import annotations
@@ -33,19 +34,69 @@ def run_demo(out: str | Path, cfg: Config, progress: bool = True) -> dict[str, P
     t0 = time.perf_counter()
     index = preprocess_dataset(load_dataset(examples), out / "cache", cfg.preprocess, progress=progress)
     timings["preprocess"] = time.perf_counter() - t0
+    captions = _captions(out, cfg, timings, progress)
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     cache = VolumeCache(out / "cache")
     montage = _montage(cache, figures / "corpus.png")
     views = _two_view_figure(cache, cfg, figures / "two_views.png")
-    report_md, report_html = write_report(out, "gtgm demo", _blocks(index, timings, montage, views))
+    blocks = _blocks(index, timings, montage, views)
+    blocks[-2:-2] = _caption_blocks(captions)
+    report_md, report_html = write_report(out, "gtgm demo", blocks)
     written = {
         "example corpus": examples / "dataset.json",
         "preprocessed cache": out / "cache" / "index.json",
+        "captions": out / "captions.jsonl",
+        "text embeddings": out / "text" / "embeddings.npy",
         "report (Markdown)": report_md,
         "report (HTML)": report_html,
     }
     return written
+
+
+def _captions(out: Path, cfg: Config, timings: dict[str, float], progress: bool) -> dict[str, Any]:
+    from gtgm.text.captioners import create_captioner
+    from gtgm.text.captions import caption_stats, read_captions, run_captioning
+    from gtgm.text.encoders import embed_captions
+
+    cache = VolumeCache(out / "cache")
+    t0 = time.perf_counter()
+    cap = run_captioning(
+        cache,
+        create_captioner(cfg.caption, cfg.device),
+        out / "captions.jsonl",
+        cfg.caption,
+        cfg.seed,
+        progress=progress,
+    )
+    timings["captions"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    emb = embed_captions(out / "captions.jsonl", out / "text", cfg.text, cfg.device, progress=progress)
+    timings["text embeddings"] = time.perf_counter() - t0
+    records = read_captions(out / "captions.jsonl")
+    return {"run": cap, "embed": emb, "records": records, "stats": caption_stats(records)}
+
+
+def _caption_blocks(captions: dict[str, Any]) -> list:
+    stats, cap, emb = captions["stats"], captions["run"], captions["embed"]
+    rng = np.random.default_rng(0)
+    rows = []
+    for modality in ("CT", "MRI", "EM"):
+        recs = [r for r in captions["records"] if r["modality"] == modality]
+        for j in rng.choice(len(recs), size=min(2, len(recs)), replace=False) if recs else []:
+            rows.append([recs[j]["volume"], ",".join(map(str, recs[j]["start"])), recs[j]["text"]])
+    rate = f"{cap['per_second']:.0f} patches/s" if cap["written"] else "all cached"
+    enc = f"{emb['per_second']:.0f} texts/s" if emb["encoded"] else "all cached"
+    return [
+        ("heading", "Generated text"),
+        (
+            "text",
+            f"{stats['captions']} captions by the offline 'describe' captioner ({rate}); "
+            f"{stats['distinct']:.0%} distinct, {stats['mean_words']:.0f} words on average. "
+            f"{emb['unique']} distinct texts embedded with the frozen text encoder ({enc}).",
+        ),
+        ("table", (["volume", "box start (x,y,z)", "caption"], rows)),
+    ]
 
 
 def _blocks(index: dict[str, Any], timings: dict[str, float], montage: Path, views: Path) -> list:

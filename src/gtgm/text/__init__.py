@@ -1,0 +1,2 @@
+"""Generated text: captions for patch locations (``gtgm caption``) and their frozen embeddings
+(``gtgm embed-text``)."""

@@ -1,0 +1,26 @@
+"""Captioner backends behind one interface (:class:`~gtgm.text.captioners.base.Captioner`)."""
+
+from __future__ import annotations
+
+from gtgm.config import CaptionConfig
+from gtgm.text.captioners.base import Captioner, Patch
+
+
+def create_captioner(cfg: CaptionConfig, device: str = "auto") -> Captioner:
+    """The backend named by ``cfg.captioner``: describe (offline default), hf, or openai."""
+    if cfg.captioner == "describe":
+        from gtgm.text.captioners.describe import DescribeCaptioner
+
+        return DescribeCaptioner()
+    if cfg.captioner == "hf":
+        from gtgm.text.captioners.hf import HFCaptioner
+
+        return HFCaptioner(cfg, device)
+    if cfg.captioner == "openai":
+        from gtgm.text.captioners.openai import OpenAICaptioner
+
+        return OpenAICaptioner(cfg)
+    raise ValueError(cfg.captioner)
+
+
+__all__ = ["Captioner", "Patch", "create_captioner"]

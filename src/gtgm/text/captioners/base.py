@@ -1,0 +1,71 @@
+"""The one small interface every captioner backend implements, and the patch it describes."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+
+@dataclass
+class Patch:
+    """One patch location of a cached volume, with its pixels.
+
+    ``image``: (C, X, Y, Z) float32 normalised as in the cache (RAS array order, z = slice axis).
+    ``start``/``size``: the box in the volume, (x, y, z) voxels. ``normalization``: the cache's
+    per-channel normalisation records (so CT can be mapped back to HU). ``pad_value``: per-channel
+    value of voxels outside the volume / background.
+    """
+
+    key: str
+    volume: str
+    modality: str
+    start: list[int]
+    size: list[int]
+    image: np.ndarray
+    volume_shape: list[int]
+    spacing: list[float]
+    unit: str = "mm"
+    normalization: list[dict[str, Any]] = field(default_factory=list)
+    pad_value: list[float] = field(default_factory=lambda: [0.0])
+
+    def rng(self, seed: int) -> np.random.Generator:
+        """A generator fixed by (seed, key): the same patch and seed always draw the same numbers."""
+        return np.random.default_rng([seed, zlib.crc32(self.key.encode())])
+
+
+class Captioner(Protocol):
+    """``caption(patches, seed) -> texts``, one text per patch, in order."""
+
+    name: str
+    version: str
+
+    def caption(self, patches: list[Patch], seed: int) -> list[str]: ...
+
+
+def slice_index(patch: Patch, mode: str, seed: int) -> int:
+    """Axial slice (z index inside the patch) to show an image model: central, random or informative.
+
+    ``informative``: the slice with the largest intensity standard deviation (most structure).
+    """
+    depth = patch.image.shape[3]
+    if mode == "central":
+        return depth // 2
+    if mode == "random":
+        return int(patch.rng(seed).integers(depth))
+    if mode == "informative":
+        return int(np.argmax(patch.image[0].reshape(-1, depth).std(axis=0)))
+    raise ValueError(f"unknown slice mode '{mode}'")
+
+
+def slice_uint8(patch: Patch, z: int) -> np.ndarray:
+    """Axial slice ``z`` of channel 0 as a uint8 picture (rows = anterior..posterior, cols = x).
+
+    Intensities are stretched between the patch's 1st and 99th percentiles.
+    """
+    img = patch.image[0, :, :, z].T[::-1]  # rows: y from anterior (top) to posterior
+    lo, hi = np.percentile(patch.image[0], [1, 99])
+    scaled = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
+    return (np.clip(scaled, 0, 1) * 255).astype(np.uint8)

@@ -1,0 +1,271 @@
+"""``gtgm caption``: one caption per patch location of every cached volume, in ``captions.jsonl``.
+
+Each line is one JSON object::
+
+    {"key": "<volume>:<x>,<y>,<z>:<sx>,<sy>,<sz>", "volume": ..., "start": [x, y, z], "size": [sx, sy, sz],
+     "axes": "xyz", "modality": "CT|MRI|EM", "text": ..., "captioner": ..., "captioner_version": ..., "seed": ...}
+
+Boxes are in the cache's RAS array order (x, y, z; z = slice axis). Lines are appended one
+``write(2)`` each to a file opened with ``O_APPEND``, so an interruption loses at most the line being
+written; a torn last line is cut off on the next run, which then skips every key already present
+(resume). ``--shard i/n`` (or torchrun's RANK/WORLD_SIZE) takes every n-th location and writes
+``<stem>.shard-<i>-of-<n>.jsonl`` beside the output; :func:`read_captions` reads them all together.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from gtgm.config import CaptionConfig
+from gtgm.data.patches import VolumeCache, read_patch
+from gtgm.errors import GtgmError, InputError
+from gtgm.text.captioners.base import Captioner, Patch
+from gtgm.text.captioners.measure import background_mask
+
+
+def grid_starts(shape: list[int], size: list[int], step: list[int]) -> list[list[int]]:
+    """Box starts covering ``shape``: 0, step, 2·step, ... and a last box flush with the far edge.
+
+    Along an axis shorter than the box there is one start, 0 (the box overhangs and is padded).
+    """
+    axes = []
+    for n, s, st in zip(shape, size, step):
+        if n <= s:
+            axes.append([0])
+            continue
+        starts = list(range(0, n - s + 1, max(1, st)))
+        if starts[-1] != n - s:
+            starts.append(n - s)
+        axes.append(starts)
+    return [[x, y, z] for x in axes[0] for y in axes[1] for z in axes[2]]
+
+
+def caption_key(volume: str, start: list[int], size: list[int]) -> str:
+    return f"{volume}:{','.join(map(str, start))}:{','.join(map(str, size))}"
+
+
+def shard_path(out: Path, shard: tuple[int, int]) -> Path:
+    i, n = shard
+    return out if n == 1 else out.with_name(f"{out.stem}.shard-{i}-of-{n}{out.suffix}")
+
+
+def caption_files(path: Path) -> list[Path]:
+    """The captions file and its shard files, in a stable order."""
+    files = [path] if path.exists() else []
+    return files + sorted(path.parent.glob(f"{path.stem}.shard-*-of-*{path.suffix}"))
+
+
+def read_captions(path: str | Path) -> list[dict[str, Any]]:
+    """All caption records of ``path`` and its shards; a malformed line is an error naming it."""
+    path = Path(path)
+    files = caption_files(path)
+    if not files:
+        raise InputError(path, "captions file not found")
+    records: list[dict[str, Any]] = []
+    for f in files:
+        records.extend(_read_lines(f))
+    return records
+
+
+def _read_lines(path: Path) -> Iterator[dict[str, Any]]:
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(path, f"line {number}: malformed JSON ({exc.msg})") from exc
+            if not isinstance(rec, dict) or not isinstance(rec.get("text"), str) or "key" not in rec:
+                raise InputError(path, f"line {number}: a caption record needs 'key' and a string 'text'")
+            yield rec
+
+
+def repair_tail(path: Path) -> bool:
+    """Cut a torn last line (no trailing newline) left by an interruption; True if something was cut."""
+    if not path.exists() or path.stat().st_size == 0:
+        return False
+    with open(path, "rb+") as fh:
+        fh.seek(-1, os.SEEK_END)
+        if fh.read(1) == b"\n":
+            return False
+        data = path.read_bytes()
+        fh.truncate(data.rfind(b"\n") + 1)
+    return True
+
+
+class CaptionWriter:
+    """Appends records to a JSONL file, one ``write(2)`` per line (O_APPEND), fsync on close."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def write(self, record: dict[str, Any]) -> None:
+        os.write(self.fd, (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+
+    def close(self) -> None:
+        os.fsync(self.fd)
+        os.close(self.fd)
+
+
+def plan_locations(cache: VolumeCache, cfg: CaptionConfig) -> list[tuple[int, list[int], list[int]]]:
+    """``(case index, start, size)`` of every grid location with enough non-background voxels."""
+    plan = []
+    for i, entry in enumerate(cache.entries):
+        size = cfg.patch_size.get(entry["modality"])
+        step = cfg.step.get(entry["modality"], size)
+        if size is None:
+            raise GtgmError(f"caption.patch_size has no entry for modality {entry['modality']}")
+        image, pad = cache.image(i), cache.pad_value(i)[0]
+        for start in grid_starts(entry["shape"], size, step):
+            if cfg.min_foreground > 0:
+                patch = read_patch(image[0], start, size, pad)
+                if 1 - background_mask(patch, entry["modality"], pad).mean() < cfg.min_foreground:
+                    continue
+            plan.append((i, start, list(size)))
+    return plan
+
+
+def make_patch(cache: VolumeCache, i: int, start: list[int], size: list[int], meta: dict[str, Any]) -> Patch:
+    entry = cache.entries[i]
+    return Patch(
+        key=caption_key(entry["id"], start, size),
+        volume=entry["id"],
+        modality=entry["modality"],
+        start=list(start),
+        size=list(size),
+        image=read_patch(cache.image(i), start, size, cache.pad_value(i)),
+        volume_shape=list(entry["shape"]),
+        spacing=list(entry["spacing"]),
+        unit=entry["unit"],
+        normalization=meta["normalization"],
+        pad_value=list(cache.pad_value(i)),
+    )
+
+
+def run_captioning(
+    cache: VolumeCache,
+    captioner: Captioner,
+    out: str | Path,
+    cfg: CaptionConfig,
+    seed: int = 0,
+    shard: tuple[int, int] = (0, 1),
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Caption every planned location of this shard not yet in ``out`` (or its shards).
+
+    Returns ``{"written", "skipped", "total", "seconds", "per_second", "path"}``.
+    """
+    out = Path(out)
+    target = shard_path(out, shard)
+    if repair_tail(target):
+        print(f"[caption] {target}: cut a torn last line left by an interrupted run")
+    done = {r["key"]: r for f in caption_files(out) for r in _read_lines(f)}
+    other = {r["captioner"] for r in done.values()} - {captioner.name}
+    if other:
+        raise GtgmError(f"{out} holds captions by {sorted(other)}; write '{captioner.name}' captions to another file")
+    plan = [p for j, p in enumerate(plan_locations(cache, cfg)) if j % shard[1] == shard[0]]
+    todo = [p for p in plan if caption_key(cache.entries[p[0]]["id"], p[1], p[2]) not in done]
+    metas: dict[int, dict[str, Any]] = {}
+    writer = CaptionWriter(target)
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(todo), desc=f"caption ({captioner.name})", unit="patch", disable=not progress)
+    try:
+        for b in range(0, len(todo), cfg.batch_size):
+            batch = [
+                make_patch(cache, i, s, z, metas.setdefault(i, cache.meta(i)))
+                for i, s, z in todo[b : b + cfg.batch_size]
+            ]
+            for patch, text in zip(batch, captioner.caption(batch, seed)):
+                writer.write(
+                    {
+                        "key": patch.key,
+                        "volume": patch.volume,
+                        "start": patch.start,
+                        "size": patch.size,
+                        "axes": "xyz",
+                        "modality": patch.modality,
+                        "text": text,
+                        "captioner": captioner.name,
+                        "captioner_version": captioner.version,
+                        "seed": seed,
+                    }
+                )
+            bar.update(len(batch))
+    finally:
+        writer.close()
+        bar.close()
+    seconds = time.perf_counter() - t0
+    return {
+        "written": len(todo),
+        "skipped": len(plan) - len(todo),
+        "total": len(plan),
+        "seconds": seconds,
+        "per_second": len(todo) / seconds if seconds > 0 else float("nan"),
+        "path": str(target),
+    }
+
+
+def distinct_share(records: list[dict[str, Any]]) -> float:
+    """Share of distinct texts among the records."""
+    return len({r["text"] for r in records}) / max(len(records), 1)
+
+
+def caption_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
+    lengths = [len(r["text"].split()) for r in records]
+    return {
+        "captions": len(records),
+        "distinct": distinct_share(records),
+        "mean_words": float(np.mean(lengths)) if lengths else 0.0,
+    }
+
+
+def run_refine(
+    source: str | Path, out: str | Path, refiner: Any, batch_size: int = 8, progress: bool = True
+) -> dict[str, Any]:
+    """Rewrite every caption of ``source`` with ``refiner`` into ``out`` (resumable by key).
+
+    Output records copy the source record, replace ``text``, keep the original as ``source_text`` and
+    ``source_captioner``, and name the refiner as ``captioner``.
+    """
+    source, out = Path(source), Path(out)
+    if source.resolve() == out.resolve():
+        raise GtgmError(f"{out}: refined captions must go to another file than their source")
+    records = read_captions(source)
+    if repair_tail(out):
+        print(f"[caption] {out}: cut a torn last line left by an interrupted run")
+    done = {r["key"] for f in caption_files(out) for r in _read_lines(f)}
+    todo = [r for r in records if r["key"] not in done]
+    writer = CaptionWriter(out)
+    t0 = time.perf_counter()
+    try:
+        for b in tqdm(range(0, len(todo), batch_size), desc="refine", unit="batch", disable=not progress):
+            batch = todo[b : b + batch_size]
+            for rec, text in zip(batch, refiner.refine(batch)):
+                writer.write(
+                    {
+                        **rec,
+                        "text": text,
+                        "source_text": rec["text"],
+                        "source_captioner": rec["captioner"],
+                        "captioner": refiner.name,
+                        "captioner_version": refiner.version,
+                    }
+                )
+    finally:
+        writer.close()
+    return {
+        "written": len(todo),
+        "skipped": len(records) - len(todo),
+        "seconds": time.perf_counter() - t0,
+        "path": str(out),
+    }
