@@ -126,13 +126,13 @@ def _em(m: dict[str, Any], rng: np.random.Generator) -> list[str]:
         )
     ]
     if s["cells"]:
-        unit = m["unit"]
+        unit, d = m["unit"], f"{s['diameter']:.0f}"
         out.append(
             _pick(
                 rng,
                 [
-                    f"Cell profiles are about {s['diameter']:.0f} {unit} across, {s['cells']} in the central section.",
-                    f"The central section shows {s['cells']} cell profiles of typical diameter {s['diameter']:.0f} {unit}.",
+                    f"Cell profiles are about {d} {unit} across, {s['cells']} in the central section.",
+                    f"The central section shows {s['cells']} cell profiles of typical diameter {d} {unit}.",
                 ],
             )
         )
