@@ -66,10 +66,10 @@ class HFCaptioner:
                 text = (prompt or "Describe this {modality} image.").format(modality=p.modality)
                 msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
                 texts.append(self.processor.apply_chat_template(msgs, add_generation_prompt=True))
-            return self.processor(images=images, text=texts, return_tensors="pt", padding=True)
+            return self.processor(images=images, text=texts, return_tensors="pt", padding=True, truncation=True)
         if prompt:
             texts = [prompt.format(modality=p.modality) for p in patches]
-            return self.processor(images=images, text=texts, return_tensors="pt", padding=True)
+            return self.processor(images=images, text=texts, return_tensors="pt", padding=True, truncation=True)
         return self.processor(images=images, return_tensors="pt")
 
     @torch.no_grad()

@@ -14,6 +14,7 @@ import base64
 import io
 import json
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -93,8 +94,20 @@ class OpenAIChat:
 
     def map(self, jobs: list[tuple[list[dict[str, Any]], str]]) -> list[str]:
         """Run ``complete`` over ``(messages, what)`` jobs, ``concurrency`` at a time, results in order."""
+        failed = threading.Event()  # after a failure, requests not yet started are skipped
+
+        def run(job: tuple[list[dict[str, Any]], str]) -> str | None:
+            if failed.is_set():
+                return None
+            try:
+                return self.complete(*job)
+            except BaseException:
+                failed.set()
+                raise
+
         with ThreadPoolExecutor(max(1, self.cfg.concurrency)) as pool:
-            return list(pool.map(lambda job: self.complete(*job), jobs))
+            futures = [pool.submit(run, job) for job in jobs]
+            return [f.result() for f in futures]  # type: ignore[misc]
 
 
 class OpenAICaptioner:
