@@ -67,6 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     emb.add_argument("--pooling", choices=["cls", "mean"], help="cls (paper) or mean (MiniLM default)")
     _add_config(emb)
 
+    pre = sub.add_parser("pretrain", help="pretrain a 3D encoder (CLIP + Barlow Twins); also under torchrun")
+    pre.add_argument("--cache", help="preprocessed cache folder (pretrain.cache)")
+    pre.add_argument("--captions", help="captions.jsonl (pretrain.captions)")
+    pre.add_argument("--text-cache", help="text embedding cache folder (pretrain.text_cache)")
+    pre.add_argument("--out", help="run folder (pretrain.out)")
+    pre.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
+    pre.add_argument("--stop-after", type=int, metavar="N", help="leave after N steps with a checkpoint (resume later)")
+    _add_config(pre)
+
     demo = sub.add_parser("demo", help="run every stage on the example corpus and write a report")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
     _add_config(demo)
@@ -106,6 +115,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _caption(args)
     if args.command == "embed-text":
         return _embed_text(args)
+    if args.command == "pretrain":
+        return _pretrain(args)
     if args.command == "demo":
         from gtgm.demo import run_demo
 
@@ -178,6 +189,25 @@ def _embed_text(args: argparse.Namespace) -> int:
     print(
         f"{stats['texts']} captions, {stats['unique']} distinct texts, {stats['encoded']} encoded{rate} -> {args.out}"
     )
+    return 0
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from gtgm.train.pretrain import pretrain
+
+    overrides = list(args.overrides)
+    for key in ("cache", "captions", "text_cache", "out"):
+        if getattr(args, key):
+            overrides.append(f"pretrain.{key}={getattr(args, key)}")
+    result = pretrain(load_config(args.config, overrides), resume=args.resume, stop_after=args.stop_after)
+    if not result["finished"]:
+        print(f"stopped at step {result['step']}; continue with --resume")
+        return 0
+    if result["retrieval"]:
+        r = result["retrieval"]
+        print(f"held-out image->text retrieval: top-1 {r['top1']:.1%} (chance {r['chance_top1']:.1%}), "
+              f"top-5 {r['top5']:.1%} (chance {r['chance_top5']:.1%}) on {r['n']} patches")
+    print(f"pretrained {result['step']} steps; encoder weights: {Path(result['out']) / 'encoder.pt'}")
     return 0
 
 

@@ -112,6 +112,60 @@ class TextConfig:
 
 
 @dataclass
+class ModelConfig:
+    """The 3D encoder (``resunet`` or ``swinunetr``) and the projection heads."""
+
+    encoder: Literal["resunet", "swinunetr"] = "resunet"
+    in_channels: int = 1
+    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])  # resunet stages
+    feature_size: int = 48  # swinunetr
+    use_checkpoint: bool = False  # swinunetr activation checkpointing (saves memory, costs time)
+    embed_dim: int = 512  # shared image-text space
+    head_hidden: int = 1024
+
+
+@dataclass
+class LossConfig:
+    """GTGM objective: text_weight·[T(v1, t) + T(v2, t)] + image_weight·I(v1, v2)."""
+
+    image_text: Literal["clip", "barlow", "vicreg"] = "clip"  # T: CLIP or a negative-free image-text term
+    text_weight: float = 1.0
+    temperature: float = 0.07
+    learnable_temperature: bool = False
+    image_image: Literal["barlow", "vicreg", "none"] = "barlow"  # I: the negative-free term between views
+    image_weight: float = 0.01
+    barlow_lambda: float = 0.0051
+    barlow_normalize: Literal["batch", "none"] = "batch"  # "none": the reference code's unnormalised variant
+
+
+@dataclass
+class PretrainConfig:
+    """``gtgm pretrain``: data, optimisation, precision, checkpoints, logs."""
+
+    cache: str = ""  # preprocessed cache folder
+    captions: str = ""  # captions.jsonl
+    text_cache: str = ""  # text embedding cache folder
+    out: str = "runs/pretrain"
+    patch_size: list[int] = field(default_factory=lambda: [48, 48, 48])  # caption boxes are resized to this
+    batch_size: int = 2  # per process
+    steps: int = 1000
+    lr: float = 2e-5
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    min_lr: float = 0.0
+    grad_accum: int = 1
+    grad_clip: float = 1.0  # max gradient norm; 0 disables
+    amp: Literal["auto", "none", "bf16", "fp16"] = "auto"  # auto: bf16 on a GPU that has it, else none
+    num_workers: int = 2
+    checkpoint_every: int = 200
+    log_every: int = 10
+    eval_every: int = 200
+    eval_patches: int = 64  # held-out patches for image->text retrieval
+    holdout_fraction: float = 0.1
+    tensorboard: bool = True
+
+
+@dataclass
 class Config:
     """The whole configuration; later stages add their own sections."""
 
@@ -122,6 +176,9 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     caption: CaptionConfig = field(default_factory=CaptionConfig)
     text: TextConfig = field(default_factory=TextConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

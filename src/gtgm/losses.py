@@ -1,0 +1,142 @@
+"""Pretraining losses: small modules, the formula in each docstring, the terms as pure functions.
+
+All take embeddings of shape (N, D). With ``gather=True`` they first concatenate the embeddings of every
+process (:func:`~gtgm.train.distributed.gather_with_grad`), so N processes with batch b compute the loss
+of one process with batch N·b (CLIP negatives and the cross-correlation span the global batch).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gtgm.train.distributed import gather_with_grad
+
+
+def clip_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor | float) -> torch.Tensor:
+    """Symmetric InfoNCE (CLIP, Radford et al. 2021).
+
+    ``u = image/|image|``, ``v = text/|text|``, ``S = s · u vᵀ`` (s = 1/τ);
+    ``L = ½ [CE(S, diag) + CE(Sᵀ, diag)]`` — pair i is the positive of row i and column i.
+    Aligned orthonormal pairs give ``log(1 + (N-1)e^{-s})``; a collapsed batch gives ``log N``.
+    """
+    u, v = F.normalize(image, dim=-1), F.normalize(text, dim=-1)
+    logits = logit_scale * u @ v.T
+    labels = torch.arange(len(u), device=u.device)
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
+
+def standardize(z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Per-dimension batch standardisation ``(z - mean) / sqrt(var + eps)`` (biased var, as BatchNorm)."""
+    return (z - z.mean(0)) / torch.sqrt(z.var(0, unbiased=False) + eps)
+
+
+def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambda_offdiag: float = 0.0051, normalize: bool = True) -> torch.Tensor:
+    """Barlow Twins (Zbontar et al. 2021), negative-free.
+
+    ``C = ẑ1ᵀ ẑ2 / N`` with ``ẑ = standardize(z)`` (or raw ``z`` when ``normalize=False``, the GTGM
+    reference code's variant); ``L = Σ_i (1 - C_ii)² + λ Σ_{i≠j} C_ij²``. Identical standardised views
+    give ``Σ_i (1 - C_ii)² ≈ 0``; a collapsed batch (all rows equal) gives ``C = 0`` and ``L = D``.
+    """
+    if normalize:
+        z1, z2 = standardize(z1), standardize(z2)
+    c = z1.T @ z2 / z1.shape[0]
+    on = (1 - torch.diagonal(c)).pow(2).sum()
+    off = c.pow(2).sum() - torch.diagonal(c).pow(2).sum()
+    return on + lambda_offdiag * off
+
+
+def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, sim: float = 25.0, var: float = 25.0, cov: float = 1.0) -> torch.Tensor:
+    """VICReg (Bardes et al. 2022), negative-free, as in the authors' code.
+
+    ``L = sim · MSE(z1, z2) + var · ½ Σ_z mean_j relu(1 - sqrt(Var z_j + 1e-4)) + cov · Σ_z Σ_{i≠j} Cov(z)_ij² / D``
+    (Var and Cov with the N-1 denominator).
+    """
+    inv = F.mse_loss(z1, z2)
+    d = z1.shape[1]
+    std_term, cov_term = 0.0, 0.0
+    for z in (z1, z2):
+        zc = z - z.mean(0)
+        std_term = std_term + F.relu(1 - torch.sqrt(zc.var(0) + 1e-4)).mean() / 2
+        c = zc.T @ zc / (len(z) - 1)
+        cov_term = cov_term + (c.pow(2).sum() - torch.diagonal(c).pow(2).sum()) / d
+    return sim * inv + var * std_term + cov * cov_term
+
+
+class ClipLoss(nn.Module):
+    """:func:`clip_loss` with temperature τ (fixed, or learnable as ``log(1/τ)`` clamped to s ≤ 100)."""
+
+    def __init__(self, temperature: float = 0.07, learnable: bool = False, gather: bool = False):
+        super().__init__()
+        self.gather = gather
+        init = torch.tensor(math.log(1 / temperature))
+        if learnable:
+            self.log_scale = nn.Parameter(init)
+        else:
+            self.register_buffer("log_scale", init)
+
+    @property
+    def scale(self) -> torch.Tensor:
+        return self.log_scale.exp().clamp(max=100)
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        if self.gather:
+            image, text = gather_with_grad(image), gather_with_grad(text)
+        return clip_loss(image, text, self.scale)
+
+
+class BarlowTwinsLoss(nn.Module):
+    """:func:`barlow_twins_loss` (λ_offdiag = 0.0051; ``normalize=False`` for the reference variant)."""
+
+    def __init__(self, lambda_offdiag: float = 0.0051, normalize: bool = True, gather: bool = False):
+        super().__init__()
+        self.lambda_offdiag, self.normalize, self.gather = lambda_offdiag, normalize, gather
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        if self.gather:
+            z1, z2 = gather_with_grad(z1), gather_with_grad(z2)
+        return barlow_twins_loss(z1, z2, self.lambda_offdiag, self.normalize)
+
+
+class VICRegLoss(nn.Module):
+    """:func:`vicreg_loss` with weights (25, 25, 1)."""
+
+    def __init__(self, sim: float = 25.0, var: float = 25.0, cov: float = 1.0, gather: bool = False):
+        super().__init__()
+        self.sim, self.var, self.cov, self.gather = sim, var, cov, gather
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        if self.gather:
+            z1, z2 = gather_with_grad(z1), gather_with_grad(z2)
+        return vicreg_loss(z1, z2, self.sim, self.var, self.cov)
+
+
+class GTGMLoss(nn.Module):
+    """The GTGM objective on the model's output dict; returns every term, keys ending in ``_loss``.
+
+    Default (paper): ``w·CLIP(v1, t) + w·CLIP(v2, t) + λ·BT(v1, v2)`` with w = 1, λ = 0.01. The
+    image-text term can be a negative-free one (``image_text="barlow"|"vicreg"``), the image-image term
+    VICReg or none. The total is the sum of the returned terms.
+    """
+
+    def __init__(self, cfg, gather: bool = False):
+        super().__init__()
+        self.cfg = cfg
+        self.clip = ClipLoss(cfg.temperature, cfg.learnable_temperature, gather)
+        self.terms = nn.ModuleDict({
+            "barlow": BarlowTwinsLoss(cfg.barlow_lambda, cfg.barlow_normalize == "batch", gather),
+            "vicreg": VICRegLoss(gather=gather),
+        })
+
+    def forward(self, image_features_1: torch.Tensor, image_features_2: torch.Tensor, text_features: torch.Tensor) -> dict[str, torch.Tensor]:
+        cfg, out = self.cfg, {}
+        if cfg.text_weight > 0:
+            it = self.clip if cfg.image_text == "clip" else self.terms[cfg.image_text]
+            out["text1_loss"] = cfg.text_weight * it(image_features_1, text_features)
+            out["text2_loss"] = cfg.text_weight * it(image_features_2, text_features)
+        if cfg.image_image != "none" and cfg.image_weight > 0:
+            out["views_loss"] = cfg.image_weight * self.terms[cfg.image_image](image_features_1, image_features_2)
+        return out

@@ -1,0 +1,1 @@
+"""Training: pretraining (``gtgm pretrain``), distributed helpers, checkpoints, logs."""

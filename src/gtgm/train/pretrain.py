@@ -1,0 +1,243 @@
+"""``gtgm pretrain``: GTGM image-text + two-view pretraining of a 3D encoder, on CPU, one GPU or torchrun.
+
+Per step: ``grad_accum`` micro-batches of two augmented views + frozen caption embeddings ->
+:class:`~gtgm.models.vlp.VLPModel` -> :class:`~gtgm.losses.GTGMLoss` (global batch under DDP) -> AdamW
+with linear warmup + cosine decay, optional AMP and gradient clipping. Every ``checkpoint_every`` steps
+``checkpoints/last.pt`` is replaced atomically (model, optimizer, scheduler, scaler, RNG, step,
+config); ``--resume`` continues from it with exactly the samples the uninterrupted run would have seen.
+Logs go to ``log.jsonl`` and TensorBoard; image->text retrieval on held-out patches is logged every
+``eval_every`` steps. At the end: ``encoder.pt`` (plain state dict keyed as in the segmenter; for
+``swinunetr`` it loads into ``monai.networks.nets.SwinUNETR``) and ``encoder.json``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from gtgm.config import Config
+from gtgm.data.patches import VolumeCache
+from gtgm.errors import GtgmError
+from gtgm.fsutil import write_json, write_text
+from gtgm.losses import GTGMLoss
+from gtgm.models.encoders import segmenter_state_dict
+from gtgm.models.registry import create_encoder
+from gtgm.models.vlp import VLPModel
+from gtgm.runtime import resolve_device
+from gtgm.text.captions import read_captions
+from gtgm.text.encoders import TextCache
+from gtgm.train import distributed as dist
+from gtgm.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from gtgm.train.logs import RunLogger
+from gtgm.train.pairs import CaptionPairs, StepSampler, split_records
+
+
+def build_model(cfg: Config, text_dim: int) -> VLPModel:
+    m = cfg.model
+    encoder = create_encoder(m.encoder, in_channels=m.in_channels, channels=m.channels,
+                             feature_size=m.feature_size, use_checkpoint=m.use_checkpoint)
+    return VLPModel(encoder, text_dim, m.embed_dim, m.head_hidden)
+
+
+def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """LR multiplier: linear 1/warmup..1 over ``warmup`` steps, then cosine down to ``min_ratio``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def load_data(cfg: Config) -> tuple[CaptionPairs, CaptionPairs | None]:
+    p = cfg.pretrain
+    for key in ("cache", "captions", "text_cache"):
+        if not getattr(p, key):
+            raise GtgmError(f"pretrain.{key} is not set (give --{key.replace('_', '-')} or pretrain.{key}=PATH)")
+    cache = VolumeCache(p.cache)
+    text_cache = TextCache(p.text_cache)
+    text_cache.require_encoder(cfg.text)
+    train, held = split_records(read_captions(p.captions), p.holdout_fraction)
+    pairs = CaptionPairs(cache, train, text_cache, p.patch_size, cfg.augment, cfg.seed)
+    if not held:
+        return pairs, None
+    rng = torch.Generator().manual_seed(cfg.seed)
+    held = [held[i] for i in torch.randperm(len(held), generator=rng)[: p.eval_patches].tolist()]
+    return pairs, CaptionPairs(cache, held, text_cache, p.patch_size, None, cfg.seed)
+
+
+def _amp(cfg: Config, device: torch.device) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
+    mode = cfg.pretrain.amp
+    if mode == "auto":
+        mode = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "none"
+    if mode == "none":
+        return None, None
+    if mode == "fp16":
+        if device.type != "cuda":
+            raise GtgmError("pretrain.amp=fp16 needs a CUDA GPU (use bf16 or none on CPU)")
+        return torch.float16, torch.amp.GradScaler("cuda")
+    return torch.bfloat16, None
+
+
+def _optimizer(model: torch.nn.Module, loss_fn: torch.nn.Module, cfg: Config) -> torch.optim.AdamW:
+    decay, no_decay = [], []
+    for module in (model, loss_fn):
+        for p in module.parameters():
+            if p.requires_grad:
+                (decay if p.ndim > 1 else no_decay).append(p)  # no decay on norms, biases, temperature
+    groups = [{"params": decay, "weight_decay": cfg.pretrain.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.pretrain.lr)
+
+
+class Pretrainer:
+    """Holds the run's parts; ``run()`` trains to ``pretrain.steps`` and exports the encoder."""
+
+    def __init__(self, cfg: Config, resume: bool = False, progress: bool = True):
+        self.cfg, self.progress = cfg, progress
+        self.device = dist.setup(resolve_device(cfg.device))
+        self.rank, self.world = dist.rank(), dist.world_size()
+        if self.device.type == "cpu" and self.world > 1:
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", self.world))))
+        self.out = Path(cfg.pretrain.out)
+        torch.manual_seed(cfg.seed)
+        self.pairs, self.held = load_data(cfg)
+        self.model = build_model(cfg, self.pairs.text_cache.index["dim"]).to(self.device)
+        self.loss_fn = GTGMLoss(cfg.loss, gather=self.world > 1).to(self.device)
+        self.net = DistributedDataParallel(self.model) if self.world > 1 else self.model
+        self.opt = _optimizer(self.model, self.loss_fn, cfg)
+        p = cfg.pretrain
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: warmup_cosine(s, p.warmup_steps, p.steps, p.min_lr / p.lr if p.lr else 0.0))
+        self.amp_dtype, self.scaler = _amp(cfg, self.device)
+        self.step = 0
+        self._start(resume)
+        self.logger = RunLogger(self.out, p.tensorboard, enabled=self.rank == 0)
+
+    def _start(self, resume: bool) -> None:
+        last = self.out / "checkpoints" / "last.pt"
+        if resume:
+            self.load(last)
+        elif last.exists():
+            raise GtgmError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out")
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_text(self.out / "config.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+
+    def state(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "loss": self.loss_fn.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else None,
+                "rng": rng_state(), "step": self.step, "config": self.cfg.to_dict()}
+
+    def load(self, path: Path) -> None:
+        ckpt = load_checkpoint(path, self.device)
+        self.model.load_state_dict(ckpt["model"])
+        self.loss_fn.load_state_dict(ckpt["loss"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        self.sched.load_state_dict(ckpt["scheduler"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"])
+        self.step = int(ckpt["step"])
+
+    def save(self) -> None:
+        if self.rank == 0:
+            save_checkpoint(self.out / "checkpoints" / "last.pt", self.state())
+
+    def loader(self) -> DataLoader:
+        p = self.cfg.pretrain
+        sampler = StepSampler(p.batch_size, self.step * p.grad_accum, self.rank, self.world)
+        return DataLoader(self.pairs, batch_size=p.batch_size, sampler=sampler, num_workers=p.num_workers,
+                          persistent_workers=p.num_workers > 0, pin_memory=self.device.type == "cuda")
+
+    def train_step(self, batches: Any) -> dict[str, float]:
+        """One optimiser step over ``grad_accum`` micro-batches; returns the mean of each loss term."""
+        accum, terms = self.cfg.pretrain.grad_accum, {}
+        self.opt.zero_grad(set_to_none=True)
+        for a in range(accum):
+            batch = next(batches)
+            sync = self.net.no_sync() if (self.world > 1 and a < accum - 1) else nullcontext()
+            with sync, torch.autocast(self.device.type, self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+                out = self.net(*(batch[k].to(self.device, non_blocking=True) for k in ("view1", "view2", "text")))
+                losses = self.loss_fn(**{k: v.float() for k, v in out.items()})
+                total = sum(losses.values()) / accum
+            (self.scaler.scale(total) if self.scaler else total).backward()
+            for k, v in losses.items():
+                terms[k] = terms.get(k, 0.0) + float(v.detach()) / accum
+        if self.scaler:
+            self.scaler.unscale_(self.opt)
+        if self.cfg.pretrain.grad_clip > 0:
+            terms["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.pretrain.grad_clip))
+        if self.scaler:
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            self.opt.step()
+        self.sched.step()
+        self.step += 1
+        terms["loss"] = sum(v for k, v in terms.items() if k.endswith("_loss"))
+        return terms
+
+    def run(self, stop_after: int | None = None) -> dict[str, Any]:
+        """Train to ``pretrain.steps``; with ``stop_after``, stop (checkpointed) after that many steps."""
+        p = self.cfg.pretrain
+        end = p.steps if stop_after is None else min(p.steps, self.step + stop_after)
+        batches = iter(self.loader())
+        bar = tqdm(total=p.steps, initial=self.step, desc="pretrain", unit="step", disable=not (self.progress and self.rank == 0))
+        t0, done, last_eval = time.perf_counter(), 0, {}
+        while self.step < end:
+            terms = self.train_step(batches)
+            done += 1
+            rate = done * p.batch_size * p.grad_accum * self.world / (time.perf_counter() - t0)
+            bar.update(1)
+            bar.set_postfix(loss=f"{terms['loss']:.3f}", samples_s=f"{rate:.1f}")
+            if self.step % p.log_every == 0 or self.step == p.steps:
+                self.logger.log(self.step, {**terms, "lr": self.sched.get_last_lr()[0], "samples_per_s": rate})
+            if self.held is not None and (self.step % p.eval_every == 0 or self.step == p.steps):
+                last_eval = self.evaluate()
+            if self.step % p.checkpoint_every == 0 or self.step in (p.steps, end):
+                self.save()
+        bar.close()
+        if self.step == p.steps:
+            self.export(last_eval)
+        self.logger.close()
+        return {"step": self.step, "retrieval": last_eval, "out": str(self.out), "finished": self.step == p.steps}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Image->text retrieval on the held-out patches (rank 0 logs it): top-1/top-5 and chance."""
+        from gtgm.train.retrieval import retrieval_accuracy
+
+        result = retrieval_accuracy(self.model, self.held, self.device) if self.rank == 0 else {}
+        self.logger.log(self.step, {f"retrieval/{k}": v for k, v in result.items()})
+        return result
+
+    def export(self, retrieval: dict[str, float]) -> None:
+        if self.rank != 0:
+            return
+        save_checkpoint(self.out / "encoder.pt", segmenter_state_dict(self.model.encoder))
+        m = self.cfg.model
+        write_json(self.out / "encoder.json", {
+            "encoder": m.encoder, "in_channels": m.in_channels, "channels": m.channels, "feature_size": m.feature_size,
+            "segmenter_prefix": self.model.encoder.segmenter_prefix, "patch_size": self.cfg.pretrain.patch_size,
+            "steps": self.step, "text_encoder": self.pairs.text_cache.encoder, "retrieval": retrieval,
+        })
+
+
+def pretrain(cfg: Config, resume: bool = False, progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
+    """Run (or resume) pretraining as configured; under torchrun every process calls this.
+
+    ``stop_after``: leave after that many steps with a checkpoint (e.g. to fit a cluster time limit);
+    ``resume=True`` continues later.
+    """
+    try:
+        return Pretrainer(cfg, resume, progress).run(stop_after)
+    finally:
+        dist.cleanup()
