@@ -29,5 +29,7 @@ def lps_affine() -> np.ndarray:
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One `gtgm demo` run (example corpus + cache + report), shared by the tests that read it."""
     out = tmp_path_factory.mktemp("demo")
-    assert main(["demo", "--out", str(out)]) == 0
+    assert (
+        main(["demo", "--out", str(out), "pretrain.steps=10", "pretrain.eval_every=5", "pretrain.num_workers=0"]) == 0
+    )
     return out

@@ -76,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--stop-after", type=int, metavar="N", help="leave after N steps with a checkpoint (resume later)")
     _add_config(pre)
 
-    demo = sub.add_parser("demo", help="run every stage on the example corpus and write a report")
+    demo = sub.add_parser(
+        "demo", help="run every stage on the example corpus and write a report (preset pretrain/cpu-small)"
+    )
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
     _add_config(demo)
 
@@ -120,7 +122,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from gtgm.demo import run_demo
 
-        written = run_demo(args.out, load_config(args.config, args.overrides))
+        written = run_demo(args.out, load_config(args.config or "pretrain/cpu-small", args.overrides))
         print("\n[demo] wrote:")
         for what, path in written.items():
             print(f"  {what:<22} {path}")
@@ -205,8 +207,10 @@ def _pretrain(args: argparse.Namespace) -> int:
         return 0
     if result["retrieval"]:
         r = result["retrieval"]
-        print(f"held-out image->text retrieval: top-1 {r['top1']:.1%} (chance {r['chance_top1']:.1%}), "
-              f"top-5 {r['top5']:.1%} (chance {r['chance_top5']:.1%}) on {r['n']} patches")
+        print(
+            f"held-out image->text retrieval: top-1 {r['top1']:.1%} (chance {r['chance_top1']:.1%}), "
+            f"top-5 {r['top5']:.1%} (chance {r['chance_top5']:.1%}) on {r['n']} patches"
+        )
     print(f"pretrained {result['step']} steps; encoder weights: {Path(result['out']) / 'encoder.pt'}")
     return 0
 

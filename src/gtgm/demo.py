@@ -1,7 +1,7 @@
 """``gtgm demo``: every stage that exists, on the embedded example corpus, ending in a report.
 
 Stages so far: example data -> preprocessing cache -> captions (describe) -> text embeddings (MiniLM)
--> a two-view patch batch -> report.
+-> pretraining (``pretrain/cpu-small`` preset unless another config is given) -> report.
 """
 
 from __future__ import annotations
@@ -37,17 +37,21 @@ def run_demo(out: str | Path, cfg: Config, progress: bool = True) -> dict[str, P
     captions = _captions(out, cfg, timings, progress)
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    run = _pretrain(out, cfg, progress)
+    timings["pretraining"] = time.perf_counter() - t0
     cache = VolumeCache(out / "cache")
     montage = _montage(cache, figures / "corpus.png")
     views = _two_view_figure(cache, cfg, figures / "two_views.png")
     blocks = _blocks(index, timings, montage, views)
-    blocks[-2:-2] = _caption_blocks(captions)
+    blocks[-2:-2] = _caption_blocks(captions) + _pretrain_blocks(run, cfg, figures / "pretraining.png")
     report_md, report_html = write_report(out, "gtgm demo", blocks)
     written = {
         "example corpus": examples / "dataset.json",
         "preprocessed cache": out / "cache" / "index.json",
         "captions": out / "captions.jsonl",
         "text embeddings": out / "text" / "embeddings.npy",
+        "pretrained encoder": run / "encoder.pt",
         "report (Markdown)": report_md,
         "report (HTML)": report_html,
     }
@@ -75,6 +79,73 @@ def _captions(out: Path, cfg: Config, timings: dict[str, float], progress: bool)
     timings["text embeddings"] = time.perf_counter() - t0
     records = read_captions(out / "captions.jsonl")
     return {"run": cap, "embed": emb, "records": records, "stats": caption_stats(records)}
+
+
+def _pretrain(out: Path, cfg: Config, progress: bool) -> Path:
+    from gtgm.train.pretrain import pretrain
+
+    run = out / "pretrain"
+    if (run / "encoder.pt").is_file():
+        print(f"[demo] {run} already holds a finished pretraining run; reusing it")
+        return run
+    p = cfg.pretrain
+    p.cache, p.captions, p.text_cache, p.out = (
+        str(out / "cache"),
+        str(out / "captions.jsonl"),
+        str(out / "text"),
+        str(run),
+    )
+    pretrain(cfg, resume=(run / "checkpoints" / "last.pt").is_file(), progress=progress)
+    return run
+
+
+def _pretrain_blocks(run: Path, cfg: Config, figure: Path) -> list:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gtgm.train.logs import read_log
+
+    log = read_log(run)
+    steps = [r for r in log if "loss" in r]
+    evals = [r for r in log if "retrieval/top1" in r]
+    fig, ax = plt.subplots(1, 2, figsize=(11, 3.6))
+    for key in [k for k in steps[0] if k.endswith("_loss") or k == "loss"] if steps else []:
+        ax[0].plot([r["step"] for r in steps], [r[key] for r in steps], label=key)
+    ax[0].set_xlabel("step"), ax[0].set_title("pretraining loss"), ax[0].legend(fontsize=7)
+    for key, style in (("top1", "-o"), ("top5", "-s")):
+        ax[1].plot([r["step"] for r in evals], [r[f"retrieval/{key}"] for r in evals], style, label=key)
+        if evals:
+            ax[1].axhline(evals[-1][f"retrieval/chance_{key}"], ls="--", lw=0.8, color="grey")
+    ax[1].set_xlabel("step"), ax[1].set_title("held-out image->text retrieval (dashed: chance)"), ax[1].legend()
+    fig.tight_layout()
+    fig.savefig(figure, dpi=80)
+    plt.close(fig)
+    m, p = cfg.model, cfg.pretrain
+    rows = [
+        [
+            r["step"],
+            f"{r['retrieval/top1']:.1%}",
+            f"{r['retrieval/chance_top1']:.1%}",
+            f"{r['retrieval/top5']:.1%}",
+            f"{r['retrieval/chance_top5']:.1%}",
+            int(r["retrieval/n"]),
+        ]
+        for r in evals
+    ]
+    rate = steps[-1].get("samples_per_s", float("nan")) if steps else float("nan")
+    return [
+        ("heading", "Pretraining"),
+        (
+            "text",
+            f"Encoder {m.encoder} (channels {m.channels}), patches {p.patch_size}, batch {p.batch_size}, "
+            f"{p.steps} steps, lr {p.lr}; loss = CLIP(v1, t) + CLIP(v2, t) + {cfg.loss.image_weight}·"
+            f"{cfg.loss.image_image}(v1, v2); {rate:.1f} samples/s.",
+        ),
+        ("figure", (figure, "Loss terms and held-out retrieval during pretraining")),
+        ("table", (["step", "top-1", "chance top-1", "top-5", "chance top-5", "held-out patches"], rows)),
+    ]
 
 
 def _caption_blocks(captions: dict[str, Any]) -> list:

@@ -34,7 +34,9 @@ def standardize(z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     return (z - z.mean(0)) / torch.sqrt(z.var(0, unbiased=False) + eps)
 
 
-def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambda_offdiag: float = 0.0051, normalize: bool = True) -> torch.Tensor:
+def barlow_twins_loss(
+    z1: torch.Tensor, z2: torch.Tensor, lambda_offdiag: float = 0.0051, normalize: bool = True
+) -> torch.Tensor:
     """Barlow Twins (Zbontar et al. 2021), negative-free.
 
     ``C = ẑ1ᵀ ẑ2 / N`` with ``ẑ = standardize(z)`` (or raw ``z`` when ``normalize=False``, the GTGM
@@ -49,7 +51,9 @@ def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambda_offdiag: float 
     return on + lambda_offdiag * off
 
 
-def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, sim: float = 25.0, var: float = 25.0, cov: float = 1.0) -> torch.Tensor:
+def vicreg_loss(
+    z1: torch.Tensor, z2: torch.Tensor, sim: float = 25.0, var: float = 25.0, cov: float = 1.0
+) -> torch.Tensor:
     """VICReg (Bardes et al. 2022), negative-free, as in the authors' code.
 
     ``L = sim · MSE(z1, z2) + var · ½ Σ_z mean_j relu(1 - sqrt(Var z_j + 1e-4)) + cov · Σ_z Σ_{i≠j} Cov(z)_ij² / D``
@@ -126,12 +130,16 @@ class GTGMLoss(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.clip = ClipLoss(cfg.temperature, cfg.learnable_temperature, gather)
-        self.terms = nn.ModuleDict({
-            "barlow": BarlowTwinsLoss(cfg.barlow_lambda, cfg.barlow_normalize == "batch", gather),
-            "vicreg": VICRegLoss(gather=gather),
-        })
+        self.terms = nn.ModuleDict(
+            {
+                "barlow": BarlowTwinsLoss(cfg.barlow_lambda, cfg.barlow_normalize == "batch", gather),
+                "vicreg": VICRegLoss(gather=gather),
+            }
+        )
 
-    def forward(self, image_features_1: torch.Tensor, image_features_2: torch.Tensor, text_features: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self, image_features_1: torch.Tensor, image_features_2: torch.Tensor, text_features: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         cfg, out = self.cfg, {}
         if cfg.text_weight > 0:
             it = self.clip if cfg.image_text == "clip" else self.terms[cfg.image_text]

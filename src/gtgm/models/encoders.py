@@ -56,12 +56,15 @@ class SwinEncoder(nn.Module):
 
     segmenter_prefix = ""  # the module is called swinViT, as in SwinUNETR
 
-    def __init__(self, in_channels: int = 1, feature_size: int = 48, use_checkpoint: bool = False, normalize: bool = True):
+    def __init__(
+        self, in_channels: int = 1, feature_size: int = 48, use_checkpoint: bool = False, normalize: bool = True
+    ):
         super().__init__()
         from monai.networks.nets import SwinUNETR
 
-        self.swinViT = SwinUNETR(in_channels=in_channels, out_channels=1, feature_size=feature_size,
-                                 use_checkpoint=use_checkpoint).swinViT
+        self.swinViT = SwinUNETR(
+            in_channels=in_channels, out_channels=1, feature_size=feature_size, use_checkpoint=use_checkpoint
+        ).swinViT
         self.normalize = normalize
         self.out_dim = 16 * feature_size
 

@@ -35,8 +35,15 @@ def split_records(records: list[dict[str, Any]], holdout_fraction: float) -> tup
 class CaptionPairs(Dataset):
     """``{"view1", "view2": (C, *patch_size), "text": (D,), "index": record index}`` for sample ``i``."""
 
-    def __init__(self, cache: VolumeCache, records: list[dict[str, Any]], text_cache: TextCache,
-                 patch_size: list[int], augment: AugmentConfig | None, seed: int = 0):
+    def __init__(
+        self,
+        cache: VolumeCache,
+        records: list[dict[str, Any]],
+        text_cache: TextCache,
+        patch_size: list[int],
+        augment: AugmentConfig | None,
+        seed: int = 0,
+    ):
         if not records:
             raise GtgmError("no captions to pretrain on (after the held-out split)")
         ids = {e["id"]: i for i, e in enumerate(cache.entries)}
@@ -55,7 +62,9 @@ class CaptionPairs(Dataset):
     def patch(self, k: int) -> torch.Tensor:
         """Record ``k``'s box from the cache, resized (trilinear) to ``patch_size``: (C, *patch_size)."""
         rec, case = self.records[k], int(self.case[k])
-        box = torch.from_numpy(read_patch(self.cache.image(case), rec["start"], rec["size"], self.cache.pad_value(case)))
+        box = torch.from_numpy(
+            read_patch(self.cache.image(case), rec["start"], rec["size"], self.cache.pad_value(case))
+        )
         if list(box.shape[1:]) != self.patch_size:
             box = F.interpolate(box[None], size=self.patch_size, mode="trilinear", align_corners=False)[0]
         return box

@@ -44,8 +44,13 @@ from gtgm.train.pairs import CaptionPairs, StepSampler, split_records
 
 def build_model(cfg: Config, text_dim: int) -> VLPModel:
     m = cfg.model
-    encoder = create_encoder(m.encoder, in_channels=m.in_channels, channels=m.channels,
-                             feature_size=m.feature_size, use_checkpoint=m.use_checkpoint)
+    encoder = create_encoder(
+        m.encoder,
+        in_channels=m.in_channels,
+        channels=m.channels,
+        feature_size=m.feature_size,
+        use_checkpoint=m.use_checkpoint,
+    )
     return VLPModel(encoder, text_dim, m.embed_dim, m.head_hidden)
 
 
@@ -115,7 +120,8 @@ class Pretrainer:
         self.opt = _optimizer(self.model, self.loss_fn, cfg)
         p = cfg.pretrain
         self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt, lambda s: warmup_cosine(s, p.warmup_steps, p.steps, p.min_lr / p.lr if p.lr else 0.0))
+            self.opt, lambda s: warmup_cosine(s, p.warmup_steps, p.steps, p.min_lr / p.lr if p.lr else 0.0)
+        )
         self.amp_dtype, self.scaler = _amp(cfg, self.device)
         self.step = 0
         self._start(resume)
@@ -132,9 +138,16 @@ class Pretrainer:
             write_text(self.out / "config.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
 
     def state(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "loss": self.loss_fn.state_dict(), "optimizer": self.opt.state_dict(),
-                "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else None,
-                "rng": rng_state(), "step": self.step, "config": self.cfg.to_dict()}
+        return {
+            "model": self.model.state_dict(),
+            "loss": self.loss_fn.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "rng": rng_state(),
+            "step": self.step,
+            "config": self.cfg.to_dict(),
+        }
 
     def load(self, path: Path) -> None:
         ckpt = load_checkpoint(path, self.device)
@@ -154,8 +167,14 @@ class Pretrainer:
     def loader(self) -> DataLoader:
         p = self.cfg.pretrain
         sampler = StepSampler(p.batch_size, self.step * p.grad_accum, self.rank, self.world)
-        return DataLoader(self.pairs, batch_size=p.batch_size, sampler=sampler, num_workers=p.num_workers,
-                          persistent_workers=p.num_workers > 0, pin_memory=self.device.type == "cuda")
+        return DataLoader(
+            self.pairs,
+            batch_size=p.batch_size,
+            sampler=sampler,
+            num_workers=p.num_workers,
+            persistent_workers=p.num_workers > 0,
+            pin_memory=self.device.type == "cuda",
+        )
 
     def train_step(self, batches: Any) -> dict[str, float]:
         """One optimiser step over ``grad_accum`` micro-batches; returns the mean of each loss term."""
@@ -164,7 +183,10 @@ class Pretrainer:
         for a in range(accum):
             batch = next(batches)
             sync = self.net.no_sync() if (self.world > 1 and a < accum - 1) else nullcontext()
-            with sync, torch.autocast(self.device.type, self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            with (
+                sync,
+                torch.autocast(self.device.type, self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None),
+            ):
                 out = self.net(*(batch[k].to(self.device, non_blocking=True) for k in ("view1", "view2", "text")))
                 losses = self.loss_fn(**{k: v.float() for k, v in out.items()})
                 total = sum(losses.values()) / accum
@@ -174,7 +196,9 @@ class Pretrainer:
         if self.scaler:
             self.scaler.unscale_(self.opt)
         if self.cfg.pretrain.grad_clip > 0:
-            terms["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.pretrain.grad_clip))
+            terms["grad_norm"] = float(
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.pretrain.grad_clip)
+            )
         if self.scaler:
             self.scaler.step(self.opt)
             self.scaler.update()
@@ -190,7 +214,13 @@ class Pretrainer:
         p = self.cfg.pretrain
         end = p.steps if stop_after is None else min(p.steps, self.step + stop_after)
         batches = iter(self.loader())
-        bar = tqdm(total=p.steps, initial=self.step, desc="pretrain", unit="step", disable=not (self.progress and self.rank == 0))
+        bar = tqdm(
+            total=p.steps,
+            initial=self.step,
+            desc="pretrain",
+            unit="step",
+            disable=not (self.progress and self.rank == 0),
+        )
         t0, done, last_eval = time.perf_counter(), 0, {}
         while self.step < end:
             terms = self.train_step(batches)
@@ -224,11 +254,20 @@ class Pretrainer:
             return
         save_checkpoint(self.out / "encoder.pt", segmenter_state_dict(self.model.encoder))
         m = self.cfg.model
-        write_json(self.out / "encoder.json", {
-            "encoder": m.encoder, "in_channels": m.in_channels, "channels": m.channels, "feature_size": m.feature_size,
-            "segmenter_prefix": self.model.encoder.segmenter_prefix, "patch_size": self.cfg.pretrain.patch_size,
-            "steps": self.step, "text_encoder": self.pairs.text_cache.encoder, "retrieval": retrieval,
-        })
+        write_json(
+            self.out / "encoder.json",
+            {
+                "encoder": m.encoder,
+                "in_channels": m.in_channels,
+                "channels": m.channels,
+                "feature_size": m.feature_size,
+                "segmenter_prefix": self.model.encoder.segmenter_prefix,
+                "patch_size": self.cfg.pretrain.patch_size,
+                "steps": self.step,
+                "text_encoder": self.pairs.text_cache.encoder,
+                "retrieval": retrieval,
+            },
+        )
 
 
 def pretrain(cfg: Config, resume: bool = False, progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:

@@ -9,7 +9,9 @@ from gtgm.train.pairs import CaptionPairs
 
 
 @torch.no_grad()
-def retrieval_accuracy(model: torch.nn.Module, pairs: CaptionPairs, device: torch.device, batch: int = 8) -> dict[str, float]:
+def retrieval_accuracy(
+    model: torch.nn.Module, pairs: CaptionPairs, device: torch.device, batch: int = 8
+) -> dict[str, float]:
     """Top-1/top-5 image->text accuracy over the ``n`` held-out patches, with the chance levels.
 
     Each patch (un-augmented box) is embedded by the encoder + image head, each caption by the text
@@ -30,5 +32,10 @@ def retrieval_accuracy(model: torch.nn.Module, pairs: CaptionPairs, device: torc
     hits = same_text.gather(1, ranked)
     model.train(was_training)
     k5 = min(5, n)
-    return {"top1": float(hits[:, 0].float().mean()), "top5": float(hits[:, :k5].any(1).float().mean()),
-            "n": n, "chance_top1": 1 / n, "chance_top5": k5 / n}
+    return {
+        "top1": float(hits[:, 0].float().mean()),
+        "top5": float(hits[:, :k5].any(1).float().mean()),
+        "n": n,
+        "chance_top1": 1 / n,
+        "chance_top5": k5 / n,
+    }

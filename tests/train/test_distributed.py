@@ -1,0 +1,94 @@
+"""DDP with 2 gloo processes under torchrun equals one process with the doubled batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from gtgm.config import LossConfig
+from gtgm.losses import GTGMLoss
+from tests.train.ddp_worker import make_batch, make_model
+from tests.train.test_pretrain import tiny_overrides
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _torchrun(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(port),
+        *args,
+    ]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_with_double_batch(tmp_path):
+    _torchrun([str(ROOT / "tests" / "train" / "ddp_worker.py"), str(tmp_path)], tmp_path)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    model = make_model()
+    v1, v2, t = make_batch()
+    losses = GTGMLoss(LossConfig())(**model(v1, v2, t))
+    total = sum(losses.values())
+    total.backward()
+    for r in ranks:
+        torch.testing.assert_close(r["loss"], total.detach(), rtol=1e-5, atol=1e-6)
+        for k, v in losses.items():
+            torch.testing.assert_close(r["terms"][k], v.detach(), rtol=1e-5, atol=1e-6)
+    for name, p in model.named_parameters():
+        for r in ranks:  # DDP has averaged the gradients: both ranks hold the global-batch gradient
+            # atol 1e-3 against gradients up to ~60: float32 reduction-order noise only (some stage-0
+            # residual weights have a true gradient of ~0 because instance norm cancels their scale)
+            torch.testing.assert_close(
+                r["grads"][name], p.grad, rtol=1e-4, atol=1e-3, msg=lambda m, n=name: f"{n}: {m}"
+            )
+
+
+@pytest.mark.slow
+def test_gtgm_pretrain_under_torchrun_matches_single_process(demo_run, tmp_path):
+    common = [
+        "pretrain",
+        "--cache",
+        str(demo_run / "cache"),
+        "--captions",
+        str(demo_run / "captions.jsonl"),
+        "--text-cache",
+        str(demo_run / "text"),
+        *tiny_overrides(steps=3),
+        "pretrain.log_every=1",
+    ]
+    _torchrun(["-m", "gtgm", *common, "--out", str(tmp_path / "ddp"), "pretrain.batch_size=2"], tmp_path)
+    from gtgm.cli import main
+
+    assert main([*common, "--out", str(tmp_path / "single"), "pretrain.batch_size=4"]) == 0
+
+    def losses(run):
+        rows = [json.loads(line) for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+        return [r["loss"] for r in rows if "loss" in r]
+
+    assert len(losses("ddp")) == 3
+    assert losses("ddp") == pytest.approx(losses("single"), rel=1e-4)
+    a = torch.load(tmp_path / "ddp" / "encoder.pt", weights_only=True)
+    b = torch.load(tmp_path / "single" / "encoder.pt", weights_only=True)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
