@@ -76,6 +76,35 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--stop-after", type=int, metavar="N", help="leave after N steps with a checkpoint (resume later)")
     _add_config(pre)
 
+    ft = sub.add_parser("finetune", help="fine-tune a segmenter with a share of the labels (scratch or pretrained)")
+    ft.add_argument("cache", nargs="?", help="preprocessed cache with labeled cases (finetune.cache)")
+    ft.add_argument("--group", help="cache group, e.g. ct_phantom (finetune.group)")
+    ft.add_argument("--pretrained", help="encoder.pt from gtgm pretrain (finetune.pretrained)")
+    ft.add_argument(
+        "--label-ratio", type=float, help="share of training cases / labelled slices (finetune.label_ratio)"
+    )
+    ft.add_argument("--out", help="run folder (finetune.out)")
+    ft.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
+    _add_config(ft)
+
+    pr = sub.add_parser("predict", help="segment raw volumes with a fine-tuned best.pt (NIfTI in input geometry)")
+    pr.add_argument("checkpoint", type=Path, help="best.pt from gtgm finetune")
+    pr.add_argument("inputs", nargs="+", type=Path, help="NIfTI files, folders or datasets")
+    pr.add_argument("--out", required=True, type=Path, help="output folder")
+    pr.add_argument("--device", default="auto")
+
+    ev = sub.add_parser("evaluate", help="per-case, per-class Dice and HD95 of predictions against references")
+    ev.add_argument("pred_dir", type=Path)
+    ev.add_argument("label_dir", type=Path)
+    ev.add_argument("--out", type=Path, help="where metrics.csv/json go (default: PRED_DIR)")
+    ev.add_argument("--classes", type=int, nargs="+", help="classes to score (default: all labels > 0)")
+
+    st = sub.add_parser("study", help="label-efficiency study: scratch vs pretrained x label ratios x seeds")
+    st.add_argument("cache", help="preprocessed cache with labeled cases")
+    st.add_argument("--pretrained", required=True, help="encoder.pt from gtgm pretrain")
+    st.add_argument("--out", help="study folder (study.out)")
+    _add_config(st)
+
     demo = sub.add_parser(
         "demo", help="run every stage on the example corpus and write a report (preset pretrain/cpu-small)"
     )
@@ -119,6 +148,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _embed_text(args)
     if args.command == "pretrain":
         return _pretrain(args)
+    if args.command in ("finetune", "predict", "evaluate", "study"):
+        return _segmentation(args)
     if args.command == "demo":
         from gtgm.demo import run_demo
 
@@ -212,6 +243,47 @@ def _pretrain(args: argparse.Namespace) -> int:
             f"top-5 {r['top5']:.1%} (chance {r['chance_top5']:.1%}) on {r['n']} patches"
         )
     print(f"pretrained {result['step']} steps; encoder weights: {Path(result['out']) / 'encoder.pt'}")
+    return 0
+
+
+def _segmentation(args: argparse.Namespace) -> int:
+    if args.command == "predict":
+        from gtgm.infer import predict_inputs
+
+        written = predict_inputs(args.checkpoint, args.inputs, args.out, args.device)
+        print(f"wrote {len(written)} label maps to {args.out}")
+        return 0
+    if args.command == "evaluate":
+        from gtgm.infer import evaluate_folders
+
+        res = evaluate_folders(args.pred_dir, args.label_dir, args.out, args.classes)
+        print(f"{len(res['cases'])} cases, mean Dice {res['mean_dice']:.4f} -> {args.out or args.pred_dir}/metrics.csv")
+        return 0
+    overrides = list(args.overrides)
+    if args.command == "study":
+        from gtgm.study import run_study
+
+        overrides += [f"finetune.cache={args.cache}"] + ([f"study.out={args.out}"] if args.out else [])
+        report = run_study(load_config(args.config or "finetune/cpu-small", overrides), args.pretrained)
+        print(f"study report: {report}")
+        return 0
+    from gtgm.train.finetune import finetune
+
+    for flag, key in (
+        (args.cache, "cache"),
+        (args.group, "group"),
+        (args.pretrained, "pretrained"),
+        (args.label_ratio, "label_ratio"),
+        (args.out, "out"),
+    ):
+        if flag is not None:
+            overrides.append(f"finetune.{key}={flag}")
+    result = finetune(load_config(args.config, overrides), resume=args.resume)
+    t = result["test"]
+    print(
+        f"test mean Dice {t['mean_dice']:.4f} over classes {list(t['dice'])} "
+        f"(best val {result['best_val_dice']:.4f}); model: {Path(load_config(args.config, overrides).finetune.out) / 'best.pt'}"
+    )
     return 0
 
 

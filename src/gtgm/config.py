@@ -166,6 +166,49 @@ class PretrainConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    """``gtgm finetune``: segmentation from a (pre)trained encoder with a share of the labels."""
+
+    cache: str = ""  # preprocessed cache (labeled cases)
+    group: str | None = None  # cache group to use (e.g. ct_phantom); None = every labeled case
+    out: str = "runs/finetune"
+    pretrained: str = ""  # encoder.pt from gtgm pretrain; empty = from scratch
+    label_ratio: float = 1.0  # share of training cases (case split) or of labelled slices (region split)
+    split: Literal["auto", "cases", "region"] = "auto"  # auto: region when there is a single labeled case
+    val_fraction: float = 0.15
+    test_fraction: float = 0.3
+    region_axis: int = 0  # region split: train | val | test slabs along this axis (0 = left-right)
+    region_bounds: list[float] = field(default_factory=lambda: [0.45, 0.55])  # train < a <= val < b <= test
+    patch_size: list[int] = field(default_factory=lambda: [32, 32, 32])
+    batch_size: int = 4
+    steps: int = 200
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    warmup_steps: int = 10
+    encoder_lr_scale: float = 1.0  # encoder lr = lr * this (e.g. 0.1 to keep pretrained features)
+    freeze_encoder_steps: int = 0  # encoder frozen for the first K steps
+    foreground_ratio: float = 0.5
+    val_every: int = 50
+    sw_overlap: float = 0.25
+    sw_batch_size: int = 4
+    amp: Literal["auto", "none", "bf16", "fp16"] = "auto"
+    num_workers: int = 0
+    checkpoint_every: int = 100
+    log_every: int = 10
+    tensorboard: bool = False
+
+
+@dataclass
+class StudyConfig:
+    """``gtgm study``: {scratch, pretrained} x label ratios x seeds."""
+
+    ratios: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    groups: list[str] = field(default_factory=lambda: ["ct_phantom", "mni152_tissue"])
+    out: str = "runs/study"
+
+
+@dataclass
 class Config:
     """The whole configuration; later stages add their own sections."""
 
@@ -179,6 +222,8 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

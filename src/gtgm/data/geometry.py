@@ -39,19 +39,25 @@ def from_ras(array: np.ndarray, transform: np.ndarray) -> np.ndarray:
 
 
 def resample(
-    array: np.ndarray, affine: np.ndarray, target_spacing: list[float] | tuple[float, ...], order: int
+    array: np.ndarray,
+    affine: np.ndarray,
+    target_spacing: list[float] | tuple[float, ...],
+    order: int,
+    shape: tuple[int, ...] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Resample the last three axes of ``array`` to ``target_spacing`` (same unit as the affine).
 
     Output voxel ``o`` samples input coordinate ``o · t / s`` (t target, s source spacing), so voxel 0
     stays at the same world point and the new affine is ``A · diag(t/s, 1)``. ``order`` 0 for labels.
-    Output shape: ``round(n · s / t)``.
+    Output shape: ``round(n · s / t)``, or ``shape`` when given (to map a result back exactly).
     """
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     scale = np.asarray(target_spacing, dtype=np.float64) / spacing
-    if np.allclose(scale, 1.0):
+    if np.allclose(scale, 1.0) and (shape is None or tuple(shape) == array.shape[-3:]):
         return array, affine
-    shape = tuple(max(1, int(round(n / f))) for n, f in zip(array.shape[-3:], scale))
+    shape = (
+        tuple(shape) if shape is not None else tuple(max(1, int(round(n / f))) for n, f in zip(array.shape[-3:], scale))
+    )
     new_affine = affine @ np.diag([*scale, 1.0])
 
     def one(vol: np.ndarray) -> np.ndarray:

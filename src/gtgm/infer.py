@@ -1,0 +1,143 @@
+"""``gtgm predict`` and ``gtgm evaluate``: label maps for raw volumes, and their Dice / HD95.
+
+Prediction undoes preprocessing exactly: the input is reoriented to RAS, resampled and normalised as
+the model's training data was (settings stored in ``best.pt``), segmented by sliding-window inference,
+resampled back (nearest neighbour) onto the RAS grid of the input, reoriented back, and written with the
+input's own affine and header, so the output has the input's shape and geometry.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from gtgm.config import ModelConfig, PreprocessConfig, from_dict
+from gtgm.data.datasets import Case, load_dataset
+from gtgm.data.geometry import from_ras, resample, to_ras
+from gtgm.data.io import read_label, read_volume, suffix_of, write_nifti
+from gtgm.data.normalize import normalize
+from gtgm.errors import GtgmError
+from gtgm.fsutil import write_json, write_text
+from gtgm.metrics import dice_per_class, hd95_per_class
+from gtgm.models.registry import create_segmenter
+from gtgm.runtime import resolve_device
+from gtgm.train.checkpoint import load_checkpoint
+from gtgm.train.finetune import predict_array
+
+
+def load_segmenter(path: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """A fine-tuned ``best.pt`` -> (model in eval mode, its metadata)."""
+    ckpt = load_checkpoint(path, device)
+    if "model_config" not in ckpt:
+        raise GtgmError(f"{path}: not a segmentation checkpoint (expected best.pt from gtgm finetune)")
+    m: ModelConfig = from_dict(ModelConfig, ckpt["model_config"])
+    model = create_segmenter(
+        m.encoder, ckpt["num_classes"], in_channels=m.in_channels, channels=m.channels, feature_size=m.feature_size
+    )
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), ckpt
+
+
+def segment_case(
+    model: torch.nn.Module, meta: dict[str, Any], case: Case, device: torch.device
+) -> tuple[np.ndarray, Any]:
+    """Label map of ``case`` in its input geometry, and the reference volume (affine, header)."""
+    pre: PreprocessConfig = from_dict(PreprocessConfig, meta["preprocess"])
+    channels = [read_volume(r.path, r.channel, r.key, case.spacing) for r in case.images]
+    ref = channels[0]
+    image = np.stack([c.array for c in channels]).astype(np.float32)
+    ras, ras_affine, transform = to_ras(image, ref.affine)
+    work, work_affine = ras, ras_affine
+    if pre.target_spacing and ref.unit == "mm":
+        work, work_affine = resample(ras, ras_affine, pre.target_spacing, pre.image_interpolation_order)
+    normed = np.stack([normalize(c, meta["modality"], pre)[0] for c in work])
+    label = predict_array(model, normed, meta["patch_size"], device=device)
+    if work is not ras:  # back onto the RAS grid of the input, nearest neighbour, exact shape
+        ras_spacing = np.linalg.norm(ras_affine[:3, :3], axis=0)
+        label = resample(label, work_affine, ras_spacing, 0, shape=ras.shape[1:])[0]
+    return from_ras(label, transform), ref
+
+
+def predict_inputs(
+    checkpoint: str | Path, inputs: list[str | Path], out: str | Path, device: str = "auto", modality: str | None = None
+) -> list[Path]:
+    """Segment every input (files, folders or datasets) and write ``OUT/<case>.nii.gz``."""
+    dev = resolve_device(device)
+    model, meta = load_segmenter(checkpoint, dev)
+    cases: list[Case] = []
+    for item in inputs:
+        item = Path(item)
+        if item.is_file() and suffix_of(item) in (".nii", ".nii.gz"):
+            from gtgm.data.datasets import ImageRef
+
+            cases.append(Case(item.name.split(".")[0], [ImageRef(item)], modality=meta["modality"]))
+        else:
+            cases.extend(load_dataset(item, modality=modality or meta["modality"]).cases)
+    written = []
+    for case in tqdm(cases, desc="predict", unit="case"):
+        label, ref = segment_case(model, meta, case, dev)
+        written.append(write_nifti(Path(out) / f"{case.id}.nii.gz", label.astype(np.uint8), ref.affine, ref.header))
+    return written
+
+
+def _case_id(path: Path) -> str:
+    name = path.name
+    return name[: -len(suffix_of(path))] if suffix_of(path) else name
+
+
+def evaluate_folders(
+    pred_dir: str | Path, label_dir: str | Path, out: str | Path | None = None, classes: list[int] | None = None
+) -> dict[str, Any]:
+    """Per-case, per-class Dice and HD95 of predictions against references with the same case names.
+
+    Writes ``metrics.csv`` (one row per case and class) and ``metrics.json`` (rows + means) to ``out``
+    (default: ``pred_dir``). Classes: ``classes`` or every label > 0 found in the references.
+    """
+    pred_dir, label_dir = Path(pred_dir), Path(label_dir)
+    preds = {_case_id(p): p for p in sorted(pred_dir.iterdir()) if suffix_of(p) in (".nii", ".nii.gz")}
+    refs = {_case_id(p): p for p in sorted(label_dir.iterdir()) if suffix_of(p) in (".nii", ".nii.gz")}
+    common = sorted(set(preds) & set(refs))
+    if not common:
+        raise GtgmError(f"{pred_dir}: no prediction has a reference of the same name in {label_dir}")
+    loaded = {c: (read_label(preds[c]), read_label(refs[c])) for c in common}
+    for c, (p, r) in loaded.items():
+        if p.shape != r.shape:
+            raise GtgmError(f"{preds[c]}: shape {p.shape} differs from its reference {refs[c]} {r.shape}")
+    if classes is None:
+        classes = sorted({int(v) for _, r in loaded.values() for v in np.unique(r.array) if v > 0})
+    rows = []
+    for c, (p, r) in loaded.items():
+        dice = dice_per_class(p.array, r.array, classes)
+        hd = hd95_per_class(p.array, r.array, classes, list(r.spacing))
+        rows += [{"case": c, "class": k, "dice": dice[k], "hd95": hd[k]} for k in classes]
+    mean = {
+        str(k): {
+            "dice": float(np.nanmean([x["dice"] for x in rows if x["class"] == k])),
+            "hd95": float(np.nanmean([x["hd95"] for x in rows if x["class"] == k]))
+            if not all(np.isnan(x["hd95"]) for x in rows if x["class"] == k)
+            else float("nan"),
+        }
+        for k in classes
+    }
+    out = Path(out or pred_dir)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["case", "class", "dice", "hd95"])
+    writer.writeheader()
+    writer.writerows(rows)
+    writer.writerows([{"case": "mean", "class": k, **v} for k, v in mean.items()])
+    write_text(out / "metrics.csv", buf.getvalue())
+    result = {
+        "cases": common,
+        "classes": classes,
+        "rows": rows,
+        "mean": mean,
+        "mean_dice": float(np.mean([v["dice"] for v in mean.values()])),
+    }
+    write_json(out / "metrics.json", result)
+    return result
