@@ -278,11 +278,12 @@ def _segmentation(args: argparse.Namespace) -> int:
     ):
         if flag is not None:
             overrides.append(f"finetune.{key}={flag}")
-    result = finetune(load_config(args.config, overrides), resume=args.resume)
+    cfg = load_config(args.config, overrides)
+    result = finetune(cfg, resume=args.resume)
     t = result["test"]
     print(
         f"test mean Dice {t['mean_dice']:.4f} over classes {list(t['dice'])} "
-        f"(best val {result['best_val_dice']:.4f}); model: {Path(load_config(args.config, overrides).finetune.out) / 'best.pt'}"
+        f"(best val {result['best_val_dice']:.4f}); model: {Path(cfg.finetune.out) / 'best.pt'}"
     )
     return 0
 
