@@ -1,0 +1,149 @@
+"""Fine-tuning: pretrained weights arrive, splits, sampling, loss, predict geometry, evaluate, study."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.losses import DiceCELoss
+
+from gtgm.cli import main
+from gtgm.config import FinetuneConfig, ModelConfig, PreprocessConfig, load_config
+from gtgm.data.patches import VolumeCache
+from gtgm.errors import GtgmError
+from gtgm.fsutil import write_json
+from gtgm.models.encoders import segmenter_state_dict
+from gtgm.models.registry import create_encoder, create_segmenter
+from gtgm.models.segmenters import load_encoder_weights
+from gtgm.train.checkpoint import save_checkpoint
+from gtgm.train.finetune import seg_loss
+from gtgm.train.segdata import IGNORE, SegPatches, make_split
+from tests.conftest import save_nifti
+
+
+@pytest.mark.parametrize("name, kw", [("resunet", {"channels": [4, 8, 16]}), ("swinunetr", {"feature_size": 12})])
+def test_pretrained_encoder_weights_arrive(tmp_path, name, kw):
+    torch.manual_seed(1)
+    encoder = create_encoder(name, **kw)
+    weights = segmenter_state_dict(encoder)
+    save_checkpoint(tmp_path / "encoder.pt", weights)
+    write_json(tmp_path / "encoder.json", {"encoder": name})
+    torch.manual_seed(2)
+    seg = create_segmenter(name, 3, **kw)
+    stats = load_encoder_weights(seg, tmp_path / "encoder.pt", name)
+    assert stats == {"matched": len(weights), "missing": 0, "unexpected": 0}
+    state = seg.state_dict()
+    for k, v in weights.items():
+        torch.testing.assert_close(state[k], v)
+
+
+def test_other_architectures_are_refused(tmp_path):
+    save_checkpoint(tmp_path / "encoder.pt", segmenter_state_dict(create_encoder("resunet", channels=[4, 8, 16])))
+    with pytest.raises(GtgmError, match="other shapes"):
+        load_encoder_weights(create_segmenter("resunet", 2, channels=[8, 16, 32]), tmp_path / "encoder.pt", "resunet")
+    with pytest.raises(GtgmError, match="none of its"):
+        load_encoder_weights(create_segmenter("swinunetr", 2, feature_size=12), tmp_path / "encoder.pt", "swinunetr")
+    write_json(tmp_path / "encoder.json", {"encoder": "resunet"})
+    with pytest.raises(GtgmError, match="pretrained for encoder 'resunet', but the segmenter is 'swinunetr'"):
+        load_encoder_weights(create_segmenter("swinunetr", 2, feature_size=12), tmp_path / "encoder.pt", "swinunetr")
+
+
+def test_masked_loss_equals_monai_dicece_without_ignored_voxels():
+    logits = torch.randn(2, 3, 8, 8, 8)
+    target = torch.randint(0, 3, (2, 1, 8, 8, 8))
+    ref = DiceCELoss(to_onehot_y=True, softmax=True)(logits, target)
+    assert seg_loss(logits, target).item() == pytest.approx(ref.item(), rel=1e-5)
+    masked = target.clone()
+    masked[:, :, :4] = IGNORE
+    part = seg_loss(logits[:, :, 4:], target[:, :, 4:])  # only the labelled half counts (CE exactly)
+    assert seg_loss(logits, masked).item() == pytest.approx(part.item(), rel=0.05)
+
+
+def test_case_split_and_label_ratio(demo_run):
+    cache = VolumeCache(demo_run / "cache", group="ct_phantom", labeled=True)
+    split = make_split(cache, FinetuneConfig(label_ratio=0.01), seed=0)
+    ids = {k: [p.case for p in v] for k, v in split.items()}
+    assert len(ids["train"]) == 1 and len(ids["test"]) == 3 and len(ids["val"]) == 2  # 10 cases: 30 % / 15 %
+    assert not set(ids["train"]) & set(ids["test"]) and not set(ids["val"]) & set(ids["test"])
+    full = make_split(cache, FinetuneConfig(label_ratio=1.0), seed=0)
+    assert len(full["train"]) == 5 and [p.case for p in full["test"]] == ids["test"]
+    assert [p.case for p in make_split(cache, FinetuneConfig(), seed=1)["test"]] != ids["test"]
+
+
+def test_region_split_is_spatially_disjoint(demo_run):
+    cache = VolumeCache(demo_run / "cache", group="mni152_tissue", labeled=True)
+    split = make_split(cache, FinetuneConfig(label_ratio=0.1), seed=0)
+    train, val, test = split["train"][0], split["val"][0], split["test"][0]
+    assert train.hi[0] <= val.lo[0] and val.hi[0] <= test.lo[0]  # slabs along x never overlap
+    assert len(train.slices) == round(0.1 * cache.shape(0)[2])
+    data = SegPatches(cache, split["train"], [24, 24, 24], foreground_ratio=0.5, seed=0)
+    labelled = set(train.slices)
+    for i in range(6):
+        item = data[i]
+        label = item["label"][0].numpy()
+        assert (label != IGNORE).any()  # the centre is on a labelled slice
+        assert (label == IGNORE).any()  # unlabelled slices (and voxels beyond the slab) are ignored
+        assert len(labelled) < cache.shape(0)[2]
+
+
+def _fake_best(tmp_path, target_spacing):
+    torch.manual_seed(0)
+    model = ModelConfig(channels=[4, 8, 16])
+    seg = create_segmenter("resunet", 3, channels=[4, 8, 16])
+    save_checkpoint(tmp_path / "best.pt", {
+        "model": seg.state_dict(), "model_config": model.__dict__, "num_classes": 3, "labels": {},
+        "patch_size": [16, 16, 16], "preprocess": PreprocessConfig(target_spacing=target_spacing).__dict__,
+        "modality": "MRI", "step": 1, "val_dice": 0.0})
+    return tmp_path / "best.pt"
+
+
+@pytest.mark.parametrize("target_spacing", [None, [2.0, 2.0, 2.0]])
+def test_predict_keeps_input_shape_and_affine(tmp_path, lps_affine, target_spacing):
+    ckpt = _fake_best(tmp_path, target_spacing)
+    oblique = lps_affine[:, [1, 0, 2, 3]]  # permuted axes: not RAS, anisotropic (0.8 x 0.8 x 3 mm)
+    data = np.random.default_rng(0).normal(100, 20, (19, 23, 11)).astype(np.float32)
+    save_nifti(tmp_path / "in" / "vol.nii.gz", data, oblique)
+    assert main(["predict", str(ckpt), str(tmp_path / "in" / "vol.nii.gz"), "--out", str(tmp_path / "pred")]) == 0
+    out = nib.load(str(tmp_path / "pred" / "vol.nii.gz"))
+    src = nib.load(str(tmp_path / "in" / "vol.nii.gz"))
+    assert out.shape == src.shape
+    np.testing.assert_array_equal(out.affine, src.affine)
+    assert np.asarray(out.dataobj).max() < 3
+
+
+def test_evaluate_writes_csv_and_json(tmp_path, capsys):
+    ref = np.zeros((8, 8, 8), np.uint8)
+    ref[2:6, 2:6, 2:6] = 1
+    pred = ref.copy()
+    pred[2:4] = 0
+    save_nifti(tmp_path / "labels" / "case1.nii.gz", ref)
+    save_nifti(tmp_path / "pred" / "case1.nii.gz", pred)
+    assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "labels")]) == 0
+    res = json.loads((tmp_path / "pred" / "metrics.json").read_text())
+    assert res["mean"]["1"]["dice"] == pytest.approx(2 * 32 / (32 + 64))
+    assert (tmp_path / "pred" / "metrics.csv").read_text().splitlines()[0] == "case,class,dice,hd95"
+
+
+@pytest.mark.slow
+def test_finetune_and_tiny_study(demo_run, tmp_path):
+    common = ["finetune.steps=4", "finetune.val_every=2", "finetune.batch_size=2", "model.channels=[4,8,16]",
+              "finetune.patch_size=[16,16,16]"]
+    enc = create_encoder("resunet", channels=[4, 8, 16])
+    save_checkpoint(tmp_path / "encoder.pt", segmenter_state_dict(enc))
+    code = main(["finetune", str(demo_run / "cache"), "--group", "ct_phantom", "--pretrained", str(tmp_path / "encoder.pt"),
+                 "--label-ratio", "0.1", "--out", str(tmp_path / "ft"), *common])
+    assert code == 0
+    metrics = json.loads((tmp_path / "ft" / "test_metrics.json").read_text())
+    assert metrics["loaded"]["matched"] > 0 and len(metrics["train_cases"]) == 1
+    assert set(metrics["test"]["dice"]) == {str(c) for c in range(1, 8)}
+    assert (tmp_path / "ft" / "best.pt").is_file()
+    cfg = load_config("finetune/cpu-small", [f"finetune.cache={demo_run / 'cache'}", f"study.out={tmp_path / 'study'}",
+                                             "study.ratios=[1.0]", "study.seeds=[0]", "study.groups=[ct_phantom]", *common])
+    from gtgm.study import run_study
+
+    report = run_study(cfg, str(tmp_path / "encoder.pt"), progress=False)
+    text = report.read_text()
+    assert "scratch" in text and "pretrained" in text and (tmp_path / "study" / "dice_vs_ratio.png").is_file()
