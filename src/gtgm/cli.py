@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(st)
 
     demo = sub.add_parser(
-        "demo", help="run every stage on the example corpus and write a report (preset pretrain/cpu-small)"
+        "demo", help="run every stage on the example corpus and write a report (preset configs/demo.yaml)"
     )
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
     _add_config(demo)
@@ -153,7 +153,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from gtgm.demo import run_demo
 
-        written = run_demo(args.out, load_config(args.config or "pretrain/cpu-small", args.overrides))
+        written = run_demo(args.out, load_config(args.config or "demo", args.overrides))
         print("\n[demo] wrote:")
         for what, path in written.items():
             print(f"  {what:<22} {path}")
@@ -280,6 +280,8 @@ def _segmentation(args: argparse.Namespace) -> int:
             overrides.append(f"finetune.{key}={flag}")
     cfg = load_config(args.config, overrides)
     result = finetune(cfg, resume=args.resume)
+    if not result:  # a non-zero torchrun rank
+        return 0
     t = result["test"]
     print(
         f"test mean Dice {t['mean_dice']:.4f} over classes {list(t['dice'])} "

@@ -173,6 +173,8 @@ class FinetuneConfig:
     group: str | None = None  # cache group to use (e.g. ct_phantom); None = every labeled case
     out: str = "runs/finetune"
     pretrained: str = ""  # encoder.pt from gtgm pretrain; empty = from scratch
+    task_labels: dict[str, str] = field(default_factory=dict)  # preset's label names; checked against the data
+    task_channels: list[str] = field(default_factory=list)  # preset's input channels (documentation + check)
     label_ratio: float = 1.0  # share of training cases (case split) or of labelled slices (region split)
     split: Literal["auto", "cases", "region"] = "auto"  # auto: region when there is a single labeled case
     val_fraction: float = 0.15

@@ -1,7 +1,8 @@
 """``gtgm demo``: every stage that exists, on the embedded example corpus, ending in a report.
 
 Stages so far: example data -> preprocessing cache -> captions (describe) -> text embeddings (MiniLM)
--> pretraining (``pretrain/cpu-small`` preset unless another config is given) -> report.
+-> pretraining -> a small label-efficiency study (fine-tuning from scratch and pretrained) ->
+prediction and evaluation of held-out CT phantoms -> report. Preset: ``configs/demo.yaml``.
 """
 
 from __future__ import annotations
@@ -40,11 +41,21 @@ def run_demo(out: str | Path, cfg: Config, progress: bool = True) -> dict[str, P
     t0 = time.perf_counter()
     run = _pretrain(out, cfg, progress)
     timings["pretraining"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    study = _study(out, cfg, run, progress)
+    timings["fine-tuning study"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    evaluation = _predict_and_evaluate(out, cfg, examples)
+    timings["predict + evaluate"] = time.perf_counter() - t0
     cache = VolumeCache(out / "cache")
     montage = _montage(cache, figures / "corpus.png")
     views = _two_view_figure(cache, cfg, figures / "two_views.png")
     blocks = _blocks(index, timings, montage, views)
-    blocks[-2:-2] = _caption_blocks(captions) + _pretrain_blocks(run, cfg, figures / "pretraining.png")
+    blocks[-2:-2] = (
+        _caption_blocks(captions)
+        + _pretrain_blocks(run, cfg, figures / "pretraining.png")
+        + _study_blocks(out, study, evaluation)
+    )
     report_md, report_html = write_report(out, "gtgm demo", blocks)
     written = {
         "example corpus": examples / "dataset.json",
@@ -52,6 +63,8 @@ def run_demo(out: str | Path, cfg: Config, progress: bool = True) -> dict[str, P
         "captions": out / "captions.jsonl",
         "text embeddings": out / "text" / "embeddings.npy",
         "pretrained encoder": run / "encoder.pt",
+        "study report": study,
+        "predictions + metrics": out / "predictions" / "metrics.csv",
         "report (Markdown)": report_md,
         "report (HTML)": report_html,
     }
@@ -97,6 +110,67 @@ def _pretrain(out: Path, cfg: Config, progress: bool) -> Path:
     )
     pretrain(cfg, resume=(run / "checkpoints" / "last.pt").is_file(), progress=progress)
     return run
+
+
+def _study(out: Path, cfg: Config, run: Path, progress: bool) -> Path:
+    from gtgm.study import run_study
+
+    cfg.finetune.cache, cfg.study.out = str(out / "cache"), str(out / "study")
+    return run_study(cfg, str(run / "encoder.pt"), progress)
+
+
+def _predict_and_evaluate(out: Path, cfg: Config, examples: Path) -> dict[str, Any]:
+    """Segment the raw NIfTI of the held-out CT phantoms with the pretrained arm's model (full labels)."""
+    import json
+    import shutil
+
+    from gtgm.infer import evaluate_folders, predict_inputs
+
+    run = out / "study" / "ct_phantom" / "pretrained" / f"ratio{max(cfg.study.ratios):g}_seed{cfg.study.seeds[0]}"
+    test_ids = [p["id"] for p in json.loads((run / "split.json").read_text())["test"]]
+    labels = out / "predictions" / "labels"
+    labels.mkdir(parents=True, exist_ok=True)
+    for case in test_ids:
+        shutil.copyfile(examples / "ct" / f"{case}_label.nii.gz", labels / f"{case}.nii.gz")
+    predict_inputs(
+        run / "best.pt", [examples / "ct" / f"{case}.nii.gz" for case in test_ids], out / "predictions", cfg.device
+    )
+    return {"run": run, **evaluate_folders(out / "predictions", labels)}
+
+
+def _study_blocks(out: Path, study_report: Path, evaluation: dict[str, Any]) -> list:
+    import json
+
+    from gtgm.study import summarize
+
+    results = json.loads((study_report.parent / "study.json").read_text())["results"]
+    rows = []
+    for group, runs in results.items():
+        for (arm, ratio), stats in summarize(runs).items():
+            rows.append([group, arm, f"{ratio:g}", f"{stats['mean'][0]:.3f} ± {stats['mean'][1]:.3f}"])
+    mean = evaluation["mean"]
+    return [
+        ("heading", "Fine-tuning: label-efficiency study"),
+        (
+            "text",
+            f"Full per-class tables and the Dice-vs-ratio plot: {study_report.relative_to(out)}. "
+            "CT phantoms: label ratio = share of training cases; MNI152: spatially disjoint left/right slabs, "
+            "label ratio = share of labelled axial slices.",
+        ),
+        ("figure", (study_report.parent / "dice_vs_ratio.png", "Mean test Dice against label ratio")),
+        ("table", (["task", "arm", "label ratio", "mean test Dice (± std over seeds)"], rows)),
+        ("heading", "Prediction and evaluation on raw volumes"),
+        (
+            "text",
+            f"gtgm predict on the raw NIfTI of {len(evaluation['cases'])} held-out CT phantoms with "
+            f"{evaluation['run'].relative_to(out)}/best.pt (output in the input geometry), then gtgm evaluate: "
+            f"mean Dice {evaluation['mean_dice']:.3f}.",
+        ),
+        (
+            "table",
+            (["class", "Dice", "HD95 (mm)"], [[k, f"{v['dice']:.3f}", f"{v['hd95']:.1f}"] for k, v in mean.items()]),
+        ),
+    ]
 
 
 def _pretrain_blocks(run: Path, cfg: Config, figure: Path) -> list:

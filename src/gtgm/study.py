@@ -9,6 +9,7 @@ ratio for each arm, and a plot of mean Dice against label ratio.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -17,9 +18,11 @@ from typing import Any
 import numpy as np
 
 from gtgm.config import Config
+from gtgm.data.patches import VolumeCache
 from gtgm.fsutil import write_json
 from gtgm.report import write_report
 from gtgm.train.finetune import finetune
+from gtgm.train.segdata import make_split
 
 ARMS = ("scratch", "pretrained")
 
@@ -39,10 +42,22 @@ def run_one(cfg: Config, group: str, arm: str, ratio: float, seed: int, pretrain
     return finetune(c, progress=False)
 
 
+def _train_subset(cfg: Config, group: str, ratio: float, seed: int) -> tuple:
+    """Which training cases / labelled slices a run would use: equal subsets give identical runs."""
+    cache = VolumeCache(cfg.finetune.cache, group=group, labeled=True)
+    parts = make_split(cache, dataclasses.replace(cfg.finetune, label_ratio=ratio), seed)["train"]
+    return tuple((p.case, tuple(p.slices) if p.slices is not None else None) for p in parts)
+
+
 def run_study(cfg: Config, pretrained: str, progress: bool = True) -> Path:
-    """Run every (group, ratio, seed, arm) and write the report; returns the report's Markdown path."""
+    """Run every (group, ratio, seed, arm) and write the report; returns the report's Markdown path.
+
+    Two ratios that select the same training subset for a seed (e.g. 1 % and 10 % of five cases both
+    keep one case) give the same run; it is trained once and its result reported for both.
+    """
     root = Path(cfg.study.out)
     results: dict[str, Any] = {}
+    seen: dict[tuple, dict[str, Any]] = {}
     t0 = time.perf_counter()
     total = len(cfg.study.groups) * len(cfg.study.ratios) * len(cfg.study.seeds) * len(ARMS)
     n = 0
@@ -51,7 +66,9 @@ def run_study(cfg: Config, pretrained: str, progress: bool = True) -> Path:
             for seed in cfg.study.seeds:
                 for arm in ARMS:
                     n += 1
-                    res = run_one(cfg, group, arm, ratio, seed, pretrained, root)
+                    key = (group, arm, seed, _train_subset(cfg, group, ratio, seed))
+                    res = seen.get(key) or run_one(cfg, group, arm, ratio, seed, pretrained, root)
+                    seen[key] = res
                     results.setdefault(group, []).append(
                         {
                             "arm": arm,
@@ -66,7 +83,8 @@ def run_study(cfg: Config, pretrained: str, progress: bool = True) -> Path:
                     if progress:
                         print(
                             f"[study] {n}/{total} {group} {arm} ratio {ratio:g} seed {seed}: "
-                            f"test mean Dice {res['test']['mean_dice']:.3f} ({time.perf_counter() - t0:.0f} s)"
+                            f"test mean Dice {res['test']['mean_dice']:.3f} ({time.perf_counter() - t0:.0f} s)",
+                            flush=True,
                         )
     write_json(root / "study.json", {"pretrained": pretrained, "results": results, "seconds": time.perf_counter() - t0})
     return write_study_report(root, results, cfg, pretrained, time.perf_counter() - t0)[0]

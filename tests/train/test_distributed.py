@@ -92,3 +92,28 @@ def test_gtgm_pretrain_under_torchrun_matches_single_process(demo_run, tmp_path)
     b = torch.load(tmp_path / "single" / "encoder.pt", weights_only=True)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+@pytest.mark.slow
+def test_gtgm_finetune_under_torchrun(demo_run, tmp_path):
+    out = tmp_path / "ft"
+    _torchrun(
+        [
+            "-m",
+            "gtgm",
+            "finetune",
+            str(demo_run / "cache"),
+            "--group",
+            "ct_phantom",
+            "--out",
+            str(out),
+            "finetune.steps=4",
+            "finetune.val_every=2",
+            "finetune.batch_size=2",
+            "model.channels=[4,8,16]",
+            "finetune.patch_size=[16,16,16]",
+        ],
+        tmp_path,
+    )
+    metrics = json.loads((out / "test_metrics.json").read_text())
+    assert metrics["steps"] == 4 and (out / "best.pt").is_file()

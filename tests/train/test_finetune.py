@@ -93,10 +93,20 @@ def _fake_best(tmp_path, target_spacing):
     torch.manual_seed(0)
     model = ModelConfig(channels=[4, 8, 16])
     seg = create_segmenter("resunet", 3, channels=[4, 8, 16])
-    save_checkpoint(tmp_path / "best.pt", {
-        "model": seg.state_dict(), "model_config": model.__dict__, "num_classes": 3, "labels": {},
-        "patch_size": [16, 16, 16], "preprocess": PreprocessConfig(target_spacing=target_spacing).__dict__,
-        "modality": "MRI", "step": 1, "val_dice": 0.0})
+    save_checkpoint(
+        tmp_path / "best.pt",
+        {
+            "model": seg.state_dict(),
+            "model_config": model.__dict__,
+            "num_classes": 3,
+            "labels": {},
+            "patch_size": [16, 16, 16],
+            "preprocess": PreprocessConfig(target_spacing=target_spacing).__dict__,
+            "modality": "MRI",
+            "step": 1,
+            "val_dice": 0.0,
+        },
+    )
     return tmp_path / "best.pt"
 
 
@@ -129,21 +139,68 @@ def test_evaluate_writes_csv_and_json(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_finetune_and_tiny_study(demo_run, tmp_path):
-    common = ["finetune.steps=4", "finetune.val_every=2", "finetune.batch_size=2", "model.channels=[4,8,16]",
-              "finetune.patch_size=[16,16,16]"]
+    common = [
+        "finetune.steps=4",
+        "finetune.val_every=2",
+        "finetune.batch_size=2",
+        "model.channels=[4,8,16]",
+        "finetune.patch_size=[16,16,16]",
+    ]
     enc = create_encoder("resunet", channels=[4, 8, 16])
     save_checkpoint(tmp_path / "encoder.pt", segmenter_state_dict(enc))
-    code = main(["finetune", str(demo_run / "cache"), "--group", "ct_phantom", "--pretrained", str(tmp_path / "encoder.pt"),
-                 "--label-ratio", "0.1", "--out", str(tmp_path / "ft"), *common])
+    code = main(
+        [
+            "finetune",
+            str(demo_run / "cache"),
+            "--group",
+            "ct_phantom",
+            "--pretrained",
+            str(tmp_path / "encoder.pt"),
+            "--label-ratio",
+            "0.1",
+            "--out",
+            str(tmp_path / "ft"),
+            *common,
+        ]
+    )
     assert code == 0
     metrics = json.loads((tmp_path / "ft" / "test_metrics.json").read_text())
     assert metrics["loaded"]["matched"] > 0 and len(metrics["train_cases"]) == 1
     assert set(metrics["test"]["dice"]) == {str(c) for c in range(1, 8)}
     assert (tmp_path / "ft" / "best.pt").is_file()
-    cfg = load_config("finetune/cpu-small", [f"finetune.cache={demo_run / 'cache'}", f"study.out={tmp_path / 'study'}",
-                                             "study.ratios=[1.0]", "study.seeds=[0]", "study.groups=[ct_phantom]", *common])
+    cfg = load_config(
+        "finetune/cpu-small",
+        [
+            f"finetune.cache={demo_run / 'cache'}",
+            f"study.out={tmp_path / 'study'}",
+            "study.ratios=[1.0]",
+            "study.seeds=[0]",
+            "study.groups=[ct_phantom]",
+            *common,
+        ],
+    )
     from gtgm.study import run_study
 
     report = run_study(cfg, str(tmp_path / "encoder.pt"), progress=False)
     text = report.read_text()
     assert "scratch" in text and "pretrained" in text and (tmp_path / "study" / "dice_vs_ratio.png").is_file()
+
+
+def test_task_presets_load_and_check_the_data(demo_run, tmp_path):
+    from pathlib import Path
+
+    from gtgm.train.finetune import Finetuner
+
+    presets = sorted(Path("configs/finetune").glob("*.yaml"))
+    assert len(presets) >= 12  # cpu-small + MSD Task01-10 + BTCV
+    for path in presets:
+        cfg = load_config(path)
+        if cfg.model.encoder == "swinunetr":
+            assert all(s % 32 == 0 for s in cfg.finetune.patch_size), path
+            assert cfg.finetune.task_labels and len(cfg.finetune.task_channels) == cfg.model.in_channels, path
+    cfg = load_config(
+        "finetune/msd-task09-spleen",
+        [f"finetune.cache={demo_run / 'cache'}", "finetune.group=ct_phantom", f"finetune.out={tmp_path / 'ft'}"],
+    )
+    with pytest.raises(GtgmError, match="differ from the preset's task_labels"):
+        Finetuner(cfg, progress=False)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 import yaml
 from monai.inferers import sliding_window_inference
 from monai.losses import DiceLoss
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -33,6 +34,7 @@ from gtgm.metrics import dice_per_class, hd95_per_class
 from gtgm.models.registry import create_segmenter
 from gtgm.models.segmenters import load_encoder_weights
 from gtgm.runtime import resolve_device
+from gtgm.train import distributed as dist
 from gtgm.train.checkpoint import load_checkpoint, save_checkpoint
 from gtgm.train.logs import RunLogger
 from gtgm.train.pairs import StepSampler
@@ -94,13 +96,16 @@ class Finetuner:
         if not f.cache:
             raise GtgmError("finetune.cache is not set (give the preprocessed cache folder)")
         self.cfg, self.progress, self.out = cfg, progress, Path(f.out)
-        self.device = resolve_device(cfg.device)
+        self.device = dist.setup(resolve_device(cfg.device))
+        self.rank, self.world = dist.rank(), dist.world_size()
         torch.manual_seed(cfg.seed)
         self.cache = VolumeCache(f.cache, group=f.group, labeled=True)
         self.num_classes, self.labels = _num_classes(self.cache, f.group)
+        _check_task(self.cache, f, self.labels, cfg.model.in_channels)
         self.split = make_split(self.cache, f, cfg.seed)
         self.model = build_segmenter(cfg, self.num_classes).to(self.device)
         self.loaded = load_encoder_weights(self.model, f.pretrained, cfg.model.encoder) if f.pretrained else None
+        self.net = DistributedDataParallel(self.model) if self.world > 1 else self.model
         enc = set(id(p) for n, p in self.model.named_parameters() if n.startswith(self.model.encoder_prefix))
         self.enc_params = [p for p in self.model.parameters() if id(p) in enc]
         rest = [p for p in self.model.parameters() if id(p) not in enc]
@@ -166,7 +171,7 @@ class Finetuner:
         self.model.train()
         self.opt.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-            logits = self.model(batch["image"].to(self.device))
+            logits = self.net(batch["image"].to(self.device))
         loss = seg_loss(logits, batch["label"].to(self.device))
         (self.scaler.scale(loss) if self.scaler else loss).backward()
         if self.step < self.cfg.finetune.freeze_encoder_steps:
@@ -200,10 +205,14 @@ class Finetuner:
         data = SegPatches(self.cache, self.split["train"], f.patch_size, f.foreground_ratio, self.cfg.seed)
         loader = iter(
             DataLoader(
-                data, batch_size=f.batch_size, sampler=StepSampler(f.batch_size, self.step), num_workers=f.num_workers
+                data,
+                batch_size=f.batch_size,
+                sampler=StepSampler(f.batch_size, self.step, self.rank, self.world),
+                num_workers=f.num_workers,
             )
         )
-        bar = tqdm(total=f.steps, initial=self.step, desc="finetune", unit="step", disable=not self.progress)
+        show = self.progress and self.rank == 0
+        bar = tqdm(total=f.steps, initial=self.step, desc="finetune", unit="step", disable=not show)
         t0, done = time.perf_counter(), 0
         while self.step < f.steps:
             loss = self.train_step(next(loader))
@@ -219,15 +228,19 @@ class Finetuner:
                         "samples_per_s": done * f.batch_size / (time.perf_counter() - t0),
                     },
                 )
-            if self.step % f.val_every == 0 or self.step == f.steps:
+            if self.rank == 0 and (
+                self.step % f.val_every == 0 or self.step == f.steps
+            ):  # others wait at the next step
                 val = self.score(self.split["val"])["mean_dice"]
                 self.logger.log(self.step, {"val/mean_dice": val})
                 if val > self.best:
                     self.best = val
                     self._save_best(val)
-            if self.step % f.checkpoint_every == 0 or self.step == f.steps:
+            if self.rank == 0 and (self.step % f.checkpoint_every == 0 or self.step == f.steps):
                 self._save_last()
         bar.close()
+        if self.rank != 0:
+            return {}
         self.model.load_state_dict(load_checkpoint(self.out / "best.pt", self.device)["model"])
         test = self.score(self.split["test"], hd95=True)
         result = {
@@ -241,6 +254,19 @@ class Finetuner:
         write_json(self.out / "test_metrics.json", json.loads(json.dumps(result, default=float)))
         self.logger.close()
         return result
+
+
+def _check_task(cache: VolumeCache, f: Any, labels: dict[str, str], in_channels: int) -> None:
+    """A preset names its task's labels and channels: refuse data that does not match them."""
+    if (
+        f.task_labels
+        and labels
+        and {str(k): v for k, v in f.task_labels.items()} != {str(k): v for k, v in labels.items()}
+    ):
+        raise GtgmError(f"{cache.root}: labels {labels} differ from the preset's task_labels {f.task_labels}")
+    channels = cache.entries[0]["channels"]
+    if channels != in_channels:
+        raise GtgmError(f"{cache.root}: cases have {channels} channel(s) but model.in_channels is {in_channels}")
 
 
 def _amp_for(cfg: Config, device: torch.device) -> tuple[Any, Any]:
