@@ -25,11 +25,23 @@ def lps_affine() -> np.ndarray:
     return aff
 
 
+# Every stage of the demo, with budgets small enough for 2 cores (the full-size demo is `make demo`).
+TINY_DEMO = [
+    "pretrain.steps=10",
+    "pretrain.eval_every=5",
+    "pretrain.num_workers=0",
+    "finetune.steps=4",
+    "finetune.val_every=4",
+    "finetune.checkpoint_every=4",
+    "study.ratios=[1.0]",
+]
+
+
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One `gtgm demo` run (example corpus + cache + report), shared by the tests that read it."""
     out = tmp_path_factory.mktemp("demo")
     assert (
-        main(["demo", "--out", str(out), "pretrain.steps=10", "pretrain.eval_every=5", "pretrain.num_workers=0"]) == 0
+        main(["demo", "--out", str(out), *TINY_DEMO]) == 0
     )
     return out
