@@ -136,12 +136,7 @@ def border_mask(gt: np.ndarray, border: float) -> np.ndarray:
     if border <= 0:
         return np.zeros(gt.shape, dtype=bool)
     pad = np.pad(gt, ((1, 1), (1, 1), (0, 0)), mode="edge")
-    inside = (
-        (gt == pad[:-2, 1:-1])
-        & (gt == pad[2:, 1:-1])
-        & (gt == pad[1:-1, :-2])
-        & (gt == pad[1:-1, 2:])
-    )
+    inside = (gt == pad[:-2, 1:-1]) & (gt == pad[2:, 1:-1]) & (gt == pad[1:-1, :-2]) & (gt == pad[1:-1, 2:])
     out = np.zeros(gt.shape, dtype=bool)
     for z in range(gt.shape[2]):
         if not inside[:, :, z].all():  # a section of one label has no boundary
@@ -162,4 +157,10 @@ def neuron_scores(
         gt[border_mask(gt, border)] = fill
     split, merge = voi(seg, gt, ignore)
     ar = adapted_rand(seg, gt, ignore)
-    return {"voi_split": split, "voi_merge": merge, "voi": split + merge, "arand": ar, "cremi": cremi_score(split, merge, ar)}
+    return {
+        "voi_split": split,
+        "voi_merge": merge,
+        "voi": split + merge,
+        "arand": ar,
+        "cremi": cremi_score(split, merge, ar),
+    }

@@ -60,9 +60,7 @@ def affinities_torch(labels: torch.Tensor, offsets: Sequence[Sequence[int]]) -> 
     return aff, mask
 
 
-def affinities(
-    labels: np.ndarray, offsets_zyx: Sequence[Sequence[int]] = NEAREST_ZYX
-) -> tuple[np.ndarray, np.ndarray]:
+def affinities(labels: np.ndarray, offsets_zyx: Sequence[Sequence[int]] = NEAREST_ZYX) -> tuple[np.ndarray, np.ndarray]:
     """Instance labels (X, Y, Z) -> ``(aff, mask)`` float32 (C, X, Y, Z); offsets in (z, y, x) order."""
     lab = torch.from_numpy(np.asarray(labels).astype(np.int64))
     aff, mask = affinities_torch(lab, offsets_xyz(offsets_zyx))

@@ -121,7 +121,10 @@ def watershed_segment(
 
 
 def segment(
-    affs: np.ndarray, thresholds: Sequence[float], method: str = "waterz", offsets_zyx: Sequence[Sequence[int]] | None = None
+    affs: np.ndarray,
+    thresholds: Sequence[float],
+    method: str = "waterz",
+    offsets_zyx: Sequence[Sequence[int]] | None = None,
 ) -> list[np.ndarray]:
     """Dispatch to :func:`waterz_segment` or :func:`watershed_segment` (``method`` in :data:`METHODS`)."""
     if method == "waterz":
