@@ -84,20 +84,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--label-ratio", type=float, help="share of training cases / labelled slices (finetune.label_ratio)"
     )
     ft.add_argument("--out", help="run folder (finetune.out)")
+    ft.add_argument(
+        "--task", choices=["segmentation", "em"], help="segmentation (CT/MRI classes) or em (neuron affinities)"
+    )
     ft.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
     _add_config(ft)
 
-    pr = sub.add_parser("predict", help="segment raw volumes with a fine-tuned best.pt (NIfTI in input geometry)")
+    pr = sub.add_parser(
+        "predict", help="segment raw volumes with a fine-tuned best.pt (NIfTI label maps, or EM HDF5 neurons)"
+    )
     pr.add_argument("checkpoint", type=Path, help="best.pt from gtgm finetune")
-    pr.add_argument("inputs", nargs="+", type=Path, help="NIfTI files, folders or datasets")
+    pr.add_argument("inputs", nargs="+", type=Path, help="NIfTI / CREMI HDF5 / TIFF files, folders or datasets")
     pr.add_argument("--out", required=True, type=Path, help="output folder")
+    pr.add_argument("--task", choices=["segmentation", "em"], help="check that best.pt was trained for this task")
+    pr.add_argument("--threshold", type=float, help="em: agglomeration threshold (default: chosen on validation)")
     pr.add_argument("--device", default="auto")
 
-    ev = sub.add_parser("evaluate", help="per-case, per-class Dice and HD95 of predictions against references")
+    ev = sub.add_parser(
+        "evaluate", help="score predictions against references: Dice + HD95, or (--task em) VOI + adapted Rand"
+    )
     ev.add_argument("pred_dir", type=Path)
-    ev.add_argument("label_dir", type=Path)
+    ev.add_argument("label_dir", type=Path, help="references of the same case names (em: a dataset or HDF5 folder)")
     ev.add_argument("--out", type=Path, help="where metrics.csv/json go (default: PRED_DIR)")
+    ev.add_argument("--task", choices=["segmentation", "em"], default="segmentation")
     ev.add_argument("--classes", type=int, nargs="+", help="classes to score (default: all labels > 0)")
+    ev.add_argument(
+        "--border-nm", type=float, default=0.0, help="em: ignore ground truth this close to a boundary (CREMI: 25)"
+    )
 
     st = sub.add_parser("study", help="label-efficiency study: scratch vs pretrained x label ratios x seeds")
     st.add_argument("cache", help="preprocessed cache with labeled cases")
@@ -153,7 +166,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from gtgm.demo import run_demo
 
-        written = run_demo(args.out, load_config(args.config or "demo", args.overrides))
+        written = run_demo(args.out, load_config(args.config or "demo", args.overrides), overrides=args.overrides)
         print("\n[demo] wrote:")
         for what, path in written.items():
             print(f"  {what:<22} {path}")
@@ -250,21 +263,35 @@ def _segmentation(args: argparse.Namespace) -> int:
     if args.command == "predict":
         from gtgm.infer import predict_inputs
 
-        written = predict_inputs(args.checkpoint, args.inputs, args.out, args.device)
-        print(f"wrote {len(written)} label maps to {args.out}")
+        written = predict_inputs(
+            args.checkpoint, args.inputs, args.out, args.device, task=args.task, threshold=args.threshold
+        )
+        print(f"wrote {len(written)} predictions to {args.out}")
         return 0
     if args.command == "evaluate":
+        where = f"{args.out or args.pred_dir}/metrics.csv"
+        if args.task == "em":
+            from gtgm.infer_em import evaluate_em
+
+            res = evaluate_em(args.pred_dir, args.label_dir, args.out, args.border_nm)
+            m = res["mean"]
+            print(
+                f"{len(res['cases'])} cases: VOI split {m['voi_split']:.4f}, merge {m['voi_merge']:.4f}, "
+                f"adapted Rand {m['arand']:.4f}, CREMI score {m['cremi']:.4f} -> {where}"
+            )
+            return 0
         from gtgm.infer import evaluate_folders
 
         res = evaluate_folders(args.pred_dir, args.label_dir, args.out, args.classes)
-        print(f"{len(res['cases'])} cases, mean Dice {res['mean_dice']:.4f} -> {args.out or args.pred_dir}/metrics.csv")
+        print(f"{len(res['cases'])} cases, mean Dice {res['mean_dice']:.4f} -> {where}")
         return 0
     overrides = list(args.overrides)
     if args.command == "study":
         from gtgm.study import run_study
 
         overrides += [f"finetune.cache={args.cache}"] + ([f"study.out={args.out}"] if args.out else [])
-        report = run_study(load_config(args.config or "finetune/cpu-small", overrides), args.pretrained)
+        cfg = load_config(args.config or "finetune/cpu-small", overrides)
+        report = run_study(cfg, args.pretrained, overrides=args.overrides)
         print(f"study report: {report}")
         return 0
     from gtgm.train.finetune import finetune
@@ -275,6 +302,7 @@ def _segmentation(args: argparse.Namespace) -> int:
         (args.pretrained, "pretrained"),
         (args.label_ratio, "label_ratio"),
         (args.out, "out"),
+        (args.task, "task"),
     ):
         if flag is not None:
             overrides.append(f"finetune.{key}={flag}")
@@ -282,10 +310,16 @@ def _segmentation(args: argparse.Namespace) -> int:
     result = finetune(cfg, resume=args.resume)
     if not result:  # a non-zero torchrun rank
         return 0
-    t = result["test"]
+    t, model = result["test"], Path(cfg.finetune.out) / "best.pt"
+    if result["task"] == "em":
+        print(
+            f"test VOI split {t['voi_split']:.4f} + merge {t['voi_merge']:.4f} = {t['voi']:.4f}, adapted Rand "
+            f"{t['arand']:.4f}, CREMI score {t['cremi']:.4f} at threshold {t['threshold']:g}; model: {model}"
+        )
+        return 0
     print(
         f"test mean Dice {t['mean_dice']:.4f} over classes {list(t['dice'])} "
-        f"(best val {result['best_val_dice']:.4f}); model: {Path(cfg.finetune.out) / 'best.pt'}"
+        f"(best val {result['best_val']:.4f}); model: {model}"
     )
     return 0
 

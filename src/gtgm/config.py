@@ -175,7 +175,9 @@ class FinetuneConfig:
     pretrained: str = ""  # encoder.pt from gtgm pretrain; empty = from scratch
     task_labels: dict[str, str] = field(default_factory=dict)  # preset's label names; checked against the data
     task_channels: list[str] = field(default_factory=list)  # preset's input channels (documentation + check)
+    task: Literal["segmentation", "em"] = "segmentation"  # em: affinities + agglomeration (see the em section)
     label_ratio: float = 1.0  # share of training cases (case split) or of labelled slices (region split)
+    label_slices: Literal["spread", "first"] = "spread"  # region split: evenly spread z slices, or the first
     split: Literal["auto", "cases", "region"] = "auto"  # auto: region when there is a single labeled case
     val_fraction: float = 0.15
     test_fraction: float = 0.3
@@ -201,12 +203,25 @@ class FinetuneConfig:
 
 
 @dataclass
+class EMConfig:
+    """EM neuron segmentation (``finetune.task=em``): affinity targets, loss, agglomeration, evaluation."""
+
+    offsets: list[list[int]] = field(default_factory=lambda: [[-1, 0, 0], [0, -1, 0], [0, 0, -1]])  # (z, y, x)
+    loss: Literal["bce", "mse"] = "bce"
+    balance: bool = False  # weight connected and cut affinities equally in each batch (more cuts, more splits)
+    agglomeration: Literal["waterz", "watershed"] = "waterz"
+    thresholds: list[float] = field(default_factory=lambda: [round(0.05 * k, 2) for k in range(1, 19)])
+    border_nm: float = 0.0  # evaluation: ignore ground truth this close to a boundary (CREMI: 25)
+
+
+@dataclass
 class StudyConfig:
     """``gtgm study``: {scratch, pretrained} x label ratios x seeds."""
 
     ratios: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     groups: list[str] = field(default_factory=lambda: ["ct_phantom", "mni152_tissue"])
+    group_overrides: dict[str, list[str]] = field(default_factory=dict)  # group -> ["finetune.task=em", ...]
     out: str = "runs/study"
 
 
@@ -225,6 +240,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    em: EMConfig = field(default_factory=EMConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -234,6 +250,15 @@ class Config:
 def load_config(preset: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Build a :class:`Config` from an optional YAML preset and ``key.sub=value`` overrides."""
     raw = _load_yaml(resolve_preset(preset)) if preset else {}
+    for item in overrides:
+        key, value = _parse_override(item)
+        _set_dotted(raw, key, value)
+    return from_dict(Config, raw)
+
+
+def with_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """A validated copy of ``cfg`` with ``key.sub=value`` overrides applied."""
+    raw = cfg.to_dict()
     for item in overrides:
         key, value = _parse_override(item)
         _set_dotted(raw, key, value)

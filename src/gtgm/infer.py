@@ -28,7 +28,7 @@ from gtgm.metrics import dice_per_class, hd95_per_class
 from gtgm.models.registry import create_segmenter
 from gtgm.runtime import resolve_device
 from gtgm.train.checkpoint import load_checkpoint
-from gtgm.train.finetune import predict_array
+from gtgm.train.tasks import predict_array
 
 
 def load_segmenter(path: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -37,8 +37,14 @@ def load_segmenter(path: str | Path, device: torch.device) -> tuple[torch.nn.Mod
     if "model_config" not in ckpt:
         raise GtgmError(f"{path}: not a segmentation checkpoint (expected best.pt from gtgm finetune)")
     m: ModelConfig = from_dict(ModelConfig, ckpt["model_config"])
+    task = "affinity" if ckpt.get("task") == "em" else "segmentation"
     model = create_segmenter(
-        m.encoder, ckpt["num_classes"], in_channels=m.in_channels, channels=m.channels, feature_size=m.feature_size
+        m.encoder,
+        ckpt["num_classes"],
+        task=task,
+        in_channels=m.in_channels,
+        channels=m.channels,
+        feature_size=m.feature_size,
     )
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), ckpt
@@ -65,11 +71,24 @@ def segment_case(
 
 
 def predict_inputs(
-    checkpoint: str | Path, inputs: list[str | Path], out: str | Path, device: str = "auto", modality: str | None = None
+    checkpoint: str | Path,
+    inputs: list[str | Path],
+    out: str | Path,
+    device: str = "auto",
+    modality: str | None = None,
+    task: str | None = None,
+    threshold: float | None = None,
 ) -> list[Path]:
-    """Segment every input (files, folders or datasets) and write ``OUT/<case>.nii.gz``."""
+    """Segment every input (files, folders or datasets): ``OUT/<case>.nii.gz``, or for EM ``OUT/<case>.hdf``.
+
+    ``task`` (optional) must match the task ``best.pt`` was trained for; ``threshold`` is EM's agglomeration
+    threshold (default: the one chosen on validation).
+    """
     dev = resolve_device(device)
     model, meta = load_segmenter(checkpoint, dev)
+    trained = meta.get("task", "segmentation")
+    if task and task != trained:
+        raise GtgmError(f"{checkpoint}: trained for task '{trained}', not '{task}'")
     cases: list[Case] = []
     for item in inputs:
         item = Path(item)
@@ -79,6 +98,10 @@ def predict_inputs(
             cases.append(Case(item.name.split(".")[0], [ImageRef(item)], modality=meta["modality"]))
         else:
             cases.extend(load_dataset(item, modality=modality or meta["modality"]).cases)
+    if trained == "em":
+        from gtgm.infer_em import predict_em_cases
+
+        return predict_em_cases(model, meta, cases, Path(out), dev, threshold)
     written = []
     for case in tqdm(cases, desc="predict", unit="case"):
         label, ref = segment_case(model, meta, case, dev)
@@ -126,12 +149,8 @@ def evaluate_folders(
         for k in classes
     }
     out = Path(out or pred_dir)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["case", "class", "dice", "hd95"])
-    writer.writeheader()
-    writer.writerows(rows)
-    writer.writerows([{"case": "mean", "class": k, **v} for k, v in mean.items()])
-    write_text(out / "metrics.csv", buf.getvalue())
+    means = [{"case": "mean", "class": k, **v} for k, v in mean.items()]
+    write_table(out / "metrics.csv", rows + means, ["case", "class", "dice", "hd95"])
     result = {
         "cases": common,
         "classes": classes,
@@ -141,3 +160,13 @@ def evaluate_folders(
     }
     write_json(out / "metrics.json", result)
     return result
+
+
+def write_table(path: Path, rows: list[dict[str, Any]], fields: list[str]) -> Path:
+    """Write ``rows`` as CSV with the columns ``fields`` (atomically)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buf.getvalue())
+    return path

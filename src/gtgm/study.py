@@ -2,8 +2,10 @@
 
 Each run is a ``gtgm finetune`` into ``STUDY/<group>/<arm>/ratio<r>_seed<s>/`` (finished runs are
 reused, so an interrupted study resumes). Both arms of a seed share the same split and labelled subset.
-The report (Markdown + HTML) has, per group, a table of test Dice (mean ± std over seeds) per class and
-ratio for each arm, and a plot of mean Dice against label ratio.
+``study.group_overrides`` adapts the configuration per group (e.g. the EM group's ``finetune.task=em``).
+The report (Markdown + HTML) has, per group, a table of the test figures (mean ± std over seeds) per
+ratio for each arm — Dice per class for segmentation, VOI / adapted Rand / CREMI score for EM, where the
+trivial baseline (threshold + connected components) is reported too — and a plot against label ratio.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from gtgm.config import Config
+from gtgm.config import Config, with_overrides
 from gtgm.data.patches import VolumeCache
 from gtgm.fsutil import write_json
 from gtgm.report import write_report
@@ -27,12 +29,14 @@ from gtgm.train.segdata import make_split
 ARMS = ("scratch", "pretrained")
 
 
-def run_one(cfg: Config, group: str, arm: str, ratio: float, seed: int, pretrained: str, root: Path) -> dict[str, Any]:
+def run_one(
+    cfg: Config, group: str, arm: str, ratio: float, seed: int, pretrained: str, root: Path, overrides: list[str] = ()
+) -> dict[str, Any]:
     out = root / group / arm / f"ratio{ratio:g}_seed{seed}"
     done = out / "test_metrics.json"
     if done.is_file():
         return json.loads(done.read_text())
-    c = copy.deepcopy(cfg)
+    c = copy.deepcopy(group_config(cfg, group, overrides))
     c.seed = seed
     f = c.finetune
     f.group, f.label_ratio, f.out = group, ratio, str(out)
@@ -42,14 +46,21 @@ def run_one(cfg: Config, group: str, arm: str, ratio: float, seed: int, pretrain
     return finetune(c, progress=False)
 
 
-def _train_subset(cfg: Config, group: str, ratio: float, seed: int) -> tuple:
+def group_config(cfg: Config, group: str, overrides: list[str] = ()) -> Config:
+    """``cfg`` with the group's ``study.group_overrides`` applied, then ``overrides`` (the command line's, so
+    that what the user typed wins over a preset's per-group settings)."""
+    return with_overrides(cfg, [*cfg.study.group_overrides.get(group, []), *overrides])
+
+
+def _train_subset(cfg: Config, group: str, ratio: float, seed: int, overrides: list[str]) -> tuple:
     """Which training cases / labelled slices a run would use: equal subsets give identical runs."""
     cache = VolumeCache(cfg.finetune.cache, group=group, labeled=True)
-    parts = make_split(cache, dataclasses.replace(cfg.finetune, label_ratio=ratio), seed)["train"]
+    f = group_config(cfg, group, overrides).finetune
+    parts = make_split(cache, dataclasses.replace(f, group=group, label_ratio=ratio), seed)["train"]
     return tuple((p.case, tuple(p.slices) if p.slices is not None else None) for p in parts)
 
 
-def run_study(cfg: Config, pretrained: str, progress: bool = True) -> Path:
+def run_study(cfg: Config, pretrained: str, progress: bool = True, overrides: list[str] = ()) -> Path:
     """Run every (group, ratio, seed, arm) and write the report; returns the report's Markdown path.
 
     Two ratios that select the same training subset for a seed (e.g. 1 % and 10 % of five cases both
@@ -66,32 +77,48 @@ def run_study(cfg: Config, pretrained: str, progress: bool = True) -> Path:
             for seed in cfg.study.seeds:
                 for arm in ARMS:
                     n += 1
-                    key = (group, arm, seed, _train_subset(cfg, group, ratio, seed))
-                    res = seen.get(key) or run_one(cfg, group, arm, ratio, seed, pretrained, root)
+                    key = (group, arm, seed, _train_subset(cfg, group, ratio, seed, overrides))
+                    res = seen.get(key) or run_one(cfg, group, arm, ratio, seed, pretrained, root, overrides)
                     seen[key] = res
+                    test = res["test"]
                     results.setdefault(group, []).append(
                         {
                             "arm": arm,
                             "ratio": ratio,
                             "seed": seed,
-                            "dice": res["test"]["dice"],
-                            "mean": res["test"]["mean_dice"],
+                            "metric": test["metric"],
+                            "values": test["summary"],
+                            "score": test[test["metric"]],
                             "train_cases": res["train_cases"],
                             "labelled_slices": res["labelled_slices"],
                         }
                     )
                     if progress:
                         print(
-                            f"[study] {n}/{total} {group} {arm} ratio {ratio:g} seed {seed}: "
-                            f"test mean Dice {res['test']['mean_dice']:.3f} ({time.perf_counter() - t0:.0f} s)",
+                            f"[study] {n}/{total} {group} {arm} ratio {ratio:g} seed {seed}: test "
+                            f"{test['metric']} {test[test['metric']]:.3f} ({time.perf_counter() - t0:.0f} s)",
                             flush=True,
                         )
-    write_json(root / "study.json", {"pretrained": pretrained, "results": results, "seconds": time.perf_counter() - t0})
-    return write_study_report(root, results, cfg, pretrained, time.perf_counter() - t0)[0]
+    em_groups = [g for g in cfg.study.groups if group_config(cfg, g, overrides).finetune.task == "em"]
+    baselines = {g: _baseline(group_config(cfg, g, overrides), g, cfg.study.seeds[0]) for g in em_groups}
+    seconds = time.perf_counter() - t0
+    write_json(
+        root / "study.json", {"pretrained": pretrained, "results": results, "baselines": baselines, "seconds": seconds}
+    )
+    return write_study_report(root, results, cfg, pretrained, seconds, baselines, overrides)[0]
+
+
+def _baseline(cfg: Config, group: str, seed: int) -> dict[str, Any]:
+    """EM groups: the trivial baseline (threshold + components) on the test split of ``seed``."""
+    from gtgm.train.tasks import AffinityTask
+
+    cache = VolumeCache(cfg.finetune.cache, group=group, labeled=True)
+    test = make_split(cache, dataclasses.replace(cfg.finetune, group=group), seed)["test"]
+    return AffinityTask(cfg, cache).baseline(test)
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[tuple[str, float], dict[str, tuple[float, float]]]:
-    """(arm, ratio) -> {class or "mean": (mean, std over seeds)}."""
+    """(arm, ratio) -> {class or measure, and "score": (mean, std over seeds)}."""
     out: dict[tuple[str, float], dict[str, tuple[float, float]]] = {}
     for arm in ARMS:
         for ratio in sorted({r["ratio"] for r in rows}):
@@ -99,16 +126,25 @@ def summarize(rows: list[dict[str, Any]]) -> dict[tuple[str, float], dict[str, t
             if not sel:
                 continue
             stats = {
-                str(c): (float(np.mean([r["dice"][c] for r in sel])), float(np.std([r["dice"][c] for r in sel])))
-                for c in sel[0]["dice"]
+                str(c): (float(np.mean([r["values"][c] for r in sel])), float(np.std([r["values"][c] for r in sel])))
+                for c in sel[0]["values"]
             }
-            stats["mean"] = (float(np.mean([r["mean"] for r in sel])), float(np.std([r["mean"] for r in sel])))
+            stats["score"] = (float(np.mean([r["score"] for r in sel])), float(np.std([r["score"] for r in sel])))
             out[(arm, ratio)] = stats
     return out
 
 
+METRIC_LABEL = {"mean_dice": "mean test Dice (higher is better)", "voi": "test VOI, bits (lower is better)"}
+
+
 def write_study_report(
-    root: Path, results: dict[str, Any], cfg: Config, pretrained: str, seconds: float
+    root: Path,
+    results: dict[str, Any],
+    cfg: Config,
+    pretrained: str,
+    seconds: float,
+    baselines: dict[str, dict[str, Any]] | None = None,
+    overrides: list[str] = (),
 ) -> tuple[Path, Path]:
     import matplotlib
 
@@ -118,30 +154,19 @@ def write_study_report(
     blocks: list = [
         (
             "text",
-            f"Fine-tuning {cfg.model.encoder} (channels {cfg.model.channels}) for "
-            f"{cfg.finetune.steps} steps per run, from scratch and from {pretrained}; "
+            f"Fine-tuning {cfg.model.encoder} (channels {cfg.model.channels}) from scratch and from {pretrained}; "
             f"label ratios {cfg.study.ratios}, seeds {cfg.study.seeds}; {seconds / 60:.1f} min in all. "
-            "Test Dice, mean ± std over seeds (classes without any test voxels count as 1 when "
-            "nothing is predicted, see gtgm.metrics).",
+            "Test figures, mean ± std over seeds. Segmentation: Dice per class (classes without any test voxels "
+            "count as 1 when nothing is predicted, see gtgm.metrics). EM: VOI split / merge (bits), adapted Rand "
+            "error and CREMI score at the agglomeration threshold chosen on validation.",
         )
     ]
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.8), squeeze=False)
     for ax, (group, rows) in zip(axes[0], results.items()):
+        blocks += _group_blocks(group, rows, group_config(cfg, group, overrides), (baselines or {}).get(group))
         summary = summarize(rows)
-        classes = [k for k in next(iter(summary.values())) if k != "mean"]
-        header = ["arm", "label ratio", *[f"class {c}" for c in classes], "mean"]
-        table = [
-            [
-                arm,
-                f"{ratio:g}",
-                *[f"{s[c][0]:.3f} ± {s[c][1]:.3f}" for c in classes],
-                f"{s['mean'][0]:.3f} ± {s['mean'][1]:.3f}",
-            ]
-            for (arm, ratio), s in summary.items()
-        ]
-        blocks += [("heading", group), ("table", (header, table))]
         for arm, style in zip(ARMS, ("--o", "-s")):
-            pts = sorted((r, s["mean"]) for (a, r), s in summary.items() if a == arm)
+            pts = sorted((r, s["score"]) for (a, r), s in summary.items() if a == arm)
             ax.errorbar(
                 [p[0] for p in pts],
                 [p[1][0] for p in pts],
@@ -150,11 +175,35 @@ def write_study_report(
                 capsize=3,
                 label=arm,
             )
-        ax.set_xscale("log"), ax.set_xlabel("label ratio"), ax.set_ylabel("mean test Dice"), ax.set_title(group)
+        if (baselines or {}).get(group):
+            ax.axhline(baselines[group]["voi"], ls=":", color="grey", label="threshold + components")
+        ax.set_xscale("log"), ax.set_xlabel("label ratio"), ax.set_title(group)
+        ax.set_ylabel(METRIC_LABEL.get(rows[0]["metric"], rows[0]["metric"]))
         ax.legend()
     fig.tight_layout()
-    figure = root / "dice_vs_ratio.png"
+    figure = root / "score_vs_ratio.png"
     fig.savefig(figure, dpi=80)
     plt.close(fig)
-    blocks.insert(1, ("figure", (figure, "Mean test Dice against label ratio (error bars: std over seeds)")))
+    blocks.insert(1, ("figure", (figure, "Main test figure against label ratio (error bars: std over seeds)")))
     return write_report(root, "gtgm label-efficiency study", blocks, name="report")
+
+
+def _group_blocks(group: str, rows: list[dict[str, Any]], cfg: Config, baseline: dict[str, Any] | None) -> list:
+    summary = summarize(rows)
+    keys = [k for k in next(iter(summary.values())) if k != "score"]
+    em = rows[0]["metric"] == "voi"
+    header = ["arm", "label ratio", *(keys if em else [f"class {c}" for c in keys])]
+    header += [] if em else ["mean"]
+    table = []
+    for (arm, ratio), s in summary.items():
+        cells = [f"{s[c][0]:.3f} ± {s[c][1]:.3f}" for c in keys]
+        table.append([arm, f"{ratio:g}", *cells, *([] if em else [f"{s['score'][0]:.3f} ± {s['score'][1]:.3f}"])])
+    if baseline:
+        table.append(
+            [f"baseline: raw > {baseline['threshold']:g} + components", "-", *[f"{baseline[k]:.3f}" for k in keys]]
+        )
+    f = cfg.finetune
+    text = f"{f.task} task, {f.steps} steps per run, patches {f.patch_size}, batch {f.batch_size}."
+    if baseline:
+        text += " The baseline's threshold is the best on the test split itself (in its favour)."
+    return [("heading", group), ("text", text), ("table", (header, table))]

@@ -19,8 +19,8 @@ from gtgm.models.encoders import segmenter_state_dict
 from gtgm.models.registry import create_encoder, create_segmenter
 from gtgm.models.segmenters import load_encoder_weights
 from gtgm.train.checkpoint import save_checkpoint
-from gtgm.train.finetune import seg_loss
 from gtgm.train.segdata import IGNORE, SegPatches, make_split
+from gtgm.train.tasks import seg_loss
 from tests.conftest import save_nifti
 
 
@@ -104,7 +104,7 @@ def _fake_best(tmp_path, target_spacing):
             "preprocess": PreprocessConfig(target_spacing=target_spacing).__dict__,
             "modality": "MRI",
             "step": 1,
-            "val_dice": 0.0,
+            "val_score": 0.0,
         },
     )
     return tmp_path / "best.pt"
@@ -183,7 +183,7 @@ def test_finetune_and_tiny_study(demo_run, tmp_path):
 
     report = run_study(cfg, str(tmp_path / "encoder.pt"), progress=False)
     text = report.read_text()
-    assert "scratch" in text and "pretrained" in text and (tmp_path / "study" / "dice_vs_ratio.png").is_file()
+    assert "scratch" in text and "pretrained" in text and (tmp_path / "study" / "score_vs_ratio.png").is_file()
 
 
 def test_task_presets_load_and_check_the_data(demo_run, tmp_path):

@@ -12,7 +12,8 @@ from gtgm.config import load_config
 from gtgm.errors import GtgmError
 from gtgm.train import checkpoint as ckpt_module
 from gtgm.train.checkpoint import load_checkpoint, save_checkpoint
-from gtgm.train.pretrain import pretrain, warmup_cosine
+from gtgm.train.optim import warmup_cosine
+from gtgm.train.pretrain import pretrain
 
 
 def tiny_overrides(steps: int = 6) -> list[str]:

@@ -49,9 +49,21 @@ def list_segmenters() -> list[str]:
     return sorted(_SEGMENTERS)
 
 
-def create_segmenter(name: str, num_classes: int, **overrides: Any) -> nn.Module:
-    """Build the segmenter registered as ``name`` (same names as the encoders it embeds)."""
+TASKS = ("segmentation", "affinity")
+
+
+def create_segmenter(name: str, num_classes: int, task: str = "segmentation", **overrides: Any) -> nn.Module:
+    """Build the segmenter registered as ``name`` (same names as the encoders it embeds).
+
+    ``task="segmentation"``: ``num_classes`` logits, softmax at inference. ``task="affinity"`` (EM):
+    ``num_classes`` = number of affinity offsets, one logit per offset; the affinities are the sigmoid of the
+    outputs (applied by the loss, on logits for stability, and by inference). ``model.task`` records it.
+    """
     names = list_segmenters()
     if name not in names:
         raise ConfigError(f"unknown segmenter '{name}' (known: {', '.join(names)})")
-    return _SEGMENTERS[name](num_classes=num_classes, **overrides)
+    if task not in TASKS:
+        raise ConfigError(f"unknown segmenter task '{task}' (known: {', '.join(TASKS)})")
+    net = _SEGMENTERS[name](num_classes=num_classes, **overrides)
+    net.task = task
+    return net

@@ -12,7 +12,6 @@ Logs go to ``log.jsonl`` and TensorBoard; image->text retrieval on held-out patc
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from contextlib import nullcontext
@@ -39,6 +38,7 @@ from gtgm.text.encoders import TextCache
 from gtgm.train import distributed as dist
 from gtgm.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from gtgm.train.logs import RunLogger
+from gtgm.train.optim import amp_setup, optimizer_step, warmup_cosine
 from gtgm.train.pairs import CaptionPairs, StepSampler, split_records
 
 
@@ -52,14 +52,6 @@ def build_model(cfg: Config, text_dim: int) -> VLPModel:
         use_checkpoint=m.use_checkpoint,
     )
     return VLPModel(encoder, text_dim, m.embed_dim, m.head_hidden)
-
-
-def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
-    """LR multiplier: linear 1/warmup..1 over ``warmup`` steps, then cosine down to ``min_ratio``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def load_data(cfg: Config) -> tuple[CaptionPairs, CaptionPairs | None]:
@@ -77,19 +69,6 @@ def load_data(cfg: Config) -> tuple[CaptionPairs, CaptionPairs | None]:
     rng = torch.Generator().manual_seed(cfg.seed)
     held = [held[i] for i in torch.randperm(len(held), generator=rng)[: p.eval_patches].tolist()]
     return pairs, CaptionPairs(cache, held, text_cache, p.patch_size, None, cfg.seed)
-
-
-def _amp(cfg: Config, device: torch.device) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
-    mode = cfg.pretrain.amp
-    if mode == "auto":
-        mode = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "none"
-    if mode == "none":
-        return None, None
-    if mode == "fp16":
-        if device.type != "cuda":
-            raise GtgmError("pretrain.amp=fp16 needs a CUDA GPU (use bf16 or none on CPU)")
-        return torch.float16, torch.amp.GradScaler("cuda")
-    return torch.bfloat16, None
 
 
 def _optimizer(model: torch.nn.Module, loss_fn: torch.nn.Module, cfg: Config) -> torch.optim.AdamW:
@@ -122,7 +101,7 @@ class Pretrainer:
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, lambda s: warmup_cosine(s, p.warmup_steps, p.steps, p.min_lr / p.lr if p.lr else 0.0)
         )
-        self.amp_dtype, self.scaler = _amp(cfg, self.device)
+        self.amp_dtype, self.scaler = amp_setup(cfg.pretrain.amp, self.device, "pretrain.amp")
         self.step = 0
         self._start(resume)
         self.logger = RunLogger(self.out, p.tensorboard, enabled=self.rank == 0)
@@ -193,17 +172,9 @@ class Pretrainer:
             (self.scaler.scale(total) if self.scaler else total).backward()
             for k, v in losses.items():
                 terms[k] = terms.get(k, 0.0) + float(v.detach()) / accum
-        if self.scaler:
-            self.scaler.unscale_(self.opt)
-        if self.cfg.pretrain.grad_clip > 0:
-            terms["grad_norm"] = float(
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.pretrain.grad_clip)
-            )
-        if self.scaler:
-            self.scaler.step(self.opt)
-            self.scaler.update()
-        else:
-            self.opt.step()
+        norm = optimizer_step(self.opt, self.scaler, list(self.model.parameters()), self.cfg.pretrain.grad_clip)
+        if norm is not None:
+            terms["grad_norm"] = norm
         self.sched.step()
         self.step += 1
         terms["loss"] = sum(v for k, v in terms.items() if k.endswith("_loss"))

@@ -4,11 +4,13 @@ Two split kinds:
 
 * ``cases`` — seeded shuffle of the labeled cases into test (``test_fraction``), val
   (``val_fraction``) and train; the label ratio keeps ``max(1, round(ratio · n_train))`` train cases.
-* ``region`` — for a single labeled volume: slabs along ``region_axis`` (train below
+* ``region`` — each labeled volume is cut into slabs along ``region_axis`` (train below
   ``region_bounds[0]``, val between, test above ``region_bounds[1]``, as fractions of the axis), so
   train and test voxels never overlap; image voxels outside a slab are replaced by the pad value when
   sampling, so no training patch sees test intensities either. The label ratio keeps that share of the
-  train slab's axial (z) slices, evenly spaced, as labelled; the others are ignored by the loss.
+  train slab's axial (z) slices as labelled (``label_slices``: ``spread`` = evenly spaced, ``first`` =
+  the first ones, a contiguous sub-volume as EM affinities need); the others are ignored by the loss.
+  EM presets cut along z (``region_axis: 2``): first sections train, last sections test.
 
 A split is a list of :class:`Part` (case index, box, labelled slices), stored as ``split.json``.
 """
@@ -45,7 +47,8 @@ def make_split(cache: VolumeCache, cfg: FinetuneConfig, seed: int) -> dict[str, 
     cases = list(range(len(cache)))
     kind = cfg.split if cfg.split != "auto" else ("region" if len(cases) == 1 else "cases")
     if kind == "region":
-        return _region_split(cache, cases[0], cfg)
+        parts = [_region_split(cache, i, cfg) for i in cases]
+        return {k: [p[k][0] for p in parts] for k in ("train", "val", "test")}
     if len(cases) < 3:
         raise GtgmError(
             f"{cache.root}: a case split needs at least 3 labeled cases (has {len(cases)}); use split=region"
@@ -75,10 +78,17 @@ def _region_split(cache: VolumeCache, case: int, cfg: FinetuneConfig) -> dict[st
         lo[ax], hi[ax] = lo_ax, hi_ax
         return Part(case, lo, hi, slices)
 
+    if not 0 < cut_a < cut_b < shape[ax]:
+        raise GtgmError(
+            f"{cache.root}: case {cache.entries[case]['id']} (shape {shape}) is too small for region_bounds "
+            f"{cfg.region_bounds} along axis {ax}"
+        )
     train = part(0, cut_a)
     z_lo, z_hi = train.lo[2], train.hi[2]
     n = max(1, round(cfg.label_ratio * (z_hi - z_lo)))
-    if n < z_hi - z_lo:
+    if n < z_hi - z_lo and cfg.label_slices == "first":
+        train.slices = list(range(z_lo, z_lo + n))
+    elif n < z_hi - z_lo:
         train.slices = sorted({int(z) for z in np.linspace(z_lo, z_hi - 1, n + 2)[1:-1].round()})
     return {"train": [train], "val": [part(cut_a, cut_b)], "test": [part(cut_b, shape[ax])]}
 

@@ -1,0 +1,55 @@
+"""Pieces both trainers share: mixed precision set-up and the (GradScaler-aware) optimiser step."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from gtgm.errors import GtgmError
+
+
+def amp_setup(
+    mode: str, device: torch.device, key: str = "amp"
+) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
+    """``auto`` / ``none`` / ``bf16`` / ``fp16`` -> (autocast dtype or None, GradScaler for fp16 or None).
+
+    ``auto`` is bf16 on a CUDA GPU that supports it, else full precision. ``key`` names the setting in errors.
+    """
+    if mode == "auto":
+        mode = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "none"
+    if mode == "none":
+        return None, None
+    if mode == "fp16":
+        if device.type != "cuda":
+            raise GtgmError(f"{key}=fp16 needs a CUDA GPU (use bf16 or none on CPU)")
+        return torch.float16, torch.amp.GradScaler("cuda")
+    return torch.bfloat16, None
+
+
+def optimizer_step(
+    opt: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    params: list[torch.nn.Parameter] | None = None,
+    clip: float = 0.0,
+) -> float | None:
+    """Unscale (fp16), clip the gradient norm of ``params`` to ``clip`` (> 0), then step; returns the norm."""
+    norm = None
+    if scaler:
+        scaler.unscale_(opt)
+    if clip > 0 and params is not None:
+        norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+    if scaler:
+        scaler.step(opt)
+        scaler.update()
+    else:
+        opt.step()
+    return norm
+
+
+def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """LR multiplier: linear 1/warmup..1 over ``warmup`` steps, then cosine down to ``min_ratio``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))

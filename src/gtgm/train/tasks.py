@@ -1,0 +1,232 @@
+"""What a fine-tuning run learns and how it is scored: one class per ``finetune.task``.
+
+* :class:`SegmentationTask` (``segmentation``, CT/MRI): K-class logits, masked Dice + CE, scored by Dice
+  (and HD95 on the test split); higher is better.
+* :class:`AffinityTask` (``em``): one sigmoid output per affinity offset, masked (balanced) BCE or MSE
+  against affinities computed from the instance labels of each patch, scored by agglomerating the
+  predicted affinities into neurons (waterz, or the watershed fallback) at every threshold of
+  ``em.thresholds`` and measuring VOI / adapted Rand; lower VOI is better. Validation picks the threshold
+  with the lowest VOI; the test split uses that threshold.
+
+Both score a list of :class:`~gtgm.train.segdata.Part` with sliding-window inference and return a dict
+with ``main`` (the selection figure, oriented so that higher is better), ``metric`` (its name) and
+``summary`` (the figures to report: per class Dice, or VOI split / merge / sum, ARAND and CREMI score).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.inferers import sliding_window_inference
+from monai.losses import DiceLoss
+
+from gtgm.config import Config
+from gtgm.data.patches import VolumeCache
+from gtgm.em.affinities import affinities_torch, offsets_xyz
+from gtgm.em.agglomerate import segment, threshold_baseline
+from gtgm.errors import GtgmError
+from gtgm.metrics import dice_per_class, hd95_per_class, neuron_scores
+from gtgm.models.registry import create_segmenter
+from gtgm.train.segdata import IGNORE, Part, part_arrays
+
+_dice = DiceLoss(include_background=True, softmax=False, to_onehot_y=False)
+
+
+def seg_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Dice + CE over labelled voxels. ``logits`` (B, K, ...), ``target`` (B, 1, ...) int64 (IGNORE = -1)."""
+    valid = (target != IGNORE).float()
+    t = target.clamp_min(0)
+    ce = F.cross_entropy(logits.float(), torch.where(target[:, 0] == IGNORE, -100, t[:, 0]), ignore_index=-100)
+    probs = logits.float().softmax(1) * valid
+    onehot = F.one_hot(t[:, 0], logits.shape[1]).movedim(-1, 1).float() * valid
+    return _dice(probs, onehot) + ce
+
+
+def affinity_loss(
+    logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, kind: str = "bce", balance: bool = True
+) -> torch.Tensor:
+    """Masked affinity loss; all (B, C, X, Y, Z). ``kind`` bce (on logits) or mse (on sigmoid probabilities).
+
+    With ``balance``, connected (1) and cut (0) affinities carry half the weight each:
+    w = mask · (t / (2 n₁) + (1 − t) / (2 n₀)), n₁ / n₀ = known connected / cut pairs in the batch;
+    otherwise w = mask / n. loss = Σ w · ℓ.
+    """
+    x, t, m = logits.float(), target.float(), mask.float()
+    per = F.binary_cross_entropy_with_logits(x, t, reduction="none") if kind == "bce" else (x.sigmoid() - t) ** 2
+    if balance:
+        n1, n0 = (m * t).sum().clamp_min(1), (m * (1 - t)).sum().clamp_min(1)
+        w = m * (t / (2 * n1) + (1 - t) / (2 * n0))
+    else:
+        w = m / m.sum().clamp_min(1)
+    return (w * per).sum()
+
+
+@torch.no_grad()
+def sliding_logits(
+    model: torch.nn.Module, image: np.ndarray, patch: list[int], overlap: float, sw_batch: int, device: Any
+) -> torch.Tensor:
+    """Gaussian-blended sliding-window outputs (1, K, X, Y, Z) of a (C, X, Y, Z) array."""
+    model.eval()
+    x = torch.from_numpy(np.array(image, dtype=np.float32))[None].to(device)
+    return sliding_window_inference(x, patch, sw_batch, model, overlap=overlap, mode="gaussian")
+
+
+def predict_array(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    patch: list[int],
+    overlap: float = 0.25,
+    sw_batch: int = 4,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """Sliding-window argmax label map (X, Y, Z) uint8 of a (C, X, Y, Z) array."""
+    return sliding_logits(model, image, patch, overlap, sw_batch, device).argmax(1)[0].cpu().numpy().astype(np.uint8)
+
+
+def predict_affinities(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    patch: list[int],
+    overlap: float = 0.25,
+    sw_batch: int = 4,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """Sliding-window affinity probabilities (C, X, Y, Z) float32 (sigmoid of the blended logits)."""
+    return sliding_logits(model, image, patch, overlap, sw_batch, device)[0].sigmoid().cpu().numpy()
+
+
+def build_segmenter(cfg: Config, outputs: int, task: str = "segmentation") -> torch.nn.Module:
+    m = cfg.model
+    return create_segmenter(
+        m.encoder,
+        outputs,
+        task="affinity" if task == "em" else "segmentation",
+        in_channels=m.in_channels,
+        channels=m.channels,
+        feature_size=m.feature_size,
+        use_checkpoint=m.use_checkpoint,
+    )
+
+
+def create_task(cfg: Config, cache: VolumeCache) -> SegmentationTask | AffinityTask:
+    return AffinityTask(cfg, cache) if cfg.finetune.task == "em" else SegmentationTask(cfg, cache)
+
+
+class SegmentationTask:
+    name = "segmentation"
+    metric = "mean_dice"
+
+    def __init__(self, cfg: Config, cache: VolumeCache):
+        self.cfg, self.cache = cfg, cache
+        f = cfg.finetune
+        labels = cache.index["groups"].get(f.group or "default", {}).get("labels", {})
+        values = [int(k) for k in labels] + [
+            v for i in range(len(cache)) for v in (cache.meta(i).get("label_values") or [])
+        ]
+        if not values and any(cache.meta(i).get("num_labels", 0) > 65 for i in range(len(cache))):
+            raise GtgmError(f"{cache.root}: labels look like instance ids (EM neurons); use finetune.task=em")
+        self.outputs, self.labels = (max(values) + 1 if values else 2), labels
+        _check_labels(cache, f.task_labels, labels)
+
+    def loss(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        return seg_loss(logits, label)
+
+    def meta(self) -> dict[str, Any]:
+        return {"task": self.name, "num_classes": self.outputs, "labels": self.labels}
+
+    def score(self, model: torch.nn.Module, parts: list[Part], device: Any, final: bool = False) -> dict[str, Any]:
+        """Per-class Dice (and HD95 when ``final``) of sliding-window predictions on ``parts``, and their means."""
+        f, classes = self.cfg.finetune, list(range(1, self.outputs))
+        rows = []
+        for p in parts:
+            image, label = part_arrays(self.cache, p)
+            pred = predict_array(model, image, f.patch_size, f.sw_overlap, f.sw_batch_size, device)
+            row = {"case": self.cache.entries[p.case]["id"], "dice": dice_per_class(pred, label, classes)}
+            if final:
+                row["hd95"] = hd95_per_class(pred, label, classes, self.cache.entries[p.case]["spacing"])
+            rows.append(row)
+        mean = {c: float(np.mean([r["dice"][c] for r in rows])) for c in classes}
+        main = float(np.mean(list(mean.values())))
+        return {"cases": rows, "dice": mean, "mean_dice": main, "summary": mean, "main": main, "metric": self.metric}
+
+
+class AffinityTask:
+    name = "em"
+    metric = "voi"
+
+    def __init__(self, cfg: Config, cache: VolumeCache):
+        self.cfg, self.cache, self.em = cfg, cache, cfg.em
+        self.offsets = offsets_xyz(self.em.offsets)
+        self.outputs = len(self.offsets)
+        self.threshold: float | None = None  # chosen on validation
+        if cfg.finetune.task_labels:
+            raise GtgmError("finetune.task_labels names classes; an EM (affinity) task has neuron ids, not classes")
+
+    def loss(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        target, mask = affinities_torch(label[:, 0], self.offsets)
+        return affinity_loss(logits, target, mask, self.em.loss, self.em.balance)
+
+    def meta(self) -> dict[str, Any]:
+        e = self.em
+        return {
+            "task": self.name,
+            "num_classes": self.outputs,
+            "labels": {},
+            "em": {"offsets": e.offsets, "threshold": self.threshold, "agglomeration": e.agglomeration},
+        }
+
+    def baseline(self, parts: list[Part], thresholds: list[float] | None = None) -> dict[str, Any]:
+        """The trivial baseline on ``parts``: raw image > t, connected components (see
+        :func:`~gtgm.em.agglomerate.threshold_baseline`), scored at the best ``t`` on these parts (an oracle
+        choice, in the baseline's favour)."""
+        thresholds = thresholds or [round(0.05 * k, 2) for k in range(4, 17)]
+        mean = {}
+        for t in thresholds:
+            rows = []
+            for p in parts:
+                image, label = part_arrays(self.cache, p)
+                border = self.em.border_nm / float(self.cache.entries[p.case]["spacing"][0])
+                rows.append(neuron_scores(threshold_baseline(image[0], t), label.astype(np.int64), border=border))
+            mean[t] = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+        best = min(thresholds, key=lambda t: mean[t]["voi"])
+        return {"threshold": best, **mean[best]}
+
+    def segment(self, affs: np.ndarray, thresholds: list[float]) -> list[np.ndarray]:
+        return segment(affs, thresholds, self.em.agglomeration, self.em.offsets)
+
+    def score(self, model: torch.nn.Module, parts: list[Part], device: Any, final: bool = False) -> dict[str, Any]:
+        """VOI / ARAND / CREMI per part at each threshold (validation) or at the chosen one (``final``)."""
+        f = self.cfg.finetune
+        thresholds = [self.threshold] if final and self.threshold is not None else list(self.em.thresholds)
+        per_t: dict[float, list[dict[str, Any]]] = {t: [] for t in thresholds}
+        for p in parts:
+            image, label = part_arrays(self.cache, p)
+            affs = predict_affinities(model, image, f.patch_size, f.sw_overlap, f.sw_batch_size, device)
+            border = self.em.border_nm / float(self.cache.entries[p.case]["spacing"][0])
+            for t, seg in zip(thresholds, self.segment(affs, thresholds)):
+                scores = neuron_scores(seg, label.astype(np.int64), border=border)
+                per_t[t].append({"case": self.cache.entries[p.case]["id"], **scores})
+        mean = {
+            t: {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "case"} for t, rows in per_t.items()
+        }
+        best = min(thresholds, key=lambda t: mean[t]["voi"])
+        if not final:
+            self.threshold = best
+        return {
+            "cases": per_t[best],
+            "threshold": best,
+            "by_threshold": {f"{t:g}": m for t, m in mean.items()},
+            "summary": mean[best],
+            "main": -mean[best]["voi"],
+            "metric": self.metric,
+            **mean[best],
+        }
+
+
+def _check_labels(cache: VolumeCache, task_labels: dict[str, str], labels: dict[str, str]) -> None:
+    """A preset names its task's labels: refuse data whose label names differ."""
+    if task_labels and labels and {str(k): v for k, v in task_labels.items()} != {str(k): v for k, v in labels.items()}:
+        raise GtgmError(f"{cache.root}: labels {labels} differ from the preset's task_labels {task_labels}")
