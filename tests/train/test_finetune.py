@@ -80,13 +80,13 @@ def test_region_split_is_spatially_disjoint(demo_run):
     assert train.hi[0] <= val.lo[0] and val.hi[0] <= test.lo[0]  # slabs along x never overlap
     assert len(train.slices) == round(0.1 * cache.shape(0)[2])
     data = SegPatches(cache, split["train"], [24, 24, 24], foreground_ratio=0.5, seed=0)
-    labelled = set(train.slices)
+    gap = min(b - a for a, b in zip(train.slices, train.slices[1:]))
     for i in range(6):
-        item = data[i]
-        label = item["label"][0].numpy()
+        label = data[i]["label"][0].numpy()
         assert (label != IGNORE).any()  # the centre is on a labelled slice
-        assert (label == IGNORE).any()  # unlabelled slices (and voxels beyond the slab) are ignored
-        assert len(labelled) < cache.shape(0)[2]
+        planes = np.flatnonzero((label != IGNORE).any(axis=(0, 1)))
+        assert len(planes) <= -(-24 // gap)  # only the labelled slices inside the patch, the rest ignored
+        assert all(b - a >= gap for a, b in zip(planes, planes[1:]))
 
 
 def _fake_best(tmp_path, target_spacing):
@@ -195,7 +195,10 @@ def test_task_presets_load_and_check_the_data(demo_run, tmp_path):
     assert len(presets) >= 12  # cpu-small + MSD Task01-10 + BTCV
     for path in presets:
         cfg = load_config(path)
-        if cfg.model.encoder == "swinunetr":
+        if cfg.finetune.task == "em":
+            assert cfg.finetune.split == "region" and cfg.finetune.region_axis == 2, path
+            assert cfg.finetune.label_slices == "first", path
+        elif cfg.model.encoder == "swinunetr":
             assert all(s % 32 == 0 for s in cfg.finetune.patch_size), path
             assert cfg.finetune.task_labels and len(cfg.finetune.task_channels) == cfg.model.in_channels, path
     cfg = load_config(

@@ -126,8 +126,8 @@ class SegmentationTask:
         values = [int(k) for k in labels] + [
             v for i in range(len(cache)) for v in (cache.meta(i).get("label_values") or [])
         ]
-        if not values and any(cache.meta(i).get("num_labels", 0) > 65 for i in range(len(cache))):
-            raise GtgmError(f"{cache.root}: labels look like instance ids (EM neurons); use finetune.task=em")
+        if any(_instance_labels(cache.meta(i)) for i in range(len(cache))):
+            raise GtgmError(f"{cache.root}: the labels are neuron instance ids (EM); use finetune.task=em")
         self.outputs, self.labels = (max(values) + 1 if values else 2), labels
         _check_labels(cache, f.task_labels, labels)
 
@@ -224,6 +224,12 @@ class AffinityTask:
             "metric": self.metric,
             **mean[best],
         }
+
+
+def _instance_labels(meta: dict[str, Any]) -> bool:
+    """CREMI ``neuron_ids`` labels, or more distinct labels than any class map has (see preprocess)."""
+    key = (meta.get("label_input") or {}).get("key") or ""
+    return key.endswith("neuron_ids") or meta.get("label_values") is None and meta.get("num_labels", 0) > 0
 
 
 def _check_labels(cache: VolumeCache, task_labels: dict[str, str], labels: dict[str, str]) -> None:
