@@ -78,3 +78,16 @@ def test_cli_config_errors_exit_nonzero(capsys):
     assert "patches.size" in capsys.readouterr().err
     assert main(["config", "--config", "data/ct-abdomen"]) == 0
     assert "ct_window" in capsys.readouterr().out
+
+
+def test_study_group_overrides_and_command_line_precedence():
+    from gtgm.config import with_overrides
+    from gtgm.study import group_config
+
+    cfg = load_config("finetune/cpu-small", ["finetune.steps=7"])
+    em = group_config(cfg, "em_synthetic")
+    assert em.finetune.task == "em" and em.finetune.patch_size == [64, 64, 16] and em.finetune.steps == 300
+    assert group_config(cfg, "ct_phantom").finetune.task == "segmentation"
+    assert group_config(cfg, "em_synthetic", ["finetune.steps=7"]).finetune.steps == 7  # the command line wins
+    with pytest.raises(ConfigError, match="finetune.stepz"):
+        with_overrides(cfg, ["finetune.stepz=3"])

@@ -27,7 +27,7 @@ from gtgm.em.agglomerate import segment
 from gtgm.errors import GtgmError, InputError
 from gtgm.fsutil import write_json
 from gtgm.metrics import neuron_scores
-from gtgm.train.tasks import predict_affinities
+from gtgm.train.tasks import predict_array
 
 AFFINITIES_KEY = "volumes/predictions/affinities"
 MEASURES = ("voi_split", "voi_merge", "voi", "arand", "cremi")
@@ -42,7 +42,7 @@ def segment_em_case(
     ref = channels[0]
     ras, _, transform = to_ras(np.stack([c.array for c in channels]).astype(np.float32), ref.affine)
     normed = np.stack([normalize(c, meta["modality"], pre)[0] for c in ras])
-    affs = predict_affinities(model, normed, meta["patch_size"], device=device)
+    affs = predict_array(model, normed, meta["patch_size"], device=device, affinities=True)
     em = meta["em"]
     t = threshold if threshold is not None else em["threshold"]
     if t is None:

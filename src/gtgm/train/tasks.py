@@ -65,15 +65,6 @@ def affinity_loss(
 
 
 @torch.no_grad()
-def sliding_logits(
-    model: torch.nn.Module, image: np.ndarray, patch: list[int], overlap: float, sw_batch: int, device: Any
-) -> torch.Tensor:
-    """Gaussian-blended sliding-window outputs (1, K, X, Y, Z) of a (C, X, Y, Z) array."""
-    model.eval()
-    x = torch.from_numpy(np.array(image, dtype=np.float32))[None].to(device)
-    return sliding_window_inference(x, patch, sw_batch, model, overlap=overlap, mode="gaussian")
-
-
 def predict_array(
     model: torch.nn.Module,
     image: np.ndarray,
@@ -81,21 +72,19 @@ def predict_array(
     overlap: float = 0.25,
     sw_batch: int = 4,
     device: torch.device | str = "cpu",
+    affinities: bool = False,
 ) -> np.ndarray:
-    """Sliding-window argmax label map (X, Y, Z) uint8 of a (C, X, Y, Z) array."""
-    return sliding_logits(model, image, patch, overlap, sw_batch, device).argmax(1)[0].cpu().numpy().astype(np.uint8)
+    """Sliding-window prediction (Gaussian blending) of a (C, X, Y, Z) array.
 
-
-def predict_affinities(
-    model: torch.nn.Module,
-    image: np.ndarray,
-    patch: list[int],
-    overlap: float = 0.25,
-    sw_batch: int = 4,
-    device: torch.device | str = "cpu",
-) -> np.ndarray:
-    """Sliding-window affinity probabilities (C, X, Y, Z) float32 (sigmoid of the blended logits)."""
-    return sliding_logits(model, image, patch, overlap, sw_batch, device)[0].sigmoid().cpu().numpy()
+    Returns the argmax label map (X, Y, Z) uint8, or with ``affinities`` the sigmoid of the blended
+    outputs, (K, X, Y, Z) float32.
+    """
+    model.eval()
+    x = torch.from_numpy(np.array(image, dtype=np.float32))[None].to(device)
+    out = sliding_window_inference(x, patch, sw_batch, model, overlap=overlap, mode="gaussian")
+    if affinities:
+        return out[0].sigmoid().cpu().numpy()
+    return out.argmax(1)[0].cpu().numpy().astype(np.uint8)
 
 
 def build_segmenter(cfg: Config, outputs: int, task: str = "segmentation") -> torch.nn.Module:
@@ -204,7 +193,7 @@ class AffinityTask:
         per_t: dict[float, list[dict[str, Any]]] = {t: [] for t in thresholds}
         for p in parts:
             image, label = part_arrays(self.cache, p)
-            affs = predict_affinities(model, image, f.patch_size, f.sw_overlap, f.sw_batch_size, device)
+            affs = predict_array(model, image, f.patch_size, f.sw_overlap, f.sw_batch_size, device, affinities=True)
             border = self.em.border_nm / float(self.cache.entries[p.case]["spacing"][0])
             for t, seg in zip(thresholds, self.segment(affs, thresholds)):
                 scores = neuron_scores(seg, label.astype(np.int64), border=border)
