@@ -208,7 +208,7 @@ class EMConfig:
 
     offsets: list[list[int]] = field(default_factory=lambda: [[-1, 0, 0], [0, -1, 0], [0, 0, -1]])  # (z, y, x)
     loss: Literal["bce", "mse"] = "bce"
-    balance: bool = False  # weight connected and cut affinities equally in each batch (more cuts, more splits)
+    balance: bool = True  # weight connected and cut affinities equally in each batch
     agglomeration: Literal["waterz", "watershed"] = "waterz"
     thresholds: list[float] = field(default_factory=lambda: [round(0.05 * k, 2) for k in range(1, 19)])
     border_nm: float = 0.0  # evaluation: ignore ground truth this close to a boundary (CREMI: 25)

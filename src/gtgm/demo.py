@@ -158,7 +158,8 @@ def _study_blocks(out: Path, study_report: Path, evaluation: dict[str, Any]) -> 
         ("heading", "Fine-tuning: label-efficiency study"),
         (
             "text",
-            f"Full per-class tables and the Dice-vs-ratio plot: {study_report.relative_to(out)}. "
+            "Full tables (per class; EM: VOI split / merge, adapted Rand, CREMI score) and the plot: "
+            f"{study_report.relative_to(out)}. "
             "CT phantoms: label ratio = share of training cases; MNI152: spatially disjoint left/right slabs, "
             "label ratio = share of labelled axial slices; synthetic EM: first sections train, last test, label "
             "ratio = share of the training sections labelled (affinities, waterz agglomeration, VOI).",
