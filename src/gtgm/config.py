@@ -177,7 +177,7 @@ class FinetuneConfig:
     task_channels: list[str] = field(default_factory=list)  # preset's input channels (documentation + check)
     task: Literal["segmentation", "em"] = "segmentation"  # em: affinities + agglomeration (see the em section)
     label_ratio: float = 1.0  # share of training cases (case split) or of labelled slices (region split)
-    label_slices: Literal["spread", "first"] = "spread"  # region split: evenly spread z slices, or the first
+    label_slices: Literal["spread", "block"] = "spread"  # region split: evenly spread z slices, or a central block
     split: Literal["auto", "cases", "region"] = "auto"  # auto: region when there is a single labeled case
     val_fraction: float = 0.15
     test_fraction: float = 0.3
@@ -192,6 +192,7 @@ class FinetuneConfig:
     encoder_lr_scale: float = 1.0  # encoder lr = lr * this (e.g. 0.1 to keep pretrained features)
     freeze_encoder_steps: int = 0  # encoder frozen for the first K steps
     foreground_ratio: float = 0.5
+    augment: bool = False  # random flips + in-plane quarter turns of training patches (EM presets: on)
     val_every: int = 50
     sw_overlap: float = 0.25
     sw_batch_size: int = 4

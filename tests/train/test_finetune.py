@@ -197,7 +197,7 @@ def test_task_presets_load_and_check_the_data(demo_run, tmp_path):
         cfg = load_config(path)
         if cfg.finetune.task == "em":
             assert cfg.finetune.split == "region" and cfg.finetune.region_axis == 2, path
-            assert cfg.finetune.label_slices == "first", path
+            assert cfg.finetune.label_slices == "block", path
         elif cfg.model.encoder == "swinunetr":
             assert all(s % 32 == 0 for s in cfg.finetune.patch_size), path
             assert cfg.finetune.task_labels and len(cfg.finetune.task_channels) == cfg.model.in_channels, path

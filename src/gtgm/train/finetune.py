@@ -133,7 +133,7 @@ class Finetuner:
 
     def run(self) -> dict[str, Any]:
         f = self.cfg.finetune
-        data = SegPatches(self.cache, self.split["train"], f.patch_size, f.foreground_ratio, self.cfg.seed)
+        data = SegPatches(self.cache, self.split["train"], f.patch_size, f.foreground_ratio, self.cfg.seed, f.augment)
         loader = iter(
             DataLoader(
                 data,

@@ -8,8 +8,9 @@ Two split kinds:
   ``region_bounds[0]``, val between, test above ``region_bounds[1]``, as fractions of the axis), so
   train and test voxels never overlap; image voxels outside a slab are replaced by the pad value when
   sampling, so no training patch sees test intensities either. The label ratio keeps that share of the
-  train slab's axial (z) slices as labelled (``label_slices``: ``spread`` = evenly spaced, ``first`` =
-  the first ones, a contiguous sub-volume as EM affinities need); the others are ignored by the loss.
+  train slab's axial (z) slices as labelled (``label_slices``: ``spread`` = evenly spaced, ``block`` =
+  a contiguous block in the middle of the slab, a sub-volume as EM affinities need, with unlabelled
+  image context on both sides like the sections it will be applied to); the others are ignored by the loss.
   EM presets cut along z (``region_axis: 2``): first sections train, last sections test.
 
 A split is a list of :class:`Part` (case index, box, labelled slices), stored as ``split.json``.
@@ -86,8 +87,9 @@ def _region_split(cache: VolumeCache, case: int, cfg: FinetuneConfig) -> dict[st
     train = part(0, cut_a)
     z_lo, z_hi = train.lo[2], train.hi[2]
     n = max(1, round(cfg.label_ratio * (z_hi - z_lo)))
-    if n < z_hi - z_lo and cfg.label_slices == "first":
-        train.slices = list(range(z_lo, z_lo + n))
+    if n < z_hi - z_lo and cfg.label_slices == "block":
+        first = z_lo + (z_hi - z_lo - n) // 2
+        train.slices = list(range(first, first + n))
     elif n < z_hi - z_lo:
         train.slices = sorted({int(z) for z in np.linspace(z_lo, z_hi - 1, n + 2)[1:-1].round()})
     return {"train": [train], "val": [part(cut_a, cut_b)], "test": [part(cut_b, shape[ax])]}
@@ -97,11 +99,21 @@ class SegPatches(Dataset):
     """``{"image": (C, *size), "label": (1, *size) int64 with IGNORE outside the usable part}``.
 
     Sample ``i`` draws from ``default_rng([seed, i])``: a part, then (with ``foreground_ratio``) a
-    stored foreground voxel inside the part as centre, else a uniform centre (z on a labelled slice).
+    stored foreground voxel inside the part as centre, else a uniform centre (z on a labelled slice);
+    with ``augment``, that voxel lands anywhere in the patch (not only at its centre), and the patch gets
+    random flips and an in-plane quarter turn (:func:`flip_rotate`).
     """
 
-    def __init__(self, cache: VolumeCache, parts: list[Part], size: list[int], foreground_ratio: float, seed: int = 0):
-        self.cache, self.parts, self.size, self.seed = cache, parts, list(size), seed
+    def __init__(
+        self,
+        cache: VolumeCache,
+        parts: list[Part],
+        size: list[int],
+        foreground_ratio: float,
+        seed: int = 0,
+        augment: bool = False,
+    ):
+        self.cache, self.parts, self.size, self.seed, self.augment = cache, parts, list(size), seed, augment
         self.foreground_ratio = foreground_ratio
         self.fg = [self._fg_in(p) for p in parts]
 
@@ -133,7 +145,9 @@ class SegPatches(Dataset):
         k = int(rng.integers(len(self.parts)))
         p = self.parts[k]
         shape = self.cache.shape(p.case)
-        start = [int(c) - s // 2 for c, s in zip(self._centre(k, rng), self.size)]
+        centre = self._centre(k, rng)
+        where = [int(rng.integers(s)) if self.augment else s // 2 for s in self.size]  # its place in the patch
+        start = [int(c) - w for c, w in zip(centre, where)]
         start = [min(max(s0, 0), n - s) if n >= s else s0 for s0, n, s in zip(start, shape, self.size)]
         image = read_patch(self.cache.image(p.case), start, self.size, self.cache.pad_value(p.case))
         label = read_patch(self.cache.label(p.case), start, self.size, 0).astype(np.int64)
@@ -143,7 +157,21 @@ class SegPatches(Dataset):
         if p.slices is not None:
             z = np.arange(start[2], start[2] + self.size[2])
             label[:, :, ~np.isin(z, p.slices)] = IGNORE
+        if self.augment:
+            image, label = flip_rotate(image, label, rng)
         return {"image": torch.from_numpy(image), "label": torch.from_numpy(label)[None]}
+
+
+def flip_rotate(image: np.ndarray, label: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The same random flips (each axis, p = 0.5) and in-plane quarter turn (k in 0..3, square x-y sides
+    only) of image (C, X, Y, Z) and label (X, Y, Z). Affinity targets are computed after this, from the
+    moved labels, so they stay right."""
+    for axis in range(3):
+        if rng.random() < 0.5:
+            image, label = np.flip(image, axis + 1), np.flip(label, axis)
+    k = int(rng.integers(4)) if label.shape[0] == label.shape[1] else 0
+    image, label = np.rot90(image, k, axes=(1, 2)), np.rot90(label, k, axes=(0, 1))
+    return np.ascontiguousarray(image), np.ascontiguousarray(label)
 
 
 def usable_mask(p: Part, start: list[int], size: list[int]) -> np.ndarray:
