@@ -64,13 +64,12 @@ def predict_em_cases(
     return written
 
 
-def _references(label_dir: Path) -> dict[str, tuple[np.ndarray, float]]:
-    """Case id -> (reference neuron ids (X, Y, Z) int64, in-plane voxel size) from any dataset layout."""
+def _references(label_dir: Path) -> dict[str, np.ndarray]:
+    """Case id -> reference neuron ids (X, Y, Z) int64, from any dataset layout (CREMI HDF5, TIFF pairs)."""
     refs = {}
     for case in load_dataset(label_dir).cases:
         if case.label is not None:
-            lab = read_label(case.label.path, case.label.channel, case.label.key, case.spacing)
-            refs[case.id] = (lab.array.astype(np.int64), float(lab.spacing[0]))
+            refs[case.id] = read_label(case.label.path, case.label.channel, case.label.key).array.astype(np.int64)
     if not refs:
         raise InputError(label_dir, "no reference neuron ids found (CREMI volumes/labels/neuron_ids, TIFF labels)")
     return refs
@@ -79,7 +78,10 @@ def _references(label_dir: Path) -> dict[str, tuple[np.ndarray, float]]:
 def evaluate_em(
     pred_dir: str | Path, label_dir: str | Path, out: str | Path | None = None, border_nm: float = 0.0
 ) -> dict[str, Any]:
-    """Score every ``PRED_DIR/<case>.hdf`` (``volumes/labels/neuron_ids``) against the reference of that case."""
+    """Score every ``PRED_DIR/<case>.hdf`` (``volumes/labels/neuron_ids``) against the reference of that case.
+
+    ``border_nm`` is converted to voxels with the prediction's resolution (TIFF references carry none).
+    """
     from gtgm.infer import write_table
 
     pred_dir, label_dir = Path(pred_dir), Path(label_dir)
@@ -90,11 +92,11 @@ def evaluate_em(
         raise GtgmError(f"{pred_dir}: no prediction has a reference of the same name in {label_dir}")
     rows = []
     for c in common:
-        seg = read_label(preds[c], key=CREMI_LABELS).array
-        gt, size = refs[c]
+        pred = read_label(preds[c], key=CREMI_LABELS)
+        seg, gt = pred.array, refs[c]
         if seg.shape != gt.shape:
             raise InputError(preds[c], f"shape {seg.shape} differs from its reference's {gt.shape}")
-        rows.append({"case": c, **neuron_scores(seg, gt, border=border_nm / size)})
+        rows.append({"case": c, **neuron_scores(seg, gt, border=border_nm / pred.spacing[0])})
     mean = {k: float(np.mean([r[k] for r in rows])) for k in MEASURES}
     out = Path(out or pred_dir)
     write_table(out / "metrics.csv", [*rows, {"case": "mean", **mean}], ["case", *MEASURES])

@@ -7,6 +7,7 @@ import json
 import h5py
 import numpy as np
 import pytest
+import tifffile
 import torch
 
 from gtgm.cli import main
@@ -92,6 +93,12 @@ def test_finetune_predict_evaluate_em(em_data, tmp_path, capsys):
     expected = neuron_scores(seg.astype(np.int64), gt, border=2.0)
     assert rows[0]["case"] == "vol0" and rows[0]["voi"] == pytest.approx(expected["voi"])
     assert (out / "metrics.csv").read_text().splitlines()[0] == "case,voi_split,voi_merge,voi,arand,cremi"
+    tiff = tmp_path / "snemi"  # the same reference as SNEMI3D-style TIFF stacks (no resolution: the prediction's)
+    tiff.mkdir()
+    tifffile.imwrite(tiff / "vol0-input.tif", np.zeros(gt.shape[::-1], np.uint8))
+    tifffile.imwrite(tiff / "vol0-labels.tif", gt.transpose(2, 1, 0).astype(np.uint32))
+    assert main(["evaluate", str(out), str(tiff), "--task", "em", "--border-nm", "16", "--out", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "metrics.json").read_text())["rows"][0]["voi"] == pytest.approx(expected["voi"])
 
     assert (
         main(["predict", str(run / "best.pt"), str(em_data / "raw"), "--out", str(out), "--task", "segmentation"]) == 1
