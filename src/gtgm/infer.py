@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +51,12 @@ def load_segmenter(path: str | Path, device: torch.device) -> tuple[torch.nn.Mod
     return model.to(device).eval(), ckpt
 
 
-def segment_case(
-    model: torch.nn.Module, meta: dict[str, Any], case: Case, device: torch.device
-) -> tuple[np.ndarray, Any]:
-    """Label map of ``case`` in its input geometry, and the reference volume (affine, header)."""
+def prepare_input(meta: dict[str, Any], case: Case) -> tuple[np.ndarray, Any, Callable[[np.ndarray], np.ndarray]]:
+    """Read ``case`` and preprocess it as the model's training data was (settings stored in ``best.pt``).
+
+    Returns the normalised (C, X, Y, Z) array, the reference volume (affine, header) and ``restore``, which
+    takes an (X, Y, Z) map on that array's grid back to the input's geometry (nearest neighbour, exact shape).
+    """
     pre: PreprocessConfig = from_dict(PreprocessConfig, meta["preprocess"])
     channels = [read_volume(r.path, r.channel, r.key, case.spacing) for r in case.images]
     ref = channels[0]
@@ -63,11 +66,22 @@ def segment_case(
     if pre.target_spacing and ref.unit == "mm":
         work, work_affine = resample(ras, ras_affine, pre.target_spacing, pre.image_interpolation_order)
     normed = np.stack([normalize(c, meta["modality"], pre)[0] for c in work])
-    label = predict_array(model, normed, meta["patch_size"], device=device)
-    if work is not ras:  # back onto the RAS grid of the input, nearest neighbour, exact shape
-        ras_spacing = np.linalg.norm(ras_affine[:3, :3], axis=0)
-        label = resample(label, work_affine, ras_spacing, 0, shape=ras.shape[1:])[0]
-    return from_ras(label, transform), ref
+
+    def restore(grid: np.ndarray) -> np.ndarray:
+        if work is not ras:  # back onto the RAS grid of the input
+            ras_spacing = np.linalg.norm(ras_affine[:3, :3], axis=0)
+            grid = resample(grid, work_affine, ras_spacing, 0, shape=ras.shape[1:])[0]
+        return from_ras(grid, transform)
+
+    return normed, ref, restore
+
+
+def segment_case(
+    model: torch.nn.Module, meta: dict[str, Any], case: Case, device: torch.device
+) -> tuple[np.ndarray, Any]:
+    """Label map of ``case`` in its input geometry, and the reference volume (affine, header)."""
+    normed, ref, restore = prepare_input(meta, case)
+    return restore(predict_array(model, normed, meta["patch_size"], device=device)), ref
 
 
 def predict_inputs(

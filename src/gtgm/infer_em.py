@@ -18,11 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from gtgm.config import PreprocessConfig, from_dict
 from gtgm.data.datasets import Case, load_dataset
-from gtgm.data.geometry import from_ras, to_ras
-from gtgm.data.io import CREMI_LABELS, HDF5_SUFFIXES, read_label, read_volume, suffix_of, write_cremi
-from gtgm.data.normalize import normalize
+from gtgm.data.io import CREMI_LABELS, HDF5_SUFFIXES, read_label, suffix_of, write_cremi
 from gtgm.em.agglomerate import segment
 from gtgm.errors import GtgmError, InputError
 from gtgm.fsutil import write_json
@@ -36,19 +33,18 @@ MEASURES = ("voi_split", "voi_merge", "voi", "arand", "cremi")
 def segment_em_case(
     model: torch.nn.Module, meta: dict[str, Any], case: Case, device: Any, threshold: float | None = None
 ) -> tuple[np.ndarray, np.ndarray, Any]:
-    """``(affinities (C, X, Y, Z) float32, neuron ids (X, Y, Z) uint64, reference volume)`` of one case."""
-    pre: PreprocessConfig = from_dict(PreprocessConfig, meta["preprocess"])
-    channels = [read_volume(r.path, r.channel, r.key, case.spacing) for r in case.images]
-    ref = channels[0]
-    ras, _, transform = to_ras(np.stack([c.array for c in channels]).astype(np.float32), ref.affine)
-    normed = np.stack([normalize(c, meta["modality"], pre)[0] for c in ras])
+    """``(affinities (C, X, Y, Z) float32, neuron ids (X, Y, Z) uint64, reference volume)`` of one case,
+    in the input's geometry (EM volumes are axis-aligned, so the affinity channels keep their meaning)."""
+    from gtgm.infer import prepare_input
+
+    normed, ref, restore = prepare_input(meta, case)
     affs = predict_array(model, normed, meta["patch_size"], device=device, affinities=True)
     em = meta["em"]
     t = threshold if threshold is not None else em["threshold"]
     if t is None:
         raise GtgmError("best.pt has no agglomeration threshold (no validation ran); pass --threshold")
     seg = segment(affs, [t], em["agglomeration"], em["offsets"])[0]
-    return np.stack([from_ras(a, transform) for a in affs]), from_ras(seg, transform), ref
+    return np.stack([restore(a) for a in affs]), restore(seg), ref
 
 
 def predict_em_cases(

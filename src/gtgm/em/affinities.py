@@ -23,8 +23,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from gtgm.train.segdata import IGNORE
+
 NEAREST_ZYX = [[-1, 0, 0], [0, -1, 0], [0, 0, -1]]
-IGNORE = -1
 
 
 def offsets_xyz(offsets_zyx: Sequence[Sequence[int]]) -> list[tuple[int, int, int]]:

@@ -175,8 +175,7 @@ class Finetuner:
             return {}
         best = load_checkpoint(self.out / "best.pt", self.device)
         self.model.load_state_dict(best["model"])
-        if "em" in best:
-            self.task.threshold = best["em"]["threshold"]
+        self.task.restore(best)
         test = self.task.score(self.model, self.split["test"], self.device, final=True)
         result = {
             "task": self.task.name,

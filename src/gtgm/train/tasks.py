@@ -123,6 +123,9 @@ class SegmentationTask:
     def loss(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         return seg_loss(logits, label)
 
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        """Nothing beyond the weights is chosen on validation."""
+
     def meta(self) -> dict[str, Any]:
         return {"task": self.name, "num_classes": self.outputs, "labels": self.labels}
 
@@ -172,16 +175,23 @@ class AffinityTask:
         :func:`~gtgm.em.agglomerate.threshold_baseline`), scored at the best ``t`` on these parts (an oracle
         choice, in the baseline's favour)."""
         thresholds = thresholds or [round(0.05 * k, 2) for k in range(4, 17)]
-        mean = {}
-        for t in thresholds:
-            rows = []
-            for p in parts:
-                image, label = part_arrays(self.cache, p)
-                border = self.em.border_nm / float(self.cache.entries[p.case]["spacing"][0])
-                rows.append(neuron_scores(threshold_baseline(image[0], t), label.astype(np.int64), border=border))
-            mean[t] = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+        per_t: dict[float, list[dict[str, float]]] = {t: [] for t in thresholds}
+        for p in parts:
+            image, label = part_arrays(self.cache, p)
+            for t in thresholds:
+                seg = threshold_baseline(image[0], t)
+                per_t[t].append(neuron_scores(seg, label.astype(np.int64), border=self._border(p)))
+        mean = {t: {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} for t, rows in per_t.items()}
         best = min(thresholds, key=lambda t: mean[t]["voi"])
         return {"threshold": best, **mean[best]}
+
+    def _border(self, p: Part) -> float:
+        """``em.border_nm`` in in-plane voxels of the part's volume."""
+        return self.em.border_nm / float(self.cache.entries[p.case]["spacing"][0])
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        """Take the validation-chosen threshold back from a ``best.pt``."""
+        self.threshold = ckpt["em"]["threshold"]
 
     def segment(self, affs: np.ndarray, thresholds: list[float]) -> list[np.ndarray]:
         return segment(affs, thresholds, self.em.agglomeration, self.em.offsets)
@@ -194,9 +204,8 @@ class AffinityTask:
         for p in parts:
             image, label = part_arrays(self.cache, p)
             affs = predict_array(model, image, f.patch_size, f.sw_overlap, f.sw_batch_size, device, affinities=True)
-            border = self.em.border_nm / float(self.cache.entries[p.case]["spacing"][0])
             for t, seg in zip(thresholds, self.segment(affs, thresholds)):
-                scores = neuron_scores(seg, label.astype(np.int64), border=border)
+                scores = neuron_scores(seg, label.astype(np.int64), border=self._border(p))
                 per_t[t].append({"case": self.cache.entries[p.case]["id"], **scores})
         mean = {
             t: {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "case"} for t, rows in per_t.items()
