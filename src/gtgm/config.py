@@ -28,11 +28,18 @@ class PreprocessConfig:
     """How ``gtgm data preprocess`` turns raw volumes into the normalised cache."""
 
     target_spacing: list[float] | None = None  # mm per voxel in RAS array order (x, y, z); None = native
+    group_spacing: dict[str, list[float]] = field(default_factory=dict)  # per dataset group, wins over the above
     ct_window: list[float] = field(default_factory=lambda: [-1000.0, 1000.0])  # HU clip, then -> [0, 1]
     mri_percentiles: list[float] = field(default_factory=lambda: [0.5, 99.5])  # clip over the foreground
     mri_foreground_fraction: float = 0.05  # foreground: x > lo + f * (p99.5 - lo), lo = min
     image_interpolation_order: int = 1  # spline order when resampling images (labels always use 0)
     max_foreground_locations: int = 10000  # per class, stored for foreground-oversampled patch sampling
+
+    def for_group(self, group: str | None) -> PreprocessConfig:
+        """The settings one case of ``group`` is preprocessed with: its ``group_spacing`` entry, if any,
+        becomes ``target_spacing`` (and the per-group table is dropped, so it is what a case records)."""
+        spacing = self.group_spacing.get(group or "", self.target_spacing)
+        return dataclasses.replace(self, target_spacing=spacing, group_spacing={})
 
 
 @dataclass
@@ -177,6 +184,7 @@ class FinetuneConfig:
     task_channels: list[str] = field(default_factory=list)  # preset's input channels (documentation + check)
     task: Literal["segmentation", "em"] = "segmentation"  # em: affinities + agglomeration (see the em section)
     label_ratio: float = 1.0  # share of training cases (case split) or of labelled slices (region split)
+    split_seed: int = 0  # chooses test / val / train cases and the labelled subset; `seed` only initialises
     label_slices: Literal["spread", "block"] = "spread"  # region split: evenly spread z slices, or a central block
     split: Literal["auto", "cases", "region"] = "auto"  # auto: region when there is a single labeled case
     val_fraction: float = 0.15
@@ -192,6 +200,7 @@ class FinetuneConfig:
     encoder_lr_scale: float = 1.0  # encoder lr = lr * this (e.g. 0.1 to keep pretrained features)
     freeze_encoder_steps: int = 0  # encoder frozen for the first K steps
     foreground_ratio: float = 0.5
+    class_weight_power: float = 0.0  # CE weight of class k ∝ (share of k in the training labels)^-p; 0 = none
     augment: bool = False  # random flips + in-plane quarter turns of training patches (EM presets: on)
     val_every: int = 50
     sw_overlap: float = 0.25
@@ -219,6 +228,7 @@ class EMConfig:
 class StudyConfig:
     """``gtgm study``: {scratch, pretrained} x label ratios x seeds."""
 
+    arms: list[Literal["scratch", "pretrained"]] = field(default_factory=lambda: ["scratch", "pretrained"])
     ratios: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     groups: list[str] = field(default_factory=lambda: ["ct_phantom", "mni152_tissue"])

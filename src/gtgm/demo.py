@@ -7,6 +7,7 @@ prediction and evaluation of held-out CT phantoms -> report. Preset: ``configs/d
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from gtgm.data.datasets import load_dataset
 from gtgm.data.examples import write_examples
 from gtgm.data.patches import TwoViewPatchDataset, VolumeCache
 from gtgm.data.preprocess import preprocess_dataset
+from gtgm.demo_results import headline_blocks
 from gtgm.report import write_report
 
 
@@ -51,12 +53,15 @@ def run_demo(out: str | Path, cfg: Config, progress: bool = True, overrides: lis
     cache = VolumeCache(out / "cache")
     montage = _montage(cache, figures / "corpus.png")
     views = _two_view_figure(cache, cfg, figures / "two_views.png")
+    main_runs = {g: _final_run(out, cfg, g) for g in cfg.study.groups}
+    baselines = json.loads((study.parent / "study.json").read_text()).get("baselines", {})
     blocks = _blocks(index, timings, montage, views)
     blocks[-2:-2] = (
         _caption_blocks(captions)
         + _pretrain_blocks(run, cfg, figures / "pretraining.png")
-        + _study_blocks(out, study, evaluation)
+        + _study_blocks(out, cfg, study)
     )
+    blocks = headline_blocks(out, cfg, main_runs, evaluation, baselines) + blocks
     report_md, report_html = write_report(out, "gtgm demo", blocks)
     written = {
         "example corpus": examples / "dataset.json",
@@ -120,14 +125,19 @@ def _study(out: Path, cfg: Config, run: Path, progress: bool, overrides: list[st
     return run_study(cfg, str(run / "encoder.pt"), progress, overrides)
 
 
+def _final_run(out: Path, cfg: Config, group: str) -> Path:
+    """The demo's main run of ``group``: the last arm (pretrained when run), most labels, first seed."""
+    arm = cfg.study.arms[-1]
+    return out / "study" / group / arm / f"ratio{max(cfg.study.ratios):g}_seed{cfg.study.seeds[0]}"
+
+
 def _predict_and_evaluate(out: Path, cfg: Config, examples: Path) -> dict[str, Any]:
-    """Segment the raw NIfTI of the held-out CT phantoms with the pretrained arm's model (full labels)."""
-    import json
+    """Segment the raw NIfTI of the held-out CT phantoms with the main CT run, then score them."""
     import shutil
 
     from gtgm.infer import evaluate_folders, predict_inputs
 
-    run = out / "study" / "ct_phantom" / "pretrained" / f"ratio{max(cfg.study.ratios):g}_seed{cfg.study.seeds[0]}"
+    run = _final_run(out, cfg, "ct_phantom")
     test_ids = [p["id"] for p in json.loads((run / "split.json").read_text())["test"]]
     labels = out / "predictions" / "labels"
     labels.mkdir(parents=True, exist_ok=True)
@@ -139,44 +149,31 @@ def _predict_and_evaluate(out: Path, cfg: Config, examples: Path) -> dict[str, A
     return {"run": run, **evaluate_folders(out / "predictions", labels)}
 
 
-def _study_blocks(out: Path, study_report: Path, evaluation: dict[str, Any]) -> list:
-    import json
-
-    from gtgm.study import summarize
+def _study_blocks(out: Path, cfg: Config, study_report: Path) -> list:
+    from gtgm.study import fmt_stat, seeds_phrase, summarize
 
     study = json.loads((study_report.parent / "study.json").read_text())
     rows = []
     for group, runs in study["results"].items():
         metric = "mean Dice" if runs[0]["metric"] == "mean_dice" else "VOI (lower is better)"
         for (arm, ratio), stats in summarize(runs).items():
-            rows.append([group, arm, f"{ratio:g}", metric, f"{stats['score'][0]:.3f} ± {stats['score'][1]:.3f}"])
+            rows.append([group, arm, f"{ratio:g}", metric, fmt_stat(stats["score"]), seeds_phrase(runs)])
         if group in study.get("baselines", {}):
             b = study["baselines"][group]
-            rows.append([group, f"baseline: raw > {b['threshold']:g} + components", "-", "VOI", f"{b['voi']:.3f}"])
-    mean = evaluation["mean"]
+            rows.append([group, f"baseline: raw > {b['threshold']:g} + components", "-", "VOI", f"{b['voi']:.3f}", ""])
     return [
-        ("heading", "Fine-tuning: label-efficiency study"),
+        ("heading", "Fine-tuning runs"),
         (
             "text",
-            "Full tables (per class; EM: VOI split / merge, adapted Rand, CREMI score) and the plot: "
-            f"{study_report.relative_to(out)}. "
-            "CT phantoms: label ratio = share of training cases; MNI152: spatially disjoint left/right slabs, "
-            "label ratio = share of labelled axial slices; synthetic EM: first sections train, last test, label "
-            "ratio = share of the training sections labelled (affinities, waterz agglomeration, VOI).",
+            f"Arms {cfg.study.arms}, label ratios {cfg.study.ratios}, seeds {cfg.study.seeds}: a few converged runs "
+            "(the full grid, scratch vs pretrained at 1 %, 10 % and 100 % of the labels over 3 seeds, is "
+            "`gtgm study --config finetune/cpu-small`). Per-class tables: "
+            f"{study_report.relative_to(out)}. CT phantoms: label ratio = share of training cases; MNI152: "
+            "spatially disjoint left/right slabs, label ratio = share of labelled axial slices; synthetic EM: "
+            "first sections train, last test, label ratio = share of the training sections labelled "
+            "(affinities, waterz agglomeration, VOI).",
         ),
-        ("figure", (study_report.parent / "score_vs_ratio.png", "Main test figure against label ratio")),
-        ("table", (["group", "arm", "label ratio", "measure", "test (± std over seeds)"], rows)),
-        ("heading", "Prediction and evaluation on raw volumes"),
-        (
-            "text",
-            f"gtgm predict on the raw NIfTI of {len(evaluation['cases'])} held-out CT phantoms with "
-            f"{evaluation['run'].relative_to(out)}/best.pt (output in the input geometry), then gtgm evaluate: "
-            f"mean Dice {evaluation['mean_dice']:.3f}.",
-        ),
-        (
-            "table",
-            (["class", "Dice", "HD95 (mm)"], [[k, f"{v['dice']:.3f}", f"{v['hd95']:.1f}"] for k, v in mean.items()]),
-        ),
+        ("table", (["group", "arm", "label ratio", "measure", "test", "runs"], rows)),
     ]
 
 

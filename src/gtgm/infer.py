@@ -55,7 +55,9 @@ def prepare_input(meta: dict[str, Any], case: Case) -> tuple[np.ndarray, Any, Ca
     """Read ``case`` and preprocess it as the model's training data was (settings stored in ``best.pt``).
 
     Returns the normalised (C, X, Y, Z) array, the reference volume (affine, header) and ``restore``, which
-    takes an (X, Y, Z) map on that array's grid back to the input's geometry (nearest neighbour, exact shape).
+    takes an (X, Y, Z) map on that array's grid back to the input's geometry (exact shape; spline ``order``
+    0 = nearest neighbour for labels, 1 = linear for probabilities). ``restore.resampled`` tells whether the
+    array was resampled (otherwise restoring only reorients).
     """
     pre: PreprocessConfig = from_dict(PreprocessConfig, meta["preprocess"])
     channels = [read_volume(r.path, r.channel, r.key, case.spacing) for r in case.images]
@@ -67,21 +69,36 @@ def prepare_input(meta: dict[str, Any], case: Case) -> tuple[np.ndarray, Any, Ca
         work, work_affine = resample(ras, ras_affine, pre.target_spacing, pre.image_interpolation_order)
     normed = np.stack([normalize(c, meta["modality"], pre)[0] for c in work])
 
-    def restore(grid: np.ndarray) -> np.ndarray:
+    def restore(grid: np.ndarray, order: int = 0) -> np.ndarray:
         if work is not ras:  # back onto the RAS grid of the input
             ras_spacing = np.linalg.norm(ras_affine[:3, :3], axis=0)
-            grid = resample(grid, work_affine, ras_spacing, 0, shape=ras.shape[1:])[0]
+            grid = resample(grid, work_affine, ras_spacing, order, shape=ras.shape[1:])[0]
         return from_ras(grid, transform)
 
+    restore.resampled = work is not ras
     return normed, ref, restore
 
 
 def segment_case(
     model: torch.nn.Module, meta: dict[str, Any], case: Case, device: torch.device
 ) -> tuple[np.ndarray, Any]:
-    """Label map of ``case`` in its input geometry, and the reference volume (affine, header)."""
+    """Label map of ``case`` in its input geometry, and the reference volume (affine, header).
+
+    When the model works at another spacing, its class probabilities are resampled linearly to the input's
+    grid and the label is their argmax there (as nnU-Net does), which keeps boundaries and thin structures
+    finer than the model's voxels; one class at a time, so memory stays at two input-sized float arrays.
+    """
     normed, ref, restore = prepare_input(meta, case)
-    return restore(predict_array(model, normed, meta["patch_size"], device=device)), ref
+    if not restore.resampled:
+        return restore(predict_array(model, normed, meta["patch_size"], device=device)), ref
+    probs = predict_array(model, normed, meta["patch_size"], device=device, output="probabilities")
+    best = restore(probs[0], order=1)
+    label = np.zeros(best.shape, dtype=np.uint8)
+    for k in range(1, len(probs)):
+        p = restore(probs[k], order=1)
+        better = p > best
+        best[better], label[better] = p[better], k
+    return label, ref
 
 
 def predict_inputs(

@@ -38,7 +38,7 @@ def segment_em_case(
     from gtgm.infer import prepare_input
 
     normed, ref, restore = prepare_input(meta, case)
-    affs = predict_array(model, normed, meta["patch_size"], device=device, affinities=True)
+    affs = predict_array(model, normed, meta["patch_size"], device=device, output="affinities")
     em = meta["em"]
     t = threshold if threshold is not None else em["threshold"]
     if t is None:

@@ -1,7 +1,8 @@
 """``gtgm study``: what pretraining is worth — {from scratch, gtgm-pretrained} × label ratios × seeds.
 
 Each run is a ``gtgm finetune`` into ``STUDY/<group>/<arm>/ratio<r>_seed<s>/`` (finished runs are
-reused, so an interrupted study resumes). Both arms of a seed share the same split and labelled subset.
+reused, so an interrupted study resumes). Every run shares the same test / val cases and, per ratio, the
+same labelled subset (``finetune.split_seed``); the seeds only change the initialisation and sampling.
 ``study.group_overrides`` adapts the configuration per group (e.g. the EM group's ``finetune.task=em``).
 The report (Markdown + HTML) has, per group, a table of the test figures (mean ± std over seeds) per
 ratio for each arm — Dice per class for segmentation, VOI / adapted Rand / CREMI score for EM, where the
@@ -52,11 +53,11 @@ def group_config(cfg: Config, group: str, overrides: list[str] = ()) -> Config:
     return with_overrides(cfg, [*cfg.study.group_overrides.get(group, []), *overrides])
 
 
-def _train_subset(cfg: Config, group: str, ratio: float, seed: int, overrides: list[str]) -> tuple:
+def _train_subset(cfg: Config, group: str, ratio: float, overrides: list[str]) -> tuple:
     """Which training cases / labelled slices a run would use: equal subsets give identical runs."""
     cache = VolumeCache(cfg.finetune.cache, group=group, labeled=True)
     f = group_config(cfg, group, overrides).finetune
-    parts = make_split(cache, dataclasses.replace(f, group=group, label_ratio=ratio), seed)["train"]
+    parts = make_split(cache, dataclasses.replace(f, group=group, label_ratio=ratio))["train"]
     return tuple((p.case, tuple(p.slices) if p.slices is not None else None) for p in parts)
 
 
@@ -70,14 +71,14 @@ def run_study(cfg: Config, pretrained: str, progress: bool = True, overrides: li
     results: dict[str, Any] = {}
     seen: dict[tuple, dict[str, Any]] = {}
     t0 = time.perf_counter()
-    total = len(cfg.study.groups) * len(cfg.study.ratios) * len(cfg.study.seeds) * len(ARMS)
+    total = len(cfg.study.groups) * len(cfg.study.ratios) * len(cfg.study.seeds) * len(cfg.study.arms)
     n = 0
     for group in cfg.study.groups:
         for ratio in cfg.study.ratios:
             for seed in cfg.study.seeds:
-                for arm in ARMS:
+                for arm in cfg.study.arms:
                     n += 1
-                    key = (group, arm, seed, _train_subset(cfg, group, ratio, seed, overrides))
+                    key = (group, arm, seed, _train_subset(cfg, group, ratio, overrides))
                     res = seen.get(key) or run_one(cfg, group, arm, ratio, seed, pretrained, root, overrides)
                     seen[key] = res
                     test = res["test"]
@@ -100,7 +101,7 @@ def run_study(cfg: Config, pretrained: str, progress: bool = True, overrides: li
                             flush=True,
                         )
     em_groups = [g for g in cfg.study.groups if group_config(cfg, g, overrides).finetune.task == "em"]
-    baselines = {g: _baseline(group_config(cfg, g, overrides), g, cfg.study.seeds[0]) for g in em_groups}
+    baselines = {g: _baseline(group_config(cfg, g, overrides), g) for g in em_groups}
     seconds = time.perf_counter() - t0
     write_json(
         root / "study.json", {"pretrained": pretrained, "results": results, "baselines": baselines, "seconds": seconds}
@@ -108,30 +109,48 @@ def run_study(cfg: Config, pretrained: str, progress: bool = True, overrides: li
     return write_study_report(root, results, cfg, pretrained, seconds, baselines, overrides)[0]
 
 
-def _baseline(cfg: Config, group: str, seed: int) -> dict[str, Any]:
-    """EM groups: the trivial baseline (threshold + components) on the test split of ``seed``."""
+def _baseline(cfg: Config, group: str) -> dict[str, Any]:
+    """EM groups: the trivial baseline (threshold + components) on the test split."""
     from gtgm.train.tasks import AffinityTask
 
     cache = VolumeCache(cfg.finetune.cache, group=group, labeled=True)
-    test = make_split(cache, dataclasses.replace(cfg.finetune, group=group), seed)["test"]
+    test = make_split(cache, dataclasses.replace(cfg.finetune, group=group))["test"]
     return AffinityTask(cfg, cache).baseline(test)
 
 
-def summarize(rows: list[dict[str, Any]]) -> dict[tuple[str, float], dict[str, tuple[float, float]]]:
-    """(arm, ratio) -> {class or measure, and "score": (mean, std over seeds)}."""
-    out: dict[tuple[str, float], dict[str, tuple[float, float]]] = {}
+def summarize(rows: list[dict[str, Any]]) -> dict[tuple[str, float], dict[str, tuple[float, float, int]]]:
+    """(arm, ratio) -> {class or measure, and "score": (mean, std, n) over the n seeds}."""
+    out: dict[tuple[str, float], dict[str, tuple[float, float, int]]] = {}
     for arm in ARMS:
         for ratio in sorted({r["ratio"] for r in rows}):
             sel = [r for r in rows if r["arm"] == arm and r["ratio"] == ratio]
             if not sel:
                 continue
-            stats = {
-                str(c): (float(np.mean([r["values"][c] for r in sel])), float(np.std([r["values"][c] for r in sel])))
-                for c in sel[0]["values"]
-            }
-            stats["score"] = (float(np.mean([r["score"] for r in sel])), float(np.std([r["score"] for r in sel])))
+            stats = {str(c): _stat([r["values"][c] for r in sel]) for c in sel[0]["values"]}
+            stats["score"] = _stat([r["score"] for r in sel])
             out[(arm, ratio)] = stats
     return out
+
+
+def _stat(values: list[float]) -> tuple[float, float, int]:
+    return float(np.mean(values)), float(np.std(values)), len(values)
+
+
+def fmt_stat(stat: tuple[float, float, int]) -> str:
+    """``mean ± std`` over seeds; a single run is shown as its value alone (no "± 0.000")."""
+    mean, std, n = stat
+    return f"{mean:.3f}" if n == 1 else f"{mean:.3f} ± {std:.3f}"
+
+
+def class_names(cache_root: str | Path, group: str) -> dict[str, str]:
+    """Class value (as a string) -> name, from the cache's ``dataset.json`` labels (``{}`` when unknown)."""
+    index = json.loads((Path(cache_root) / "index.json").read_text())
+    return dict(index.get("groups", {}).get(group, {}).get("labels", {}))
+
+
+def seeds_phrase(rows: list[dict[str, Any]]) -> str:
+    n = len({r["seed"] for r in rows})
+    return "n = 1 run (one seed; no spread to show)" if n == 1 else f"mean ± std over n = {n} seeds"
 
 
 METRIC_LABEL = {"mean_dice": "mean test Dice (higher is better)", "voi": "test VOI, bits (lower is better)"}
@@ -156,7 +175,8 @@ def write_study_report(
             "text",
             f"Fine-tuning {cfg.model.encoder} (channels {cfg.model.channels}) from scratch and from {pretrained}; "
             f"label ratios {cfg.study.ratios}, seeds {cfg.study.seeds}; {seconds / 60:.1f} min in all. "
-            "Test figures, mean ± std over seeds. Segmentation: Dice per class (classes without any test voxels "
+            "Test figures, mean ± std over seeds (a single seed is shown as its value). "
+            "Segmentation: Dice per class (classes without any test voxels "
             "count as 1 when nothing is predicted, see gtgm.metrics). EM: VOI split / merge (bits), adapted Rand "
             "error and CREMI score at the agglomeration threshold chosen on validation.",
         )
@@ -167,10 +187,12 @@ def write_study_report(
         summary = summarize(rows)
         for arm, style in zip(ARMS, ("--o", "-s")):
             pts = sorted((r, s["score"]) for (a, r), s in summary.items() if a == arm)
+            if not pts:
+                continue
             ax.errorbar(
                 [p[0] for p in pts],
                 [p[1][0] for p in pts],
-                yerr=[p[1][1] for p in pts],
+                yerr=[p[1][1] if p[1][2] > 1 else 0.0 for p in pts],
                 fmt=style,
                 capsize=3,
                 label=arm,
@@ -192,18 +214,21 @@ def _group_blocks(group: str, rows: list[dict[str, Any]], cfg: Config, baseline:
     summary = summarize(rows)
     keys = [k for k in next(iter(summary.values())) if k != "score"]
     em = rows[0]["metric"] == "voi"
-    header = ["arm", "label ratio", *(keys if em else [f"class {c}" for c in keys])]
-    header += [] if em else ["mean"]
+    names = {} if em else class_names(cfg.finetune.cache, group)
+    header = ["arm", "label ratio", *(names.get(c, f"class {c}") for c in keys)] + ([] if em else ["mean"])
     table = []
     for (arm, ratio), s in summary.items():
-        cells = [f"{s[c][0]:.3f} ± {s[c][1]:.3f}" for c in keys]
-        table.append([arm, f"{ratio:g}", *cells, *([] if em else [f"{s['score'][0]:.3f} ± {s['score'][1]:.3f}"])])
+        cells = [fmt_stat(s[c]) for c in keys]
+        table.append([arm, f"{ratio:g}", *cells, *([] if em else [fmt_stat(s["score"])])])
     if baseline:
         table.append(
             [f"baseline: raw > {baseline['threshold']:g} + components", "-", *[f"{baseline[k]:.3f}" for k in keys]]
         )
     f = cfg.finetune
-    text = f"{f.task} task, {f.steps} steps per run, patches {f.patch_size}, batch {f.batch_size}."
+    text = (
+        f"{f.task} task, {f.steps} steps per run, patches {f.patch_size}, batch {f.batch_size}, lr {f.lr}; "
+        f"test figures, {seeds_phrase(rows)}."
+    )
     if baseline:
         text += " The baseline's threshold is the best on the test split itself (in its favour)."
     return [("heading", group), ("text", text), ("table", (header, table))]

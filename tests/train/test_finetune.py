@@ -64,18 +64,18 @@ def test_masked_loss_equals_monai_dicece_without_ignored_voxels():
 
 def test_case_split_and_label_ratio(demo_run):
     cache = VolumeCache(demo_run / "cache", group="ct_phantom", labeled=True)
-    split = make_split(cache, FinetuneConfig(label_ratio=0.01), seed=0)
+    split = make_split(cache, FinetuneConfig(label_ratio=0.01))
     ids = {k: [p.case for p in v] for k, v in split.items()}
     assert len(ids["train"]) == 1 and len(ids["test"]) == 3 and len(ids["val"]) == 2  # 10 cases: 30 % / 15 %
     assert not set(ids["train"]) & set(ids["test"]) and not set(ids["val"]) & set(ids["test"])
-    full = make_split(cache, FinetuneConfig(label_ratio=1.0), seed=0)
+    full = make_split(cache, FinetuneConfig(label_ratio=1.0))
     assert len(full["train"]) == 5 and [p.case for p in full["test"]] == ids["test"]
-    assert [p.case for p in make_split(cache, FinetuneConfig(), seed=1)["test"]] != ids["test"]
+    assert [p.case for p in make_split(cache, FinetuneConfig(split_seed=1))["test"]] != ids["test"]
 
 
 def test_region_split_is_spatially_disjoint(demo_run):
     cache = VolumeCache(demo_run / "cache", group="mni152_tissue", labeled=True)
-    split = make_split(cache, FinetuneConfig(label_ratio=0.1), seed=0)
+    split = make_split(cache, FinetuneConfig(label_ratio=0.1))
     train, val, test = split["train"][0], split["val"][0], split["test"][0]
     assert train.hi[0] <= val.lo[0] and val.hi[0] <= test.lo[0]  # slabs along x never overlap
     assert len(train.slices) == round(0.1 * cache.shape(0)[2])

@@ -68,6 +68,10 @@ class VolumeCache:
     def meta(self, i: int) -> dict[str, Any]:
         return json.loads((self.root / "volumes" / self.entries[i]["meta"]).read_text())
 
+    def preprocess_settings(self, i: int) -> dict[str, Any]:
+        """The preprocessing settings case ``i`` was cached with (its group's target spacing included)."""
+        return self.meta(i).get("preprocess") or self.index["config"]
+
     def foreground(self, i: int) -> dict[str, np.ndarray]:
         """Stored foreground voxel indices per class: ``{"class_<v>": (N, 3) int32}``."""
         with np.load(self.root / "volumes" / self.entries[i]["files"]["foreground"]) as data:

@@ -86,6 +86,7 @@ def _safe_case(job: tuple[Case, Path, PreprocessConfig]) -> tuple[str, Any]:
 
 
 def case_fingerprint(case: Case, cfg: PreprocessConfig) -> str:
+    """Digest of the case's inputs and the settings it is preprocessed with (``cfg`` for its group)."""
     refs = [*case.images, *([case.label] if case.label else [])]
     return digest(
         {
@@ -93,13 +94,17 @@ def case_fingerprint(case: Case, cfg: PreprocessConfig) -> str:
             "inputs": [{**r.to_dict(), "signature": file_signature(r.path)} for r in refs],
             "modality": case.modality,
             "spacing": case.spacing,
-            "config": asdict(cfg),
+            "config": asdict(cfg.for_group(case.group)),
         }
     )
 
 
 def preprocess_case(case: Case, out: Path, cfg: PreprocessConfig) -> dict[str, Any]:
-    """Preprocess one case (skipped if its fingerprint matches); returns its index entry."""
+    """Preprocess one case (skipped if its fingerprint matches); returns its index entry.
+
+    The case's settings are ``cfg.for_group(case.group)`` (``preprocess.group_spacing``); its JSON records
+    them under ``preprocess`` so that fine-tuning and prediction reproduce them.
+    """
     vol_dir = out / "volumes"
     meta_path = vol_dir / f"{case.id}.json"
     fingerprint = case_fingerprint(case, cfg)
@@ -108,6 +113,7 @@ def preprocess_case(case: Case, out: Path, cfg: PreprocessConfig) -> dict[str, A
         files = [vol_dir / f for f in meta.get("files", {}).values()]
         if meta.get("fingerprint") == fingerprint and all(f.exists() for f in files):
             return {**_index_entry(meta), "skipped": True}
+    cfg = cfg.for_group(case.group)
     image, label, channels = read_case(case)
     image_ras, affine_ras, transform = to_ras(image, channels[0].affine)
     label_ras = to_ras(label, channels[0].affine)[0] if label is not None else None
@@ -146,6 +152,7 @@ def preprocess_case(case: Case, out: Path, cfg: PreprocessConfig) -> dict[str, A
         "ras_affine": np.asarray(affine_ras).tolist(),
         "ras_shape": list(image_ras.shape[1:]),
         "target_spacing": target,
+        "preprocess": asdict(cfg),
         "normalization": list(records),
         "pad_value": [float(c.min()) for c in image_final],
     }

@@ -21,6 +21,12 @@ from torch import nn
 
 from gtgm.models.registry import register_encoder
 
+# Instance norm with a learnt scale and shift (as nnU-Net and MONAI's DynUNet): without them every channel
+# is forced to zero mean and unit variance per patch, and a rare structure (a kidney, the spleen: < 1 % of the
+# voxels) is slow to get a channel of its own; with them the CT phantoms' left-sided organs are learnt in
+# 300 fine-tuning steps instead of staying at Dice 0.
+NORM = ("instance", {"affine": True})
+
 
 class ResEncoder(nn.Module):
     """Stages of ``UnetResBlock`` (two 3×3×3 convs + residual); stage k halves the size for k ≥ 1.
@@ -30,7 +36,9 @@ class ResEncoder(nn.Module):
 
     segmenter_prefix = "encoder."
 
-    def __init__(self, in_channels: int = 1, channels: Sequence[int] = (16, 32, 64, 128, 256), norm: str = "instance"):
+    def __init__(
+        self, in_channels: int = 1, channels: Sequence[int] = (16, 32, 64, 128, 256), norm: str | tuple = NORM
+    ):
         super().__init__()
         self.channels = list(channels)
         self.stages = nn.ModuleList()

@@ -20,7 +20,7 @@ from monai.networks.blocks import UnetOutBlock, UnetUpBlock
 from torch import nn
 
 from gtgm.errors import GtgmError
-from gtgm.models.encoders import ResEncoder
+from gtgm.models.encoders import NORM, ResEncoder
 from gtgm.models.registry import register_segmenter
 
 
@@ -34,7 +34,7 @@ class ResUNet(nn.Module):
         self.encoder = ResEncoder(in_channels, channels)
         ch = list(channels)
         self.decoder = nn.ModuleList(
-            UnetUpBlock(3, ch[k + 1], ch[k], kernel_size=3, stride=1, upsample_kernel_size=2, norm_name="instance")
+            UnetUpBlock(3, ch[k + 1], ch[k], kernel_size=3, stride=1, upsample_kernel_size=2, norm_name=NORM)
             for k in range(len(ch) - 1)
         )
         self.head = UnetOutBlock(3, ch[0], num_classes)

@@ -51,8 +51,8 @@ class Finetuner:
             raise GtgmError(
                 f"{self.cache.root}: cases have {channels} channel(s) but model.in_channels is {cfg.model.in_channels}"
             )
-        self.task = create_task(cfg, self.cache)
-        self.split = make_split(self.cache, f, cfg.seed)
+        self.split = make_split(self.cache, f)
+        self.task = create_task(cfg, self.cache, self.split["train"])
         self.model = build_segmenter(cfg, self.task.outputs, f.task).to(self.device)
         self.loaded = load_encoder_weights(self.model, f.pretrained, cfg.model.encoder) if f.pretrained else None
         self.net = DistributedDataParallel(self.model) if self.world > 1 else self.model
@@ -109,7 +109,7 @@ class Finetuner:
                 "model_config": dataclasses.asdict(c.model),
                 **self.task.meta(),
                 "patch_size": c.finetune.patch_size,
-                "preprocess": dataclasses.asdict(c.preprocess),
+                "preprocess": self.cache.preprocess_settings(self.split["train"][0].case),
                 "modality": self.cache.entries[0]["modality"],
                 "step": self.step,
                 "val_score": score,

@@ -2,7 +2,7 @@
 
 Two split kinds:
 
-* ``cases`` — seeded shuffle of the labeled cases into test (``test_fraction``), val
+* ``cases`` — shuffle (``split_seed``) of the labeled cases into test (``test_fraction``), val
   (``val_fraction``) and train; the label ratio keeps ``max(1, round(ratio · n_train))`` train cases.
 * ``region`` — each labeled volume is cut into slabs along ``region_axis`` (train below
   ``region_bounds[0]``, val between, test above ``region_bounds[1]``, as fractions of the axis), so
@@ -43,8 +43,12 @@ class Part:
         return asdict(self)
 
 
-def make_split(cache: VolumeCache, cfg: FinetuneConfig, seed: int) -> dict[str, list[Part]]:
-    """``{"train": [...], "val": [...], "test": [...]}`` for the labeled cases of ``cache``."""
+def make_split(cache: VolumeCache, cfg: FinetuneConfig) -> dict[str, list[Part]]:
+    """``{"train": [...], "val": [...], "test": [...]}`` for the labeled cases of ``cache``.
+
+    Drawn with ``cfg.split_seed`` only, so runs that differ in their initialisation seed share their test
+    and validation cases and their labelled subset (paired comparisons on fixed evaluation cases).
+    """
     cases = list(range(len(cache)))
     kind = cfg.split if cfg.split != "auto" else ("region" if len(cases) == 1 else "cases")
     if kind == "region":
@@ -54,7 +58,7 @@ def make_split(cache: VolumeCache, cfg: FinetuneConfig, seed: int) -> dict[str, 
         raise GtgmError(
             f"{cache.root}: a case split needs at least 3 labeled cases (has {len(cases)}); use split=region"
         )
-    order = [int(i) for i in np.random.default_rng([seed, 7]).permutation(cases)]
+    order = [int(i) for i in np.random.default_rng([cfg.split_seed, 7]).permutation(cases)]
     n_test = max(1, round(cfg.test_fraction * len(order)))
     n_val = max(1, round(cfg.val_fraction * len(order)))
     test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]

@@ -1,0 +1,127 @@
+"""The demo's headline: does segmentation work? Per-class test figures of its main runs (the best model of
+each, chosen on validation) and prediction-versus-reference overlays of held-out data."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from gtgm.config import Config
+from gtgm.overlays import Panel, best_axial_slice, overlay_figure
+from gtgm.study import class_names
+
+HD95_NOTE = (
+    "HD95: 95th percentile of the symmetric surface distance in mm, mean over the test cases where it is "
+    "defined; 'not defined' when the class is missing from the prediction or from the reference in every test "
+    "case (a distance needs both surfaces)."
+)
+
+
+def fmt_hd95(value: float) -> str:
+    return "not defined" if value is None or math.isnan(value) else f"{value:.1f}"
+
+
+def headline_blocks(
+    out: Path, cfg: Config, runs: dict[str, Path], evaluation: dict[str, Any], baselines: dict[str, Any]
+) -> list:
+    """Report blocks: one table of per-class test figures, EM scores, and the overlay figure.
+
+    ``runs``: group -> run folder of the demo's main run (``test_metrics.json``, ``best.pt``, ``split.json``);
+    ``evaluation``: ``gtgm evaluate`` of the CT run's predictions on the raw held-out phantoms; ``baselines``:
+    the study's EM baselines (threshold + components) per group.
+    """
+    cache = out / "cache"
+    rows = []
+    if "ct_phantom" in runs:
+        names = class_names(cache, "ct_phantom")
+        for k, v in evaluation["mean"].items():
+            rows.append(
+                ["CT phantoms (raw NIfTI)", names.get(k, f"class {k}"), f"{v['dice']:.3f}", fmt_hd95(v["hd95"])]
+            )
+        rows.append(["CT phantoms (raw NIfTI)", "mean", f"{evaluation['mean_dice']:.3f}", ""])
+    if "mni152_tissue" in runs:
+        test = json.loads((runs["mni152_tissue"] / "test_metrics.json").read_text())["test"]
+        names = class_names(cache, "mni152_tissue")
+        for k, dice in test["dice"].items():
+            hd = [c["hd95"][k] for c in test["cases"] if not math.isnan(c["hd95"][k])]
+            rows.append(
+                ["MNI152 (test slab)", names.get(k, f"class {k}"), f"{dice:.3f}", fmt_hd95(np.mean(hd) if hd else None)]
+            )
+        rows.append(["MNI152 (test slab)", "mean", f"{test['mean_dice']:.3f}", ""])
+    blocks: list = [
+        ("heading", "Does segmentation work? Test figures of the main runs"),
+        (
+            "text",
+            f"The best model (chosen on validation) of each main run, {cfg.study.arms[-1]} encoder, all training "
+            "labels. CT: gtgm predict on the raw NIfTI of the held-out phantoms (labels back in the input "
+            "geometry), then gtgm evaluate. MNI152: the test slab, spatially disjoint from the training and "
+            f"validation slabs. {HD95_NOTE}",
+        ),
+        ("table", (["data", "class", "test Dice", "HD95 (mm)"], rows)),
+    ]
+    if "em_synthetic" in runs:
+        blocks += _em_blocks(runs["em_synthetic"], baselines.get("em_synthetic"))
+    figure = _overlays(out, runs, evaluation)
+    if figure:
+        blocks.append(("figure", (figure, "Held-out data, one axial slice: reference (left) and prediction (right)")))
+    return blocks
+
+
+def _em_blocks(run: Path, baseline: dict[str, Any] | None) -> list:
+    test = json.loads((run / "test_metrics.json").read_text())["test"]
+    keys = [k for k in ("voi", "voi_split", "voi_merge", "arand", "cremi") if k in test["summary"]]
+    rows = [["model (affinities + agglomeration)", *(f"{test['summary'][k]:.3f}" for k in keys)]]
+    if baseline:
+        rows.append([f"baseline: raw > {baseline['threshold']:g} + components", *(f"{baseline[k]:.3f}" for k in keys)])
+    return [
+        ("text", "Synthetic EM, test sections (VOI in bits, adapted Rand error, CREMI score; lower is better):"),
+        ("table", (["", *keys], rows)),
+    ]
+
+
+def _overlays(out: Path, runs: dict[str, Path], evaluation: dict[str, Any]) -> Path | None:
+    panels: list[Panel] = []
+    names = []
+    if "ct_phantom" in runs and evaluation.get("cases"):
+        case = evaluation["cases"][0]
+        image = _ras(out / "examples" / "ct" / f"{case}.nii.gz")
+        ref = _ras(out / "predictions" / "labels" / f"{case}.nii.gz").astype(np.uint8)
+        pred = _ras(out / "predictions" / f"{case}.nii.gz").astype(np.uint8)
+        z = best_axial_slice(ref)
+        panels.append((f"CT {case}", np.clip(image[:, :, z], -200, 300), ref[:, :, z], pred[:, :, z]))
+        names.append(class_names(out / "cache", "ct_phantom"))
+    if "mni152_tissue" in runs:
+        panels.append(_test_slab_panel(out / "cache", "mni152_tissue", runs["mni152_tissue"]))
+        names.append(class_names(out / "cache", "mni152_tissue"))
+    if not panels:
+        return None
+    return overlay_figure(panels, names, out / "figures" / "overlays.png")
+
+
+def _ras(path: Path) -> np.ndarray:
+    return np.asarray(nib.as_closest_canonical(nib.load(str(path))).dataobj)
+
+
+def _test_slab_panel(cache_root: Path, group: str, run: Path) -> Panel:
+    """Predict the best axial slice (± half a patch) of the run's first test part with its ``best.pt``."""
+    import torch
+
+    from gtgm.data.patches import VolumeCache
+    from gtgm.infer import load_segmenter
+    from gtgm.train.segdata import Part, part_arrays
+    from gtgm.train.tasks import predict_array
+
+    cache = VolumeCache(cache_root, group=group, labeled=True)
+    p = json.loads((run / "split.json").read_text())["test"][0]
+    image, label = part_arrays(cache, Part(p["case"], p["lo"], p["hi"]))
+    model, meta = load_segmenter(run / "best.pt", torch.device("cpu"))
+    z = best_axial_slice(label)
+    half = meta["patch_size"][2] // 2
+    lo, hi = max(z - half, 0), min(z + half, label.shape[2])
+    pred = predict_array(model, image[:, :, :, lo:hi], meta["patch_size"])
+    return f"MNI152 test slab ({p['id']})", image[0, :, :, z], label[:, :, z], pred[:, :, z - lo]
