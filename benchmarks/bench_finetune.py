@@ -3,7 +3,7 @@
 Runs, in this process and on the same cases (split seed 0, from scratch, all training labels):
 
 * ``recipe``: the preset — phantoms cached at 5.5 mm, 64 × 64 × 32 patches (the whole body in-plane),
-  batch 2, 300 steps, lr 0.01 with cosine decay, CE weights ∝ class share^-0.5, affine InstanceNorm;
+  batch 2, 500 steps, lr 0.01 with cosine decay, CE weights ∝ class share^-0.5, affine InstanceNorm;
 * ``baseline``: the recipe before it (native ~2.8 × 2.8 × 4.5 mm, 32³ patches, batch 4, 100 steps,
   lr 0.002, no class weights) — what ``make demo`` ran until then.
 
@@ -11,7 +11,7 @@ Prints, per run: steps/s, wall and CPU seconds, the validation Dice against elap
 ``--val-every`` steps), the test Dice per class, and test Dice per CPU-minute; then recipe / baseline
 ratios. Examples and caches are written to a temporary folder (or ``--work``).
 
-    python benchmarks/bench_finetune.py [--steps 300] [--val-every 50] [--work DIR]
+    python benchmarks/bench_finetune.py [--steps N] [--val-every 50] [--work DIR]
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def run(name: str, cache: Path, work: Path, overrides: list[str]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=300, help="recipe steps (the preset's 300)")
+    ap.add_argument("--steps", type=int, help="recipe steps (default: the preset's)")
     ap.add_argument("--val-every", type=int, default=50)
     ap.add_argument("--work", type=Path, help="folder for examples, caches and runs (default: a temp folder)")
     args = ap.parse_args()
@@ -85,7 +85,9 @@ def main() -> None:
     paths = caches(work)
     common = ["seed=0", "finetune.split_seed=0", f"finetune.val_every={args.val_every}"]
     results = {
-        "recipe": run("recipe", paths["recipe"], work, [*common, f"finetune.steps={args.steps}"]),
+        "recipe": run(
+            "recipe", paths["recipe"], work, [*common, *([f"finetune.steps={args.steps}"] * bool(args.steps))]
+        ),
         "baseline": run(
             "baseline",
             paths["baseline"],

@@ -30,6 +30,10 @@ def test_demo_writes_corpus_cache_and_report(demo_run):
     report = (demo_run / "report.md").read_text()
     assert "mni152_t1" in report and "phantom_000" in report and "em_000" in report
     assert (demo_run / "report.html").stat().st_size > 1000
+    headline = report[: report.index("## Example corpus")]  # the report opens with the per-class test figures
+    for name in ("liver", "kidney_left", "grey_matter", "white_matter", "voi"):
+        assert name in headline
+    assert (demo_run / "figures" / "overlays.png").is_file() and "overlays.png" in headline
     assert (demo_run / "figures" / "corpus.png").stat().st_size > 10_000
 
 

@@ -20,7 +20,7 @@ from gtgm.models.registry import create_encoder, create_segmenter
 from gtgm.models.segmenters import load_encoder_weights
 from gtgm.train.checkpoint import save_checkpoint
 from gtgm.train.segdata import IGNORE, SegPatches, make_split
-from gtgm.train.tasks import seg_loss
+from gtgm.train.tasks import class_weights, predict_array, seg_loss
 from tests.conftest import save_nifti
 
 
@@ -60,6 +60,32 @@ def test_masked_loss_equals_monai_dicece_without_ignored_voxels():
     masked[:, :, :4] = IGNORE
     part = seg_loss(logits[:, :, 4:], target[:, :, 4:])  # only the labelled half counts (CE exactly)
     assert seg_loss(logits, masked).item() == pytest.approx(part.item(), rel=0.05)
+
+
+def test_class_weights_follow_the_power_and_keep_the_mean():
+    counts = np.array([900, 90, 10, 0])
+    w = class_weights(counts, 0.5).numpy()
+    assert w[2] / w[0] == pytest.approx(np.sqrt(90), rel=1e-4)  # (share)^-0.5
+    assert (w * np.maximum(counts, 1)).sum() == pytest.approx(np.maximum(counts, 1).sum(), rel=1e-4)
+    np.testing.assert_allclose(class_weights(counts, 0.0).numpy(), 1.0)
+    logits, target = torch.randn(1, 4, 6, 6, 6), torch.randint(0, 4, (1, 1, 6, 6, 6))
+    wt = torch.tensor(w)
+    ce = torch.nn.functional.cross_entropy
+    extra = ce(logits, target[:, 0], weight=wt) - ce(logits, target[:, 0])
+    assert (seg_loss(logits, target, wt) - seg_loss(logits, target)).item() == pytest.approx(extra.item(), abs=1e-5)
+
+
+def test_predict_array_pads_small_inputs_with_the_minimum():
+    torch.manual_seed(0)
+    model = create_segmenter("resunet", 3, channels=[4, 8, 16])
+    image = np.random.default_rng(0).normal(size=(1, 10, 12, 7)).astype(np.float32)
+    probs = predict_array(model, image, [16, 16, 16], output="probabilities")
+    assert probs.shape == (3, 10, 12, 7)
+    np.testing.assert_allclose(probs.sum(0), 1.0, rtol=1e-5)
+    labels = predict_array(model, image, [16, 16, 16])
+    np.testing.assert_array_equal(labels, probs.argmax(0))
+    with pytest.raises(ValueError, match="unknown output"):
+        predict_array(model, image, [16, 16, 16], output="logits")
 
 
 def test_case_split_and_label_ratio(demo_run):
@@ -184,6 +210,8 @@ def test_finetune_and_tiny_study(demo_run, tmp_path):
     report = run_study(cfg, str(tmp_path / "encoder.pt"), progress=False)
     text = report.read_text()
     assert "scratch" in text and "pretrained" in text and (tmp_path / "study" / "score_vs_ratio.png").is_file()
+    assert "| liver | spleen |" in text and "class 1" not in text  # names from dataset.json
+    assert "n = 1 run" in text and "± 0.000" not in text  # one seed: no fake spread
 
 
 def test_task_presets_load_and_check_the_data(demo_run, tmp_path):

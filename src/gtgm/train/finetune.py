@@ -51,8 +51,9 @@ class Finetuner:
             raise GtgmError(
                 f"{self.cache.root}: cases have {channels} channel(s) but model.in_channels is {cfg.model.in_channels}"
             )
+        self.task = create_task(cfg, self.cache)  # first: it tells a label map from neuron ids
         self.split = make_split(self.cache, f)
-        self.task = create_task(cfg, self.cache, self.split["train"])
+        self.task.weigh_classes(self.split["train"])
         self.model = build_segmenter(cfg, self.task.outputs, f.task).to(self.device)
         self.loaded = load_encoder_weights(self.model, f.pretrained, cfg.model.encoder) if f.pretrained else None
         self.net = DistributedDataParallel(self.model) if self.world > 1 else self.model

@@ -142,16 +142,16 @@ def build_segmenter(cfg: Config, outputs: int, task: str = "segmentation") -> to
     )
 
 
-def create_task(cfg: Config, cache: VolumeCache, train: list[Part] = ()) -> SegmentationTask | AffinityTask:
-    """The task of ``cfg.finetune.task``; ``train`` (the training parts) sets segmentation's class weights."""
-    return AffinityTask(cfg, cache) if cfg.finetune.task == "em" else SegmentationTask(cfg, cache, train)
+def create_task(cfg: Config, cache: VolumeCache) -> SegmentationTask | AffinityTask:
+    """The task of ``cfg.finetune.task``."""
+    return AffinityTask(cfg, cache) if cfg.finetune.task == "em" else SegmentationTask(cfg, cache)
 
 
 class SegmentationTask:
     name = "segmentation"
     metric = "mean_dice"
 
-    def __init__(self, cfg: Config, cache: VolumeCache, train: list[Part] = ()):
+    def __init__(self, cfg: Config, cache: VolumeCache):
         self.cfg, self.cache = cfg, cache
         f = cfg.finetune
         labels = cache.index["groups"].get(f.group or "default", {}).get("labels", {})
@@ -162,9 +162,12 @@ class SegmentationTask:
             raise GtgmError(f"{cache.root}: the labels are neuron instance ids (EM); use finetune.task=em")
         self.outputs, self.labels = (max(values) + 1 if values else 2), labels
         _check_labels(cache, f.task_labels, labels)
-        self.class_weight = None
-        if f.class_weight_power and train:
-            self.class_weight = class_weights(label_counts(cache, list(train), self.outputs), f.class_weight_power)
+        self.class_weight: torch.Tensor | None = None
+
+    def weigh_classes(self, train: list[Part]) -> None:
+        """CE class weights from the labelled voxels of the training parts (``finetune.class_weight_power``)."""
+        power = self.cfg.finetune.class_weight_power
+        self.class_weight = class_weights(label_counts(self.cache, train, self.outputs), power) if power else None
 
     def loss(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         return seg_loss(logits, label, self.class_weight)
@@ -202,6 +205,9 @@ class AffinityTask:
         self.threshold: float | None = None  # chosen on validation
         if cfg.finetune.task_labels:
             raise GtgmError("finetune.task_labels names classes; an EM (affinity) task has neuron ids, not classes")
+
+    def weigh_classes(self, train: list[Part]) -> None:
+        """Nothing to count: affinity classes are balanced within each batch (``em.balance``)."""
 
     def loss(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         target, mask = affinities_torch(label[:, 0], self.offsets)
