@@ -35,6 +35,12 @@ class PreprocessConfig:
     image_interpolation_order: int = 1  # spline order when resampling images (labels always use 0)
     max_foreground_locations: int = 10000  # per class, stored for foreground-oversampled patch sampling
 
+    def __post_init__(self) -> None:
+        for key, spacing in [("target_spacing", self.target_spacing), *self.group_spacing.items()]:
+            if spacing is not None and (len(spacing) != 3 or any(not s > 0 for s in spacing)):
+                name = key if key == "target_spacing" else f"group_spacing.{key}"
+                raise ConfigError(f"config key 'preprocess.{name}': expected 3 positive sizes (x, y, z), got {spacing}")
+
     def for_group(self, group: str | None) -> PreprocessConfig:
         """The settings one case of ``group`` is preprocessed with: its ``group_spacing`` entry, if any,
         becomes ``target_spacing`` (and the per-group table is dropped, so it is what a case records)."""
@@ -127,6 +133,7 @@ class ModelConfig:
     channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])  # resunet stages
     feature_size: int = 48  # swinunetr
     use_checkpoint: bool = False  # swinunetr activation checkpointing (saves memory, costs time)
+    norm_affine: bool = True  # resunet InstanceNorm with a learnt scale/shift (False: checkpoints made before it)
     embed_dim: int = 512  # shared image-text space
     head_hidden: int = 1024
 
@@ -234,6 +241,13 @@ class StudyConfig:
     groups: list[str] = field(default_factory=lambda: ["ct_phantom", "mni152_tissue"])
     group_overrides: dict[str, list[str]] = field(default_factory=dict)  # group -> ["finetune.task=em", ...]
     out: str = "runs/study"
+
+    def __post_init__(self) -> None:
+        for key in ("arms", "ratios", "seeds", "groups"):
+            if not getattr(self, key):
+                raise ConfigError(f"config key 'study.{key}': needs at least one entry")
+        if any(not 0 < r <= 1 for r in self.ratios):
+            raise ConfigError(f"config key 'study.ratios': label ratios must lie in (0, 1], got {self.ratios}")
 
 
 @dataclass

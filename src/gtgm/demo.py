@@ -1,8 +1,9 @@
 """``gtgm demo``: every stage that exists, on the embedded example corpus, ending in a report.
 
 Stages so far: example data -> preprocessing cache -> captions (describe) -> text embeddings (MiniLM)
--> pretraining -> a small label-efficiency study (fine-tuning from scratch and pretrained) ->
-prediction and evaluation of held-out CT phantoms -> report. Preset: ``configs/demo.yaml``.
+-> pretraining -> one converged fine-tuning run per task (the CPU recipe, ``gtgm study`` with one arm,
+ratio and seed) -> prediction and evaluation of held-out CT phantoms -> report, which opens with the
+per-class test figures and overlays (:mod:`gtgm.demo_results`). Preset: ``configs/demo.yaml``.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def run_demo(out: str | Path, cfg: Config, progress: bool = True, overrides: lis
     study = _study(out, cfg, run, progress, list(overrides))
     timings["fine-tuning study"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    evaluation = _predict_and_evaluate(out, cfg, examples)
+    evaluation = _predict_and_evaluate(out, cfg, examples) if "ct_phantom" in cfg.study.groups else {}
     timings["predict + evaluate"] = time.perf_counter() - t0
     cache = VolumeCache(out / "cache")
     montage = _montage(cache, figures / "corpus.png")
@@ -70,7 +71,7 @@ def run_demo(out: str | Path, cfg: Config, progress: bool = True, overrides: lis
         "text embeddings": out / "text" / "embeddings.npy",
         "pretrained encoder": run / "encoder.pt",
         "study report": study,
-        "predictions + metrics": out / "predictions" / "metrics.csv",
+        **({"predictions + metrics": out / "predictions" / "metrics.csv"} if evaluation else {}),
         "report (Markdown)": report_md,
         "report (HTML)": report_html,
     }
@@ -126,8 +127,8 @@ def _study(out: Path, cfg: Config, run: Path, progress: bool, overrides: list[st
 
 
 def _final_run(out: Path, cfg: Config, group: str) -> Path:
-    """The demo's main run of ``group``: the last arm (pretrained when run), most labels, first seed."""
-    arm = cfg.study.arms[-1]
+    """The demo's main run of ``group``: the pretrained arm (if run), most labels, first seed."""
+    arm = "pretrained" if "pretrained" in cfg.study.arms else cfg.study.arms[0]
     return out / "study" / group / arm / f"ratio{max(cfg.study.ratios):g}_seed{cfg.study.seeds[0]}"
 
 

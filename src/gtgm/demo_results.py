@@ -17,8 +17,8 @@ from gtgm.study import class_names
 
 HD95_NOTE = (
     "HD95: 95th percentile of the symmetric surface distance in mm, mean over the test cases where it is "
-    "defined; 'not defined' when the class is missing from the prediction or from the reference in every test "
-    "case (a distance needs both surfaces)."
+    "defined (0 where the class is rightly absent from both); 'not defined' when, in every test case, the "
+    "class is in only one of prediction and reference (a distance needs both surfaces)."
 )
 
 
@@ -37,7 +37,7 @@ def headline_blocks(
     """
     cache = out / "cache"
     rows = []
-    if "ct_phantom" in runs:
+    if "ct_phantom" in runs and evaluation:
         names = class_names(cache, "ct_phantom")
         for k, v in evaluation["mean"].items():
             rows.append(
@@ -57,8 +57,8 @@ def headline_blocks(
         ("heading", "Does segmentation work? Test figures of the main runs"),
         (
             "text",
-            f"The best model (chosen on validation) of each main run, {cfg.study.arms[-1]} encoder, all training "
-            "labels. CT: gtgm predict on the raw NIfTI of the held-out phantoms (labels back in the input "
+            f"The best model (chosen on validation) of each main run ({_arm_phrase(cfg)}). "
+            "CT: gtgm predict on the raw NIfTI of the held-out phantoms (labels back in the input "
             "geometry), then gtgm evaluate. MNI152: the test slab, spatially disjoint from the training and "
             f"validation slabs. {HD95_NOTE}",
         ),
@@ -70,6 +70,15 @@ def headline_blocks(
     if figure:
         blocks.append(("figure", (figure, "Held-out data, one axial slice: reference (left) and prediction (right)")))
     return blocks
+
+
+def _arm_phrase(cfg: Config) -> str:
+    arm = "pretrained" if "pretrained" in cfg.study.arms else cfg.study.arms[0]
+    ratio = max(cfg.study.ratios)
+    labels = "all training labels" if ratio == 1 else f"label ratio {ratio:g}"
+    return (
+        f"{'gtgm-pretrained encoder' if arm == 'pretrained' else 'from scratch'}, {labels}, seed {cfg.study.seeds[0]}"
+    )
 
 
 def _em_blocks(run: Path, baseline: dict[str, Any] | None) -> list:

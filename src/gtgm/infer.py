@@ -28,7 +28,7 @@ from gtgm.fsutil import write_json, write_text
 from gtgm.metrics import dice_per_class, hd95_per_class
 from gtgm.models.registry import create_segmenter
 from gtgm.runtime import resolve_device
-from gtgm.train.checkpoint import load_checkpoint
+from gtgm.train.checkpoint import has_norm_weights, load_checkpoint, load_weights
 from gtgm.train.tasks import predict_array
 
 
@@ -38,6 +38,8 @@ def load_segmenter(path: str | Path, device: torch.device) -> tuple[torch.nn.Mod
     if "model_config" not in ckpt:
         raise GtgmError(f"{path}: not a segmentation checkpoint (expected best.pt from gtgm finetune)")
     m: ModelConfig = from_dict(ModelConfig, ckpt["model_config"])
+    if "norm_affine" not in ckpt["model_config"]:  # saved before the option: read it off the weights
+        m.norm_affine = has_norm_weights(ckpt["model"])
     task = "affinity" if ckpt.get("task") == "em" else "segmentation"
     model = create_segmenter(
         m.encoder,
@@ -46,8 +48,9 @@ def load_segmenter(path: str | Path, device: torch.device) -> tuple[torch.nn.Mod
         in_channels=m.in_channels,
         channels=m.channels,
         feature_size=m.feature_size,
+        norm_affine=m.norm_affine,
     )
-    model.load_state_dict(ckpt["model"])
+    load_weights(model, ckpt["model"], path)
     return model.to(device).eval(), ckpt
 
 

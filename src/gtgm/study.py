@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from gtgm.config import Config, with_overrides
 from gtgm.data.patches import VolumeCache
+from gtgm.errors import GtgmError
 from gtgm.fsutil import write_json
 from gtgm.report import write_report
 from gtgm.train.finetune import finetune
@@ -34,17 +36,39 @@ def run_one(
     cfg: Config, group: str, arm: str, ratio: float, seed: int, pretrained: str, root: Path, overrides: list[str] = ()
 ) -> dict[str, Any]:
     out = root / group / arm / f"ratio{ratio:g}_seed{seed}"
-    done = out / "test_metrics.json"
-    if done.is_file():
-        return json.loads(done.read_text())
     c = copy.deepcopy(group_config(cfg, group, overrides))
     c.seed = seed
     f = c.finetune
     f.group, f.label_ratio, f.out = group, ratio, str(out)
     f.pretrained = pretrained if arm == "pretrained" else ""
+    _check_reuse(out, c)
+    done = out / "test_metrics.json"
+    if done.is_file():
+        return json.loads(done.read_text())
     if (out / "checkpoints" / "last.pt").exists():
         return finetune(c, resume=True, progress=False)
     return finetune(c, progress=False)
+
+
+def _check_reuse(out: Path, cfg: Config) -> None:
+    """A run folder is reused (finished or resumed) only when it was made with the same settings."""
+    path = out / "config.yaml"
+    if not path.is_file():
+        return
+    old, new = _flat(yaml.safe_load(path.read_text())), _flat(yaml.safe_load(yaml.safe_dump(cfg.to_dict())))
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if changed:
+        raise GtgmError(
+            f"{out} holds a run made with other settings ({', '.join(changed[:4])}{', ...' if len(changed) > 4 else ''}"
+            "); delete it, or choose another study output folder"
+        )
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
+    return out
 
 
 def group_config(cfg: Config, group: str, overrides: list[str] = ()) -> Config:
@@ -143,7 +167,8 @@ def fmt_stat(stat: tuple[float, float, int]) -> str:
 
 
 def class_names(cache_root: str | Path, group: str) -> dict[str, str]:
-    """Class value (as a string) -> name, from the cache's ``dataset.json`` labels (``{}`` when unknown)."""
+    """Class value (as a string) -> name, from the labels of the cache's ``index.json`` (from ``dataset.json``);
+    ``{}`` when the group declares none."""
     index = json.loads((Path(cache_root) / "index.json").read_text())
     return dict(index.get("groups", {}).get(group, {}).get("labels", {}))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import nibabel as nib
@@ -13,12 +14,12 @@ from monai.losses import DiceCELoss
 from gtgm.cli import main
 from gtgm.config import FinetuneConfig, ModelConfig, PreprocessConfig, load_config
 from gtgm.data.patches import VolumeCache
-from gtgm.errors import GtgmError
+from gtgm.errors import ConfigError, GtgmError
 from gtgm.fsutil import write_json
 from gtgm.models.encoders import segmenter_state_dict
 from gtgm.models.registry import create_encoder, create_segmenter
 from gtgm.models.segmenters import load_encoder_weights
-from gtgm.train.checkpoint import save_checkpoint
+from gtgm.train.checkpoint import load_weights, save_checkpoint
 from gtgm.train.segdata import IGNORE, SegPatches, make_split
 from gtgm.train.tasks import class_weights, predict_array, seg_loss
 from tests.conftest import save_nifti
@@ -76,16 +77,49 @@ def test_class_weights_follow_the_power_and_keep_the_mean():
 
 
 def test_predict_array_pads_small_inputs_with_the_minimum():
+    """A model that answers each window's mean shows what the padding holds: each channel's minimum, not 0."""
+
+    class WindowMean(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.mean(dim=(2, 3, 4), keepdim=True).expand_as(x).clone()
+
+    image = np.random.default_rng(0).uniform(2.0, 3.0, size=(1, 10, 12, 7)).astype(np.float32)
+    affs = predict_array(WindowMean(), image, [16, 16, 16], output="affinities")  # sigmoid of the output
+    padded = np.pad(image[0], [(0, 6), (0, 4), (0, 9)], constant_values=image.min())
+    assert affs.shape == (1, 10, 12, 7)
+    np.testing.assert_allclose(affs, 1 / (1 + np.exp(-padded.mean())), rtol=1e-5)
     torch.manual_seed(0)
     model = create_segmenter("resunet", 3, channels=[4, 8, 16])
-    image = np.random.default_rng(0).normal(size=(1, 10, 12, 7)).astype(np.float32)
     probs = predict_array(model, image, [16, 16, 16], output="probabilities")
-    assert probs.shape == (3, 10, 12, 7)
     np.testing.assert_allclose(probs.sum(0), 1.0, rtol=1e-5)
-    labels = predict_array(model, image, [16, 16, 16])
-    np.testing.assert_array_equal(labels, probs.argmax(0))
+    np.testing.assert_array_equal(predict_array(model, image, [16, 16, 16]), probs.argmax(0))
     with pytest.raises(ValueError, match="unknown output"):
         predict_array(model, image, [16, 16, 16], output="logits")
+
+
+def test_checkpoints_without_affine_norm_still_load(tmp_path, capsys):
+    """best.pt files saved before model.norm_affine: predict reads the norm off the weights; a resume says why."""
+    from gtgm.infer import load_segmenter
+
+    old = create_segmenter("resunet", 3, channels=[4, 8, 16], norm_affine=False)
+    cfg = dataclasses.asdict(ModelConfig(channels=[4, 8, 16]))
+    del cfg["norm_affine"]
+    save_checkpoint(tmp_path / "best.pt", {"model": old.state_dict(), "model_config": cfg, "num_classes": 3})
+    model, _ = load_segmenter(tmp_path / "best.pt", torch.device("cpu"))
+    x = torch.randn(1, 1, 16, 16, 16)
+    torch.testing.assert_close(model(x), old.eval()(x))
+    new = create_segmenter("resunet", 3, channels=[4, 8, 16])
+    with pytest.raises(GtgmError, match="model.norm_affine=false"):
+        load_weights(new, old.state_dict(), tmp_path / "last.pt")
+
+
+def test_settings_are_checked_where_they_are_read():
+    with pytest.raises(ConfigError, match="group_spacing.ct_phantom': expected 3 positive"):
+        load_config(None, ["preprocess.group_spacing={ct_phantom: [5.5, 5.5]}"])
+    with pytest.raises(ConfigError, match="study.arms': needs at least one"):
+        load_config(None, ["study.arms=[]"])
+    with pytest.raises(ConfigError, match="is not one of"):
+        load_config(None, ["study.arms=[finetuned]"])
 
 
 def test_case_split_and_label_ratio(demo_run):

@@ -11,6 +11,7 @@ sample is the same whatever the number of DataLoader workers or the order they r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from gtgm.config import AugmentConfig
+from gtgm.config import AugmentConfig, PreprocessConfig, from_dict
 from gtgm.data.augment import TwoViews
 from gtgm.errors import GtgmError
 
@@ -70,7 +71,11 @@ class VolumeCache:
 
     def preprocess_settings(self, i: int) -> dict[str, Any]:
         """The preprocessing settings case ``i`` was cached with (its group's target spacing included)."""
-        return self.meta(i).get("preprocess") or self.index["config"]
+        meta = self.meta(i)
+        if "preprocess" in meta:
+            return meta["preprocess"]
+        cfg = from_dict(PreprocessConfig, self.index["config"]).for_group(self.entries[i].get("group"))
+        return dataclasses.asdict(cfg)
 
     def foreground(self, i: int) -> dict[str, np.ndarray]:
         """Stored foreground voxel indices per class: ``{"class_<v>": (N, 3) int32}``."""

@@ -60,7 +60,7 @@ def make_ct_phantom(
     """One phantom: ``(hu int16 (X, Y, Z), labels uint8 (X, Y, Z), affine 4×4)`` (LPS array order).
 
     ``spacing`` (in-plane, slice) in mm replaces the random spacing, e.g. ``(9, 15)`` puts the whole body
-    on a tiny 40 × 40 × 20 grid (tests); the anatomy is the same for a seed whatever the grid.
+    on a tiny 40 × 40 × 20 grid (tests).
     """
     rng = np.random.default_rng(seed)
     s_xy, s_z = rng.uniform(2.6, 3.0), rng.uniform(4.0, 5.0)

@@ -94,7 +94,7 @@ def case_fingerprint(case: Case, cfg: PreprocessConfig) -> str:
             "inputs": [{**r.to_dict(), "signature": file_signature(r.path)} for r in refs],
             "modality": case.modality,
             "spacing": case.spacing,
-            "config": asdict(cfg.for_group(case.group)),
+            "config": {k: v for k, v in asdict(cfg.for_group(case.group)).items() if k != "group_spacing"},
         }
     )
 

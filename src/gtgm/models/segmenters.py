@@ -20,7 +20,7 @@ from monai.networks.blocks import UnetOutBlock, UnetUpBlock
 from torch import nn
 
 from gtgm.errors import GtgmError
-from gtgm.models.encoders import NORM, ResEncoder
+from gtgm.models.encoders import ResEncoder, instance_norm
 from gtgm.models.registry import register_segmenter
 
 
@@ -29,12 +29,18 @@ class ResUNet(nn.Module):
 
     encoder_prefix = "encoder."
 
-    def __init__(self, in_channels: int, num_classes: int, channels: Sequence[int] = (16, 32, 64, 128, 256)):
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        channels: Sequence[int] = (16, 32, 64, 128, 256),
+        norm_affine: bool = True,
+    ):
         super().__init__()
-        self.encoder = ResEncoder(in_channels, channels)
-        ch = list(channels)
+        self.encoder = ResEncoder(in_channels, channels, norm_affine)
+        ch, norm = list(channels), instance_norm(norm_affine)
         self.decoder = nn.ModuleList(
-            UnetUpBlock(3, ch[k + 1], ch[k], kernel_size=3, stride=1, upsample_kernel_size=2, norm_name=NORM)
+            UnetUpBlock(3, ch[k + 1], ch[k], kernel_size=3, stride=1, upsample_kernel_size=2, norm_name=norm)
             for k in range(len(ch) - 1)
         )
         self.head = UnetOutBlock(3, ch[0], num_classes)
@@ -49,9 +55,13 @@ class ResUNet(nn.Module):
 
 @register_segmenter("resunet")
 def resunet(
-    num_classes: int, in_channels: int = 1, channels: Sequence[int] = (16, 32, 64, 128, 256), **_: Any
+    num_classes: int,
+    in_channels: int = 1,
+    channels: Sequence[int] = (16, 32, 64, 128, 256),
+    norm_affine: bool = True,
+    **_: Any,
 ) -> ResUNet:
-    return ResUNet(in_channels, num_classes, channels)
+    return ResUNet(in_channels, num_classes, channels, norm_affine)
 
 
 @register_segmenter("swinunetr")

@@ -30,6 +30,25 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise GtgmError(f"{path}: cannot load checkpoint ({type(exc).__name__}: {exc})") from exc
 
 
+def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """``model.load_state_dict(state)`` (strict); a model built with other settings is a clear error."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        missing = [k for k in model.state_dict() if k not in state]
+        hint = (
+            " (it predates the resunet's affine InstanceNorm: add model.norm_affine=false, or start a new run)"
+            if any("norm" in k for k in missing)
+            else ""
+        )
+        raise GtgmError(f"{path}: its weights do not fit the model of this configuration{hint}") from exc
+
+
+def has_norm_weights(state: dict[str, torch.Tensor]) -> bool:
+    """Whether a resunet state dict has InstanceNorm scale/shift tensors (``model.norm_affine``)."""
+    return any("norm" in k.rsplit(".", 2)[-2] and k.endswith(".weight") for k in state if k.count(".") >= 2)
+
+
 def rng_state() -> dict[str, Any]:
     state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available():

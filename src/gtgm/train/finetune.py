@@ -28,7 +28,7 @@ from gtgm.fsutil import write_json, write_text
 from gtgm.models.segmenters import load_encoder_weights
 from gtgm.runtime import resolve_device
 from gtgm.train import distributed as dist
-from gtgm.train.checkpoint import load_checkpoint, save_checkpoint
+from gtgm.train.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from gtgm.train.logs import RunLogger
 from gtgm.train.optim import amp_setup, optimizer_step, warmup_cosine
 from gtgm.train.pairs import StepSampler
@@ -54,6 +54,7 @@ class Finetuner:
         self.task = create_task(cfg, self.cache)  # first: it tells a label map from neuron ids
         self.split = make_split(self.cache, f)
         self.task.weigh_classes(self.split["train"])
+        self._check_spacing()
         self.model = build_segmenter(cfg, self.task.outputs, f.task).to(self.device)
         self.loaded = load_encoder_weights(self.model, f.pretrained, cfg.model.encoder) if f.pretrained else None
         self.net = DistributedDataParallel(self.model) if self.world > 1 else self.model
@@ -71,6 +72,7 @@ class Finetuner:
         self.amp_dtype, self.scaler = amp_setup(f.amp, self.device, "finetune.amp")
         self.step, self.best = 0, float("-inf")
         if resume:
+            self._check_split()
             self._load(self.out / "checkpoints" / "last.pt")
         elif (self.out / "checkpoints" / "last.pt").exists():
             raise GtgmError(f"{self.out} already holds a run; pass --resume or choose another --out")
@@ -82,9 +84,33 @@ class Finetuner:
         )
         self.logger = RunLogger(self.out, f.tensorboard)
 
+    def _check_spacing(self) -> None:
+        """One model works at one spacing: ``best.pt`` records it for predict, so the cases must share it."""
+        cases = sorted({p.case for parts in self.split.values() for p in parts})
+        spacing = {str(self.cache.preprocess_settings(i).get("target_spacing")) for i in cases}
+        if len(spacing) > 1:
+            raise GtgmError(
+                f"{self.cache.root}: the cases were cached at different spacings ({', '.join(sorted(spacing))}); "
+                "choose one finetune.group, or preprocess them with one target spacing"
+            )
+
+    def _check_split(self) -> None:
+        """A resumed run must keep its cases: the split recorded in ``split.json`` is recomputed exactly."""
+        path = self.out / "split.json"
+        if not path.is_file():
+            return
+        keys = ("case", "lo", "hi", "slices")
+        old = {k: [{f: p.get(f) for f in keys} for p in v] for k, v in json.loads(path.read_text()).items()}
+        new = {k: [{f: getattr(p, f) for f in keys} for p in v] for k, v in self.split.items()}
+        if old != new:
+            raise GtgmError(
+                f"{path}: this configuration splits the cases differently from the run being resumed "
+                "(finetune.split_seed, label_ratio, fractions or the cache changed); resume with its config.yaml"
+            )
+
     def _load(self, path: Path) -> None:
         ckpt = load_checkpoint(path, self.device)
-        self.model.load_state_dict(ckpt["model"])
+        load_weights(self.model, ckpt["model"], path)
         self.opt.load_state_dict(ckpt["optimizer"])
         self.sched.load_state_dict(ckpt["scheduler"])
         self.step, self.best = int(ckpt["step"]), float(ckpt["best"])

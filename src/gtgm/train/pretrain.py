@@ -36,7 +36,7 @@ from gtgm.runtime import resolve_device
 from gtgm.text.captions import read_captions
 from gtgm.text.encoders import TextCache
 from gtgm.train import distributed as dist
-from gtgm.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from gtgm.train.checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
 from gtgm.train.logs import RunLogger
 from gtgm.train.optim import amp_setup, optimizer_step, warmup_cosine
 from gtgm.train.pairs import CaptionPairs, StepSampler, split_records
@@ -50,6 +50,7 @@ def build_model(cfg: Config, text_dim: int) -> VLPModel:
         channels=m.channels,
         feature_size=m.feature_size,
         use_checkpoint=m.use_checkpoint,
+        norm_affine=m.norm_affine,
     )
     return VLPModel(encoder, text_dim, m.embed_dim, m.head_hidden)
 
@@ -130,7 +131,7 @@ class Pretrainer:
 
     def load(self, path: Path) -> None:
         ckpt = load_checkpoint(path, self.device)
-        self.model.load_state_dict(ckpt["model"])
+        load_weights(self.model, ckpt["model"], path)
         self.loss_fn.load_state_dict(ckpt["loss"])
         self.opt.load_state_dict(ckpt["optimizer"])
         self.sched.load_state_dict(ckpt["scheduler"])

@@ -139,6 +139,7 @@ def build_segmenter(cfg: Config, outputs: int, task: str = "segmentation") -> to
         channels=m.channels,
         feature_size=m.feature_size,
         use_checkpoint=m.use_checkpoint,
+        norm_affine=m.norm_affine,
     )
 
 
