@@ -68,7 +68,8 @@ def headline_blocks(
         blocks += _em_blocks(runs["em_synthetic"], baselines.get("em_synthetic"))
     figure = _overlays(out, runs, evaluation)
     if figure:
-        blocks.append(("figure", (figure, "Held-out data, one axial slice: reference (left) and prediction (right)")))
+        caption = "Held-out data, one axial slice: reference (left), prediction (right); patient's right on the right"
+        blocks.append(("figure", (figure, caption)))
     return blocks
 
 

@@ -90,8 +90,10 @@ def test_gtgm_pretrain_under_torchrun_matches_single_process(demo_run, tmp_path)
     assert losses("ddp") == pytest.approx(losses("single"), rel=1e-4)
     a = torch.load(tmp_path / "ddp" / "encoder.pt", weights_only=True)
     b = torch.load(tmp_path / "single" / "encoder.pt", weights_only=True)
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+    for k in a:  # Adam's g / sqrt(v) turns float-rounding noise of a near-zero gradient into an update of up to
+        # lr (1e-3): a few such weights may differ by ~1e-4; a missing all-reduce would move most of them by ~1e-3
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=2e-4, msg=k)
+        assert ((a[k] - b[k]).abs() > 1e-5 + 1e-4 * b[k].abs()).float().mean() < 0.01, k
 
 
 @pytest.mark.slow
