@@ -105,9 +105,6 @@ def _pretrain(out: Path, cfg: Config, progress: bool) -> Path:
     from gtgm.train.pretrain import pretrain
 
     run = out / "pretrain"
-    if (run / "encoder.pt").is_file():
-        print(f"[demo] {run} already holds a finished pretraining run; reusing it")
-        return run
     p = cfg.pretrain
     p.cache, p.captions, p.text_cache, p.out = (
         str(out / "cache"),
@@ -115,6 +112,9 @@ def _pretrain(out: Path, cfg: Config, progress: bool) -> Path:
         str(out / "text"),
         str(run),
     )
+    if (run / "encoder.pt").is_file():
+        print(f"[demo] {run} already holds a finished pretraining run; reusing it")
+        return run
     pretrain(cfg, resume=(run / "checkpoints" / "last.pt").is_file(), progress=progress)
     return run
 

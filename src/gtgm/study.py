@@ -51,12 +51,14 @@ def run_one(
 
 
 def _check_reuse(out: Path, cfg: Config) -> None:
-    """A run folder is reused (finished or resumed) only when it was made with the same settings."""
+    """A run folder is reused (finished or resumed) only when it was made with the same fine-tuning settings
+    (``seed``, ``model``, ``finetune``, ``em``; the pretraining run's own paths do not count)."""
     path = out / "config.yaml"
     if not path.is_file():
         return
     old, new = _flat(yaml.safe_load(path.read_text())), _flat(yaml.safe_load(yaml.safe_dump(cfg.to_dict())))
-    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    keys = [k for k in old.keys() | new.keys() if k == "seed" or k.split(".")[0] in ("model", "finetune", "em")]
+    changed = sorted(k for k in keys if old.get(k) != new.get(k))
     if changed:
         raise GtgmError(
             f"{out} holds a run made with other settings ({', '.join(changed[:4])}{', ...' if len(changed) > 4 else ''}"
