@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import json
 import sys
+import traceback
 from pathlib import Path
 
 import yaml
@@ -26,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generative text-guided 3D vision-language pretraining for medical image segmentation.",
     )
     parser.add_argument("--version", action="version", version=f"gtgm {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="STAGE")
 
     data = sub.add_parser("data", help="example data, dataset checks, preprocessing cache")
@@ -144,12 +148,34 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         return _dispatch(args)
-    except GtgmError as exc:
-        print(f"gtgm: error: {exc}", file=sys.stderr)
+    except (GtgmError, OSError, MemoryError) as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"gtgm: error: {_describe(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("gtgm: interrupted; finished outputs are kept, re-run to resume", file=sys.stderr)
         return 130
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for an error: gtgm's own message, or the path and cause of a system error."""
+    if isinstance(exc, GtgmError):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        return "out of memory (a volume or batch too large for this machine; try a coarser spacing or smaller patches)"
+    where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+    cause = {
+        errno.ENOSPC: "no space left on the device",
+        errno.EACCES: "permission denied",
+        errno.EROFS: "read-only file system",
+    }
+    return f"{where}{cause.get(exc.errno, exc.strerror or str(exc))} (use --debug for the traceback)"
+
+
+def _str(key: str, value: object) -> str:
+    """A ``key=value`` override whose value stays a string (a path such as ``007`` or ``on`` is not YAML)."""
+    return f"{key}={json.dumps(str(value))}"
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -197,7 +223,7 @@ def _caption(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     for flag, key in ((args.captioner, "captioner"), (args.model, "model"), (args.base_url, "base_url")):
         if flag:
-            overrides.append(f"caption.{key}={flag}")
+            overrides.append(_str(f"caption.{key}", flag))
     cfg = load_config(args.config, overrides)
     if args.refine:
         from gtgm.text.captioners.openai import OpenAIRefiner
@@ -226,7 +252,7 @@ def _embed_text(args: argparse.Namespace) -> int:
 
     overrides = list(args.overrides)
     if args.text_encoder:
-        overrides.append(f"text.encoder={args.text_encoder}")
+        overrides.append(_str("text.encoder", args.text_encoder))
     if args.pooling:
         overrides.append(f"text.pooling={args.pooling}")
     cfg = load_config(args.config, overrides)
@@ -244,7 +270,7 @@ def _pretrain(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     for key in ("cache", "captions", "text_cache", "out"):
         if getattr(args, key):
-            overrides.append(f"pretrain.{key}={getattr(args, key)}")
+            overrides.append(_str(f"pretrain.{key}", getattr(args, key)))
     result = pretrain(load_config(args.config, overrides), resume=args.resume, stop_after=args.stop_after)
     if not result["finished"]:
         print(f"stopped at step {result['step']}; continue with --resume")
@@ -289,7 +315,7 @@ def _segmentation(args: argparse.Namespace) -> int:
     if args.command == "study":
         from gtgm.study import run_study
 
-        overrides += [f"finetune.cache={args.cache}"] + ([f"study.out={args.out}"] if args.out else [])
+        overrides += [_str("finetune.cache", args.cache)] + ([_str("study.out", args.out)] if args.out else [])
         cfg = load_config(args.config or "finetune/cpu-small", overrides)
         report = run_study(cfg, args.pretrained, overrides=args.overrides)
         print(f"study report: {report}")
@@ -305,7 +331,7 @@ def _segmentation(args: argparse.Namespace) -> int:
         (args.task, "task"),
     ):
         if flag is not None:
-            overrides.append(f"finetune.{key}={flag}")
+            overrides.append(f"finetune.{key}={flag}" if key == "label_ratio" else _str(f"finetune.{key}", flag))
     cfg = load_config(args.config, overrides)
     result = finetune(cfg, resume=args.resume)
     if not result:  # a non-zero torchrun rank

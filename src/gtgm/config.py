@@ -23,6 +23,26 @@ from gtgm.errors import ConfigError
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
+def check_ranges(
+    section: str,
+    obj: Any,
+    at_least_one: tuple[str, ...] = (),
+    ratios: tuple[str, ...] = (),
+    sizes: tuple[str, ...] = (),
+) -> None:
+    """Value checks at the boundary: counts and intervals ≥ 1, ratios in (0, 1], patch sizes of 3 positive ints."""
+    for key in at_least_one:
+        if getattr(obj, key) < 1:
+            raise ConfigError(f"config key '{section}.{key}': must be at least 1, got {getattr(obj, key)}")
+    for key in ratios:
+        if not 0 < getattr(obj, key) <= 1:
+            raise ConfigError(f"config key '{section}.{key}': must lie in (0, 1], got {getattr(obj, key)}")
+    for key in sizes:
+        value = getattr(obj, key)
+        if len(value) != 3 or any(v < 1 for v in value):
+            raise ConfigError(f"config key '{section}.{key}': expected 3 positive sizes (x, y, z), got {value}")
+
+
 @dataclass
 class PreprocessConfig:
     """How ``gtgm data preprocess`` turns raw volumes into the normalised cache."""
@@ -40,6 +60,10 @@ class PreprocessConfig:
             if spacing is not None and (len(spacing) != 3 or any(not s > 0 for s in spacing)):
                 name = key if key == "target_spacing" else f"group_spacing.{key}"
                 raise ConfigError(f"config key 'preprocess.{name}': expected 3 positive sizes (x, y, z), got {spacing}")
+        for key in ("ct_window", "mri_percentiles"):
+            lo, hi = getattr(self, key)
+            if not lo < hi:
+                raise ConfigError(f"config key 'preprocess.{key}': needs low < high, got {[lo, hi]}")
 
     def for_group(self, group: str | None) -> PreprocessConfig:
         """The settings one case of ``group`` is preprocessed with: its ``group_spacing`` entry, if any,
@@ -178,6 +202,14 @@ class PretrainConfig:
     holdout_fraction: float = 0.1
     tensorboard: bool = True
 
+    def __post_init__(self) -> None:
+        check_ranges(
+            "pretrain",
+            self,
+            at_least_one=("batch_size", "steps", "grad_accum", "checkpoint_every", "log_every", "eval_every"),
+            sizes=("patch_size",),
+        )
+
 
 @dataclass
 class FinetuneConfig:
@@ -217,6 +249,15 @@ class FinetuneConfig:
     checkpoint_every: int = 100
     log_every: int = 10
     tensorboard: bool = False
+
+    def __post_init__(self) -> None:
+        check_ranges(
+            "finetune",
+            self,
+            at_least_one=("batch_size", "steps", "val_every", "checkpoint_every", "log_every", "sw_batch_size"),
+            ratios=("label_ratio",),
+            sizes=("patch_size",),
+        )
 
 
 @dataclass

@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from gtgm.config import ModelConfig, PreprocessConfig, from_dict
-from gtgm.data.datasets import Case, load_dataset
+from gtgm.data.datasets import Case, check_case_id, load_dataset
 from gtgm.data.geometry import from_ras, resample, to_ras
 from gtgm.data.io import read_label, read_volume, suffix_of, write_nifti
 from gtgm.data.normalize import normalize
@@ -129,9 +129,11 @@ def predict_inputs(
         if item.is_file() and suffix_of(item) in (".nii", ".nii.gz"):
             from gtgm.data.datasets import ImageRef
 
-            cases.append(Case(item.name.split(".")[0], [ImageRef(item)], modality=meta["modality"]))
+            case_id = check_case_id(item.name.split(".")[0], item)
+            cases.append(Case(case_id, [ImageRef(item)], modality=meta["modality"]))
         else:
             cases.extend(load_dataset(item, modality=modality or meta["modality"]).cases)
+    _unique_ids(cases)
     if trained == "em":
         from gtgm.infer_em import predict_em_cases
 
@@ -141,6 +143,20 @@ def predict_inputs(
         label, ref = segment_case(model, meta, case, dev)
         written.append(write_nifti(Path(out) / f"{case.id}.nii.gz", label.astype(np.uint8), ref.affine, ref.header))
     return written
+
+
+def _unique_ids(cases: list[Case]) -> None:
+    """Inputs of the same name (from different folders) get ``_2``, ``_3``... so no prediction overwrites
+    another; each renaming is printed."""
+    seen: set[str] = set()
+    for case in cases:
+        base, k = case.id, 1
+        while case.id in seen:
+            k += 1
+            case.id = f"{base}_{k}"
+        if case.id != base:
+            print(f"[predict] {case.images[0].path}: another input is also named '{base}'; written as '{case.id}'")
+        seen.add(case.id)
 
 
 def _case_id(path: Path) -> str:

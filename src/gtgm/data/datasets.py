@@ -82,19 +82,42 @@ def canonical_modality(name: str) -> str:
 
 
 def load_dataset(path: str | Path, modality: str | None = None, spacing: list[float] | None = None) -> Dataset:
-    """Index the dataset at ``path`` (see module docstring for the layouts)."""
+    """Index the dataset at ``path`` (see module docstring for the layouts). Case ids name output files, so
+    each must be a plain file name (:func:`check_case_id`)."""
     path = Path(path)
     if not path.exists():
         raise InputError(path, "dataset not found")
     if path.is_file():
         if path.name == "dataset.json":
-            return _from_json(path)
-        if suffix_of(path) in HDF5_SUFFIXES:
-            return Dataset(path.parent, path.stem, [_cremi_case(path)])
-        raise InputError(path, "expected a dataset folder, a dataset.json or a CREMI HDF5 file")
-    if (path / "dataset.json").is_file():
-        return _from_json(path / "dataset.json")
-    return _from_folder(path, modality, spacing)
+            dataset = _from_json(path)
+        elif suffix_of(path) in HDF5_SUFFIXES:
+            dataset = Dataset(path.parent, path.stem, [_cremi_case(path)])
+        else:
+            raise InputError(path, "expected a dataset folder, a dataset.json or a CREMI HDF5 file")
+    elif (path / "dataset.json").is_file():
+        path = path / "dataset.json"
+        dataset = _from_json(path)
+    else:
+        dataset = _from_folder(path, modality, spacing)
+    for case in dataset.cases:
+        check_case_id(case.id, path)
+    return dataset
+
+
+def check_case_id(case_id: str, source: str | Path) -> str:
+    """``case_id`` if it is a plain file name: no path separator, no ``..``, no leading dot, no control
+    character (ids become ``OUT/<id>.npy`` and ``OUT/<id>.nii.gz``: nothing may land outside ``OUT``)."""
+    bad = (
+        not case_id
+        or any(c in case_id for c in "/\\")
+        or case_id.startswith(".")
+        or any(ord(c) < 32 or ord(c) == 127 for c in case_id)
+    )
+    if bad:
+        raise InputError(
+            source, f"case id {case_id!r} is not a plain file name (no '/', '\\', leading '.' or control characters)"
+        )
+    return case_id
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -1,0 +1,99 @@
+"""Bad inputs end in one clear line (exit code 1, no traceback) and nothing is written outside ``--out``.
+
+A first part of the hardening issue: names from data, duplicate prediction names, path flags, system errors,
+value ranges. Each case runs ``gtgm.cli.main`` in-process.
+"""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from gtgm.cli import main
+from gtgm.fsutil import write_json
+from tests.conftest import save_nifti
+
+
+def _files(root):
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
+
+
+def _fails_cleanly(capsys, argv, *needles):
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "Traceback" not in err and err.count("gtgm: error:") == 1, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+@pytest.mark.parametrize("case_id", ["../../../escaped_case", "sub/dir", ".hidden", "tab\there"])
+def test_case_ids_that_are_not_file_names_are_refused(tmp_path, capsys, case_id):
+    root = tmp_path / "a" / "b" / "c"
+    save_nifti(root / "data" / "img.nii.gz", np.zeros((8, 8, 8), np.float32))
+    write_json(
+        root / "data" / "dataset.json", {"modality": {"0": "MRI"}, "training": [{"image": "img.nii.gz", "id": case_id}]}
+    )
+    before = _files(tmp_path)
+    _fails_cleanly(
+        capsys, ["data", "preprocess", str(root / "data"), "--out", str(root / "cache")], "dataset.json", "case id"
+    )
+    assert _files(tmp_path) == before  # nothing written, inside or outside --out
+
+
+def test_inputs_of_the_same_name_get_distinct_predictions(demo_run, tmp_path, capsys):
+    best = next((demo_run / "study").rglob("ct_phantom/*/ratio1_seed0/best.pt"))
+    a, b = tmp_path / "a" / "scan.nii.gz", tmp_path / "b" / "scan.nii.gz"
+    for path, seed in ((a, 0), (b, 1)):
+        img = nib.load(demo_run / "examples" / "ct" / f"phantom_00{seed}.nii.gz")
+        save_nifti(path, np.asarray(img.dataobj)[:40, :40, :20], img.affine)
+    assert main(["predict", str(best), str(a), str(b), "--out", str(tmp_path / "pred")]) == 0
+    assert "written as 'scan_2'" in capsys.readouterr().out
+    assert _files(tmp_path / "pred") == ["scan.nii.gz", "scan_2.nii.gz"]
+
+
+def test_path_flags_are_not_yaml(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    err = _fails_cleanly(capsys, ["finetune", "on", "--out", "007"], "on")
+    assert "expected str" not in err  # '007' and 'on' stay strings (YAML would make them 7 and True)
+
+
+def test_system_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    _fails_cleanly(capsys, ["data", "examples", "--out", str(tmp_path / "file" / "sub")], str(tmp_path / "file"))
+    assert main(["--debug", "data", "examples", "--out", str(tmp_path / "file" / "sub")]) == 1
+    assert "Traceback" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("finetune.label_ratio=0", "finetune.label_ratio"),
+        ("finetune.label_ratio=2", "finetune.label_ratio"),
+        ("finetune.steps=0", "finetune.steps"),
+        ("finetune.val_every=0", "finetune.val_every"),
+        ("finetune.checkpoint_every=0", "finetune.checkpoint_every"),
+        ("finetune.patch_size=[0,16,16]", "finetune.patch_size"),
+        ("finetune.patch_size=[16,16]", "finetune.patch_size"),
+        ("pretrain.steps=0", "pretrain.steps"),
+        ("pretrain.batch_size=0", "pretrain.batch_size"),
+        ("pretrain.patch_size=[-8,16,16]", "pretrain.patch_size"),
+        ("preprocess.ct_window=[100,100]", "preprocess.ct_window"),
+        ("preprocess.ct_window=[300,-200]", "preprocess.ct_window"),
+        ("preprocess.target_spacing=[0,1,1]", "preprocess.target_spacing"),
+        ("preprocess.group_spacing={ct_phantom: [1, 1]}", "preprocess.group_spacing.ct_phantom"),
+        ("study.seeds=[]", "study.seeds"),
+        ("study.ratios=[0]", "study.ratios"),
+    ],
+)
+def test_out_of_range_settings_name_their_key(capsys, override, key):
+    _fails_cleanly(capsys, ["config", override], f"'{key}'")
+
+
+def test_label_ratio_flag_is_checked(tmp_path, capsys):
+    _fails_cleanly(capsys, ["finetune", str(tmp_path), "--label-ratio", "-1"], "finetune.label_ratio")
+    assert json.dumps(_files(tmp_path)) == "[]"
