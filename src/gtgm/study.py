@@ -26,6 +26,7 @@ from gtgm.data.patches import VolumeCache
 from gtgm.errors import GtgmError
 from gtgm.fsutil import write_json
 from gtgm.report import write_report
+from gtgm.stats import case_scores, paired_bootstrap, paired_differences
 from gtgm.train.finetune import finetune
 from gtgm.train.segdata import make_split
 
@@ -116,6 +117,7 @@ def run_study(cfg: Config, pretrained: str, progress: bool = True, overrides: li
                             "metric": test["metric"],
                             "values": test["summary"],
                             "score": test[test["metric"]],
+                            "cases": case_scores(test),
                             "train_cases": res["train_cases"],
                             "labelled_slices": res["labelled_slices"],
                         }
@@ -258,4 +260,25 @@ def _group_blocks(group: str, rows: list[dict[str, Any]], cfg: Config, baseline:
     )
     if baseline:
         text += " The baseline's threshold is the best on the test split itself (in its favour)."
-    return [("heading", group), ("text", text), ("table", (header, table))]
+    return [("heading", group), ("text", text), ("table", (header, table)), *_paired_blocks(rows)]
+
+
+def _paired_blocks(rows: list[dict[str, Any]]) -> list:
+    """pretrained − scratch per (seed, test case), with a 95 % bootstrap interval, per label ratio."""
+    diffs = paired_differences([r for r in rows if "cases" in r], "pretrained", "scratch")
+    if not diffs:
+        return []
+    em = rows[0]["metric"] == "voi"
+    rule = (
+        "Decision rule, fixed before the numbers: pretraining helps at a ratio only if the whole 95 % interval "
+        f"of the paired difference lies {'below' if em else 'above'} 0 "
+        f"({'VOI: lower is better' if em else 'mean Dice over classes'}); otherwise no gain is shown."
+    )
+    table = []
+    for ratio, d in sorted(diffs.items()):
+        b = paired_bootstrap(d)
+        shown = (b["hi"] < 0) if em else (b["lo"] > 0)
+        verdict = "gain" if shown else ("loss" if ((b["lo"] > 0) if em else (b["hi"] < 0)) else "no difference shown")
+        table.append([f"{ratio:g}", b["n"], f"{b['mean']:+.3f}", f"[{b['lo']:+.3f}, {b['hi']:+.3f}]", verdict])
+    header = ["label ratio", "pairs (seed × test case)", "pretrained − scratch", "95 % bootstrap interval", "verdict"]
+    return [("text", rule), ("table", (header, table))]

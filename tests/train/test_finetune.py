@@ -246,6 +246,7 @@ def test_finetune_and_tiny_study(demo_run, tmp_path):
     assert "scratch" in text and "pretrained" in text and (tmp_path / "study" / "score_vs_ratio.png").is_file()
     assert "| liver | spleen |" in text and "class 1" not in text  # names from dataset.json
     assert "n = 1 run" in text and "± 0.000" not in text  # one seed: no fake spread
+    assert "pretrained − scratch" in text and "Decision rule" in text  # paired per (seed, test case)
     assert run_study(cfg, str(tmp_path / "encoder.pt"), progress=False) == report  # finished runs are reused
     cfg.finetune.lr = 0.5
     with pytest.raises(GtgmError, match=r"holds a run made with other settings \(finetune.lr\)"):

@@ -1,0 +1,36 @@
+"""Paired bootstrap and paired differences, checked by hand on small examples."""
+
+from __future__ import annotations
+
+import pytest
+
+from gtgm.stats import case_scores, paired_bootstrap, paired_differences
+
+
+def test_paired_bootstrap_by_hand():
+    assert paired_bootstrap([0.5, 0.5, 0.5]) == {"mean": 0.5, "lo": 0.5, "hi": 0.5, "n": 3}
+    # two differences 0 and 2: a resampled mean is 0, 1 or 2 with probability 1/4, 1/2, 1/4,
+    # so the 2.5 % and 97.5 % quantiles are 0 and 2
+    b = paired_bootstrap([0.0, 2.0])
+    assert (b["mean"], b["lo"], b["hi"], b["n"]) == (1.0, 0.0, 2.0, 2)
+    b = paired_bootstrap([0.1, 0.2, 0.3, 0.4] * 5)
+    assert 0.18 < b["lo"] < 0.22 and 0.28 < b["hi"] < 0.32  # mean 0.25 ± 1.96 · standard error 0.025
+    assert paired_bootstrap([1.0, 3.0], seed=1) == paired_bootstrap([1.0, 3.0], seed=1)  # deterministic
+    with pytest.raises(ValueError):
+        paired_bootstrap([])
+
+
+def test_paired_differences_pair_seed_and_case():
+    def row(arm, seed, cases):
+        return {"arm": arm, "ratio": 0.1, "seed": seed, "cases": cases}
+
+    rows = [
+        row("scratch", 0, {"a": 0.5, "b": 0.6}),
+        row("pretrained", 0, {"a": 0.7, "b": 0.5}),
+        row("scratch", 1, {"a": 0.4, "b": 0.4}),
+        row("pretrained", 1, {"a": 0.4, "c": 0.9}),  # c has no partner
+    ]
+    assert paired_differences(rows, "pretrained", "scratch") == {0.1: pytest.approx([0.2, -0.1, 0.0])}
+    test = {"metric": "mean_dice", "cases": [{"case": "a", "dice": {"1": 0.5, "2": 1.0}}]}
+    assert case_scores(test) == {"a": 0.75}
+    assert case_scores({"metric": "voi", "cases": [{"case": "e", "voi": 1.5}]}) == {"e": 1.5}
