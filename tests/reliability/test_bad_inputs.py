@@ -97,3 +97,55 @@ def test_out_of_range_settings_name_their_key(capsys, override, key):
 def test_label_ratio_flag_is_checked(tmp_path, capsys):
     _fails_cleanly(capsys, ["finetune", str(tmp_path), "--label-ratio", "-1"], "finetune.label_ratio")
     assert json.dumps(_files(tmp_path)) == "[]"
+
+
+def _tiny_labelled(root, label_value=1):
+    lab = np.zeros((16, 16, 16), np.uint8)
+    lab[4:10, 4:10, 4:10] = label_value
+    training = []
+    for i in range(3):
+        save_nifti(
+            root / "imagesTr" / f"c{i}.nii.gz", np.random.default_rng(i).normal(size=(16, 16, 16)).astype(np.float32)
+        )
+        save_nifti(root / "labelsTr" / f"c{i}.nii.gz", lab)
+        training.append({"image": f"imagesTr/c{i}.nii.gz", "label": f"labelsTr/c{i}.nii.gz"})
+    labels = {"0": "background", "1": "lesion"}
+    write_json(root / "dataset.json", {"modality": {"0": "MRI"}, "labels": labels, "training": training})
+    return root
+
+
+def test_a_truncated_cached_array_is_rebuilt(tmp_path, capsys):
+    raw = _tiny_labelled(tmp_path / "raw")
+    assert main(["data", "preprocess", str(raw), "--out", str(tmp_path / "cache")]) == 0
+    npy = tmp_path / "cache" / "volumes" / "c0.npy"
+    whole = npy.read_bytes()
+    npy.write_bytes(whole[: len(whole) // 2])
+    assert main(["data", "preprocess", str(raw), "--out", str(tmp_path / "cache")]) == 0
+    assert npy.read_bytes() == whole  # rebuilt, not kept as "cached"
+
+
+def test_label_values_outside_dataset_json_are_refused(tmp_path, capsys):
+    raw = _tiny_labelled(tmp_path / "raw", label_value=9)
+    assert main(["data", "preprocess", str(raw), "--out", str(tmp_path / "cache")]) == 0
+    argv = ["finetune", str(tmp_path / "cache"), "--out", str(tmp_path / "ft"), "finetune.patch_size=[16,16,16]"]
+    _fails_cleanly(capsys, argv, "case c0", "[9]", "does not declare")
+    assert not (tmp_path / "ft").exists()
+
+
+def test_caption_box_outside_its_volume_is_refused(demo_run, tmp_path, capsys):
+    lines = (demo_run / "captions.jsonl").read_text().splitlines()
+    bad = json.loads(lines[0]) | {"start": [9999, 0, 0]}
+    (tmp_path / "captions.jsonl").write_text("\n".join([json.dumps(bad), *lines[1:]]) + "\n")
+    argv = [
+        "pretrain",
+        "--cache",
+        str(demo_run / "cache"),
+        "--captions",
+        str(tmp_path / "captions.jsonl"),
+        "--text-cache",
+        str(demo_run / "text"),
+        "--out",
+        str(tmp_path / "run"),
+        "pretrain.steps=1",
+    ]
+    _fails_cleanly(capsys, argv, bad["key"], "[9999, 0, 0]")

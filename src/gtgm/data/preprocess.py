@@ -16,6 +16,7 @@ that are done and unchanged and redoes the rest (resumable, idempotent). A bad c
 from __future__ import annotations
 
 import json
+import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -99,6 +100,31 @@ def case_fingerprint(case: Case, cfg: PreprocessConfig) -> str:
     )
 
 
+def _cached(vol_dir: Path, meta_path: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The case's JSON if its cached files are intact for ``fingerprint``, else None (the case is rebuilt).
+
+    Integrity, not existence: the JSON parses, each ``.npy`` opens with the recorded (X, Y, Z) shape (a
+    truncated array does not), each ``.npz`` is a whole zip archive.
+    """
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or meta.get("fingerprint") != fingerprint:
+        return None
+    for name in meta.get("files", {}).values():
+        path = vol_dir / name
+        try:
+            if name.endswith(".npy"):
+                if list(np.load(path, mmap_mode="r").shape[-3:]) != list(meta.get("shape", [])):
+                    return None
+            elif not zipfile.is_zipfile(path):
+                return None
+        except (OSError, ValueError):
+            return None
+    return meta
+
+
 def preprocess_case(case: Case, out: Path, cfg: PreprocessConfig) -> dict[str, Any]:
     """Preprocess one case (skipped if its fingerprint matches); returns its index entry.
 
@@ -108,11 +134,9 @@ def preprocess_case(case: Case, out: Path, cfg: PreprocessConfig) -> dict[str, A
     vol_dir = out / "volumes"
     meta_path = vol_dir / f"{case.id}.json"
     fingerprint = case_fingerprint(case, cfg)
-    if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        files = [vol_dir / f for f in meta.get("files", {}).values()]
-        if meta.get("fingerprint") == fingerprint and all(f.exists() for f in files):
-            return {**_index_entry(meta), "skipped": True}
+    meta = _cached(vol_dir, meta_path, fingerprint)
+    if meta is not None:
+        return {**_index_entry(meta), "skipped": True}
     cfg = cfg.for_group(case.group)
     image, label, channels = read_case(case)
     image_ras, affine_ras, transform = to_ras(image, channels[0].affine)

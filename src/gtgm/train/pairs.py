@@ -32,6 +32,21 @@ def split_records(records: list[dict[str, Any]], holdout_fraction: float) -> tup
     return [r for r in records if r["key"] not in keep], held
 
 
+def _check_box(rec: dict[str, Any], shape: list[int]) -> None:
+    """A caption's box (``start``, ``size``: 3 ints each) must start inside its volume (it may run past the
+    end, where it is padded, as the caption grid does on small volumes)."""
+    start, size = rec.get("start"), rec.get("size")
+    ok = all(
+        isinstance(v, list) and len(v) == 3 and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
+        for v in (start, size)
+    )
+    if not ok or any(s < 0 or s >= n for s, n in zip(start, shape)) or any(z < 1 for z in size):
+        raise GtgmError(
+            f"caption {rec.get('key')!r}: box start {start} size {size} is not a box inside volume "
+            f"{rec.get('volume')} of shape {list(shape)}"
+        )
+
+
 class CaptionPairs(Dataset):
     """``{"view1", "view2": (C, *patch_size), "text": (D,), "index": record index}`` for sample ``i``."""
 
@@ -52,6 +67,8 @@ class CaptionPairs(Dataset):
             raise GtgmError(f"captions name volumes not in the cache {cache.root}: {', '.join(missing[:5])}")
         self.cache, self.records, self.seed = cache, records, seed
         self.case = np.array([ids[r["volume"]] for r in records])
+        for r, case in zip(records, self.case):
+            _check_box(r, cache.shape(int(case)))
         self.rows = text_cache.lookup([r["text"] for r in records])
         self.text_cache, self.patch_size = text_cache, list(patch_size)
         self.views = TwoViews(augment) if augment is not None else None

@@ -163,6 +163,7 @@ class SegmentationTask:
             raise GtgmError(f"{cache.root}: the labels are neuron instance ids (EM); use finetune.task=em")
         self.outputs, self.labels = (max(values) + 1 if values else 2), labels
         _check_labels(cache, f.task_labels, labels)
+        _check_declared(cache, labels)
         self.class_weight: torch.Tensor | None = None
 
     def weigh_classes(self, train: list[Part]) -> None:
@@ -281,6 +282,20 @@ def _instance_labels(meta: dict[str, Any]) -> bool:
     """CREMI ``neuron_ids`` labels, or more distinct labels than any class map has (see preprocess)."""
     key = (meta.get("label_input") or {}).get("key") or ""
     return key.endswith("neuron_ids") or meta.get("label_values") is None and meta.get("num_labels", 0) > 0
+
+
+def _check_declared(cache: VolumeCache, labels: dict[str, str]) -> None:
+    """Label values must be among those ``dataset.json`` declares (an undeclared 9 would add classes 8-9)."""
+    if not labels:
+        return
+    declared = {int(k) for k in labels}
+    for i in range(len(cache)):
+        extra = sorted(set(cache.meta(i).get("label_values") or []) - declared)
+        if extra:
+            raise GtgmError(
+                f"{cache.root}: case {cache.entries[i]['id']} has label values {extra} that dataset.json does not "
+                f"declare (labels: {labels}); fix the label map or declare them"
+            )
 
 
 def _check_labels(cache: VolumeCache, task_labels: dict[str, str], labels: dict[str, str]) -> None:
