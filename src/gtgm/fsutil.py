@@ -15,8 +15,23 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+def memory_budget() -> int:
+    """Bytes one volume may take: half of this machine's physical memory (``GTGM_MEMORY_GB`` overrides)."""
+    if os.environ.get("GTGM_MEMORY_GB"):
+        return int(float(os.environ["GTGM_MEMORY_GB"]) * 1e9)
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+
+
+def fits_in_memory(shape: tuple[int, ...] | list[int], itemsize: int = 4) -> tuple[bool, float]:
+    """Whether an array of ``shape`` fits :func:`memory_budget`, and its size in GB."""
+    need = float(np.prod([int(s) for s in shape], dtype=np.float64)) * itemsize
+    return need <= memory_budget(), need / 1e9
 
 
 @contextlib.contextmanager

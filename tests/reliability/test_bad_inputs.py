@@ -149,3 +149,16 @@ def test_caption_box_outside_its_volume_is_refused(demo_run, tmp_path, capsys):
         "pretrain.steps=1",
     ]
     _fails_cleanly(capsys, argv, bad["key"], "[9999, 0, 0]")
+
+
+def test_headers_and_spacings_beyond_memory_are_refused_before_allocating(tmp_path, capsys):
+    hdr = nib.Nifti1Image(np.zeros((2, 2, 2), np.float32), np.eye(4)).header.copy()
+    hdr.set_data_shape((20000, 20000, 20000))  # ~32 TB as float32, in a 416-byte file
+    (tmp_path / "big").mkdir()
+    (tmp_path / "big" / "big.nii").write_bytes(hdr.binaryblock + bytes(352 - len(hdr.binaryblock) + 64))
+    argv = ["data", "preprocess", str(tmp_path / "big"), "--modality", "MRI", "--out", str(tmp_path / "c1")]
+    _fails_cleanly(capsys, argv, "big.nii", "(20000, 20000, 20000)")
+    save_nifti(tmp_path / "small" / "a.nii.gz", np.zeros((8, 8, 8), np.float32))
+    argv = ["data", "preprocess", str(tmp_path / "small"), "--modality", "MRI", "--out", str(tmp_path / "c2")]
+    _fails_cleanly(capsys, [*argv, "preprocess.target_spacing=[0.001,0.001,0.001]"], "preprocess.target_spacing")
+    assert not list((tmp_path / "c2").rglob("*.npy"))

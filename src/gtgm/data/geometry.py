@@ -6,6 +6,9 @@ import numpy as np
 from nibabel import orientations as ornt
 from scipy import ndimage
 
+from gtgm.errors import GtgmError
+from gtgm.fsutil import fits_in_memory
+
 
 def to_ras(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Permute/flip the last three axes of ``array`` so they point R, A, S.
@@ -58,6 +61,12 @@ def resample(
     shape = (
         tuple(shape) if shape is not None else tuple(max(1, int(round(n / f))) for n, f in zip(array.shape[-3:], scale))
     )
+    ok, gb = fits_in_memory((*array.shape[:-3], *shape))
+    if not ok:
+        raise GtgmError(
+            f"resampling {tuple(array.shape[-3:])} voxels to spacing {list(target_spacing)} gives {shape} "
+            f"({gb:.1f} GB), more than this machine can hold; choose a coarser preprocess.target_spacing"
+        )
     new_affine = affine @ np.diag([*scale, 1.0])
 
     def one(vol: np.ndarray) -> np.ndarray:

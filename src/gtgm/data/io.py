@@ -25,7 +25,7 @@ import numpy as np
 import tifffile
 
 from gtgm.errors import InputError
-from gtgm.fsutil import atomic_path
+from gtgm.fsutil import atomic_path, fits_in_memory
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 HDF5_SUFFIXES = (".h5", ".hdf", ".hdf5")
@@ -133,6 +133,9 @@ def _guard(path: Path, kind: str, fn: Any) -> Any:
 
 def _read_nifti(path: Path) -> Volume:
     img = _guard(path, "NIfTI", lambda: nib.load(str(path)))
+    ok, gb = fits_in_memory(img.shape, max(np.dtype(img.get_data_dtype()).itemsize, 4))
+    if not ok:
+        raise InputError(path, f"header declares {img.shape} voxels ({gb:.1f} GB), more than this machine can hold")
     array = _guard(path, "NIfTI", lambda: np.asanyarray(img.dataobj))
     return Volume(np.asarray(array), img.affine.astype(np.float64), header=img.header)
 
