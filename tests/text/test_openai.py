@@ -38,6 +38,9 @@ class FakeServer:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
                 ok_so_far = sum(1 for r in server.requests[:-1] if r.get("ok"))
+                if server.mode == "echo":  # a server that repeats the credentials in its error text
+                    auth = self.headers.get("Authorization")
+                    return self._send(401, {"error": {"message": f"bad credentials {auth}", "type": "auth_error"}})
                 if server.mode == "400":
                     return self._send(400, {"error": {"message": "model not found", "type": "invalid_request_error"}})
                 if server.mode == "bad":
@@ -180,6 +183,16 @@ def test_client_errors_and_malformed_answers_name_the_patch(server, em_cache, tm
     with pytest.raises(GtgmError, match=match):
         run_captioning(em_cache, create_captioner(cfg), tmp_path / "c.jsonl", cfg, progress=False)
     assert len(server.requests) == 1  # not retried
+
+
+def test_a_server_that_echoes_the_api_key_does_not_get_it_printed(server, em_cache, tmp_path, capsys):
+    server.mode = "echo"
+    cfg = _cfg(server.url, concurrency=1, batch_size=1)
+    with pytest.raises(GtgmError) as info:
+        run_captioning(em_cache, create_captioner(cfg), tmp_path / "c.jsonl", cfg, progress=False)
+    assert "bad credentials" in str(info.value) and "[API key]" in str(info.value)
+    assert KEY not in str(info.value) and KEY not in capsys.readouterr().err
+    assert info.value.__cause__ is None and info.value.__suppress_context__  # not in a chained traceback either
 
 
 def test_refine_rewrites_existing_captions(server, demo_run, tmp_path):

@@ -44,14 +44,25 @@ class OpenAIChat:
         if not cfg.model:
             raise GtgmError("caption.model must name the model served at caption.base_url")
         self.cfg = cfg
+        self._key = os.environ.get(cfg.api_key_env) or ""
         self.client = openai.OpenAI(
             base_url=cfg.base_url,
-            api_key=os.environ.get(cfg.api_key_env) or "EMPTY",
+            api_key=self._key or "EMPTY",
             timeout=cfg.timeout,
             max_retries=0,
         )
 
     def complete(self, messages: list[dict[str, Any]], what: str) -> str:
+        """The model's answer to ``messages``; errors never carry the API key (a server may echo it)."""
+        try:
+            return self._complete(messages, what)
+        except GtgmError as exc:
+            message = str(exc)
+            if len(self._key) >= 4:
+                message = message.replace(self._key, "[API key]")
+            raise GtgmError(message) from None
+
+    def _complete(self, messages: list[dict[str, Any]], what: str) -> str:
         import openai
 
         retryable = (
