@@ -265,7 +265,7 @@ def _group_blocks(group: str, rows: list[dict[str, Any]], cfg: Config, baseline:
 
 def _paired_blocks(rows: list[dict[str, Any]]) -> list:
     """pretrained − scratch per (seed, test case), with a 95 % bootstrap interval, per label ratio."""
-    diffs = paired_differences([r for r in rows if "cases" in r], "pretrained", "scratch")
+    diffs = paired_differences(rows, "pretrained", "scratch")
     if not diffs:
         return []
     em = rows[0]["metric"] == "voi"
@@ -277,8 +277,9 @@ def _paired_blocks(rows: list[dict[str, Any]]) -> list:
     table = []
     for ratio, d in sorted(diffs.items()):
         b = paired_bootstrap(d)
-        shown = (b["hi"] < 0) if em else (b["lo"] > 0)
-        verdict = "gain" if shown else ("loss" if ((b["lo"] > 0) if em else (b["hi"] < 0)) else "no difference shown")
+        below, above = b["hi"] < 0, b["lo"] > 0
+        gain, loss = (below, above) if em else (above, below)
+        verdict = "gain" if gain else "loss" if loss else "no difference shown"
         table.append([f"{ratio:g}", b["n"], f"{b['mean']:+.3f}", f"[{b['lo']:+.3f}, {b['hi']:+.3f}]", verdict])
     header = ["label ratio", "pairs (seed × test case)", "pretrained − scratch", "95 % bootstrap interval", "verdict"]
     return [("text", rule), ("table", (header, table))]

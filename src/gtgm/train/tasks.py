@@ -156,14 +156,13 @@ class SegmentationTask:
         self.cfg, self.cache = cfg, cache
         f = cfg.finetune
         labels = cache.index["groups"].get(f.group or "default", {}).get("labels", {})
-        values = [int(k) for k in labels] + [
-            v for i in range(len(cache)) for v in (cache.meta(i).get("label_values") or [])
-        ]
-        if any(_instance_labels(cache.meta(i)) for i in range(len(cache))):
+        metas = [cache.meta(i) for i in range(len(cache))]  # each case's JSON, read once
+        values = [int(k) for k in labels] + [v for m in metas for v in (m.get("label_values") or [])]
+        if any(_instance_labels(m) for m in metas):
             raise GtgmError(f"{cache.root}: the labels are neuron instance ids (EM); use finetune.task=em")
         self.outputs, self.labels = (max(values) + 1 if values else 2), labels
         _check_labels(cache, f.task_labels, labels)
-        _check_declared(cache, labels)
+        _check_declared(cache, labels, metas)
         self.class_weight: torch.Tensor | None = None
 
     def weigh_classes(self, train: list[Part]) -> None:
@@ -284,13 +283,13 @@ def _instance_labels(meta: dict[str, Any]) -> bool:
     return key.endswith("neuron_ids") or meta.get("label_values") is None and meta.get("num_labels", 0) > 0
 
 
-def _check_declared(cache: VolumeCache, labels: dict[str, str]) -> None:
+def _check_declared(cache: VolumeCache, labels: dict[str, str], metas: list[dict[str, Any]]) -> None:
     """Label values must be among those ``dataset.json`` declares (an undeclared 9 would add classes 8-9)."""
     if not labels:
         return
     declared = {int(k) for k in labels}
-    for i in range(len(cache)):
-        extra = sorted(set(cache.meta(i).get("label_values") or []) - declared)
+    for i, meta in enumerate(metas):
+        extra = sorted(set(meta.get("label_values") or []) - declared)
         if extra:
             raise GtgmError(
                 f"{cache.root}: case {cache.entries[i]['id']} has label values {extra} that dataset.json does not "
