@@ -38,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, type=Path, help="output folder (gets a dataset.json)")
     ex.add_argument("--n-ct", type=int, default=10, help="number of synthetic CT phantoms (default 10)")
     ex.add_argument("--n-em", type=int, default=3, help="number of synthetic EM volumes (default 3)")
+    ex.add_argument(
+        "--n-ct-unlabeled",
+        type=int,
+        default=0,
+        help="extra unlabelled synthetic CT phantoms for pretraining (group ct_unlabeled; default 0)",
+    )
 
     for name, helptext in (
         ("check", "read and validate every case of a dataset"),
@@ -116,9 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--border-nm", type=float, default=0.0, help="em: ignore ground truth this close to a boundary (CREMI: 25)"
     )
 
-    st = sub.add_parser("study", help="label-efficiency study: scratch vs pretrained x label ratios x seeds")
+    st = sub.add_parser("study", help="label-efficiency study: arms (scratch, pretrained, ...) x label ratios x seeds")
     st.add_argument("cache", help="preprocessed cache with labeled cases")
-    st.add_argument("--pretrained", required=True, help="encoder.pt from gtgm pretrain")
+    st.add_argument("--pretrained", default="", help="encoder.pt from gtgm pretrain (the arm 'pretrained')")
+    st.add_argument("--captions", help="captions.jsonl for the arms the study pretrains (pretrain.captions)")
+    st.add_argument("--text-cache", help="text embedding cache of those captions (pretrain.text_cache)")
     st.add_argument("--out", help="study folder (study.out)")
     _add_config(st)
 
@@ -316,6 +324,9 @@ def _segmentation(args: argparse.Namespace) -> int:
         from gtgm.study import run_study
 
         overrides += [_str("finetune.cache", args.cache)] + ([_str("study.out", args.out)] if args.out else [])
+        overrides += [
+            _str(f"pretrain.{k}", v) for k, v in (("captions", args.captions), ("text_cache", args.text_cache)) if v
+        ]
         cfg = load_config(args.config or "finetune/cpu-small", overrides)
         report = run_study(cfg, args.pretrained, overrides=args.overrides)
         print(f"study report: {report}")
@@ -354,7 +365,7 @@ def _data(args: argparse.Namespace) -> int:
     if args.data_command == "examples":
         from gtgm.data.examples import write_examples
 
-        dataset = write_examples(args.out, n_ct=args.n_ct, n_em=args.n_em)
+        dataset = write_examples(args.out, n_ct=args.n_ct, n_em=args.n_em, n_ct_unlabeled=args.n_ct_unlabeled)
         print(f"wrote {len(dataset['training'])} volumes and {args.out / 'dataset.json'}")
         return 0
     from gtgm.data.datasets import load_dataset

@@ -49,12 +49,12 @@ def run_demo(out: str | Path, cfg: Config, progress: bool = True, overrides: lis
     study = _study(out, cfg, run, progress, list(overrides))
     timings["fine-tuning study"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    evaluation = _predict_and_evaluate(out, cfg, examples) if "ct_phantom" in cfg.study.groups else {}
+    evaluation = _predict_and_evaluate(out, cfg, examples, list(overrides)) if "ct_phantom" in cfg.study.groups else {}
     timings["predict + evaluate"] = time.perf_counter() - t0
     cache = VolumeCache(out / "cache")
     montage = _montage(cache, figures / "corpus.png")
     views = _two_view_figure(cache, cfg, figures / "two_views.png")
-    main_runs = {g: _final_run(out, cfg, g) for g in cfg.study.groups}
+    main_runs = {g: _final_run(out, cfg, g, list(overrides)) for g in cfg.study.groups}
     baselines = json.loads((study.parent / "study.json").read_text()).get("baselines", {})
     blocks = _blocks(index, timings, montage, views)
     blocks[-2:-2] = (
@@ -126,19 +126,23 @@ def _study(out: Path, cfg: Config, run: Path, progress: bool, overrides: list[st
     return run_study(cfg, str(run / "encoder.pt"), progress, overrides)
 
 
-def _final_run(out: Path, cfg: Config, group: str) -> Path:
-    """The demo's main run of ``group``: the pretrained arm (if run), most labels, first seed."""
-    arm = "pretrained" if "pretrained" in cfg.study.arms else cfg.study.arms[0]
-    return out / "study" / group / arm / f"ratio{max(cfg.study.ratios):g}_seed{cfg.study.seeds[0]}"
+def _final_run(out: Path, cfg: Config, group: str, overrides: list[str] = ()) -> Path:
+    """The demo's main run of ``group``: the pretrained arm (if run), most labels, first seed (the group's
+    own study settings, ``study.group_overrides``)."""
+    from gtgm.study import group_config
+
+    s = group_config(cfg, group, overrides).study
+    arm = "pretrained" if "pretrained" in s.arms else s.arms[-1]
+    return out / "study" / group / arm / f"ratio{max(s.ratios):g}_seed{s.seeds[0]}"
 
 
-def _predict_and_evaluate(out: Path, cfg: Config, examples: Path) -> dict[str, Any]:
+def _predict_and_evaluate(out: Path, cfg: Config, examples: Path, overrides: list[str] = ()) -> dict[str, Any]:
     """Segment the raw NIfTI of the held-out CT phantoms with the main CT run, then score them."""
     import shutil
 
     from gtgm.infer import evaluate_folders, predict_inputs
 
-    run = _final_run(out, cfg, "ct_phantom")
+    run = _final_run(out, cfg, "ct_phantom", overrides)
     test_ids = [p["id"] for p in json.loads((run / "split.json").read_text())["test"]]
     labels = out / "predictions" / "labels"
     labels.mkdir(parents=True, exist_ok=True)
@@ -166,7 +170,8 @@ def _study_blocks(out: Path, cfg: Config, study_report: Path) -> list:
         ("heading", "Fine-tuning runs"),
         (
             "text",
-            f"Arms {cfg.study.arms}, label ratios {cfg.study.ratios}, seeds {cfg.study.seeds}: a few converged runs "
+            f"Arms {cfg.study.arms}, label ratios {cfg.study.ratios}, seeds {cfg.study.seeds} (per group: "
+            f"{cfg.study.group_overrides}): a few converged runs "
             "(the full grid, scratch vs pretrained at 1 %, 10 % and 100 % of the labels over 3 seeds, is "
             "`gtgm study --config finetune/cpu-small`). Per-class tables: "
             f"{study_report.relative_to(out)}. CT phantoms: label ratio = share of training cases; MNI152: "

@@ -13,7 +13,7 @@ import numpy as np
 
 from gtgm.config import Config
 from gtgm.overlays import Panel, best_axial_slice, overlay_figure
-from gtgm.study import class_names
+from gtgm.study import class_names, paired_blocks
 
 HD95_NOTE = (
     "HD95: 95th percentile of the symmetric surface distance in mm, mean over the test cases where it is "
@@ -57,7 +57,7 @@ def headline_blocks(
         ("heading", "Does segmentation work? Test figures of the main runs"),
         (
             "text",
-            f"The best model (chosen on validation) of each main run ({_arm_phrase(cfg)}). "
+            f"The best model (chosen on validation) of each main run ({_arm_phrase(runs)}). "
             "CT: gtgm predict on the raw NIfTI of the held-out phantoms (labels back in the input "
             "geometry), then gtgm evaluate. MNI152: the test slab, spatially disjoint from the training and "
             f"validation slabs. {HD95_NOTE}",
@@ -66,6 +66,7 @@ def headline_blocks(
     ]
     if "em_synthetic" in runs:
         blocks += _em_blocks(runs["em_synthetic"], baselines.get("em_synthetic"))
+    blocks += _gain_blocks(out / "study" / "study.json")
     figure = _overlays(out, runs, evaluation)
     if figure:
         caption = "Held-out data, one axial slice: reference (left), prediction (right); patient's right on the right"
@@ -73,13 +74,26 @@ def headline_blocks(
     return blocks
 
 
-def _arm_phrase(cfg: Config) -> str:
-    arm = "pretrained" if "pretrained" in cfg.study.arms else cfg.study.arms[0]
-    ratio = max(cfg.study.ratios)
-    labels = "all training labels" if ratio == 1 else f"label ratio {ratio:g}"
-    return (
-        f"{'gtgm-pretrained encoder' if arm == 'pretrained' else 'from scratch'}, {labels}, seed {cfg.study.seeds[0]}"
-    )
+def _arm_phrase(runs: dict[str, Path]) -> str:
+    """``group: arm, ratio r, seed s`` for each main run (its folder is ``<group>/<arm>/ratio<r>_seed<s>``)."""
+    parts = []
+    for group, run in runs.items():
+        ratio, seed = run.name.removeprefix("ratio").split("_seed")
+        labels = "all training labels" if float(ratio) == 1 else f"label ratio {ratio}"
+        parts.append(f"{group}: {run.parent.name} encoder, {labels}, seed {seed}")
+    return "; ".join(parts)
+
+
+def _gain_blocks(study_json: Path) -> list:
+    """Does pretraining help? The study's paired differences for every group where two arms ran."""
+    if not study_json.is_file():
+        return []
+    blocks: list = []
+    for group, rows in json.loads(study_json.read_text())["results"].items():
+        if len({r["arm"] for r in rows}) < 2:
+            continue
+        blocks += [("heading", f"Does pretraining help? {group}"), *paired_blocks(rows)]
+    return blocks
 
 
 def _em_blocks(run: Path, baseline: dict[str, Any] | None) -> list:

@@ -123,12 +123,13 @@ class GTGMLoss(nn.Module):
 
     Default (paper): ``w·CLIP(v1, t) + w·CLIP(v2, t) + λ·BT(v1, v2)`` with w = 1, λ = 0.01. The
     image-text term can be a negative-free one (``image_text="barlow"|"vicreg"``), the image-image term
-    VICReg or none. The total is the sum of the returned terms.
+    VICReg or none. The total is the sum of the returned terms. ``text_views=1``: only view 1 is paired
+    with the text (caption-consistent views, ``augment.caption_consistent``): ``w·CLIP(v1, t) + λ·BT(v1, v2)``.
     """
 
-    def __init__(self, cfg, gather: bool = False):
+    def __init__(self, cfg, gather: bool = False, text_views: int = 2):
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.text_views = cfg, text_views
         self.clip = ClipLoss(cfg.temperature, cfg.learnable_temperature, gather)
         self.terms = nn.ModuleDict(
             {
@@ -144,7 +145,8 @@ class GTGMLoss(nn.Module):
         if cfg.text_weight > 0:
             it = self.clip if cfg.image_text == "clip" else self.terms[cfg.image_text]
             out["text1_loss"] = cfg.text_weight * it(image_features_1, text_features)
-            out["text2_loss"] = cfg.text_weight * it(image_features_2, text_features)
+            if self.text_views == 2:
+                out["text2_loss"] = cfg.text_weight * it(image_features_2, text_features)
         if cfg.image_image != "none" and cfg.image_weight > 0:
             out["views_loss"] = cfg.image_weight * self.terms[cfg.image_image](image_features_1, image_features_2)
         return out

@@ -19,59 +19,40 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
+from gtgm.arms import ARMS, COMPARISONS, arm_encoder, check_reuse
 from gtgm.config import Config, with_overrides
 from gtgm.data.patches import VolumeCache
-from gtgm.errors import GtgmError
 from gtgm.fsutil import write_json
 from gtgm.report import write_report
 from gtgm.stats import case_scores, paired_bootstrap, paired_differences
 from gtgm.train.finetune import finetune
 from gtgm.train.segdata import make_split
 
-ARMS = ("scratch", "pretrained")
-
 
 def run_one(
-    cfg: Config, group: str, arm: str, ratio: float, seed: int, pretrained: str, root: Path, overrides: list[str] = ()
+    cfg: Config,
+    group: str,
+    arm: str,
+    ratio: float,
+    seed: int,
+    encoder: str,
+    root: Path,
+    overrides: list[str] = (),
 ) -> dict[str, Any]:
+    """One fine-tuning run of ``arm`` (its encoder: ``encoder``, '' = scratch); reused when finished."""
     out = root / group / arm / f"ratio{ratio:g}_seed{seed}"
     c = copy.deepcopy(group_config(cfg, group, overrides))
     c.seed = seed
     f = c.finetune
-    f.group, f.label_ratio, f.out = group, ratio, str(out)
-    f.pretrained = pretrained if arm == "pretrained" else ""
-    _check_reuse(out, c)
+    f.group, f.label_ratio, f.out, f.pretrained = group, ratio, str(out), encoder
+    check_reuse(out, c, ("seed", "model", "finetune", "em"))
     done = out / "test_metrics.json"
     if done.is_file():
         return json.loads(done.read_text())
     if (out / "checkpoints" / "last.pt").exists():
         return finetune(c, resume=True, progress=False)
     return finetune(c, progress=False)
-
-
-def _check_reuse(out: Path, cfg: Config) -> None:
-    """A run folder is reused (finished or resumed) only when it was made with the same fine-tuning settings
-    (``seed``, ``model``, ``finetune``, ``em``; the pretraining run's own paths do not count)."""
-    path = out / "config.yaml"
-    if not path.is_file():
-        return
-    old, new = _flat(yaml.safe_load(path.read_text())), _flat(yaml.safe_load(yaml.safe_dump(cfg.to_dict())))
-    keys = [k for k in old.keys() | new.keys() if k == "seed" or k.split(".")[0] in ("model", "finetune", "em")]
-    changed = sorted(k for k in keys if old.get(k) != new.get(k))
-    if changed:
-        raise GtgmError(
-            f"{out} holds a run made with other settings ({', '.join(changed[:4])}{', ...' if len(changed) > 4 else ''}"
-            "); delete it, or choose another study output folder"
-        )
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
-    return out
 
 
 def group_config(cfg: Config, group: str, overrides: list[str] = ()) -> Config:
@@ -88,46 +69,53 @@ def _train_subset(cfg: Config, group: str, ratio: float, overrides: list[str]) -
     return tuple((p.case, tuple(p.slices) if p.slices is not None else None) for p in parts)
 
 
-def run_study(cfg: Config, pretrained: str, progress: bool = True, overrides: list[str] = ()) -> Path:
+def run_study(cfg: Config, pretrained: str = "", progress: bool = True, overrides: list[str] = ()) -> Path:
     """Run every (group, ratio, seed, arm) and write the report; returns the report's Markdown path.
 
-    Two ratios that select the same training subset for a seed (e.g. 1 % and 10 % of five cases both
-    keep one case) give the same run; it is trained once and its result reported for both.
+    Arms, ratios and seeds are the group's (``study.group_overrides`` may change them per group). Arms that
+    pretrain their encoder (:mod:`gtgm.arms`) pretrain first. Two ratios that select the same training
+    subset for a seed (e.g. 1 % and 10 % of five cases both keep one case) give the same run; it is
+    trained once and its result reported for both.
     """
     root = Path(cfg.study.out)
     results: dict[str, Any] = {}
     seen: dict[tuple, dict[str, Any]] = {}
     t0 = time.perf_counter()
-    total = len(cfg.study.groups) * len(cfg.study.ratios) * len(cfg.study.seeds) * len(cfg.study.arms)
-    n = 0
-    for group in cfg.study.groups:
-        for ratio in cfg.study.ratios:
-            for seed in cfg.study.seeds:
-                for arm in cfg.study.arms:
-                    n += 1
-                    key = (group, arm, seed, _train_subset(cfg, group, ratio, overrides))
-                    res = seen.get(key) or run_one(cfg, group, arm, ratio, seed, pretrained, root, overrides)
-                    seen[key] = res
-                    test = res["test"]
-                    results.setdefault(group, []).append(
-                        {
-                            "arm": arm,
-                            "ratio": ratio,
-                            "seed": seed,
-                            "metric": test["metric"],
-                            "values": test["summary"],
-                            "score": test[test["metric"]],
-                            "cases": case_scores(test),
-                            "train_cases": res["train_cases"],
-                            "labelled_slices": res["labelled_slices"],
-                        }
-                    )
-                    if progress:
-                        print(
-                            f"[study] {n}/{total} {group} {arm} ratio {ratio:g} seed {seed}: test "
-                            f"{test['metric']} {test[test['metric']]:.3f} ({time.perf_counter() - t0:.0f} s)",
-                            flush=True,
-                        )
+    plan = [
+        (group, ratio, i, seed, arm)
+        for group in cfg.study.groups
+        for gs in [group_config(cfg, group, overrides).study]
+        for ratio in gs.ratios
+        for i, seed in enumerate(gs.seeds)
+        for arm in gs.arms
+    ]
+    for n, (group, ratio, i, seed, arm) in enumerate(plan, 1):
+        encoder = arm_encoder(cfg, arm, i, pretrained, root, progress)
+        key = (group, arm, seed, encoder, _train_subset(cfg, group, ratio, overrides))
+        res = seen.get(key) or run_one(cfg, group, arm, ratio, seed, encoder, root, overrides)
+        seen[key] = res
+        test = res["test"]
+        results.setdefault(group, []).append(
+            {
+                "arm": arm,
+                "ratio": ratio,
+                "seed": seed,
+                "encoder": encoder,
+                "metric": test["metric"],
+                "values": test["summary"],
+                "score": test[test["metric"]],
+                "val_score": res.get("best_val"),
+                "cases": case_scores(test),
+                "train_cases": res["train_cases"],
+                "labelled_slices": res["labelled_slices"],
+            }
+        )
+        if progress:
+            print(
+                f"[study] {n}/{len(plan)} {group} {arm} ratio {ratio:g} seed {seed}: test "
+                f"{test['metric']} {test[test['metric']]:.3f} ({time.perf_counter() - t0:.0f} s)",
+                flush=True,
+            )
     em_groups = [g for g in cfg.study.groups if group_config(cfg, g, overrides).finetune.task == "em"]
     baselines = {g: _baseline(group_config(cfg, g, overrides), g) for g in em_groups}
     seconds = time.perf_counter() - t0
@@ -202,8 +190,9 @@ def write_study_report(
     blocks: list = [
         (
             "text",
-            f"Fine-tuning {cfg.model.encoder} (channels {cfg.model.channels}) from scratch and from {pretrained}; "
-            f"label ratios {cfg.study.ratios}, seeds {cfg.study.seeds}; {seconds / 60:.1f} min in all. "
+            f"Fine-tuning {cfg.model.encoder} (channels {cfg.model.channels}); arms {cfg.study.arms} "
+            f"({_arms_phrase(pretrained)}); label ratios {cfg.study.ratios}, seeds {cfg.study.seeds} (per-group "
+            f"changes: {cfg.study.group_overrides or 'none'}); {seconds / 60:.1f} min in all. "
             "Test figures, mean ± std over seeds (a single seed is shown as its value). "
             "Segmentation: Dice per class (classes without any test voxels "
             "count as 1 when nothing is predicted, see gtgm.metrics). EM: VOI split / merge (bits), adapted Rand "
@@ -214,7 +203,7 @@ def write_study_report(
     for ax, (group, rows) in zip(axes[0], results.items()):
         blocks += _group_blocks(group, rows, group_config(cfg, group, overrides), (baselines or {}).get(group))
         summary = summarize(rows)
-        for arm, style in zip(ARMS, ("--o", "-s")):
+        for arm, style in zip(ARMS, ("--o", "-s", "-^", "-v", "-D", ":x")):
             pts = sorted((r, s["score"]) for (a, r), s in summary.items() if a == arm)
             if not pts:
                 continue
@@ -260,26 +249,50 @@ def _group_blocks(group: str, rows: list[dict[str, Any]], cfg: Config, baseline:
     )
     if baseline:
         text += " The baseline's threshold is the best on the test split itself (in its favour)."
-    return [("heading", group), ("text", text), ("table", (header, table)), *_paired_blocks(rows)]
+    return [("heading", group), ("text", text), ("table", (header, table)), *paired_blocks(rows)]
 
 
-def _paired_blocks(rows: list[dict[str, Any]]) -> list:
-    """pretrained − scratch per (seed, test case), with a 95 % bootstrap interval, per label ratio."""
-    diffs = paired_differences(rows, "pretrained", "scratch")
-    if not diffs:
-        return []
-    em = rows[0]["metric"] == "voi"
-    rule = (
-        "Decision rule, fixed before the numbers: pretraining helps at a ratio only if the whole 95 % interval "
-        f"of the paired difference lies {'below' if em else 'above'} 0 "
-        f"({'VOI: lower is better' if em else 'mean Dice over classes'}); otherwise no gain is shown."
+def _arms_phrase(pretrained: str) -> str:
+    given = f"pretrained: {pretrained}; " if pretrained else ""
+    return (
+        f"{given}gtgm, image_only, text_only and shuffled_text are pretrained by the study itself, see gtgm.arms, "
+        "on volumes and regions disjoint from the fine-tuning validation and test cases"
     )
+
+
+def paired_blocks(rows: list[dict[str, Any]]) -> list:
+    """Arm − baseline per (seed, test case) with a 95 % bootstrap interval, per comparison and label ratio."""
+    em = rows[0]["metric"] == "voi"
     table = []
-    for ratio, d in sorted(diffs.items()):
-        b = paired_bootstrap(d)
-        below, above = b["hi"] < 0, b["lo"] > 0
-        gain, loss = (below, above) if em else (above, below)
-        verdict = "gain" if gain else "loss" if loss else "no difference shown"
-        table.append([f"{ratio:g}", b["n"], f"{b['mean']:+.3f}", f"[{b['lo']:+.3f}, {b['hi']:+.3f}]", verdict])
-    header = ["label ratio", "pairs (seed × test case)", "pretrained − scratch", "95 % bootstrap interval", "verdict"]
+    for arm, base in COMPARISONS:
+        for ratio, d in sorted(paired_differences(rows, arm, base).items()):
+            b = paired_bootstrap(d)
+            below, above = b["hi"] < 0, b["lo"] > 0
+            better, worse = (below, above) if em else (above, below)
+            verdict = f"{arm} better" if better else f"{arm} worse" if worse else "no difference shown"
+            table.append(
+                [
+                    f"{arm} − {base}",
+                    f"{ratio:g}",
+                    b["n"],
+                    f"{b['mean']:+.3f}",
+                    f"[{b['lo']:+.3f}, {b['hi']:+.3f}]",
+                    verdict,
+                ]
+            )
+    if not table:
+        return []
+    rule = (
+        "Decision rule, fixed before the numbers: an arm beats its baseline at a ratio only if the whole 95 % "
+        f"interval of the paired difference per (seed, test case) lies {'below' if em else 'above'} 0 "
+        f"({'VOI: lower is better' if em else 'mean Dice over classes'}); otherwise no difference is shown."
+    )
+    header = [
+        "comparison",
+        "label ratio",
+        "pairs (seed × test case)",
+        "mean difference",
+        "95 % bootstrap interval",
+        "verdict",
+    ]
     return [("text", rule), ("table", (header, table))]

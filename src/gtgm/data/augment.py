@@ -193,24 +193,44 @@ def view_pipeline(cfg: AugmentConfig) -> list[Any]:
     ]
 
 
+def text_view_pipeline(cfg: AugmentConfig) -> list[Any]:
+    """Random wrappers of the caption-paired view: nothing that moves, mirrors or rescales the content, and
+    intensity changes small enough to keep the caption's 5 % shares (see :mod:`gtgm.text.consistency`)."""
+    return [
+        RandomScalar(Contrast, cfg.contrast_prob, cfg.text_view_contrast),
+        RandomScalar(Brightness, cfg.brightness_prob, cfg.text_view_brightness),
+        RandomNoise(cfg.noise_prob, cfg.text_view_noise_std),
+        RandomScalar(Blur, cfg.blur_prob, cfg.blur_sigma),
+    ]
+
+
 def apply_ops(x: torch.Tensor, ops: list[Any]) -> torch.Tensor:
     for op in ops:
         x = op(x)
     return x
 
 
-class TwoViews:
-    """Two independently augmented views of one patch: ``(v1, v2, [ops1, ops2] records)``."""
+def sample_ops(wrappers: list[Any], rng: np.random.Generator, shape: tuple[int, ...]) -> list[Any]:
+    ops = (w.sample(rng, shape) for w in wrappers)
+    return [op for op in ops if op is not None]
 
-    def __init__(self, cfg: AugmentConfig):
+
+class TwoViews:
+    """Two independently augmented views of one patch: ``(v1, v2, [ops1, ops2] records)``.
+
+    ``caption_consistent``: view 1 from :func:`text_view_pipeline`, view 2 from :func:`view_pipeline`;
+    otherwise both from :func:`view_pipeline`.
+    """
+
+    def __init__(self, cfg: AugmentConfig, caption_consistent: bool = False):
         self.wrappers = view_pipeline(cfg)
+        self.first = text_view_pipeline(cfg) if caption_consistent else self.wrappers
 
     def sample(self, rng: np.random.Generator, shape: tuple[int, ...]) -> list[Any]:
-        ops = (w.sample(rng, shape) for w in self.wrappers)
-        return [op for op in ops if op is not None]
+        return sample_ops(self.wrappers, rng, shape)
 
     def __call__(self, patch: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, list]:
         shape = tuple(patch.shape[1:])
-        ops1, ops2 = self.sample(rng, shape), self.sample(rng, shape)
+        ops1, ops2 = sample_ops(self.first, rng, shape), self.sample(rng, shape)
         v1, v2 = apply_ops(patch, ops1), apply_ops(patch, ops2)
         return v1.contiguous(), v2.contiguous(), [[describe(o) for o in ops1], [describe(o) for o in ops2]]

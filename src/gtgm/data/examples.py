@@ -27,6 +27,7 @@ from tqdm import tqdm
 from gtgm.data.io import write_cremi, write_nifti
 from gtgm.data.phantom_ct import CT_LABELS, make_ct_phantom
 from gtgm.data.synthetic_em import EM_RESOLUTION_XYZ, make_em_volume
+from gtgm.errors import GtgmError
 from gtgm.fsutil import atomic_path, write_json, write_text
 
 TISSUE_LABELS = {0: "background", 1: "other_brain_csf", 2: "grey_matter", 3: "white_matter"}
@@ -85,11 +86,21 @@ def _copy(src: Path, dest: Path) -> None:
         shutil.copyfile(src, tmp)
 
 
-def write_examples(out: str | Path, n_ct: int = 10, n_em: int = 3, progress: bool = True) -> dict[str, Any]:
-    """Write the corpus to ``out``; returns the ``dataset.json`` content (also written, last)."""
+def write_examples(
+    out: str | Path, n_ct: int = 10, n_em: int = 3, progress: bool = True, n_ct_unlabeled: int = 0
+) -> dict[str, Any]:
+    """Write the corpus to ``out``; returns the ``dataset.json`` content (also written, last).
+
+    ``n_ct_unlabeled``: extra synthetic CT phantoms without labels (group ``ct_unlabeled``, seeds 3000 + i, so
+    never a copy of a labelled one): a pretraining corpus that grows with the number asked for.
+    """
+    counts = {"--n-ct": n_ct, "--n-em": n_em, "--n-ct-unlabeled": n_ct_unlabeled}
+    bad = [f"{k} {v}" for k, v in counts.items() if not isinstance(v, int) or v < 0]
+    if bad:
+        raise GtgmError(f"example corpus: counts must be whole numbers >= 0, got {', '.join(bad)}")
     out = Path(out)
     entries: list[dict[str, Any]] = []
-    steps = 1 + len(REAL_MRI) + n_ct + n_em
+    steps = 1 + len(REAL_MRI) + n_ct + n_em + n_ct_unlabeled
     with tqdm(total=steps, desc="examples", unit="vol", disable=not progress) as bar:
         from nilearn.datasets import struct
 
@@ -133,6 +144,20 @@ def write_examples(out: str | Path, n_ct: int = 10, n_em: int = 3, progress: boo
                     "CT",
                     True,
                     f"gtgm.data.phantom_ct seed {1000 + i}",
+                )
+            )
+            bar.update(1)
+        for i in range(n_ct_unlabeled):
+            hu, _, affine = make_ct_phantom(seed=3000 + i)
+            write_nifti(out / "ct_unlabeled" / f"phantom_u{i:04d}.nii.gz", hu, affine)
+            entries.append(
+                _entry(
+                    f"ct_unlabeled/phantom_u{i:04d}.nii.gz",
+                    None,
+                    "ct_unlabeled",
+                    "CT",
+                    True,
+                    f"gtgm.data.phantom_ct seed {3000 + i}",
                 )
             )
             bar.update(1)
@@ -186,6 +211,11 @@ def _dataset_json(entries: list[dict[str, Any]]) -> dict[str, Any]:
                 "modality": "CT",
                 "labels": {str(k): v for k, v in CT_LABELS.items()},
                 "description": "synthetic CT phantoms (gtgm.data.phantom_ct), HU, LPS-oriented",
+            },
+            "ct_unlabeled": {
+                "modality": "CT",
+                "labels": {},
+                "description": "synthetic CT phantoms without labels (pretraining corpus)",
             },
             "em_synthetic": {
                 "modality": "EM",

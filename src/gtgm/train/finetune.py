@@ -62,7 +62,7 @@ class Finetuner:
         self.enc_params = [p for p in self.model.parameters() if id(p) in enc]
         rest = [p for p in self.model.parameters() if id(p) not in enc]
         self.opt = torch.optim.AdamW(
-            [{"params": self.enc_params, "lr": f.lr * f.encoder_lr_scale}, {"params": rest}],
+            [{"params": self.enc_params, "lr": f.lr * (f.encoder_lr_scale if f.pretrained else 1.0)}, {"params": rest}],
             lr=f.lr,
             weight_decay=f.weight_decay,
         )

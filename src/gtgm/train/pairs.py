@@ -1,5 +1,11 @@
 """Pretraining samples: a captioned patch as two augmented views plus its frozen caption embedding.
 
+A caption box is shown at the cache's voxel size, the scale fine-tuning sees: a box larger than
+``patch_size`` is cropped at a random place inside it (centred for evaluation), a smaller one is padded;
+nothing is resized. View 1 keeps the caption's facts (``augment.caption_consistent``, see
+:class:`~gtgm.data.augment.TwoViews`). ``text_control="shuffled"`` pairs every box with the caption of
+another box (one fixed permutation per seed): the control that tells whether the text's content matters.
+
 Sample ``i`` is drawn from ``numpy.random.default_rng([seed, i])`` (which caption record, which
 augmentations), where ``i`` is a global sample counter: micro-step ``m`` of a run with per-process
 batch B on W processes uses samples ``m·B·W + r·B + j`` on rank r. So a resumed run sees exactly the
@@ -15,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
 from gtgm.config import AugmentConfig
@@ -26,10 +31,10 @@ from gtgm.text.encoders import TextCache
 
 
 def split_records(records: list[dict[str, Any]], holdout_fraction: float) -> tuple[list, list]:
-    """Deterministic train/held-out split by a hash of each caption's key."""
-    held = [r for r in records if zlib.crc32(r["key"].encode()) % 10_000 < holdout_fraction * 10_000]
-    keep = {r["key"] for r in held}
-    return [r for r in records if r["key"] not in keep], held
+    """Deterministic train/held-out split of whole volumes (a hash of each caption's volume id), so no
+    held-out box overlaps a training box."""
+    held_out = lambda r: zlib.crc32(str(r["volume"]).encode()) % 10_000 < holdout_fraction * 10_000  # noqa: E731
+    return [r for r in records if not held_out(r)], [r for r in records if held_out(r)]
 
 
 def _check_box(rec: dict[str, Any], shape: list[int]) -> None:
@@ -58,6 +63,7 @@ class CaptionPairs(Dataset):
         patch_size: list[int],
         augment: AugmentConfig | None,
         seed: int = 0,
+        text_control: str = "none",
     ):
         if not records:
             raise GtgmError("no captions to pretrain on (after the held-out split)")
@@ -70,21 +76,30 @@ class CaptionPairs(Dataset):
         for r, case in zip(records, self.case):
             _check_box(r, cache.shape(int(case)))
         self.rows = text_cache.lookup([r["text"] for r in records])
+        if text_control == "shuffled":
+            self.rows = self.rows[np.random.default_rng([seed, 11]).permutation(len(self.rows))]
         self.text_cache, self.patch_size = text_cache, list(patch_size)
-        self.views = TwoViews(augment) if augment is not None else None
+        self.views = TwoViews(augment, augment.caption_consistent) if augment is not None else None
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def patch(self, k: int) -> torch.Tensor:
-        """Record ``k``'s box from the cache, resized (trilinear) to ``patch_size``: (C, *patch_size)."""
+    def patch(self, k: int, rng: np.random.Generator | None = None) -> torch.Tensor:
+        """(C, *patch_size) from record ``k``'s box at the cache's voxel size: where the box is larger than
+        the patch, at a random offset inside it (``rng``; centred without one); where smaller, padded."""
         rec, case = self.records[k], int(self.case[k])
-        box = torch.from_numpy(
-            read_patch(self.cache.image(case), rec["start"], rec["size"], self.cache.pad_value(case))
-        )
-        if list(box.shape[1:]) != self.patch_size:
-            box = F.interpolate(box[None], size=self.patch_size, mode="trilinear", align_corners=False)[0]
-        return box
+        extra = [max(b - p, 0) for b, p in zip(rec["size"], self.patch_size)]
+        offset = [int(rng.integers(e + 1)) if rng is not None else e // 2 for e in extra]
+        start = [s + o for s, o in zip(rec["start"], offset)]
+        size = [min(b, p) for b, p in zip(rec["size"], self.patch_size)]
+        box = read_patch(self.cache.image(case), start, size, self.cache.pad_value(case))
+        pad = [(0, p - b) for b, p in zip(size, self.patch_size)]
+        if any(after for _, after in pad):
+            value = np.asarray(self.cache.pad_value(case), dtype=box.dtype).reshape(-1, 1, 1, 1)
+            full = np.broadcast_to(value, (box.shape[0], *self.patch_size)).copy()
+            full[:, : size[0], : size[1], : size[2]] = box
+            box = full
+        return torch.from_numpy(np.ascontiguousarray(box))
 
     def text(self, k: int) -> torch.Tensor:
         return torch.from_numpy(np.asarray(self.text_cache.embeddings[self.rows[k]], dtype=np.float32))
@@ -92,7 +107,7 @@ class CaptionPairs(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         rng = np.random.default_rng([self.seed, i])
         k = int(rng.integers(len(self.records)))
-        patch = self.patch(k)
+        patch = self.patch(k, rng if self.views is not None else None)
         if self.views is None:
             v1 = v2 = patch
         else:

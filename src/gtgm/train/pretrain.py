@@ -40,6 +40,7 @@ from gtgm.train.checkpoint import load_checkpoint, load_weights, rng_state, save
 from gtgm.train.logs import RunLogger
 from gtgm.train.optim import amp_setup, optimizer_step, warmup_cosine
 from gtgm.train.pairs import CaptionPairs, StepSampler, split_records
+from gtgm.train.reserved import drop_reserved, reserved_regions
 
 
 def build_model(cfg: Config, text_dim: int) -> VLPModel:
@@ -55,7 +56,8 @@ def build_model(cfg: Config, text_dim: int) -> VLPModel:
     return VLPModel(encoder, text_dim, m.embed_dim, m.head_hidden)
 
 
-def load_data(cfg: Config) -> tuple[CaptionPairs, CaptionPairs | None]:
+def load_data(cfg: Config) -> tuple[CaptionPairs, CaptionPairs | None, dict[str, Any]]:
+    """Training pairs, held-out pairs (whole volumes) and the record of what was reserved for fine-tuning."""
     p = cfg.pretrain
     for key in ("cache", "captions", "text_cache"):
         if not getattr(p, key):
@@ -63,13 +65,19 @@ def load_data(cfg: Config) -> tuple[CaptionPairs, CaptionPairs | None]:
     cache = VolumeCache(p.cache)
     text_cache = TextCache(p.text_cache)
     text_cache.require_encoder(cfg.text)
-    train, held = split_records(read_captions(p.captions), p.holdout_fraction)
-    pairs = CaptionPairs(cache, train, text_cache, p.patch_size, cfg.augment, cfg.seed)
+    records = read_captions(p.captions)
+    reserved = reserved_regions(cache, cfg) if p.exclude_finetune_eval else {"regions": [], "unsplittable": {}}
+    records, dropped = drop_reserved(records, reserved["regions"])
+    reserved["dropped_boxes"] = len(dropped)
+    reserved["dropped_volumes"] = sorted({r["volume"] for r in dropped})
+    train, held = split_records(records, p.holdout_fraction)
+    reserved["retrieval_volumes"] = sorted({r["volume"] for r in held})
+    pairs = CaptionPairs(cache, train, text_cache, p.patch_size, cfg.augment, cfg.seed, p.text_control)
     if not held:
-        return pairs, None
+        return pairs, None, reserved
     rng = torch.Generator().manual_seed(cfg.seed)
     held = [held[i] for i in torch.randperm(len(held), generator=rng)[: p.eval_patches].tolist()]
-    return pairs, CaptionPairs(cache, held, text_cache, p.patch_size, None, cfg.seed)
+    return pairs, CaptionPairs(cache, held, text_cache, p.patch_size, None, cfg.seed), reserved
 
 
 def _optimizer(model: torch.nn.Module, loss_fn: torch.nn.Module, cfg: Config) -> torch.optim.AdamW:
@@ -93,9 +101,10 @@ class Pretrainer:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", self.world))))
         self.out = Path(cfg.pretrain.out)
         torch.manual_seed(cfg.seed)
-        self.pairs, self.held = load_data(cfg)
+        self.pairs, self.held, self.reserved = load_data(cfg)
         self.model = build_model(cfg, self.pairs.text_cache.index["dim"]).to(self.device)
-        self.loss_fn = GTGMLoss(cfg.loss, gather=self.world > 1).to(self.device)
+        text_views = 1 if cfg.augment.caption_consistent else 2
+        self.loss_fn = GTGMLoss(cfg.loss, gather=self.world > 1, text_views=text_views).to(self.device)
         self.net = DistributedDataParallel(self.model) if self.world > 1 else self.model
         self.opt = _optimizer(self.model, self.loss_fn, cfg)
         p = cfg.pretrain
@@ -116,6 +125,7 @@ class Pretrainer:
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
             write_text(self.out / "config.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+            write_json(self.out / "reserved.json", self.reserved)
 
     def state(self) -> dict[str, Any]:
         return {
@@ -238,6 +248,8 @@ class Pretrainer:
                 "steps": self.step,
                 "text_encoder": self.pairs.text_cache.encoder,
                 "retrieval": retrieval,
+                "train_volumes": sorted({r["volume"] for r in self.pairs.records}),
+                "reserved_for_finetuning": self.reserved["regions"],
             },
         )
 

@@ -1,0 +1,108 @@
+"""The study's arms: where each arm's encoder comes from, and the pretraining runs the study makes.
+
+* ``scratch``: random initialisation.
+* ``pretrained``: the encoder given to ``gtgm study --pretrained``.
+* ``gtgm``: image-text (CLIP) + image-image (Barlow Twins / VICReg) pretraining, as configured.
+* ``image_only``: the same run without the text term (``loss.text_weight=0``): self-supervised only.
+* ``text_only``: the same run without the image-image term (``loss.image_weight=0``).
+* ``shuffled_text``: GTGM with every box paired with another box's caption (``pretrain.text_control=shuffled``):
+  the control that shows whether the captions' content, not the extra loss, brings a gain.
+
+The study pretrains each arm into ``STUDY/pretrain/<arm>_seed<k>/`` on ``pretrain.cache`` (default: the
+fine-tuning cache), ``pretrain.captions`` and ``pretrain.text_cache``, with ``study.pretrain_seeds``; the
+i-th fine-tuning seed uses pretraining seed ``pretrain_seeds[i mod len]``. Pretraining never sees the
+fine-tuning validation and test regions (:mod:`gtgm.train.reserved`). Finished runs are reused.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gtgm.config import Config, with_overrides
+from gtgm.errors import GtgmError
+
+PRETRAIN_ARMS: dict[str, list[str]] = {
+    "gtgm": [],
+    "image_only": ["loss.text_weight=0"],
+    "text_only": ["loss.image_weight=0"],
+    "shuffled_text": ["pretrain.text_control=shuffled"],
+}
+ARMS = ("scratch", "pretrained", *PRETRAIN_ARMS)
+# (arm, baseline) pairs the report compares, when both arms ran
+COMPARISONS = [
+    ("pretrained", "scratch"),
+    ("gtgm", "scratch"),
+    ("gtgm", "image_only"),
+    ("gtgm", "shuffled_text"),
+    ("image_only", "scratch"),
+    ("text_only", "scratch"),
+    ("shuffled_text", "scratch"),
+]
+
+
+def arm_encoder(cfg: Config, arm: str, seed_index: int, given: str, root: Path, progress: bool = False) -> str:
+    """The ``finetune.pretrained`` path of ``arm`` for the ``seed_index``-th fine-tuning seed ('' = scratch)."""
+    if arm == "scratch":
+        return ""
+    if arm == "pretrained":
+        if not given:
+            raise GtgmError("study arm 'pretrained' needs an encoder: give --pretrained ENCODER.pt")
+        return given
+    seeds = cfg.study.pretrain_seeds
+    return str(pretrain_arm(cfg, arm, seeds[seed_index % len(seeds)], root, progress) / "encoder.pt")
+
+
+def arm_config(cfg: Config, arm: str, seed: int, root: Path) -> Config:
+    """The pretraining configuration of ``arm`` with ``seed``, writing to ``root/pretrain/<arm>_seed<seed>``."""
+    c = copy.deepcopy(with_overrides(cfg, PRETRAIN_ARMS[arm]))
+    c.seed = seed
+    c.pretrain.out = str(root / "pretrain" / f"{arm}_seed{seed}")
+    c.pretrain.cache = c.pretrain.cache or c.finetune.cache
+    for key in ("captions", "text_cache"):
+        if not getattr(c.pretrain, key):
+            raise GtgmError(
+                f"study arm '{arm}' pretrains its encoder and needs pretrain.{key} (give --{key.replace('_', '-')})"
+            )
+    return c
+
+
+def pretrain_arm(cfg: Config, arm: str, seed: int, root: Path, progress: bool = False) -> Path:
+    """Run (or reuse, or resume) the pretraining of ``arm``; returns its run folder."""
+    from gtgm.train.pretrain import pretrain
+
+    c = arm_config(cfg, arm, seed, root)
+    out = Path(c.pretrain.out)
+    check_reuse(out, c, ("seed", "model", "loss", "augment", "pretrain", "text"), ignore=("pretrain.out",))
+    if (out / "encoder.pt").is_file():
+        return out
+    if progress:
+        print(f"[study] pretraining arm {arm} (seed {seed}) -> {out}", flush=True)
+    pretrain(c, resume=(out / "checkpoints" / "last.pt").is_file(), progress=progress)
+    return out
+
+
+def check_reuse(out: Path, cfg: Config, sections: tuple[str, ...], ignore: tuple[str, ...] = ()) -> None:
+    """A run folder is reused (finished or resumed) only when ``out/config.yaml`` agrees with ``cfg`` on every
+    key under ``sections`` (a section name, or a top-level key such as ``seed``), except ``ignore``."""
+    path = out / "config.yaml"
+    if not path.is_file():
+        return
+    old, new = _flat(yaml.safe_load(path.read_text())), _flat(yaml.safe_load(yaml.safe_dump(cfg.to_dict())))
+    keys = [k for k in old.keys() | new.keys() if k.split(".")[0] in sections and k not in ignore]
+    changed = sorted(k for k in keys if old.get(k) != new.get(k))
+    if changed:
+        raise GtgmError(
+            f"{out} holds a run made with other settings ({', '.join(changed[:4])}{', ...' if len(changed) > 4 else ''}"
+            "); delete it, or choose another study output folder"
+        )
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
+    return out

@@ -1,0 +1,59 @@
+"""What pretraining must not see: the validation and test regions of the fine-tuning tasks.
+
+For every labelled group of the cache, the fine-tuning split (:func:`~gtgm.train.segdata.make_split`,
+drawn with ``finetune.split_seed`` and the group's ``study.group_overrides``) names its validation and
+test parts: whole cases for a case split, slabs of a volume for a region split. A caption box that
+overlaps one of them is dropped from pretraining, so an encoder never learns from the voxels it is
+later scored on. The rule and what it dropped are recorded in the run (``reserved.json``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from gtgm.config import Config, with_overrides
+from gtgm.data.patches import VolumeCache
+from gtgm.errors import GtgmError
+from gtgm.train.segdata import make_split
+
+
+def reserved_regions(cache: VolumeCache, cfg: Config) -> dict[str, Any]:
+    """``{"regions": [{"volume", "group", "split", "lo", "hi"}...], "unsplittable": {group: reason}}``.
+
+    ``lo``/``hi``: the part's box [lo, hi) in the cache's (x, y, z) voxels.
+    """
+    regions, unsplittable = [], {}
+    groups = sorted({e["group"] for e in cache.entries if "label" in e["files"]})
+    for group in groups:
+        gcfg = with_overrides(cfg, cfg.study.group_overrides.get(group, []))
+        sub = VolumeCache(cache.root, group=group, labeled=True)
+        try:
+            split = make_split(sub, dataclasses.replace(gcfg.finetune, group=group))
+        except GtgmError as exc:  # a group fine-tuning cannot split either: nothing of it is evaluated
+            unsplittable[group] = str(exc)
+            continue
+        for name in ("val", "test"):
+            for p in split[name]:
+                volume = sub.entries[p.case]["id"]
+                regions.append({"volume": volume, "group": group, "split": name, "lo": p.lo, "hi": p.hi})
+    return {"regions": regions, "unsplittable": unsplittable}
+
+
+def overlaps(rec: dict[str, Any], region: dict[str, Any]) -> bool:
+    """Does caption box ``rec`` (``start``, ``size``) share a voxel with ``region`` of the same volume?"""
+    if rec["volume"] != region["volume"]:
+        return False
+    return all(s < hi and s + n > lo for s, n, lo, hi in zip(rec["start"], rec["size"], region["lo"], region["hi"]))
+
+
+def drop_reserved(records: list[dict[str, Any]], regions: list[dict[str, Any]]) -> tuple[list, list]:
+    """``(kept, dropped)``: records overlapping no reserved region, and the others."""
+    by_volume: dict[str, list[dict[str, Any]]] = {}
+    for r in regions:
+        by_volume.setdefault(r["volume"], []).append(r)
+    kept, dropped = [], []
+    for rec in records:
+        hit = any(overlaps(rec, r) for r in by_volume.get(rec["volume"], []))
+        (dropped if hit else kept).append(rec)
+    return kept, dropped

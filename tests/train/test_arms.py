@@ -1,0 +1,86 @@
+"""Study arms that pretrain their own encoder: gtgm, image-only SSL, text-only, shuffled-text control."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from gtgm.config import load_config
+from gtgm.errors import GtgmError
+from gtgm.models.encoders import segmenter_state_dict
+from gtgm.models.registry import create_encoder
+from gtgm.study import run_study
+from gtgm.train.checkpoint import save_checkpoint
+from gtgm.train.finetune import Finetuner
+
+TINY = [
+    "model.channels=[4,8,16]",
+    "model.embed_dim=16",
+    "model.head_hidden=32",
+    "pretrain.patch_size=[16,16,16]",
+    "pretrain.batch_size=4",
+    "pretrain.steps=2",
+    "pretrain.warmup_steps=1",
+    "pretrain.num_workers=0",
+    "pretrain.eval_every=1000",
+    "pretrain.tensorboard=false",
+    "finetune.steps=2",
+    "finetune.val_every=2",
+    "finetune.batch_size=2",
+    "finetune.patch_size=[16,16,16]",
+]
+
+
+def test_study_pretrains_each_arm_and_compares_them(demo_run, tmp_path):
+    cfg = load_config(
+        "study/cpu-ablation",
+        [
+            f"finetune.cache={demo_run / 'cache'}",
+            f"pretrain.captions={demo_run / 'captions.jsonl'}",
+            f"pretrain.text_cache={demo_run / 'text'}",
+            f"study.out={tmp_path / 'study'}",
+            "study.arms=[scratch, gtgm, image_only, shuffled_text]",
+            "study.seeds=[0]",
+            *TINY,
+        ],
+    )
+    report = run_study(cfg, progress=False).read_text()
+    root = tmp_path / "study"
+    losses = {
+        a: yaml.safe_load((root / "pretrain" / f"{a}_seed0" / "config.yaml").read_text())["loss"]
+        for a in ("gtgm", "image_only", "shuffled_text")
+    }
+    assert losses["image_only"]["text_weight"] == 0 and losses["gtgm"]["text_weight"] > 0
+    control = yaml.safe_load((root / "pretrain" / "shuffled_text_seed0" / "config.yaml").read_text())
+    assert control["pretrain"]["text_control"] == "shuffled"
+    ft = yaml.safe_load((root / "ct_phantom" / "gtgm" / "ratio0.01_seed0" / "config.yaml").read_text())
+    assert ft["finetune"]["pretrained"] == str(root / "pretrain" / "gtgm_seed0" / "encoder.pt")
+    for comparison in ("gtgm − scratch", "gtgm − image_only", "gtgm − shuffled_text", "image_only − scratch"):
+        assert comparison in report
+    study = json.loads((root / "study.json").read_text())
+    assert {r["arm"] for r in study["results"]["ct_phantom"]} == {"scratch", "gtgm", "image_only", "shuffled_text"}
+    with pytest.raises(GtgmError, match="needs an encoder"):
+        run_study(load_config(None, [f"study.out={tmp_path / 's2'}", "study.arms=[pretrained]"]), progress=False)
+
+
+def test_encoder_lr_scale_applies_to_pretrained_encoders_only(demo_run, tmp_path):
+    enc = create_encoder("resunet", channels=[4, 8, 16])
+    save_checkpoint(tmp_path / "encoder.pt", segmenter_state_dict(enc))
+    common = [
+        f"finetune.cache={demo_run / 'cache'}",
+        "finetune.group=ct_phantom",
+        "finetune.lr=0.01",
+        "finetune.encoder_lr_scale=0.1",
+        *TINY,
+    ]
+    scratch = Finetuner(load_config(None, [*common, f"finetune.out={tmp_path / 'a'}"]), progress=False)
+    pretrained = Finetuner(
+        load_config(
+            None, [*common, f"finetune.out={tmp_path / 'b'}", f"finetune.pretrained={tmp_path / 'encoder.pt'}"]
+        ),
+        progress=False,
+    )
+    assert [g["initial_lr"] for g in scratch.opt.param_groups] == [0.01, 0.01]
+    assert [g["initial_lr"] for g in pretrained.opt.param_groups] == pytest.approx([0.001, 0.01])
