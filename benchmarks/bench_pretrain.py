@@ -1,7 +1,7 @@
 """Pretraining step cost, measured in one process on the same batch:
 
 1. the full gtgm training step (encoder on both views + projection heads + GTGM loss on cached text
-   embeddings + backward + AdamW);
+   embeddings, paired with view 1 as the default caption-consistent views are + backward + AdamW);
 2. the encoder alone: forward + backward of the encoder on both views + AdamW on its weights;
 3. the full step with the frozen text encoder (MiniLM) run on the batch's captions every step, as the
    reference code does, instead of reading the text cache.
@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from gtgm.config import LossConfig, TextConfig
+from gtgm.config import AugmentConfig, LossConfig, TextConfig
 from gtgm.losses import GTGMLoss
 from gtgm.models.registry import create_encoder
 from gtgm.models.vlp import VLPModel
@@ -83,7 +83,8 @@ def main() -> None:
         128 if device.type == "cpu" else 512,
         256 if device.type == "cpu" else 2048,
     ).to(device)
-    loss_fn = GTGMLoss(LossConfig()).to(device)
+    text_views = 1 if AugmentConfig().caption_consistent else 2  # the default: the text meets view 1 only
+    loss_fn = GTGMLoss(LossConfig(), text_views=text_views).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     enc_opt = torch.optim.AdamW(model.encoder.parameters(), lr=1e-4)
     shape = (args.batch, 1, args.patch, args.patch, args.patch)

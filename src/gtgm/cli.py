@@ -130,6 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--out", help="study folder (study.out)")
     _add_config(st)
 
+    pr = sub.add_parser("probe", help="frozen-encoder probes: linear voxel read-out (Dice) and presence (AUC)")
+    pr.add_argument("cache", help="preprocessed cache with labeled cases")
+    pr.add_argument("--encoder", nargs="+", required=True, help="encoder.pt files; 'random' = random initialisation")
+    pr.add_argument("--group", required=True, help="labelled cache group (e.g. ct_phantom)")
+    pr.add_argument("--label-ratio", type=float, help="share of the training labels the probes may use")
+    pr.add_argument("--out", type=Path, required=True, help="folder for probe.json")
+    _add_config(pr)
+
     demo = sub.add_parser(
         "demo", help="run every stage on the example corpus and write a report (preset configs/demo.yaml)"
     )
@@ -181,6 +189,27 @@ def _describe(exc: BaseException) -> str:
     return f"{where}{cause.get(exc.errno, exc.strerror or str(exc))} (use --debug for the traceback)"
 
 
+def _probe(args: argparse.Namespace) -> int:
+    from gtgm.probe import run_probe
+
+    overrides = [_str("finetune.cache", args.cache), *args.overrides]
+    if args.label_ratio is not None:
+        overrides.append(f"finetune.label_ratio={args.label_ratio}")
+    cfg = load_config(args.config or "finetune/cpu-small", overrides)
+    for enc in args.encoder:
+        if enc != "random" and not Path(enc).is_file():
+            raise GtgmError(f"{enc}: encoder file not found")
+    results = [run_probe(cfg, "" if e == "random" else e, args.group, cfg.seed) for e in args.encoder]
+    from gtgm.fsutil import write_json
+
+    write_json(Path(args.out) / "probe.json", results)
+    for r in results:
+        v, p = r["voxel"]["mean_dice"], r["presence"]["mean_auc"]
+        print(f"{r['encoder']}: voxel probe Dice {v:.3f}, presence AUC {p:.3f}")
+    print(f"probes -> {Path(args.out) / 'probe.json'}")
+    return 0
+
+
 def _str(key: str, value: object) -> str:
     """A ``key=value`` override whose value stays a string (a path such as ``007`` or ``on`` is not YAML)."""
     return f"{key}={json.dumps(str(value))}"
@@ -197,6 +226,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _pretrain(args)
     if args.command in ("finetune", "predict", "evaluate", "study"):
         return _segmentation(args)
+    if args.command == "probe":
+        return _probe(args)
     if args.command == "demo":
         from gtgm.demo import run_demo
 

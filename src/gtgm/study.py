@@ -1,4 +1,4 @@
-"""``gtgm study``: what pretraining is worth — {from scratch, gtgm-pretrained} × label ratios × seeds.
+"""``gtgm study``: what pretraining is worth — arms (:mod:`gtgm.arms`) × label ratios × seeds.
 
 Each run is a ``gtgm finetune`` into ``STUDY/<group>/<arm>/ratio<r>_seed<s>/`` (finished runs are
 reused, so an interrupted study resumes). Every run shares the same test / val cases and, per ratio, the
@@ -6,7 +6,9 @@ same labelled subset (``finetune.split_seed``); the seeds only change the initia
 ``study.group_overrides`` adapts the configuration per group (e.g. the EM group's ``finetune.task=em``).
 The report (Markdown + HTML) has, per group, a table of the test figures (mean ± std over seeds) per
 ratio for each arm — Dice per class for segmentation, VOI / adapted Rand / CREMI score for EM, where the
-trivial baseline (threshold + connected components) is reported too — and a plot against label ratio.
+trivial baseline (threshold + connected components) is reported too —, the paired differences between arms
+per (seed, test case) with bootstrap intervals, the frozen-encoder probes (``study.probe``) and a plot
+against label ratio.
 """
 
 from __future__ import annotations
@@ -118,11 +120,38 @@ def run_study(cfg: Config, pretrained: str = "", progress: bool = True, override
             )
     em_groups = [g for g in cfg.study.groups if group_config(cfg, g, overrides).finetune.task == "em"]
     baselines = {g: _baseline(group_config(cfg, g, overrides), g) for g in em_groups}
+    probes = study_probes(cfg, results, root, overrides, progress) if cfg.study.probe else {}
     seconds = time.perf_counter() - t0
     write_json(
-        root / "study.json", {"pretrained": pretrained, "results": results, "baselines": baselines, "seconds": seconds}
+        root / "study.json",
+        {"pretrained": pretrained, "results": results, "baselines": baselines, "probes": probes, "seconds": seconds},
     )
-    return write_study_report(root, results, cfg, pretrained, seconds, baselines, overrides)[0]
+    return write_study_report(root, results, cfg, pretrained, seconds, baselines, overrides, probes)[0]
+
+
+def study_probes(
+    cfg: Config, results: dict[str, Any], root: Path, overrides: list[str], progress: bool
+) -> dict[str, list[dict[str, Any]]]:
+    """Per group, the probes (gtgm.probe) of every distinct encoder the arms used (scratch: a random
+    initialisation from the group's first seed), at the group's smallest label ratio; cached in ``root/probes``."""
+    from gtgm.probe import run_probe
+
+    out: dict[str, list[dict[str, Any]]] = {}
+    for group, rows in results.items():
+        gcfg = group_config(cfg, group, overrides)
+        if gcfg.finetune.task == "em":
+            continue
+        gcfg.finetune.label_ratio = min(r["ratio"] for r in rows)
+        seed = rows[0]["seed"]
+        for arm, encoder in dict.fromkeys((r["arm"], r["encoder"]) for r in rows):
+            tag = Path(encoder).parent.name if encoder else f"random_seed{seed}"
+            path = root / "probes" / group / f"{arm}_{tag}_ratio{gcfg.finetune.label_ratio:g}.json"
+            if not path.is_file():
+                if progress:
+                    print(f"[study] probing {group} {arm} ({tag})", flush=True)
+                write_json(path, {"arm": arm, **run_probe(gcfg, encoder, group, seed)})
+            out.setdefault(group, []).append(json.loads(path.read_text()))
+    return out
 
 
 def _baseline(cfg: Config, group: str) -> dict[str, Any]:
@@ -181,6 +210,7 @@ def write_study_report(
     seconds: float,
     baselines: dict[str, dict[str, Any]] | None = None,
     overrides: list[str] = (),
+    probes: dict[str, list[dict[str, Any]]] | None = None,
 ) -> tuple[Path, Path]:
     import matplotlib
 
@@ -202,6 +232,7 @@ def write_study_report(
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.8), squeeze=False)
     for ax, (group, rows) in zip(axes[0], results.items()):
         blocks += _group_blocks(group, rows, group_config(cfg, group, overrides), (baselines or {}).get(group))
+        blocks += probe_blocks((probes or {}).get(group, []))
         summary = summarize(rows)
         for arm, style in zip(ARMS, ("--o", "-s", "-^", "-v", "-D", ":x")):
             pts = sorted((r, s["score"]) for (a, r), s in summary.items() if a == arm)
@@ -250,6 +281,30 @@ def _group_blocks(group: str, rows: list[dict[str, Any]], cfg: Config, baseline:
     if baseline:
         text += " The baseline's threshold is the best on the test split itself (in its favour)."
     return [("heading", group), ("text", text), ("table", (header, table)), *paired_blocks(rows)]
+
+
+def probe_blocks(probes: list[dict[str, Any]]) -> list:
+    """A table of the frozen-encoder probes of one group (see gtgm.probe)."""
+    if not probes:
+        return []
+    rows = [
+        [
+            p["arm"],
+            p["encoder"],
+            f"{p['voxel']['mean_dice']:.3f}",
+            f"{p['presence']['mean_auc']:.3f}",
+            f"{p['voxel']['train_voxels']} / {p['presence']['windows'][0]} / {p['presence']['windows'][1]}",
+        ]
+        for p in probes
+    ]
+    text = (
+        "Frozen-encoder probes (gtgm.probe), the same voxels, windows and test cases for every encoder: a linear "
+        "read-out of every stage's features per voxel (mean test Dice over classes), and per class a logistic "
+        "regression on the pooled feature of pretraining-patch-sized windows predicting whether the class is present "
+        "(mean test ROC AUC)."
+    )
+    header = ["arm", "encoder", "voxel probe: Dice", "presence probe: AUC", "train voxels / train / test windows"]
+    return [("text", text), ("table", (header, rows))]
 
 
 def _arms_phrase(pretrained: str) -> str:

@@ -53,6 +53,7 @@ def tiny_blip(tmp_path_factory):
 def test_hf_captioner_writes_captions(demo_run, tiny_blip, tmp_path):
     cache = VolumeCache(demo_run / "cache", group="em_synthetic")
     cfg = CaptionConfig(captioner="hf", model=str(tiny_blip), max_new_tokens=6, batch_size=8, slice="informative")
+    cfg.patch_size["EM"] = cfg.step["EM"] = [64, 64, 16]
     captioner = create_captioner(cfg, "cpu")
     stats = run_captioning(cache, captioner, tmp_path / "hf.jsonl", cfg, seed=0, progress=False)
     records = read_captions(tmp_path / "hf.jsonl")

@@ -106,7 +106,9 @@ def _cfg(url, **kw):
         concurrency=3,
         batch_size=4,
     )
-    return CaptionConfig(**{**base, **kw})
+    cfg = CaptionConfig(**{**base, **kw})
+    cfg.patch_size["EM"] = cfg.step["EM"] = [64, 64, 16]  # 8 boxes per EM volume
+    return cfg
 
 
 def test_captions_and_request_format(server, em_cache, tmp_path, capsys):

@@ -99,7 +99,9 @@ def test_text_cache_from_another_encoder_is_refused(demo_run, tmp_path):
 def test_short_cpu_pretraining_learns_retrieval(demo_run, tmp_path, capsys):
     """cpu-small preset, 100 steps on the example corpus (~1 min on 2 cores).
 
-    Measured when written: held-out top-1 6% (chance 2%) and top-5 36% (chance 10%) on 50 patches.
+    The retrieval check holds out whole volumes (here phantom_009's 27 boxes, all CT, so modality does not
+    help). Measured when written: top-1 7.4 % (chance 3.7 %), top-5 37 % (chance 18.5 %) after 100 steps; the
+    demo's 300 steps reach top-1 26 %, top-5 70 %.
     """
     code = main(
         [
@@ -123,8 +125,8 @@ def test_short_cpu_pretraining_learns_retrieval(demo_run, tmp_path, capsys):
     info = json.loads((tmp_path / "run" / "encoder.json").read_text())
     r = info["retrieval"]
     print(f"retrieval after 100 steps: {r}")
-    assert r["n"] >= 20  # held-out caption boxes (26 since the demo caches the CT phantoms at 5.5 mm)
-    assert r["top5"] >= 2 * r["chance_top5"], r
+    assert r["n"] >= 20  # held-out caption boxes of whole held-out volumes
+    assert r["top5"] >= 1.5 * r["chance_top5"], r
     assert r["top1"] > r["chance_top1"], r
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     losses = [row["loss"] for row in log if "loss" in row]
