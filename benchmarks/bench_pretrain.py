@@ -30,8 +30,9 @@ from gtgm.runtime import resolve_device
 from gtgm.text.encoders import TextEncoder
 
 CAPTION = (
-    "CT patch taken from the inferior portion of the volume, central in-plane. Predominantly soft tissue "
-    "or fluid attenuation (75%), alongside contrast-enhanced tissue (10%), fat (10%) and lung (5%). It has "
+    "CT patch taken from the inferior portion of the volume, central in-plane. Predominantly soft-tissue "
+    "or fluid density attenuation (75%), alongside high-density (100 to 300 HU) (10%), fat-density (10%) and "
+    "low-density (-900 to -500 HU) (5%). It has "
     "moderately many edges. 8 separate bright structures are present."
 )
 

@@ -53,10 +53,12 @@ def test_ct_text_reports_measured_hounsfield_bands(cache):
     lung = _patch_at(cache, "phantom_000", np.argwhere(label == 6).mean(0).astype(int), (16, 16, 8))
     liver = _patch_at(cache, "phantom_000", np.argwhere(label == 1).mean(0).astype(int), (16, 16, 8))
     t_lung, t_liver = DescribeCaptioner().caption([lung, liver], seed=0)
-    assert "lung" in t_lung.split(".")[1]  # the content clause names lung attenuation
-    assert "soft tissue" in t_liver.split(".")[1]
+    assert "low-density (-900 to -500 HU)" in t_lung.split(".")[1]  # the content clause names the measured band
+    assert "soft-tissue" in t_liver.split(".")[1]
+    for text in (t_lung, t_liver):  # ... by density, never by an organ or an agent it did not measure
+        assert not any(word in text.lower() for word in ("lung", "contrast", "bone ", "liver"))
     shares = measure(liver)["ct"]
-    assert shares["soft tissue or fluid"] > 0.6
+    assert shares["soft-tissue or fluid density"] > 0.6
 
 
 def test_same_patch_same_seed_same_text(cache):

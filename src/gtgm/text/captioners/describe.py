@@ -17,7 +17,7 @@ import numpy as np
 from gtgm.text.captioners.base import Patch
 from gtgm.text.captioners.measure import measure
 
-VERSION = "1"
+VERSION = "2"  # 2: Hounsfield bands named by density, not by organ or contrast agent
 
 
 def pct(f: float) -> str:

@@ -13,14 +13,15 @@ from scipy import ndimage
 
 from gtgm.text.captioners.base import Patch
 
-# Hounsfield bands (lower bound inclusive, upper exclusive)
+# Hounsfield bands (lower bound inclusive, upper exclusive), named by the density measured, never by an organ or a
+# contrast agent the captioner cannot know is there (a head scan has no lung; 100-300 HU may be unenhanced)
 HU_BANDS = {
-    "air": (-np.inf, -900.0),
-    "lung": (-900.0, -500.0),
-    "fat": (-200.0, -30.0),
-    "soft tissue or fluid": (-30.0, 100.0),
-    "contrast-enhanced tissue": (100.0, 300.0),
-    "bone": (300.0, np.inf),
+    "air-density": (-np.inf, -900.0),
+    "low-density (-900 to -500 HU)": (-900.0, -500.0),
+    "fat-density": (-200.0, -30.0),
+    "soft-tissue or fluid density": (-30.0, 100.0),
+    "high-density (100 to 300 HU)": (100.0, 300.0),
+    "bone-like density": (300.0, np.inf),
 }
 
 
