@@ -8,7 +8,7 @@ from gtgm.stats import case_scores, paired_bootstrap, paired_differences
 
 
 def test_paired_bootstrap_by_hand():
-    assert paired_bootstrap([0.5, 0.5, 0.5]) == {"mean": 0.5, "lo": 0.5, "hi": 0.5, "n": 3}
+    assert paired_bootstrap([0.5, 0.5, 0.5]) == {"mean": 0.5, "lo": 0.5, "hi": 0.5, "n": 3, "clusters": 3}
     # two differences 0 and 2: a resampled mean is 0, 1 or 2 with probability 1/4, 1/2, 1/4,
     # so the 2.5 % and 97.5 % quantiles are 0 and 2
     b = paired_bootstrap([0.0, 2.0])
@@ -18,6 +18,15 @@ def test_paired_bootstrap_by_hand():
     assert paired_bootstrap([1.0, 3.0], seed=1) == paired_bootstrap([1.0, 3.0], seed=1)  # deterministic
     with pytest.raises(ValueError):
         paired_bootstrap([])
+    # clusters: two test cases a, b with four seeds each. Resampling cases, a resampled mean is 0, 1 or 2 with
+    # probability 1/4, 1/2, 1/4 -> interval [0, 2]; resampling the eight values as if independent, a mean of 0
+    # has probability 1/256 < 2.5 %, so that interval is narrower
+    c = paired_bootstrap([0.0] * 4 + [2.0] * 4, clusters=["a"] * 4 + ["b"] * 4)
+    assert (c["mean"], c["lo"], c["hi"], c["n"], c["clusters"]) == (1.0, 0.0, 2.0, 8, 2)
+    flat = paired_bootstrap([0.0] * 4 + [2.0] * 4)
+    assert flat["lo"] > 0.0 and flat["hi"] < 2.0
+    # unequal clusters: the resampled mean weighs each difference once (a: 1 value 3, b: 3 values 0 -> 0.75)
+    assert paired_bootstrap([3.0, 0.0, 0.0, 0.0], clusters=["a", "b", "b", "b"])["mean"] == 0.75
 
 
 def test_paired_differences_pair_seed_and_case():
@@ -31,6 +40,8 @@ def test_paired_differences_pair_seed_and_case():
         row("pretrained", 1, {"a": 0.4, "c": 0.9}),  # c has no partner
     ]
     assert paired_differences(rows, "pretrained", "scratch") == {0.1: pytest.approx([0.2, -0.1, 0.0])}
+    cases = paired_differences(rows, "pretrained", "scratch", with_cases=True)[0.1]
+    assert [c for c, _ in cases] == ["a", "b", "a"] and [d for _, d in cases] == pytest.approx([0.2, -0.1, 0.0])
     test = {"metric": "mean_dice", "cases": [{"case": "a", "dice": {"1": 0.5, "2": 1.0}}]}
     assert case_scores(test) == {"a": 0.75}
     assert case_scores({"metric": "voi", "cases": [{"case": "e", "voi": 1.5}]}) == {"e": 1.5}

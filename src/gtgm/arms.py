@@ -10,13 +10,17 @@
 
 The study pretrains each arm into ``STUDY/pretrain/<arm>_seed<k>/`` on ``pretrain.cache`` (default: the
 fine-tuning cache), ``pretrain.captions`` and ``pretrain.text_cache``, with ``study.pretrain_seeds``; the
-i-th fine-tuning seed uses pretraining seed ``pretrain_seeds[i mod len]``. Pretraining never sees the
-fine-tuning validation and test regions (:mod:`gtgm.train.reserved`). Finished runs are reused.
+i-th fine-tuning seed uses pretraining seed ``pretrain_seeds[i mod len]``. All arms get the same views
+(:class:`~gtgm.data.augment.TwoViews`: a caption-consistent view 1, a fully augmented view 2), so ``image_only``
+differs from ``gtgm`` only in its loss; its view 1 is milder than a self-supervised recipe would choose alone.
+Pretraining never sees the fine-tuning validation and test regions (:mod:`gtgm.train.reserved`). Finished runs
+are reused only when made with the same settings, split and encoder file.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -44,16 +48,21 @@ COMPARISONS = [
 ]
 
 
-def arm_encoder(cfg: Config, arm: str, seed_index: int, given: str, root: Path, progress: bool = False) -> str:
-    """The ``finetune.pretrained`` path of ``arm`` for the ``seed_index``-th fine-tuning seed ('' = scratch)."""
+def arm_encoder(cfg: Config, arm: str, pretrain_seed: int, given: str, root: Path, progress: bool = False) -> str:
+    """The ``finetune.pretrained`` path of ``arm`` ('' = scratch); pretraining arms use ``pretrain_seed``."""
     if arm == "scratch":
         return ""
     if arm == "pretrained":
-        if not given:
-            raise GtgmError("study arm 'pretrained' needs an encoder: give --pretrained ENCODER.pt")
         return given
-    seeds = cfg.study.pretrain_seeds
-    return str(pretrain_arm(cfg, arm, seeds[seed_index % len(seeds)], root, progress) / "encoder.pt")
+    return str(pretrain_arm(cfg, arm, pretrain_seed, root, progress) / "encoder.pt")
+
+
+def check_arm_inputs(cfg: Config, arms: set[str], given: str) -> None:
+    """Before any run: the inputs every arm needs are there (an encoder file; captions and text cache)."""
+    if "pretrained" in arms and not (given and Path(given).is_file()):
+        raise GtgmError(f"study arm 'pretrained' needs an encoder file: give --pretrained ENCODER.pt (got {given!r})")
+    for arm in sorted(arms & set(PRETRAIN_ARMS)):
+        arm_config(cfg, arm, 0, Path(cfg.study.out))
 
 
 def arm_config(cfg: Config, arm: str, seed: int, root: Path) -> Config:
@@ -77,12 +86,31 @@ def pretrain_arm(cfg: Config, arm: str, seed: int, root: Path, progress: bool = 
     c = arm_config(cfg, arm, seed, root)
     out = Path(c.pretrain.out)
     check_reuse(out, c, ("seed", "model", "loss", "augment", "pretrain", "text"), ignore=("pretrain.out",))
+    check_reserved(out, c)
     if (out / "encoder.pt").is_file():
         return out
     if progress:
         print(f"[study] pretraining arm {arm} (seed {seed}) -> {out}", flush=True)
     pretrain(c, resume=(out / "checkpoints" / "last.pt").is_file(), progress=progress)
     return out
+
+
+def check_reserved(out: Path, cfg: Config) -> None:
+    """A pretraining run is reused only if it kept out every fine-tuning validation / test region the study's groups
+    reserve now (another ``finetune.split_seed`` or fractions would let test voxels in); keeping out more is fine."""
+    from gtgm.data.patches import VolumeCache
+    from gtgm.train.reserved import reserved_regions
+
+    path = out / "reserved.json"
+    if not path.is_file():
+        return
+    now = reserved_regions(VolumeCache(cfg.finetune.cache or cfg.pretrain.cache), cfg)["regions"]
+    kept_out = json.loads(path.read_text())["regions"]
+    if any(r not in kept_out for r in now if r["group"] in cfg.study.groups):
+        raise GtgmError(
+            f"{out} was pretrained without the fine-tuning validation / test regions of another split; "
+            "delete it, or choose another study output folder"
+        )
 
 
 def check_reuse(out: Path, cfg: Config, sections: tuple[str, ...], ignore: tuple[str, ...] = ()) -> None:

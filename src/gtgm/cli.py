@@ -195,7 +195,9 @@ def _probe(args: argparse.Namespace) -> int:
     overrides = [_str("finetune.cache", args.cache), *args.overrides]
     if args.label_ratio is not None:
         overrides.append(f"finetune.label_ratio={args.label_ratio}")
-    cfg = load_config(args.config or "finetune/cpu-small", overrides)
+    from gtgm.study import group_config
+
+    cfg = group_config(load_config(args.config or "finetune/cpu-small", overrides), args.group, args.overrides)
     for enc in args.encoder:
         if enc != "random" and not Path(enc).is_file():
             raise GtgmError(f"{enc}: encoder file not found")

@@ -278,7 +278,14 @@ def _blocks(index: dict[str, Any], timings: dict[str, float], montage: Path, vie
         ("table", (["case", "group", "modality", "kind", "shape (RAS)", "spacing", "labels"], rows)),
         ("figure", (montage, "Central axial slice of every cached volume, label map outlined where there is one")),
         ("heading", "Two-view pretraining patches"),
-        ("figure", (views, "Central slices of two augmented views of the same random patches")),
+        (
+            "figure",
+            (
+                views,
+                "Central slices of two augmented views of the same random patches, as pretraining makes them: "
+                "top, view 1 (paired with the caption: no mirror, turn or crop); bottom, view 2 (full augmentation)",
+            ),
+        ),
         ("heading", "Timings"),
         ("table", (["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in timings.items()])),
     ]
@@ -315,7 +322,8 @@ def _two_view_figure(cache: VolumeCache, cfg: Config, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    data = TwoViewPatchDataset(cache, cfg.patches.size, cfg.augment, samples_per_epoch=6, seed=cfg.seed)
+    size, consistent = cfg.pretrain.patch_size, cfg.augment.caption_consistent
+    data = TwoViewPatchDataset(cache, size, cfg.augment, 6, cfg.seed, caption_consistent=consistent)
     fig, axes = plt.subplots(2, 6, figsize=(14, 5))
     for i in range(6):
         item = data[i]

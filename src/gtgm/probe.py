@@ -51,7 +51,10 @@ def load_frozen_encoder(cfg: Config, path: str, seed: int = 0) -> torch.nn.Modul
 
         prefix = getattr(enc, "segmenter_prefix", "")
         weights = {k[len(prefix) :]: v for k, v in load_checkpoint(Path(path)).items() if k.startswith(prefix)}
-        missing, _ = enc.load_state_dict(weights, strict=False)
+        try:
+            missing, _ = enc.load_state_dict(weights, strict=False)
+        except RuntimeError as exc:  # tensors of other shapes: another width or depth
+            raise GtgmError(f"{path}: does not fit the configured {m.encoder} encoder (model.channels?)") from exc
         if missing:
             raise GtgmError(
                 f"{path}: {len(missing)} encoder tensors missing (e.g. {missing[0]}); another architecture?"
@@ -61,9 +64,9 @@ def load_frozen_encoder(cfg: Config, path: str, seed: int = 0) -> torch.nn.Modul
 
 @torch.no_grad()
 def stage_maps(enc: torch.nn.Module, image: np.ndarray) -> tuple[list[torch.Tensor], list[int]]:
-    """The encoder's feature maps of (C, X, Y, Z) ``image``, padded (edge values) to a multiple of 16 per side
-    for the strided stages; returns the maps and the padded shape."""
-    pad = [(0, 0)] + [(0, (-s) % 16) for s in image.shape[1:]]
+    """The encoder's feature maps of (C, X, Y, Z) ``image``, padded (edge values) to a multiple of 32 per side
+    (the strided stages; SwinUNETR needs 32); returns the maps and the padded shape."""
+    pad = [(0, 0)] + [(0, (-s) % 32) for s in image.shape[1:]]
     x = torch.from_numpy(np.pad(image, pad, mode="edge"))[None].float()
     return list(enc.features(x)), list(x.shape[2:])
 
@@ -124,12 +127,7 @@ def voxel_probe(
     xs, ys = [], []
     for p in split["train"]:
         image, label = part_arrays(cache, p)
-        label = label.astype(np.int64)
-        if p.slices is not None:  # region split: only the labelled slices count
-            keep = np.full(label.shape, -1, dtype=np.int64)
-            idx = [z - p.lo[2] for z in p.slices]
-            keep[:, :, idx] = label[:, :, idx]
-            label = keep
+        label = _labelled(p, label)  # region split: only the labelled slices count
         maps, padded = stage_maps(enc, image)
         pick = _balanced_sample(label, classes, voxels_per_class, rng)
         xs.append(sample_features(maps, padded, np.stack(np.unravel_index(pick, label.shape), 1)))
@@ -143,13 +141,11 @@ def voxel_probe(
     for p in split["test"]:
         image, label = part_arrays(cache, p)
         maps, padded = stage_maps(enc, image)
-        every = np.stack(np.unravel_index(np.arange(label.size), label.shape), 1)
-        pred = np.concatenate(
-            [
-                lin((sample_features(maps, padded, every[i : i + chunk]) - mean) / std).argmax(1).numpy()
-                for i in range(0, len(every), chunk)
-            ]
-        )
+        pred = np.empty(label.size, dtype=np.int64)
+        with torch.no_grad():
+            for i in range(0, label.size, chunk):
+                where = np.stack(np.unravel_index(np.arange(i, min(i + chunk, label.size)), label.shape), 1)
+                pred[i : i + len(where)] = lin((sample_features(maps, padded, where) - mean) / std).argmax(1).numpy()
         pred = np.asarray(classes)[pred].reshape(label.shape)
         for c, d in dice_per_class(pred, label, [c for c in classes if c > 0]).items():
             dice.setdefault(str(c), []).append(float(d))
@@ -157,14 +153,29 @@ def voxel_probe(
     return {"dice": per_class, "mean_dice": float(np.mean(list(per_class.values()))), "train_voxels": int(len(y))}
 
 
+def _labelled(p: Part, label: np.ndarray) -> np.ndarray:
+    """``label`` of part ``p`` with its unlabelled z slices (region split, label ratio < 1) set to -1."""
+    label = label.astype(np.int64)
+    if p.slices is None:
+        return label
+    keep = np.full(label.shape, -1, dtype=np.int64)
+    idx = [z - p.lo[2] for z in p.slices]
+    keep[:, :, idx] = label[:, :, idx]
+    return keep
+
+
 def _windows(enc: torch.nn.Module, cache: VolumeCache, p: Part, box: list[int], classes: list[int]) -> tuple:
-    """Pooled features (W, D) and presence (W, K) of ``box`` windows on a half-overlapping grid over part ``p``."""
+    """Pooled features (W, D) and presence (W, K) of ``box`` windows on a half-overlapping grid over part ``p``
+    (windows without a labelled voxel are skipped)."""
     image, label = part_arrays(cache, p)
+    label = _labelled(p, label)
     feats, present = [], []
     pad = cache.pad_value(p.case)
     for start in grid_starts(list(label.shape), box, [max(1, b // 2) for b in box]):
         patch = read_patch(image, start, box, pad)
         lab = read_patch(label, start, box, -1)
+        if not (lab >= 0).any():
+            continue
         with torch.no_grad():
             feats.append(enc(torch.from_numpy(patch)[None].float())[0])
         valid = max(int((lab >= 0).sum()), 1)
@@ -206,10 +217,14 @@ def presence_probe(
 
 def run_probe(cfg: Config, encoder: str, group: str, seed: int = 0, voxels_per_class: int = 2000) -> dict[str, Any]:
     """Both probes of ``encoder`` ('' = random init from ``seed``) on ``group`` of ``finetune.cache``."""
+    if cfg.finetune.task == "em":
+        raise GtgmError(f"group {group}: the probes score label maps; an EM (neuron id) task has none")
     cache = VolumeCache(cfg.finetune.cache, group=group, labeled=True)
     split = make_split(cache, dataclasses.replace(cfg.finetune, group=group))
     labels = cache.index.get("groups", {}).get(group, {}).get("labels", {})
-    classes = sorted(int(c) for c in labels) or [0, 1]
+    classes = sorted(int(c) for c in labels)
+    if len(classes) < 2:
+        raise GtgmError(f"group {group}: the probes need at least two declared label classes, got {labels}")
     enc = load_frozen_encoder(cfg, encoder, seed)
     box = list(cfg.pretrain.patch_size)
     return {

@@ -7,20 +7,32 @@ from typing import Any
 import numpy as np
 
 
-def paired_bootstrap(diffs: np.ndarray | list[float], n_boot: int = 10000, seed: int = 0, level: float = 0.95) -> dict:
+def paired_bootstrap(
+    diffs: np.ndarray | list[float],
+    n_boot: int = 10000,
+    seed: int = 0,
+    level: float = 0.95,
+    clusters: list[str] | None = None,
+) -> dict:
     """Mean of paired differences ``diffs`` (n,) and its percentile bootstrap interval.
 
-    Resamples the n differences with replacement ``n_boot`` times; the interval is the
-    ((1 - level) / 2, (1 + level) / 2) quantiles of the resampled means. Returns
-    ``{"mean", "lo", "hi", "n"}``; with n = 1 the interval is the value itself (no spread to estimate).
+    Resamples with replacement ``n_boot`` times and takes the ((1 - level) / 2, (1 + level) / 2) quantiles of
+    the resampled means. Without ``clusters`` the n differences are resampled; with ``clusters`` (one label per
+    difference, e.g. the test case) whole clusters are resampled, each bringing all its differences (the
+    seeds of one test case are not independent draws). Returns ``{"mean", "lo", "hi", "n", "clusters"}``; with
+    one difference (or cluster) the interval is the mean itself (no spread to estimate).
     """
     d = np.asarray(diffs, dtype=np.float64).ravel()
     if d.size == 0:
         raise ValueError("paired_bootstrap needs at least one difference")
     rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, d.size, size=(n_boot, d.size))].mean(axis=1)
+    labels = np.arange(d.size) if clusters is None else np.unique(np.asarray(clusters), return_inverse=True)[1]
+    k = int(labels.max()) + 1
+    sums, counts = np.bincount(labels, d, minlength=k), np.bincount(labels, minlength=k).astype(np.float64)
+    pick = rng.integers(0, k, size=(n_boot, k))
+    means = sums[pick].sum(axis=1) / counts[pick].sum(axis=1)
     lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return {"mean": float(d.mean()), "lo": float(lo), "hi": float(hi), "n": int(d.size)}
+    return {"mean": float(d.mean()), "lo": float(lo), "hi": float(hi), "n": int(d.size), "clusters": k}
 
 
 def case_scores(test: dict[str, Any]) -> dict[str, float]:
@@ -30,9 +42,12 @@ def case_scores(test: dict[str, Any]) -> dict[str, float]:
     return {c["case"]: float(np.mean(list(c["dice"].values()))) for c in test["cases"]}
 
 
-def paired_differences(rows: list[dict[str, Any]], arm: str, base: str) -> dict[float, list[float]]:
-    """Per label ratio, ``arm`` − ``base`` for every (seed, test case) that both arms scored."""
-    out: dict[float, list[float]] = {}
+def paired_differences(
+    rows: list[dict[str, Any]], arm: str, base: str, with_cases: bool = False
+) -> dict[float, list[Any]]:
+    """Per label ratio, ``arm`` − ``base`` for every (seed, test case) that both arms scored
+    (``with_cases``: ``(case, difference)`` pairs)."""
+    out: dict[float, list[Any]] = {}
     for r in rows:
         if r["arm"] != arm:
             continue
@@ -40,5 +55,6 @@ def paired_differences(rows: list[dict[str, Any]], arm: str, base: str) -> dict[
         if not other:
             continue
         a, b = r["cases"], other[0]["cases"]
-        out.setdefault(r["ratio"], []).extend(a[c] - b[c] for c in sorted(a) if c in b)
+        pairs = [(c, a[c] - b[c]) for c in sorted(a) if c in b]
+        out.setdefault(r["ratio"], []).extend(pairs if with_cases else [d for _, d in pairs])
     return out

@@ -22,10 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from gtgm.arms import ARMS, COMPARISONS, arm_encoder, check_reuse
+from gtgm.arms import ARMS, COMPARISONS, arm_encoder, check_arm_inputs, check_reuse
 from gtgm.config import Config, with_overrides
 from gtgm.data.patches import VolumeCache
-from gtgm.fsutil import write_json
+from gtgm.errors import GtgmError
+from gtgm.fsutil import digest, file_sha256, write_json, write_text
 from gtgm.report import write_report
 from gtgm.stats import case_scores, paired_bootstrap, paired_differences
 from gtgm.train.finetune import finetune
@@ -49,12 +50,26 @@ def run_one(
     f = c.finetune
     f.group, f.label_ratio, f.out, f.pretrained = group, ratio, str(out), encoder
     check_reuse(out, c, ("seed", "model", "finetune", "em"))
+    _check_encoder(out, encoder)
     done = out / "test_metrics.json"
     if done.is_file():
         return json.loads(done.read_text())
     if (out / "checkpoints" / "last.pt").exists():
         return finetune(c, resume=True, progress=False)
     return finetune(c, progress=False)
+
+
+def _check_encoder(out: Path, encoder: str) -> None:
+    """A run folder is reused only with the encoder file it was made from (its SHA-256, ``pretrained.sha256``):
+    an encoder re-made at the same path (e.g. after deleting a pretraining run) does not inherit old results."""
+    if not encoder:
+        return
+    record, sha = out / "pretrained.sha256", file_sha256(encoder)
+    if record.is_file() and record.read_text().strip() != sha:
+        raise GtgmError(f"{out} was fine-tuned from another {encoder} (its SHA-256 differs); delete {out} to redo it")
+    if not record.is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        write_text(record, sha + "\n")
 
 
 def group_config(cfg: Config, group: str, overrides: list[str] = ()) -> Config:
@@ -91,8 +106,10 @@ def run_study(cfg: Config, pretrained: str = "", progress: bool = True, override
         for i, seed in enumerate(gs.seeds)
         for arm in gs.arms
     ]
+    check_arm_inputs(cfg, {arm for *_, arm in plan}, pretrained)
     for n, (group, ratio, i, seed, arm) in enumerate(plan, 1):
-        encoder = arm_encoder(cfg, arm, i, pretrained, root, progress)
+        seeds = group_config(cfg, group, overrides).study.pretrain_seeds
+        encoder = arm_encoder(cfg, arm, seeds[i % len(seeds)], pretrained, root, progress)
         key = (group, arm, seed, encoder, _train_subset(cfg, group, ratio, overrides))
         res = seen.get(key) or run_one(cfg, group, arm, ratio, seed, encoder, root, overrides)
         seen[key] = res
@@ -145,7 +162,22 @@ def study_probes(
         seed = rows[0]["seed"]
         for arm, encoder in dict.fromkeys((r["arm"], r["encoder"]) for r in rows):
             tag = Path(encoder).parent.name if encoder else f"random_seed{seed}"
-            path = root / "probes" / group / f"{arm}_{tag}_ratio{gcfg.finetune.label_ratio:g}.json"
+            f = gcfg.finetune
+            key = digest(
+                [
+                    gcfg.model,
+                    gcfg.pretrain.patch_size,
+                    f.split,
+                    f.split_seed,
+                    f.test_fraction,
+                    f.val_fraction,
+                    f.region_axis,
+                    f.region_bounds,
+                    f.label_ratio,
+                    file_sha256(encoder) if encoder else seed,
+                ]
+            )
+            path = root / "probes" / group / f"{arm}_{tag}_{key}.json"  # new settings or encoder: a new file
             if not path.is_file():
                 if progress:
                     print(f"[study] probing {group} {arm} ({tag})", flush=True)
@@ -320,8 +352,8 @@ def paired_blocks(rows: list[dict[str, Any]]) -> list:
     em = rows[0]["metric"] == "voi"
     table = []
     for arm, base in COMPARISONS:
-        for ratio, d in sorted(paired_differences(rows, arm, base).items()):
-            b = paired_bootstrap(d)
+        for ratio, pairs in sorted(paired_differences(rows, arm, base, with_cases=True).items()):
+            b = paired_bootstrap([d for _, d in pairs], clusters=[c for c, _ in pairs])
             below, above = b["hi"] < 0, b["lo"] > 0
             better, worse = (below, above) if em else (above, below)
             verdict = f"{arm} better" if better else f"{arm} worse" if worse else "no difference shown"
@@ -329,7 +361,7 @@ def paired_blocks(rows: list[dict[str, Any]]) -> list:
                 [
                     f"{arm} − {base}",
                     f"{ratio:g}",
-                    b["n"],
+                    f"{b['n']} ({b['clusters']} test cases)",
                     f"{b['mean']:+.3f}",
                     f"[{b['lo']:+.3f}, {b['hi']:+.3f}]",
                     verdict,
@@ -340,7 +372,10 @@ def paired_blocks(rows: list[dict[str, Any]]) -> list:
     rule = (
         "Decision rule, fixed before the numbers: an arm beats its baseline at a ratio only if the whole 95 % "
         f"interval of the paired difference per (seed, test case) lies {'below' if em else 'above'} 0 "
-        f"({'VOI: lower is better' if em else 'mean Dice over classes'}); otherwise no difference is shown."
+        f"({'VOI: lower is better' if em else 'mean Dice over classes'}); otherwise no difference is shown. "
+        "The interval resamples whole test cases, each with all its seeds (the seeds of one case are not "
+        "independent draws); pretraining randomness enters only through the pretraining seeds the study ran "
+        "(study.pretrain_seeds); no correction is made for the number of comparisons."
     )
     header = [
         "comparison",

@@ -132,9 +132,13 @@ def test_label_values_outside_dataset_json_are_refused(tmp_path, capsys):
     assert not (tmp_path / "ft").exists()
 
 
-def test_caption_box_outside_its_volume_is_refused(demo_run, tmp_path, capsys):
+@pytest.mark.parametrize(
+    "change, shown",
+    [({"start": [9999, 0, 0]}, "[9999, 0, 0]"), ({"start": "abc"}, "start 'abc'"), ({"volume": None}, "volume None")],
+)
+def test_caption_box_outside_its_volume_is_refused(demo_run, tmp_path, capsys, change, shown):
     lines = (demo_run / "captions.jsonl").read_text().splitlines()
-    bad = json.loads(lines[0]) | {"start": [9999, 0, 0]}
+    bad = json.loads(lines[0]) | change
     (tmp_path / "captions.jsonl").write_text("\n".join([json.dumps(bad), *lines[1:]]) + "\n")
     argv = [
         "pretrain",
@@ -148,7 +152,7 @@ def test_caption_box_outside_its_volume_is_refused(demo_run, tmp_path, capsys):
         str(tmp_path / "run"),
         "pretrain.steps=1",
     ]
-    _fails_cleanly(capsys, argv, bad["key"], "[9999, 0, 0]")
+    _fails_cleanly(capsys, argv, bad["key"], shown)
 
 
 def test_headers_and_spacings_beyond_memory_are_refused_before_allocating(tmp_path, capsys):

@@ -63,6 +63,9 @@ def test_study_pretrains_each_arm_and_compares_them(demo_run, tmp_path):
     assert {r["arm"] for r in study["results"]["ct_phantom"]} == {"scratch", "gtgm", "image_only", "shuffled_text"}
     with pytest.raises(GtgmError, match="needs an encoder"):
         run_study(load_config(None, [f"study.out={tmp_path / 's2'}", "study.arms=[pretrained]"]), progress=False)
+    with pytest.raises(GtgmError, match="needs pretrain.captions"):  # refused before the first run, not hours later
+        run_study(load_config(None, [f"study.out={tmp_path / 's3'}", "study.arms=[scratch, gtgm]"]), progress=False)
+    assert not (tmp_path / "s2").exists() and not (tmp_path / "s3").exists()
 
 
 def test_encoder_lr_scale_applies_to_pretrained_encoders_only(demo_run, tmp_path):

@@ -149,10 +149,11 @@ class TwoViewPatchDataset(Dataset):
         samples_per_epoch: int,
         seed: int = 0,
         boxes: list[tuple[int, list[int]]] | None = None,
+        caption_consistent: bool = False,
     ):
         self.cache, self.size, self.seed = cache, list(size), seed
         self.samples_per_epoch, self.boxes, self.epoch = samples_per_epoch, boxes, 0
-        self.views = TwoViews(augment)
+        self.views = TwoViews(augment, caption_consistent)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

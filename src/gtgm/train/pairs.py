@@ -37,15 +37,26 @@ def split_records(records: list[dict[str, Any]], holdout_fraction: float) -> tup
     return [r for r in records if not held_out(r)], [r for r in records if held_out(r)]
 
 
-def _check_box(rec: dict[str, Any], shape: list[int]) -> None:
-    """A caption's box (``start``, ``size``: 3 ints each) must start inside its volume (it may run past the
-    end, where it is padded, as the caption grid does on small volumes)."""
+def check_fields(rec: dict[str, Any]) -> None:
+    """A caption record names its volume (a string) and its box (``start``, ``size``: 3 ints each)."""
     start, size = rec.get("start"), rec.get("size")
-    ok = all(
+    ok = isinstance(rec.get("volume"), str) and all(
         isinstance(v, list) and len(v) == 3 and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
         for v in (start, size)
     )
-    if not ok or any(s < 0 or s >= n for s, n in zip(start, shape)) or any(z < 1 for z in size):
+    if not ok:
+        raise GtgmError(
+            f"caption {rec.get('key')!r}: needs 'volume' (a string), 'start' and 'size' (3 integers each), got "
+            f"volume {rec.get('volume')!r}, start {start!r}, size {size!r}"
+        )
+
+
+def _check_box(rec: dict[str, Any], shape: list[int]) -> None:
+    """A caption's box (``start``, ``size``: 3 ints each) must start inside its volume (it may run past the
+    end, where it is padded, as the caption grid does on small volumes)."""
+    check_fields(rec)
+    start, size = rec["start"], rec["size"]
+    if any(s < 0 or s >= n for s, n in zip(start, shape)) or any(z < 1 for z in size):
         raise GtgmError(
             f"caption {rec.get('key')!r}: box start {start} size {size} is not a box inside volume "
             f"{rec.get('volume')} of shape {list(shape)}"

@@ -39,7 +39,7 @@ from gtgm.train import distributed as dist
 from gtgm.train.checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
 from gtgm.train.logs import RunLogger
 from gtgm.train.optim import amp_setup, optimizer_step, warmup_cosine
-from gtgm.train.pairs import CaptionPairs, StepSampler, split_records
+from gtgm.train.pairs import CaptionPairs, StepSampler, check_fields, split_records
 from gtgm.train.reserved import drop_reserved, reserved_regions
 
 
@@ -66,7 +66,10 @@ def load_data(cfg: Config) -> tuple[CaptionPairs, CaptionPairs | None, dict[str,
     text_cache = TextCache(p.text_cache)
     text_cache.require_encoder(cfg.text)
     records = read_captions(p.captions)
-    reserved = reserved_regions(cache, cfg) if p.exclude_finetune_eval else {"regions": [], "unsplittable": {}}
+    for rec in records:
+        check_fields(rec)
+    labelled = VolumeCache(cfg.finetune.cache) if cfg.finetune.cache else cache  # the split fine-tuning makes
+    reserved = reserved_regions(labelled, cfg) if p.exclude_finetune_eval else {"regions": [], "unsplittable": {}}
     records, dropped = drop_reserved(records, reserved["regions"])
     reserved["dropped_boxes"] = len(dropped)
     reserved["dropped_volumes"] = sorted({r["volume"] for r in dropped})

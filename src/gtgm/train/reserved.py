@@ -1,8 +1,10 @@
 """What pretraining must not see: the validation and test regions of the fine-tuning tasks.
 
-For every labelled group of the cache, the fine-tuning split (:func:`~gtgm.train.segdata.make_split`,
-drawn with ``finetune.split_seed`` and the group's ``study.group_overrides``) names its validation and
-test parts: whole cases for a case split, slabs of a volume for a region split. A caption box that
+For every labelled group of the fine-tuning cache, the fine-tuning split
+(:func:`~gtgm.train.segdata.make_split`, drawn with ``finetune.split_seed``) names its validation and test
+parts: whole cases for a case split, slabs of a volume for a region split. Both the split with the group's
+``study.group_overrides`` and the one without them are reserved (a command-line setting may win over a
+group's), so either way fine-tuning is evaluated on voxels pretraining did not see. A caption box that
 overlaps one of them is dropped from pretraining, so an encoder never learns from the voxels it is
 later scored on. The rule and what it dropped are recorded in the run (``reserved.json``).
 """
@@ -26,17 +28,24 @@ def reserved_regions(cache: VolumeCache, cfg: Config) -> dict[str, Any]:
     regions, unsplittable = [], {}
     groups = sorted({e["group"] for e in cache.entries if "label" in e["files"]})
     for group in groups:
-        gcfg = with_overrides(cfg, cfg.study.group_overrides.get(group, []))
         sub = VolumeCache(cache.root, group=group, labeled=True)
-        try:
-            split = make_split(sub, dataclasses.replace(gcfg.finetune, group=group))
-        except GtgmError as exc:  # a group fine-tuning cannot split either: nothing of it is evaluated
-            unsplittable[group] = str(exc)
-            continue
-        for name in ("val", "test"):
-            for p in split[name]:
-                volume = sub.entries[p.case]["id"]
-                regions.append({"volume": volume, "group": group, "split": name, "lo": p.lo, "hi": p.hi})
+        for gcfg in (with_overrides(cfg, cfg.study.group_overrides.get(group, [])), cfg):
+            try:
+                split = make_split(sub, dataclasses.replace(gcfg.finetune, group=group))
+            except GtgmError as exc:  # a split fine-tuning cannot make either: nothing of it is evaluated
+                unsplittable.setdefault(group, str(exc))
+                continue
+            for name in ("val", "test"):
+                for p in split[name]:
+                    region = {
+                        "volume": sub.entries[p.case]["id"],
+                        "group": group,
+                        "split": name,
+                        "lo": p.lo,
+                        "hi": p.hi,
+                    }
+                    if region not in regions:
+                        regions.append(region)
     return {"regions": regions, "unsplittable": unsplittable}
 
 
