@@ -199,7 +199,7 @@ class PretrainConfig:
     captions: str = ""  # captions.jsonl
     text_cache: str = ""  # text embedding cache folder
     out: str = "runs/pretrain"
-    patch_size: list[int] = field(default_factory=lambda: [32, 32, 32])  # = caption boxes (larger: cropped, never resized)
+    patch_size: list[int] = field(default_factory=lambda: [32, 32, 32])  # caption box size (never resized)
     batch_size: int = 2  # per process
     steps: int = 1000
     lr: float = 2e-5
