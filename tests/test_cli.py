@@ -34,6 +34,8 @@ def test_demo_writes_corpus_cache_and_report(demo_run):
     for name in ("liver", "kidney_left", "grey_matter", "white_matter", "voi"):
         assert name in headline
     assert (demo_run / "figures" / "overlays.png").is_file() and "overlays.png" in headline
+    assert "Does pretraining help? ct_phantom" in headline and "pretrained − scratch" in headline  # the paired gain
+    assert "Decision rule" in headline and "test cases)" in headline
     assert (demo_run / "figures" / "corpus.png").stat().st_size > 10_000
 
 

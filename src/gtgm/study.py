@@ -254,7 +254,8 @@ def write_study_report(
             "text",
             f"Fine-tuning {cfg.model.encoder} (channels {cfg.model.channels}); arms {cfg.study.arms} "
             f"({_arms_phrase(pretrained)}); label ratios {cfg.study.ratios}, seeds {cfg.study.seeds} (per-group "
-            f"changes: {cfg.study.group_overrides or 'none'}); {seconds / 60:.1f} min in all. "
+            f"changes: {cfg.study.group_overrides or 'none'}); {seconds / 60:.1f} min for this invocation "
+            "(finished runs are reused, not re-timed). "
             "Test figures, mean ± std over seeds (a single seed is shown as its value). "
             "Segmentation: Dice per class (classes without any test voxels "
             "count as 1 when nothing is predicted, see gtgm.metrics). EM: VOI split / merge (bits), adapted Rand "

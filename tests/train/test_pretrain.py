@@ -97,11 +97,11 @@ def test_text_cache_from_another_encoder_is_refused(demo_run, tmp_path):
 
 @pytest.mark.slow
 def test_short_cpu_pretraining_learns_retrieval(demo_run, tmp_path, capsys):
-    """cpu-small preset, 100 steps on the example corpus (~1 min on 2 cores).
+    """cpu-small preset as the demo runs it, 300 steps on the example corpus (~2 min on 2 cores).
 
     The retrieval check holds out whole volumes (here phantom_009's 27 boxes, all CT, so modality does not
-    help). Measured when written: top-1 7.4 % (chance 3.7 %), top-5 37 % (chance 18.5 %) after 100 steps; the
-    demo's 300 steps reach top-1 26 %, top-5 70 %.
+    help). Measured when written: top-1 18.5 % (chance 3.7 %), top-5 52 % (chance 18.5 %); after 100 steps
+    it was still at chance on two held-out phantoms.
     """
     code = main(
         [
@@ -116,18 +116,18 @@ def test_short_cpu_pretraining_learns_retrieval(demo_run, tmp_path, capsys):
             str(demo_run / "text"),
             "--out",
             str(tmp_path / "run"),
-            "pretrain.steps=100",
-            "pretrain.eval_every=100",
+            "pretrain.steps=300",
+            "pretrain.eval_every=300",
             "pretrain.num_workers=0",
         ]
     )
     assert code == 0
     info = json.loads((tmp_path / "run" / "encoder.json").read_text())
     r = info["retrieval"]
-    print(f"retrieval after 100 steps: {r}")
+    print(f"retrieval after 300 steps: {r}")
     assert r["n"] >= 20  # held-out caption boxes of whole held-out volumes
-    assert r["top5"] >= 1.5 * r["chance_top5"], r
-    assert r["top1"] > r["chance_top1"], r
+    assert r["top5"] >= 2 * r["chance_top5"], r
+    assert r["top1"] >= 2 * r["chance_top1"], r
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     losses = [row["loss"] for row in log if "loss" in row]
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3  # the loss went down
