@@ -30,22 +30,17 @@ from gtgm.config import Config
 from gtgm.data.patches import VolumeCache, read_patch
 from gtgm.errors import GtgmError
 from gtgm.metrics import dice_per_class
-from gtgm.models.registry import create_encoder
 from gtgm.text.captions import grid_starts
 from gtgm.train.segdata import Part, make_split, part_arrays
 
 
 def load_frozen_encoder(cfg: Config, path: str, seed: int = 0) -> torch.nn.Module:
     """The encoder of ``path`` (``encoder.pt``; '' = random initialisation drawn from ``seed``), in eval mode."""
+    from gtgm.train.pretrain import build_encoder
+
     m = cfg.model
     torch.manual_seed(seed)
-    enc = create_encoder(
-        m.encoder,
-        in_channels=m.in_channels,
-        channels=m.channels,
-        feature_size=m.feature_size,
-        norm_affine=m.norm_affine,
-    )
+    enc = build_encoder(cfg)
     if path:
         from gtgm.train.checkpoint import load_checkpoint
 

@@ -43,9 +43,10 @@ from gtgm.train.pairs import CaptionPairs, StepSampler, check_fields, split_reco
 from gtgm.train.reserved import drop_reserved, reserved_regions
 
 
-def build_model(cfg: Config, text_dim: int) -> VLPModel:
+def build_encoder(cfg: Config) -> torch.nn.Module:
+    """The 3D encoder ``cfg.model`` describes (registry name, channels / feature size, norm)."""
     m = cfg.model
-    encoder = create_encoder(
+    return create_encoder(
         m.encoder,
         in_channels=m.in_channels,
         channels=m.channels,
@@ -53,7 +54,11 @@ def build_model(cfg: Config, text_dim: int) -> VLPModel:
         use_checkpoint=m.use_checkpoint,
         norm_affine=m.norm_affine,
     )
-    return VLPModel(encoder, text_dim, m.embed_dim, m.head_hidden)
+
+
+def build_model(cfg: Config, text_dim: int) -> VLPModel:
+    m = cfg.model
+    return VLPModel(build_encoder(cfg), text_dim, m.embed_dim, m.head_hidden)
 
 
 def load_data(cfg: Config) -> tuple[CaptionPairs, CaptionPairs | None, dict[str, Any]]:
