@@ -20,7 +20,6 @@ are reused only when made with the same settings, split and encoder file.
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ import yaml
 
 from gtgm.config import Config, with_overrides
 from gtgm.errors import GtgmError
+from gtgm.fsutil import read_json
 
 PRETRAIN_ARMS: dict[str, list[str]] = {
     "gtgm": [],
@@ -105,7 +105,7 @@ def check_reserved(out: Path, cfg: Config) -> None:
     if not path.is_file():
         return
     now = reserved_regions(VolumeCache(cfg.finetune.cache or cfg.pretrain.cache), cfg)["regions"]
-    kept_out = json.loads(path.read_text())["regions"]
+    kept_out = read_json(path).get("regions", [])
     if any(r not in kept_out for r in now if r["group"] in cfg.study.groups):
         raise GtgmError(
             f"{out} was pretrained without the fine-tuning validation / test regions of another split; "

@@ -135,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--encoder", nargs="+", required=True, help="encoder.pt files; 'random' = random initialisation")
     pr.add_argument("--group", required=True, help="labelled cache group (e.g. ct_phantom)")
     pr.add_argument("--label-ratio", type=float, help="share of the training labels the probes may use")
+    pr.add_argument("--on", choices=["test", "val"], default="test", help="score on the test or validation cases")
     pr.add_argument("--out", type=Path, required=True, help="folder for probe.json")
     _add_config(pr)
 
@@ -185,6 +186,9 @@ def _describe(exc: BaseException) -> str:
         errno.ENOSPC: "no space left on the device",
         errno.EACCES: "permission denied",
         errno.EROFS: "read-only file system",
+        errno.EISDIR: "is a folder, not a file",
+        errno.ENOTDIR: "not a folder (a part of the path is a file)",
+        errno.EEXIST: "already exists and is not a folder",
     }
     return f"{where}{cause.get(exc.errno, exc.strerror or str(exc))} (use --debug for the traceback)"
 
@@ -201,7 +205,7 @@ def _probe(args: argparse.Namespace) -> int:
     for enc in args.encoder:
         if enc != "random" and not Path(enc).is_file():
             raise GtgmError(f"{enc}: encoder file not found")
-    results = [run_probe(cfg, "" if e == "random" else e, args.group, cfg.seed) for e in args.encoder]
+    results = [run_probe(cfg, "" if e == "random" else e, args.group, cfg.seed, on=args.on) for e in args.encoder]
     from gtgm.fsutil import write_json
 
     write_json(Path(args.out) / "probe.json", results)
@@ -217,7 +221,17 @@ def _str(key: str, value: object) -> str:
     return f"{key}={json.dumps(str(value))}"
 
 
+def _check_out(args: argparse.Namespace) -> None:
+    """``--out`` can be written (a folder; a file for ``caption``) before any work starts."""
+    from gtgm.fsutil import check_out
+
+    out = getattr(args, "out", None)
+    if out is not None and str(out):
+        check_out(out, folder=args.command != "caption")
+
+
 def _dispatch(args: argparse.Namespace) -> int:
+    _check_out(args)
     if args.command == "data":
         return _data(args)
     if args.command == "caption":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -151,6 +152,15 @@ class CaptionConfig:
     concurrency: int = 4  # requests in flight at once
     temperature: float = 0.2
 
+    def __post_init__(self) -> None:
+        for key in ("patch_size", "step"):
+            for modality, size in getattr(self, key).items():
+                if len(size) != 3 or any(not isinstance(v, int) or v < 1 for v in size):
+                    raise ConfigError(
+                        f"config key 'caption.{key}.{modality}': expected 3 positive sizes (x, y, z), got {size}"
+                    )
+        check_ranges("caption", self, at_least_one=("batch_size", "concurrency", "max_new_tokens"))
+
 
 @dataclass
 class TextConfig:
@@ -173,6 +183,7 @@ class ModelConfig:
     feature_size: int = 48  # swinunetr
     use_checkpoint: bool = False  # swinunetr activation checkpointing (saves memory, costs time)
     norm_affine: bool = True  # resunet InstanceNorm with a learnt scale/shift (False: checkpoints made before it)
+    pooling: Literal["last", "stages"] = "last"  # the pooled feature the heads see (gtgm.models.encoders)
     embed_dim: int = 512  # shared image-text space
     head_hidden: int = 1024
 
@@ -330,8 +341,28 @@ class Config:
     em: EMConfig = field(default_factory=EMConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
 
+    def __post_init__(self) -> None:
+        for section in ("pretrain", "finetune"):
+            check_patch_fits_model(f"{section}.patch_size", getattr(self, section).patch_size, self.model)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def check_patch_fits_model(key: str, size: list[int], model: ModelConfig) -> None:
+    """A patch the encoder can take: resunet with K stages halves K-1 times, so each side needs ≥ 2^(K-1) voxels
+    and the deepest map more than one voxel (instance norm); swinunetr needs sides divisible by 32."""
+    if model.encoder == "swinunetr":
+        if any(s % 32 for s in size):
+            raise ConfigError(f"config key '{key}': swinunetr needs sides divisible by 32, got {size}")
+        return
+    factor = 2 ** (len(model.channels) - 1)
+    deepest = [-(-s // factor) for s in size]
+    if min(size) < factor or math.prod(deepest) < 2:
+        raise ConfigError(
+            f"config key '{key}': the {len(model.channels)}-stage resunet needs sides of at least {factor} voxels and "
+            f"more than one voxel after {len(model.channels) - 1} halvings, got {size}"
+        )
 
 
 def load_config(preset: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -55,6 +55,53 @@ def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def check_out(path: str | Path, folder: bool = True) -> None:
+    """Before any work: ``path`` can become an output folder (``folder``) or file, i.e. neither it nor a parent
+    is the wrong kind of thing (:class:`~gtgm.errors.InputError` naming it)."""
+    from gtgm.errors import InputError
+
+    path = Path(path)
+    if path.exists():
+        if folder and not path.is_dir():
+            raise InputError(path, "is a file, not a folder; give a folder (new or existing) as the output")
+        if not folder and path.is_dir():
+            raise InputError(path, "is a folder, not a file; give a file name as the output")
+        return
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(parent, f"is a file, not a folder, so {path} cannot be created in it")
+            return
+
+
+def read_json(path: str | Path, kind: type | None = dict) -> Any:
+    """The JSON document at ``path``; a file that cannot be read as JSON (or whose top level is not ``kind``)
+    is an :class:`~gtgm.errors.InputError` that names the file, the line and the problem."""
+    from gtgm.errors import InputError
+
+    try:
+        obj = json.loads(Path(path).read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(path, "not a JSON text file (it holds bytes that are not UTF-8)") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(path, f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    if kind is not None and not isinstance(obj, kind):
+        raise InputError(
+            path, f"expected a JSON {'object' if kind is dict else kind.__name__}, got {type(obj).__name__}"
+        )
+    return obj
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Remove the temporary files (``.NAME.XXXXXXXX.tmp[.ext]``, see :func:`atomic_path`) that a killed run left
+    in ``folder`` (not recursive); returns them. Call it before a stage writes there, not while another writes."""
+    folder = Path(folder)
+    stale = [p for p in folder.glob(".*.tmp*") if p.is_file()] if folder.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def write_json(dest: str | Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_path(dest, ".json") as tmp:

@@ -37,6 +37,9 @@ def load_segmenter(path: str | Path, device: torch.device) -> tuple[torch.nn.Mod
     ckpt = load_checkpoint(path, device)
     if "model_config" not in ckpt:
         raise GtgmError(f"{path}: not a segmentation checkpoint (expected best.pt from gtgm finetune)")
+    missing = [k for k in ("model", "num_classes", "preprocess", "patch_size", "modality") if k not in ckpt]
+    if missing:
+        raise GtgmError(f"{path}: best.pt lacks {', '.join(missing)}; re-run gtgm finetune with this version")
     m: ModelConfig = from_dict(ModelConfig, ckpt["model_config"])
     if "norm_affine" not in ckpt["model_config"]:  # saved before the option: read it off the weights
         m.norm_affine = has_norm_weights(ckpt["model"])
@@ -164,6 +167,13 @@ def _case_id(path: Path) -> str:
     return name[: -len(suffix_of(path))] if suffix_of(path) else name
 
 
+def _names(names: list[str], n: int = 3) -> str:
+    """The first ``n`` of ``names`` for an error message ("none" when empty)."""
+    if not names:
+        return "none"
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
 def evaluate_folders(
     pred_dir: str | Path, label_dir: str | Path, out: str | Path | None = None, classes: list[int] | None = None
 ) -> dict[str, Any]:
@@ -177,7 +187,11 @@ def evaluate_folders(
     refs = {_case_id(p): p for p in sorted(label_dir.iterdir()) if suffix_of(p) in (".nii", ".nii.gz")}
     common = sorted(set(preds) & set(refs))
     if not common:
-        raise GtgmError(f"{pred_dir}: no prediction has a reference of the same name in {label_dir}")
+        shown = _names([p.name for p in preds.values()]), _names([p.name for p in refs.values()])
+        raise GtgmError(
+            f"{pred_dir}: no prediction has a reference of the same name in {label_dir} "
+            f"(predictions: {shown[0]}; references: {shown[1]})"
+        )
     loaded = {c: (read_label(preds[c]), read_label(refs[c])) for c in common}
     for c, (p, r) in loaded.items():
         if p.shape != r.shape:

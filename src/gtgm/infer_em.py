@@ -78,14 +78,17 @@ def evaluate_em(
 
     ``border_nm`` is converted to voxels with the prediction's resolution (TIFF references carry none).
     """
-    from gtgm.infer import write_table
+    from gtgm.infer import _names, write_table
 
     pred_dir, label_dir = Path(pred_dir), Path(label_dir)
     preds = {p.name[: -len(suffix_of(p))]: p for p in sorted(pred_dir.iterdir()) if suffix_of(p) in HDF5_SUFFIXES}
     refs = _references(label_dir)
     common = sorted(set(preds) & set(refs))
     if not common:
-        raise GtgmError(f"{pred_dir}: no prediction has a reference of the same name in {label_dir}")
+        raise GtgmError(
+            f"{pred_dir}: no prediction has a reference of the same name in {label_dir} "
+            f"(predictions: {_names([p.name for p in preds.values()])}; reference cases: {_names(sorted(refs))})"
+        )
     rows = []
     for c in common:
         pred = read_label(preds[c], key=CREMI_LABELS)

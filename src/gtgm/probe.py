@@ -8,7 +8,7 @@ so every encoder is measured on the same voxels and cases (paired comparisons):
   ``voxels_per_class`` voxels per class from the training parts; features standardised with the sample's
   mean and std; a multinomial logistic regression (L-BFGS, L2 ``weight_decay``) fitted on it; Dice per
   class of its argmax over every voxel of the test parts.
-* **presence probe** — the encoder's pooled feature (mean of the deepest map) of ``box``-sized windows on a
+* **presence probe** — the encoder's pooled feature (``model.pooling``) of ``box``-sized windows on a
   grid over each part; per class, presence = at least 1 % of the window's voxels; a logistic regression per
   class fitted on the training windows; ROC AUC on the test windows (classes present in some and absent in
   other test windows only).
@@ -42,10 +42,10 @@ def load_frozen_encoder(cfg: Config, path: str, seed: int = 0) -> torch.nn.Modul
     torch.manual_seed(seed)
     enc = build_encoder(cfg)
     if path:
-        from gtgm.train.checkpoint import load_checkpoint
+        from gtgm.train.checkpoint import load_state_dict
 
         prefix = getattr(enc, "segmenter_prefix", "")
-        weights = {k[len(prefix) :]: v for k, v in load_checkpoint(Path(path)).items() if k.startswith(prefix)}
+        weights = {k[len(prefix) :]: v for k, v in load_state_dict(Path(path)).items() if k.startswith(prefix)}
         try:
             missing, _ = enc.load_state_dict(weights, strict=False)
         except RuntimeError as exc:  # tensors of other shapes: another width or depth
@@ -116,8 +116,10 @@ def voxel_probe(
     voxels_per_class: int = 2000,
     seed: int = 0,
     chunk: int = 200_000,
+    on: str = "test",
 ) -> dict[str, Any]:
-    """Dice per class (and mean) of a linear read-out of frozen voxel features; see the module docstring."""
+    """Dice per class (and mean) of a linear read-out of frozen voxel features on the ``on`` parts (test or val);
+    see the module docstring."""
     rng = np.random.default_rng([seed, 5])
     xs, ys = [], []
     for p in split["train"]:
@@ -133,7 +135,7 @@ def voxel_probe(
     mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
     lin = fit_logistic((x - mean) / std, y, len(classes))
     dice: dict[str, list[float]] = {}
-    for p in split["test"]:
+    for p in split[on]:
         image, label = part_arrays(cache, p)
         maps, padded = stage_maps(enc, image)
         pred = np.empty(label.size, dtype=np.int64)
@@ -186,12 +188,18 @@ def auc(scores: np.ndarray, truth: np.ndarray) -> float:
 
 
 def presence_probe(
-    enc: torch.nn.Module, cache: VolumeCache, split: dict[str, list[Part]], classes: list[int], box: list[int]
+    enc: torch.nn.Module,
+    cache: VolumeCache,
+    split: dict[str, list[Part]],
+    classes: list[int],
+    box: list[int],
+    on: str = "test",
 ) -> dict[str, Any]:
-    """ROC AUC per class of logistic regressions on pooled window features; see the module docstring."""
+    """ROC AUC per class of logistic regressions on pooled window features, scored on the ``on`` parts (test or
+    val); see the module docstring."""
     fg = [c for c in classes if c > 0]
     train = [_windows(enc, cache, p, box, fg) for p in split["train"]]
-    test = [_windows(enc, cache, p, box, fg) for p in split["test"]]
+    test = [_windows(enc, cache, p, box, fg) for p in split[on]]
     x, y = torch.cat([t[0] for t in train]), np.concatenate([t[1] for t in train])
     xt, yt = torch.cat([t[0] for t in test]), np.concatenate([t[1] for t in test])
     mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
@@ -210,8 +218,13 @@ def presence_probe(
     }
 
 
-def run_probe(cfg: Config, encoder: str, group: str, seed: int = 0, voxels_per_class: int = 2000) -> dict[str, Any]:
-    """Both probes of ``encoder`` ('' = random init from ``seed``) on ``group`` of ``finetune.cache``."""
+def run_probe(
+    cfg: Config, encoder: str, group: str, seed: int = 0, voxels_per_class: int = 2000, on: str = "test"
+) -> dict[str, Any]:
+    """Both probes of ``encoder`` ('' = random init from ``seed``) on ``group`` of ``finetune.cache``, scored on
+    the test parts, or on the validation parts (``on='val'``: for choosing settings without touching test)."""
+    if on not in ("test", "val"):
+        raise GtgmError(f"probe: score on 'test' or 'val', got {on!r}")
     if cfg.finetune.task == "em":
         raise GtgmError(f"group {group}: the probes score label maps; an EM (neuron id) task has none")
     cache = VolumeCache(cfg.finetune.cache, group=group, labeled=True)
@@ -222,9 +235,13 @@ def run_probe(cfg: Config, encoder: str, group: str, seed: int = 0, voxels_per_c
         raise GtgmError(f"group {group}: the probes need at least two declared label classes, got {labels}")
     enc = load_frozen_encoder(cfg, encoder, seed)
     box = list(cfg.pretrain.patch_size)
+    if not split[on]:
+        raise GtgmError(f"group {group}: the fine-tuning split has no {on} cases to score the probes on")
     return {
         "encoder": encoder or f"random init (seed {seed})",
         "group": group,
-        "voxel": voxel_probe(enc, cache, split, classes, voxels_per_class, seed),
-        "presence": presence_probe(enc, cache, split, classes, box),
+        "scored_on": on,
+        "pooling": cfg.model.pooling,
+        "voxel": voxel_probe(enc, cache, split, classes, voxels_per_class, seed, on=on),
+        "presence": presence_probe(enc, cache, split, classes, box, on=on),
     }

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from gtgm.arms import ARMS, COMPARISONS, arm_encoder, check_arm_inputs, check_re
 from gtgm.config import Config, with_overrides
 from gtgm.data.patches import VolumeCache
 from gtgm.errors import GtgmError
-from gtgm.fsutil import digest, file_sha256, write_json, write_text
+from gtgm.fsutil import digest, file_sha256, read_json, write_json, write_text
 from gtgm.report import write_report
 from gtgm.stats import case_scores, paired_bootstrap, paired_differences
 from gtgm.train.finetune import finetune
@@ -53,7 +52,7 @@ def run_one(
     _check_encoder(out, encoder)
     done = out / "test_metrics.json"
     if done.is_file():
-        return json.loads(done.read_text())
+        return read_json(done)
     if (out / "checkpoints" / "last.pt").exists():
         return finetune(c, resume=True, progress=False)
     return finetune(c, progress=False)
@@ -182,7 +181,7 @@ def study_probes(
                 if progress:
                     print(f"[study] probing {group} {arm} ({tag})", flush=True)
                 write_json(path, {"arm": arm, **run_probe(gcfg, encoder, group, seed)})
-            out.setdefault(group, []).append(json.loads(path.read_text()))
+            out.setdefault(group, []).append(read_json(path))
     return out
 
 
@@ -222,7 +221,7 @@ def fmt_stat(stat: tuple[float, float, int]) -> str:
 def class_names(cache_root: str | Path, group: str) -> dict[str, str]:
     """Class value (as a string) -> name, from the labels of the cache's ``index.json`` (from ``dataset.json``);
     ``{}`` when the group declares none."""
-    index = json.loads((Path(cache_root) / "index.json").read_text())
+    index = read_json(Path(cache_root) / "index.json")
     return dict(index.get("groups", {}).get(group, {}).get("labels", {}))
 
 

@@ -127,7 +127,14 @@ def test_a_truncated_cached_array_is_rebuilt(tmp_path, capsys):
 def test_label_values_outside_dataset_json_are_refused(tmp_path, capsys):
     raw = _tiny_labelled(tmp_path / "raw", label_value=9)
     assert main(["data", "preprocess", str(raw), "--out", str(tmp_path / "cache")]) == 0
-    argv = ["finetune", str(tmp_path / "cache"), "--out", str(tmp_path / "ft"), "finetune.patch_size=[16,16,16]"]
+    argv = [
+        "finetune",
+        str(tmp_path / "cache"),
+        "--out",
+        str(tmp_path / "ft"),
+        "finetune.patch_size=[16,16,16]",
+        "model.channels=[4,8,16]",
+    ]
     _fails_cleanly(capsys, argv, "case c0", "[9]", "does not declare")
     assert not (tmp_path / "ft").exists()
 

@@ -150,6 +150,18 @@ def resolve_entry(json_path: Path, value: Any, where: str) -> Path:
     return target
 
 
+def _typed(json_path: Path, data: dict[str, Any], key: str, kind: type | tuple, default: Any = None) -> Any:
+    """``data[key]`` (``default`` when absent or null) if it has type ``kind``, else an error naming the key."""
+    value = data.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, kind) or isinstance(value, bool):
+        names = {list: "a list", dict: "an object", str: "a string", int: "an integer"}
+        wanted = " or ".join(names.get(k, k.__name__) for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise InputError(json_path, f"'{key}' must be {wanted}, got {type(value).__name__} {value!r:.60}")
+    return value
+
+
 def _msd_labels(raw: Any) -> dict[int, str]:
     if not isinstance(raw, dict):
         return {}
@@ -163,15 +175,20 @@ def _msd_labels(raw: Any) -> dict[int, str]:
 
 
 def _from_msd(json_path: Path, data: dict[str, Any]) -> Dataset:
-    channel_names = data.get("modality", {"0": "MRI"})
+    channel_names = _typed(json_path, data, "modality", (dict, str), {"0": "MRI"})
     if isinstance(channel_names, str):
         channel_names = {"0": channel_names}
     default_modality = canonical_modality(next(iter(channel_names.values()), "MRI"))
-    groups = {name: {**g, "labels": _msd_labels(g.get("labels", {}))} for name, g in (data.get("groups") or {}).items()}
-    groups.setdefault("default", {"modality": default_modality, "labels": _msd_labels(data.get("labels"))})
+    groups = {}
+    for name, g in _typed(json_path, data, "groups", dict, {}).items():
+        if not isinstance(g, dict):
+            raise InputError(json_path, f"'groups.{name}' must be an object (modality, labels), got {g!r:.60}")
+        groups[name] = {**g, "labels": _msd_labels(g.get("labels", {}))}
+    labels = _typed(json_path, data, "labels", dict, {})
+    groups.setdefault("default", {"modality": default_modality, "labels": _msd_labels(labels)})
     cases: list[Case] = []
-    entries = [("training", i, e) for i, e in enumerate(data.get("training") or [])]
-    entries += [("test", i, e) for i, e in enumerate(data.get("test") or [])]
+    entries = [("training", i, e) for i, e in enumerate(_typed(json_path, data, "training", list, []))]
+    entries += [("test", i, e) for i, e in enumerate(_typed(json_path, data, "test", list, []))]
     if not entries:
         raise InputError(json_path, "no 'training' or 'test' entries")
     seen: set[str] = set()
@@ -221,9 +238,12 @@ def _msd_case(
 
 
 def _from_nnunet(json_path: Path, data: dict[str, Any]) -> Dataset:
-    root, ending = json_path.parent, str(data["file_ending"])
-    channels = sorted(data["channel_names"], key=int)
-    modality = canonical_modality(data["channel_names"][channels[0]])
+    root, ending = json_path.parent, _typed(json_path, data, "file_ending", str)
+    names = _typed(json_path, data, "channel_names", dict)
+    if not names or not all(str(k).isdigit() for k in names):
+        raise InputError(json_path, f"'channel_names' must map channel numbers to names, got {names!r:.60}")
+    channels = sorted(names, key=int)
+    modality = canonical_modality(names[channels[0]])
     cases = []
     for split, img_dir, lab_dir in (("train", "imagesTr", "labelsTr"), ("test", "imagesTs", None)):
         folder = root / img_dir
@@ -241,13 +261,13 @@ def _from_nnunet(json_path: Path, data: dict[str, Any]) -> Dataset:
             if lab_dir and (root / lab_dir / f"{cid}{ending}").exists():
                 label = ImageRef(root / lab_dir / f"{cid}{ending}")
             cases.append(Case(cid, images, label, modality, "default", split))
-    expected = data.get("numTraining")
+    expected = _typed(json_path, data, "numTraining", int)
     n_train = sum(c.split == "train" for c in cases)
-    if expected is not None and int(expected) != n_train:
+    if expected is not None and expected != n_train:
         raise InputError(json_path, f"numTraining is {expected} but imagesTr holds {n_train} cases")
     if not cases:
         raise InputError(json_path, f"no cases found in imagesTr/ with file ending '{ending}'")
-    groups = {"default": {"modality": modality, "labels": _msd_labels(data.get("labels"))}}
+    groups = {"default": {"modality": modality, "labels": _msd_labels(_typed(json_path, data, "labels", dict, {}))}}
     return Dataset(root, str(data.get("name", root.name)), cases, groups)
 
 

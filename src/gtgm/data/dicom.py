@@ -48,6 +48,10 @@ def _load_slices(folder: Path) -> list[pydicom.Dataset]:
             raise InputError(path, f"cannot read DICOM: truncated or corrupt file ({exc})") from exc
         if "PixelData" not in ds:
             continue
+        try:
+            _ = ds.pixel_array  # decoded now, so that a truncated slice is named (pydicom keeps the array)
+        except (ValueError, TypeError, AttributeError, NotImplementedError, RuntimeError) as exc:
+            raise InputError(path, f"cannot decode the DICOM pixel data: truncated or corrupt slice ({exc})") from exc
         for tag in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
             if tag not in ds:
                 raise InputError(path, f"DICOM slice lacks {tag}; cannot place it in 3D")

@@ -79,9 +79,12 @@ def read_volume(
     dataset (default ``volumes/raw``). ``spacing`` (x, y, z) sets the voxel size of TIFF stacks.
     """
     vol = _read_any(Path(path), channel, key or CREMI_RAW, spacing)
+    if vol.array.dtype.kind in "OSUVM":  # objects, strings, bytes, records, dates
+        raise InputError(path, f"voxels of type {vol.array.dtype} are not numeric; an image needs numbers")
     if not np.issubdtype(vol.array.dtype, np.number) or vol.array.dtype == bool:
         vol.array = vol.array.astype(np.float32)
     check_finite(vol.array, path)
+    check_float32_range(vol.array, path)
     return vol
 
 
@@ -133,11 +136,17 @@ def _guard(path: Path, kind: str, fn: Any) -> Any:
 
 def _read_nifti(path: Path) -> Volume:
     img = _guard(path, "NIfTI", lambda: nib.load(str(path)))
+    if 0 in img.shape:
+        raise InputError(path, f"empty volume: the header's shape {img.shape} has an axis of length 0")
+    affine = img.affine if img.affine is not None else np.full((4, 4), np.nan)
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        axes = np.round(affine[:3, :3], 4).tolist()
+        raise InputError(path, f"singular or missing affine (voxel axes {axes}); fix the header's sform / qform")
     ok, gb = fits_in_memory(img.shape, max(np.dtype(img.get_data_dtype()).itemsize, 4))
     if not ok:
         raise InputError(path, f"header declares {img.shape} voxels ({gb:.1f} GB), more than this machine can hold")
     array = _guard(path, "NIfTI", lambda: np.asanyarray(img.dataobj))
-    return Volume(np.asarray(array), img.affine.astype(np.float64), header=img.header)
+    return Volume(np.asarray(array), affine.astype(np.float64), header=img.header)
 
 
 def _read_hdf5(path: Path, key: str) -> Volume:
@@ -152,6 +161,8 @@ def _read_hdf5(path: Path, key: str) -> Volume:
             return dset[()], [float(r) for r in np.ravel(res)]
 
     array, res_zyx = _guard(path, "HDF5", read)
+    if array.dtype.kind in "OSUVM":
+        raise InputError(path, f"HDF5 dataset '{key}' holds {array.dtype} values, not numeric voxels")
     if array.ndim != 3:
         raise InputError(path, f"HDF5 dataset '{key}' has shape {array.shape}, expected a 3D (z, y, x) volume")
     if len(res_zyx) != 3:
@@ -196,6 +207,14 @@ def check_finite(array: np.ndarray, path: str | Path) -> None:
         if bad.any():
             n_nan, n_inf = int(np.isnan(array).sum()), int(np.isinf(array).sum())
             raise InputError(path, f"{n_nan} NaN and {n_inf} Inf voxels; fix or mask them before use")
+
+
+def check_float32_range(array: np.ndarray, path: str | Path) -> None:
+    """A float64 image must fit float32 (the cache's type): |v| <= 3.4e38, else it would turn into Inf."""
+    if array.dtype == np.float64 and array.size:
+        peak = float(np.abs(array).max())
+        if peak > float(np.finfo(np.float32).max):
+            raise InputError(path, f"voxel values up to {peak:.3g} do not fit float32 (at most 3.4e38); rescale them")
 
 
 def as_integer_labels(array: np.ndarray, path: str | Path) -> np.ndarray:

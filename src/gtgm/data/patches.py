@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 from gtgm.config import AugmentConfig, PreprocessConfig, from_dict
 from gtgm.data.augment import TwoViews
 from gtgm.errors import GtgmError
+from gtgm.fsutil import read_json
 
 
 class VolumeCache:
@@ -35,7 +36,9 @@ class VolumeCache:
         index_path = self.root / "index.json"
         if not index_path.is_file():
             raise GtgmError(f"{index_path}: no cache index; run `gtgm data preprocess` first")
-        self.index = json.loads(index_path.read_text())
+        self.index = read_json(index_path)
+        if not isinstance(self.index.get("cases"), list):
+            raise GtgmError(f"{index_path}: not a gtgm cache index (no 'cases' list); re-run `gtgm data preprocess`")
         self.entries = [
             e
             for e in self.index["cases"]
@@ -67,7 +70,7 @@ class VolumeCache:
         return self._open(i, "label")
 
     def meta(self, i: int) -> dict[str, Any]:
-        return json.loads((self.root / "volumes" / self.entries[i]["meta"]).read_text())
+        return read_json(self.root / "volumes" / self.entries[i]["meta"])
 
     def preprocess_settings(self, i: int) -> dict[str, Any]:
         """The preprocessing settings case ``i`` was cached with (its group's target spacing included)."""

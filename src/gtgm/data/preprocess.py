@@ -2,7 +2,8 @@
 
 Cache layout (``OUT/``)::
 
-    index.json                 cases, groups, config; written last, only when every case succeeded
+    index.json                 cases, groups, config; written last, only when every case succeeded;
+                               merged with the cases other datasets put there before (never replaced)
     volumes/<id>.npy           image, float32 (C, X, Y, Z), RAS array order
     volumes/<id>.label.npy     label map, smallest unsigned int type, (X, Y, Z)        [labeled cases]
     volumes/<id>.fg.npz        up to N foreground voxel indices per class, int32 (N, 3) [labeled cases]
@@ -31,7 +32,7 @@ from gtgm.data.geometry import resample, to_ras
 from gtgm.data.io import Volume, read_label, read_volume
 from gtgm.data.normalize import normalize
 from gtgm.errors import GtgmError, InputError
-from gtgm.fsutil import atomic_path, digest, file_signature, write_json
+from gtgm.fsutil import atomic_path, digest, file_signature, read_json, remove_stale_temps, write_json
 
 CACHE_VERSION = 1
 MAX_FG_CLASSES = 64  # more distinct labels (EM instances): one "foreground" class
@@ -40,35 +41,86 @@ MAX_FG_CLASSES = 64  # more distinct labels (EM instances): one "foreground" cla
 def preprocess_dataset(
     dataset: Dataset, out: str | Path, cfg: PreprocessConfig, workers: int = 1, progress: bool = True
 ) -> dict[str, Any]:
-    """Preprocess every case of ``dataset`` into ``out``; returns the index (also written to disk)."""
+    """Preprocess every case of ``dataset`` into ``out``; returns the index (also written to disk).
+
+    A cache may hold several datasets: the cases of an existing ``index.json`` are kept (merged), a case id that
+    another dataset already uses there is refused before anything is written, and temporary files a killed run
+    left behind are removed. A run whose cases all fail leaves no empty folder."""
     out = Path(out)
+    old = _previous_index(out, dataset)
+    created = [d for d in (out, out / "volumes") if not d.exists()]
     (out / "volumes").mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out / "volumes")
+    remove_stale_temps(out)
     jobs = [(case, out, cfg) for case in dataset.cases]
     results: list[dict[str, Any]] = []
     errors: list[str] = []
     bar = tqdm(total=len(jobs), desc="preprocess", unit="case", disable=not progress)
-    if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            for res in pool.map(_safe_case, jobs):
-                _collect(res, results, errors, bar)
-    else:
-        for job in jobs:
-            _collect(_safe_case(job), results, errors, bar)
-    bar.close()
+    try:
+        if workers > 1:
+            with ProcessPoolExecutor(workers) as pool:
+                for res in pool.map(_safe_case, jobs):
+                    _collect(res, results, errors, bar)
+        else:
+            for job in jobs:
+                _collect(_safe_case(job), results, errors, bar)
+    finally:
+        bar.close()
+        for d in reversed(created):  # nothing cached (every case failed, a full disk...): no empty folder left
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
     if errors:
         raise GtgmError(f"{len(errors)} of {len(jobs)} cases failed (the others are cached):\n  " + "\n  ".join(errors))
+    root = str(dataset.root)
+    for entry in results:
+        entry["dataset"] = root
+    groups = {
+        k: {**v, "labels": {str(i): n for i, n in v.get("labels", {}).items()}} for k, v in dataset.groups.items()
+    }
+    kept = [e for e in (old or {}).get("cases", []) if e["id"] not in {r["id"] for r in results}]
     index = {
         "version": CACHE_VERSION,
         "dataset": dataset.name,
-        "source": str(dataset.root),
-        "groups": {
-            k: {**v, "labels": {str(i): n for i, n in v.get("labels", {}).items()}} for k, v in dataset.groups.items()
-        },
+        "source": root,
+        "datasets": sorted({root, *(old or {}).get("datasets", [(old or {}).get("source", root)])}),
+        "groups": {**(old or {}).get("groups", {}), **groups},
         "config": asdict(cfg),
-        "cases": results,
+        "cases": kept + results,
     }
+    if kept:
+        print(f"[preprocess] {out / 'index.json'}: kept the {len(kept)} cases of other datasets already cached")
     write_json(out / "index.json", index)
     return index
+
+
+def _previous_index(out: Path, dataset: Dataset) -> dict[str, Any] | None:
+    """The cache's existing index, checked against ``dataset``: no case id or group of another dataset is
+    taken over (that would overwrite its files or change its labels)."""
+    path = out / "index.json"
+    if not path.is_file():
+        return None
+    old = read_json(path)
+    if not isinstance(old.get("cases"), list):
+        raise InputError(path, "not a gtgm cache index (no 'cases' list); choose another --out")
+    root, ids = str(dataset.root), {c.id for c in dataset.cases}
+    for entry in old["cases"]:
+        source = entry.get("dataset", old.get("source"))
+        if entry.get("id") in ids and source != root:
+            raise InputError(
+                path,
+                f"case id {entry['id']!r} is already cached from dataset {source}; ids must be unique in a "
+                f"cache: preprocess {root} into another --out",
+            )
+    for name, group in dataset.groups.items():
+        before = old.get("groups", {}).get(name)
+        now = {str(i): n for i, n in group.get("labels", {}).items()}
+        if before is not None and old.get("source") != root and before.get("labels", {}) != now and now:
+            raise InputError(
+                path,
+                f"group {name!r} is already cached from {old.get('source')} with labels "
+                f"{before.get('labels')}, here {now}; preprocess into another --out",
+            )
+    return old
 
 
 def _collect(res: tuple[str, Any], results: list, errors: list, bar: tqdm) -> None:

@@ -1,5 +1,9 @@
 """3D image encoders. Each returns multi-scale feature maps (``features``) and a global feature per
-patch (``forward``: the spatially averaged deepest map, shape (B, ``out_dim``)).
+patch (``forward``, shape (B, ``out_dim``)), pooled as ``model.pooling`` says (:func:`pool_features`):
+
+* ``last``: the spatial mean of the deepest map, ``out_dim`` = its channels (the paper's choice);
+* ``stages``: the spatial means of every stage, concatenated, ``out_dim`` = the sum of the stages' channels
+  (multi-scale: the shallow stages still say which intensities and edges a patch holds).
 
 Each encoder knows the prefix its weights carry inside the matching segmenter (``segmenter_prefix``),
 so ``encoder.pt`` (:func:`segmenter_state_dict`) loads one-to-one into the fine-tuning network:
@@ -30,6 +34,24 @@ def instance_norm(affine: bool = True) -> tuple[str, dict[str, bool]]:
     return ("instance", {"affine": affine})
 
 
+POOLINGS = ("last", "stages")
+
+
+def pool_features(feats: list[torch.Tensor], pooling: str) -> torch.Tensor:
+    """[(B, c_k, ...)] -> (B, D): ``last`` = mean over space of feats[-1] (D = c_K); ``stages`` = concatenation
+    of every stage's mean over space (D = Σ c_k)."""
+    if pooling == "last":
+        return feats[-1].mean(dim=(2, 3, 4))
+    if pooling == "stages":
+        return torch.cat([f.mean(dim=(2, 3, 4)) for f in feats], dim=1)
+    raise ValueError(f"unknown pooling {pooling!r} (known: {', '.join(POOLINGS)})")
+
+
+def pooled_dim(stage_channels: Sequence[int], pooling: str) -> int:
+    """``out_dim`` of :func:`pool_features` for stages with these channel counts."""
+    return int(stage_channels[-1]) if pooling == "last" else int(sum(stage_channels))
+
+
 class ResEncoder(nn.Module):
     """Stages of ``UnetResBlock`` (two 3×3×3 convs + residual); stage k halves the size for k ≥ 1.
 
@@ -39,17 +61,22 @@ class ResEncoder(nn.Module):
     segmenter_prefix = "encoder."
 
     def __init__(
-        self, in_channels: int = 1, channels: Sequence[int] = (16, 32, 64, 128, 256), norm_affine: bool = True
+        self,
+        in_channels: int = 1,
+        channels: Sequence[int] = (16, 32, 64, 128, 256),
+        norm_affine: bool = True,
+        pooling: str = "last",
     ):
         super().__init__()
         self.channels = list(channels)
+        self.pooling = pooling
         self.stages = nn.ModuleList()
         prev = in_channels
         for k, ch in enumerate(self.channels):
             norm = instance_norm(norm_affine)
             self.stages.append(UnetResBlock(3, prev, ch, kernel_size=3, stride=1 if k == 0 else 2, norm_name=norm))
             prev = ch
-        self.out_dim = self.channels[-1]
+        self.out_dim = pooled_dim(self.channels, pooling)
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         feats = []
@@ -59,16 +86,21 @@ class ResEncoder(nn.Module):
         return feats
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)[-1].mean(dim=(2, 3, 4))
+        return pool_features(self.features(x), self.pooling)
 
 
 class SwinEncoder(nn.Module):
-    """MONAI SwinUNETR's ``swinViT``; global feature = mean of the deepest stage (16·feature_size)."""
+    """MONAI SwinUNETR's ``swinViT`` (stages of 1, 2, 4, 8, 16 × feature_size channels)."""
 
     segmenter_prefix = ""  # the module is called swinViT, as in SwinUNETR
 
     def __init__(
-        self, in_channels: int = 1, feature_size: int = 48, use_checkpoint: bool = False, normalize: bool = True
+        self,
+        in_channels: int = 1,
+        feature_size: int = 48,
+        use_checkpoint: bool = False,
+        normalize: bool = True,
+        pooling: str = "last",
     ):
         super().__init__()
         from monai.networks.nets import SwinUNETR
@@ -77,7 +109,8 @@ class SwinEncoder(nn.Module):
             in_channels=in_channels, out_channels=1, feature_size=feature_size, use_checkpoint=use_checkpoint
         ).swinViT
         self.normalize = normalize
-        self.out_dim = 16 * feature_size
+        self.pooling = pooling
+        self.out_dim = pooled_dim([feature_size * 2**k for k in range(5)], pooling)
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         if any(s % 32 for s in x.shape[2:]):
@@ -85,19 +118,25 @@ class SwinEncoder(nn.Module):
         return list(self.swinViT(x, self.normalize))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)[-1].mean(dim=(2, 3, 4))
+        return pool_features(self.features(x), self.pooling)
 
 
 @register_encoder("resunet")
 def resunet(
-    in_channels: int = 1, channels: Sequence[int] = (16, 32, 64, 128, 256), norm_affine: bool = True, **_: object
+    in_channels: int = 1,
+    channels: Sequence[int] = (16, 32, 64, 128, 256),
+    norm_affine: bool = True,
+    pooling: str = "last",
+    **_: object,
 ) -> ResEncoder:
-    return ResEncoder(in_channels, channels, norm_affine)
+    return ResEncoder(in_channels, channels, norm_affine, pooling)
 
 
 @register_encoder("swinunetr")
-def swinunetr(in_channels: int = 1, feature_size: int = 48, use_checkpoint: bool = False, **_: object) -> SwinEncoder:
-    return SwinEncoder(in_channels, feature_size, use_checkpoint)
+def swinunetr(
+    in_channels: int = 1, feature_size: int = 48, use_checkpoint: bool = False, pooling: str = "last", **_: object
+) -> SwinEncoder:
+    return SwinEncoder(in_channels, feature_size, use_checkpoint, pooling=pooling)
 
 
 def segmenter_state_dict(encoder: nn.Module) -> dict[str, torch.Tensor]:

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from monai.networks.blocks import UnetOutBlock, UnetUpBlock
 from torch import nn
 
 from gtgm.errors import GtgmError
+from gtgm.fsutil import read_json
 from gtgm.models.encoders import ResEncoder, instance_norm
 from gtgm.models.registry import register_segmenter
 
@@ -85,15 +85,15 @@ def load_encoder_weights(segmenter: nn.Module, path: str | Path, architecture: s
     no tensor matches. Missing = encoder tensors of the segmenter that the file lacks; unexpected =
     file tensors the segmenter does not have.
     """
-    from gtgm.train.checkpoint import load_checkpoint
+    from gtgm.train.checkpoint import load_state_dict
 
     path = Path(path)
     meta_path = path.with_suffix(".json")
     if meta_path.is_file():
-        made_for = json.loads(meta_path.read_text()).get("encoder")
+        made_for = read_json(meta_path).get("encoder")
         if made_for and made_for != architecture:
             raise GtgmError(f"{path}: pretrained for encoder '{made_for}', but the segmenter is '{architecture}'")
-    weights = load_checkpoint(path)
+    weights = load_state_dict(path)
     own = segmenter.state_dict()
     shape_mismatch = [k for k, v in weights.items() if k in own and own[k].shape != v.shape]
     if shape_mismatch:

@@ -76,8 +76,14 @@ def read_captions(path: str | Path) -> list[dict[str, Any]]:
 
 
 def _read_lines(path: Path) -> Iterator[dict[str, Any]]:
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
+    if path.is_dir():
+        raise InputError(path, "is a folder, not a captions file")
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InputError(path, f"line {number}: not UTF-8 text (binary data in a captions file?)") from None
             if not line.strip():
                 continue
             try:
@@ -103,18 +109,24 @@ def repair_tail(path: Path) -> bool:
 
 
 class CaptionWriter:
-    """Appends records to a JSONL file, one ``write(2)`` per line (O_APPEND), fsync on close."""
+    """Appends records to a JSONL file, one ``write(2)`` per line (O_APPEND), fsync on close. The file (and its
+    folder) is created at the first record, so a run that fails before its first caption leaves nothing."""
 
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.path = path
+        self.fd: int | None = None
 
     def write(self, record: dict[str, Any]) -> None:
+        if self.fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         os.write(self.fd, (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
 
     def close(self) -> None:
-        os.fsync(self.fd)
-        os.close(self.fd)
+        if self.fd is not None:
+            os.fsync(self.fd)
+            os.close(self.fd)
+            self.fd = None
 
 
 def plan_locations(cache: VolumeCache, cfg: CaptionConfig) -> list[tuple[int, list[int], list[int]]]:
@@ -170,6 +182,9 @@ def run_captioning(
     if repair_tail(target):
         print(f"[caption] {target}: cut a torn last line left by an interrupted run")
     done = {r["key"]: r for f in caption_files(out) for r in _read_lines(f)}
+    unnamed = [k for k, r in done.items() if not isinstance(r.get("captioner"), str)]
+    if unnamed:
+        raise InputError(out, f"caption {unnamed[0]!r} names no 'captioner', so the run cannot be resumed safely")
     other = {r["captioner"] for r in done.values()} - {captioner.name}
     if other:
         raise GtgmError(f"{out} holds captions by {sorted(other)}; write '{captioner.name}' captions to another file")

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from gtgm.config import TextConfig
 from gtgm.errors import GtgmError, InputError
-from gtgm.fsutil import atomic_path, digest, write_json
+from gtgm.fsutil import atomic_path, digest, read_json, remove_stale_temps, write_json
 from gtgm.runtime import resolve_device
 
 
@@ -124,6 +124,13 @@ class TextEncoder:
         return pooled.float().cpu().numpy()
 
 
+def cache_digest(hashes: list[str], embeddings: np.ndarray) -> str:
+    """SHA-256 of the text hashes in row order and the embedding bytes: ties each row to its text."""
+    h = hashlib.sha256("\n".join(hashes).encode())
+    h.update(np.ascontiguousarray(embeddings).tobytes())
+    return h.hexdigest()
+
+
 class TextCache:
     """Read access to a text-embedding cache."""
 
@@ -132,9 +139,29 @@ class TextCache:
         index = self.root / "index.json"
         if not index.is_file():
             raise GtgmError(f"{index}: no text cache here; run `gtgm embed-text` first")
-        self.index = json.loads(index.read_text())
-        self.rows = {h: i for i, h in enumerate(self.index["hashes"])}
-        self.embeddings = np.load(self.root / "embeddings.npy", mmap_mode="r")[: self.index["count"]]
+        self.index = read_json(index)
+        hashes, count = self.index.get("hashes"), self.index.get("count")
+        if not isinstance(hashes, list) or not isinstance(count, int) or len(hashes) != count:
+            raise InputError(index, "not a gtgm text cache index ('hashes' and 'count' disagree or are missing)")
+        self.rows = {h: i for i, h in enumerate(hashes)}
+        array = self.root / "embeddings.npy"
+        try:
+            matrix = np.load(array, mmap_mode="r")
+        except (OSError, ValueError, EOFError) as exc:
+            raise InputError(array, f"cannot read the embeddings: truncated or corrupt file ({exc})") from None
+        if matrix.ndim != 2 or matrix.shape[0] < count or matrix.shape[1] != self.index.get("dim", matrix.shape[1]):
+            raise InputError(
+                array,
+                f"holds {matrix.shape}, but {index} lists {count} texts of dimension "
+                f"{self.index.get('dim')}; re-run gtgm embed-text into a new folder",
+            )
+        self.embeddings = matrix[:count]
+        if "digest" in self.index and self.index["digest"] != cache_digest(hashes, self.embeddings):
+            raise InputError(
+                self.root,
+                "index.json and embeddings.npy do not match (their digest differs: edited, reordered or "
+                "mixed from two runs); re-run gtgm embed-text into a new folder",
+            )
 
     @property
     def encoder(self) -> dict[str, Any]:
@@ -196,13 +223,12 @@ def embed_texts(
         chunks.append(encoder.encode([t for _, t in items[b : b + cfg.batch_size]]).astype(np.float16))
     seconds = time.perf_counter() - t0
     matrix = np.concatenate(([np.asarray(old.embeddings)] if old is not None else []) + chunks)
+    remove_stale_temps(out)  # left by a killed run
     with atomic_path(out / "embeddings.npy", ".npy") as tmp:
         np.save(tmp, matrix)
     hashes += [h for h, _ in items]
-    write_json(
-        out / "index.json",
-        {"encoder": identity, "dim": int(matrix.shape[1]), "dtype": "float16", "count": len(hashes), "hashes": hashes},
-    )
+    index = {"encoder": identity, "dim": int(matrix.shape[1]), "dtype": "float16", "count": len(hashes)}
+    write_json(out / "index.json", {**index, "digest": cache_digest(hashes, matrix), "hashes": hashes})
     return {
         "texts": len(texts),
         "unique": len(set(texts)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import random
 from pathlib import Path
 from typing import Any
@@ -13,21 +14,49 @@ from gtgm.fsutil import atomic_path
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """``torch.save`` to a temporary file, then rename: an interruption leaves the previous file intact."""
+    """``torch.save`` to a temporary file, then rename: an interruption leaves the previous file intact.
+
+    torch reports a full disk as ``RuntimeError: ... unexpected pos``: that becomes an ``OSError`` (ENOSPC)
+    naming the file, so the user reads "no space left" rather than torch's internals."""
     with atomic_path(path, ".pt") as tmp:
-        torch.save(state, tmp)
+        try:
+            torch.save(state, tmp)
+        except RuntimeError as exc:
+            if "unexpected pos" in str(exc) or "write" in str(exc).lower():
+                why = f"cannot write the checkpoint ({str(exc).splitlines()[0]})"
+                raise OSError(errno.ENOSPC, why, str(path)) from exc
+            raise
     return Path(path)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint safely (tensors and plain Python values only); a bad file is a clear error."""
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", keys: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Load a checkpoint safely (tensors and plain Python values only); a bad file is a clear error, and so is
+    one that is not a dict or lacks any of ``keys``."""
     path = Path(path)
     if not path.is_file():
         raise GtgmError(f"{path}: checkpoint not found")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001  (torch raises many types for corrupt files)
         raise GtgmError(f"{path}: cannot load checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(ckpt, dict):
+        raise GtgmError(f"{path}: holds a {type(ckpt).__name__}, not a gtgm checkpoint or state dict")
+    missing = [k for k in keys if k not in ckpt]
+    if missing:
+        raise GtgmError(f"{path}: checkpoint lacks {', '.join(missing)}; was it written by this version of gtgm?")
+    return ckpt
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A plain state dict (name -> tensor), such as ``encoder.pt``; anything else is a clear error."""
+    state = load_checkpoint(path)
+    bad = [k for k, v in state.items() if not (isinstance(k, str) and isinstance(v, torch.Tensor))]
+    if bad or not state:
+        what = f"entry {bad[0]!r} is a {type(state[bad[0]]).__name__}" if bad else "it is empty"
+        raise GtgmError(f"{path}: not a state dict of tensors ({what}); expected encoder.pt from gtgm pretrain")
+    return state
 
 
 def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:

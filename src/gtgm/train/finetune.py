@@ -24,7 +24,7 @@ from tqdm import tqdm
 from gtgm.config import Config
 from gtgm.data.patches import VolumeCache
 from gtgm.errors import GtgmError
-from gtgm.fsutil import write_json, write_text
+from gtgm.fsutil import read_json, remove_stale_temps, write_json, write_text
 from gtgm.models.segmenters import load_encoder_weights
 from gtgm.runtime import resolve_device
 from gtgm.train import distributed as dist
@@ -77,6 +77,9 @@ class Finetuner:
         elif (self.out / "checkpoints" / "last.pt").exists():
             raise GtgmError(f"{self.out} already holds a run; pass --resume or choose another --out")
         self.out.mkdir(parents=True, exist_ok=True)
+        if dist.rank() == 0:
+            for folder in (self.out, self.out / "checkpoints"):
+                remove_stale_temps(folder)  # left by a killed run
         write_text(self.out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         write_json(
             self.out / "split.json",
@@ -100,7 +103,7 @@ class Finetuner:
         if not path.is_file():
             return
         keys = ("case", "lo", "hi", "slices")
-        old = {k: [{f: p.get(f) for f in keys} for p in v] for k, v in json.loads(path.read_text()).items()}
+        old = {k: [{f: p.get(f) for f in keys} for p in v] for k, v in read_json(path).items()}
         new = {k: [{f: getattr(p, f) for f in keys} for p in v] for k, v in self.split.items()}
         if old != new:
             raise GtgmError(

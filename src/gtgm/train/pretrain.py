@@ -27,7 +27,7 @@ from tqdm import tqdm
 from gtgm.config import Config
 from gtgm.data.patches import VolumeCache
 from gtgm.errors import GtgmError
-from gtgm.fsutil import write_json, write_text
+from gtgm.fsutil import remove_stale_temps, write_json, write_text
 from gtgm.losses import GTGMLoss
 from gtgm.models.encoders import segmenter_state_dict
 from gtgm.models.registry import create_encoder
@@ -44,7 +44,7 @@ from gtgm.train.reserved import drop_reserved, reserved_regions
 
 
 def build_encoder(cfg: Config) -> torch.nn.Module:
-    """The 3D encoder ``cfg.model`` describes (registry name, channels / feature size, norm)."""
+    """The 3D encoder ``cfg.model`` describes (registry name, channels / feature size, norm, pooling)."""
     m = cfg.model
     return create_encoder(
         m.encoder,
@@ -53,6 +53,7 @@ def build_encoder(cfg: Config) -> torch.nn.Module:
         feature_size=m.feature_size,
         use_checkpoint=m.use_checkpoint,
         norm_affine=m.norm_affine,
+        pooling=m.pooling,
     )
 
 
@@ -132,6 +133,8 @@ class Pretrainer:
             raise GtgmError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out")
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
+            for folder in (self.out, self.out / "checkpoints"):
+                remove_stale_temps(folder)  # left by a killed run
             write_text(self.out / "config.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
             write_json(self.out / "reserved.json", self.reserved)
 

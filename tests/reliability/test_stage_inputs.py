@@ -1,0 +1,444 @@
+"""One bad input per row, at every stage: exit code 1, one ``gtgm: error:`` line naming the file or key and the
+cause, no traceback, and the test folder (inputs and ``--out``) byte-identical to before — nothing half-written,
+nothing outside ``--out``. Each row runs ``gtgm.cli.main`` in-process.
+
+A row is ``kind -> make(tmp, inputs) -> (argv, needles)``; ``inputs`` gives the shared, read-only inputs
+(:func:`inputs`: a tiny labelled MRI dataset, its cache, the demo run's captions, text cache, encoder and
+fine-tuned checkpoint), and copies any of them into ``tmp`` before changing it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import h5py
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from gtgm.cli import main
+from gtgm.fsutil import write_json
+from tests.conftest import save_nifti
+from tests.data.test_io import write_dicom_series
+
+
+def tree(root: Path) -> dict[str, str]:
+    """relative path -> SHA-256 of the bytes ('dir' for folders) of everything under ``root``."""
+    return {
+        p.relative_to(root).as_posix(): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def fails_cleanly(capsys, argv: list[str], *needles: str) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "Traceback" not in err and err.count("gtgm: error:") == 1, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+class Inputs:
+    """Shared inputs, built once per module; ``copy`` puts a private copy into a test's folder."""
+
+    def __init__(self, root: Path, demo: Path):
+        self.raw = root / "raw"
+        self.demo = demo
+        lab = np.zeros((16, 16, 16), np.uint8)
+        lab[4:10, 4:10, 4:10] = 1
+        training = []
+        for i in range(3):
+            img = np.random.default_rng(i).normal(size=(16, 16, 16)).astype(np.float32)
+            save_nifti(self.raw / "imagesTr" / f"c{i}.nii.gz", img)
+            save_nifti(self.raw / "labelsTr" / f"c{i}.nii.gz", lab)
+            training.append({"image": f"imagesTr/c{i}.nii.gz", "label": f"labelsTr/c{i}.nii.gz"})
+        labels = {"0": "background", "1": "lesion"}
+        write_json(self.raw / "dataset.json", {"modality": {"0": "MRI"}, "labels": labels, "training": training})
+        self.cache = root / "cache"
+        assert main(["data", "preprocess", str(self.raw), "--out", str(self.cache)]) == 0
+        self.captions = demo / "captions.jsonl"
+        self.text = demo / "text"
+        self.demo_cache = demo / "cache"
+        self.encoder = demo / "pretrain" / "encoder.pt"
+        self.best = next((demo / "study").rglob("ct_phantom/*/ratio1_seed0/best.pt"))
+
+    def copy(self, src: Path, dest: Path) -> Path:
+        if src.is_dir():
+            shutil.copytree(src, dest)
+        else:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest)
+        return dest
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, demo_run) -> Inputs:
+    return Inputs(tmp_path_factory.mktemp("inputs"), demo_run)
+
+
+def _pretrain(inp: Inputs, out: Path, captions=None, text=None, *extra: str) -> list[str]:
+    return [
+        "pretrain",
+        "--cache",
+        str(inp.demo_cache),
+        "--captions",
+        str(captions or inp.captions),
+        "--text-cache",
+        str(text or inp.text),
+        "--out",
+        str(out),
+        "pretrain.steps=1",
+        "pretrain.num_workers=0",
+        *extra,
+    ]
+
+
+def _finetune(inp: Inputs, out: Path, *extra: str) -> list[str]:
+    return ["finetune", str(inp.demo_cache), "--group", "ct_phantom", "--out", str(out), "finetune.steps=1", *extra]
+
+
+# ------------------------------------------------------------------------------------------------ data stage
+def _dataset(tmp: Path, body: dict) -> Path:
+    save_nifti(tmp / "ds" / "img.nii.gz", np.zeros((8, 8, 8), np.float32))
+    write_json(tmp / "ds" / "dataset.json", body)
+    return tmp / "ds"
+
+
+def k_preprocess_out_is_a_file(tmp, inp):
+    (tmp / "cache").write_text("a file")
+    return ["data", "preprocess", str(inp.raw), "--out", str(tmp / "cache")], [str(tmp / "cache"), "not a folder"]
+
+
+def k_training_is_a_dict(tmp, inp):
+    ds = _dataset(tmp, {"modality": {"0": "MRI"}, "training": {"image": "img.nii.gz"}})
+    return ["data", "check", str(ds)], ["dataset.json", "'training'", "list"]
+
+
+def k_groups_is_a_list(tmp, inp):
+    ds = _dataset(tmp, {"groups": [{"modality": "MRI", "training": [{"image": "img.nii.gz"}]}]})
+    return ["data", "check", str(ds)], ["dataset.json", "'groups'"]
+
+
+def k_nnunet_num_training_not_a_number(tmp, inp):
+    save_nifti(tmp / "nn" / "imagesTr" / "a_0000.nii.gz", np.zeros((8, 8, 8), np.float32))
+    save_nifti(tmp / "nn" / "labelsTr" / "a.nii.gz", np.zeros((8, 8, 8), np.uint8))
+    body = {
+        "channel_names": {"0": "MRI"},
+        "labels": {"background": 0},
+        "numTraining": "three",
+        "file_ending": ".nii.gz",
+    }
+    write_json(tmp / "nn" / "dataset.json", body)
+    return ["data", "check", str(tmp / "nn")], ["dataset.json", "numTraining", "'three'"]
+
+
+def k_singular_affine(tmp, inp):
+    aff = np.eye(4)
+    aff[2, 2] = 0.0
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape((8, 8, 8))
+    hdr.set_data_dtype(np.float32)
+    hdr.set_sform(aff, code=1)  # a singular sform (nibabel refuses to build one from an affine)
+    (tmp / "sing").mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.float32), None, header=hdr), str(tmp / "sing" / "a.nii.gz"))
+    return ["data", "check", str(tmp / "sing"), "--modality", "MRI"], ["a.nii.gz", "affine"]
+
+
+def k_zero_length_axis(tmp, inp):
+    save_nifti(tmp / "zero" / "a.nii.gz", np.zeros((8, 0, 8), np.float32))
+    return ["data", "check", str(tmp / "zero"), "--modality", "MRI"], ["a.nii.gz", "(8, 0, 8)", "empty"]
+
+
+def k_hdf5_raw_of_strings(tmp, inp):
+    (tmp / "em").mkdir()
+    with h5py.File(tmp / "em" / "s.hdf", "w") as f:
+        f.create_dataset("volumes/raw", data=np.array([[["a", "b"]] * 2] * 2, dtype=h5py.string_dtype()))
+    return ["data", "check", str(tmp / "em" / "s.hdf")], ["s.hdf", "volumes/raw", "numeric"]
+
+
+def k_truncated_dicom_slice(tmp, inp):
+    folder = write_dicom_series(tmp / "dcm", [np.zeros((16, 16), np.int16)] * 3)
+    last = sorted(folder.glob("*.dcm"))[-1]
+    last.write_bytes(last.read_bytes()[:-200])
+    return ["data", "check", str(folder), "--modality", "CT"], [last.name]
+
+
+def k_dataset_json_binary_garbage(tmp, inp):
+    (tmp / "ds").mkdir()
+    (tmp / "ds" / "dataset.json").write_bytes(b"\x89PNG\x00\xff\xfe garbage")
+    return ["data", "check", str(tmp / "ds")], ["dataset.json", "JSON"]
+
+
+def k_missing_image_file(tmp, inp):
+    ds = _dataset(tmp, {"modality": {"0": "MRI"}, "training": [{"image": "nope.nii.gz"}]})
+    return ["data", "preprocess", str(ds), "--out", str(tmp / "cache")], ["nope.nii.gz"]
+
+
+def k_em_float64_overflow(tmp, inp):
+    raw = np.zeros((8, 8, 8), np.float64)
+    raw[1, 1, 1] = 1e200  # finite as float64, inf as float32
+    (tmp / "em").mkdir()
+    with h5py.File(tmp / "em" / "s.hdf", "w") as f:
+        f.create_dataset("volumes/raw", data=raw)
+    return ["data", "check", str(tmp / "em" / "s.hdf")], ["s.hdf", "float32"]
+
+
+def k_check_missing_path(tmp, inp):
+    return ["data", "check", str(tmp / "nothing")], [str(tmp / "nothing")]
+
+
+def k_examples_negative_count(tmp, inp):
+    return ["data", "examples", "--out", str(tmp / "ex"), "--n-em", "-2"], ["--n-em"]
+
+
+# --------------------------------------------------------------------------------------------------- caption
+def k_caption_out_is_a_folder(tmp, inp):
+    (tmp / "caps.jsonl").mkdir()
+    return ["caption", str(inp.cache), "--out", str(tmp / "caps.jsonl")], [str(tmp / "caps.jsonl"), "folder"]
+
+
+def k_caption_cache_without_index(tmp, inp):
+    (tmp / "empty").mkdir()
+    return ["caption", str(tmp / "empty"), "--out", str(tmp / "c.jsonl")], ["index.json", "no cache index"]
+
+
+def k_caption_cache_index_garbage(tmp, inp):
+    cache = inp.copy(inp.cache, tmp / "cache")
+    (cache / "index.json").write_text('{"cases": [')
+    return ["caption", str(cache), "--out", str(tmp / "c.jsonl")], ["index.json", "not valid JSON"]
+
+
+def k_caption_case_json_garbage(tmp, inp):
+    cache = inp.copy(inp.cache, tmp / "cache")
+    (cache / "volumes" / "c0.json").write_text("not json")
+    return ["caption", str(cache), "--out", str(tmp / "c.jsonl")], ["c0.json", "not valid JSON"]
+
+
+def k_caption_resume_binary_garbage(tmp, inp):
+    (tmp / "c.jsonl").write_bytes(b"\xff\xfe\x00garbage\n")
+    return ["caption", str(inp.cache), "--out", str(tmp / "c.jsonl")], ["c.jsonl", "line 1"]
+
+
+def k_caption_resume_without_captioner(tmp, inp):
+    rec = json.loads(inp.captions.read_text().splitlines()[0])
+    rec.pop("captioner", None)
+    (tmp / "c.jsonl").write_text(json.dumps(rec) + "\n")
+    return ["caption", str(inp.cache), "--out", str(tmp / "c.jsonl")], ["c.jsonl", "captioner"]
+
+
+def k_caption_bad_shard(tmp, inp):
+    return ["caption", str(inp.cache), "--out", str(tmp / "c.jsonl"), "--shard", "3/2"], ["--shard", "3/2"]
+
+
+def k_caption_zero_box(tmp, inp):
+    argv = ["caption", str(inp.cache), "--out", str(tmp / "c.jsonl"), "caption.patch_size={MRI: [0, 16, 16]}"]
+    return argv, ["caption.patch_size"]
+
+
+# ------------------------------------------------------------------------------------------------ embed-text
+def k_embed_missing_captions(tmp, inp):
+    return ["embed-text", str(tmp / "none.jsonl"), "--out", str(tmp / "text")], ["none.jsonl", "not found"]
+
+
+def k_embed_garbage_line(tmp, inp):
+    (tmp / "c.jsonl").write_text('{"key": "a", "text": "fine"}\n{oops\n')
+    return ["embed-text", str(tmp / "c.jsonl"), "--out", str(tmp / "text")], ["c.jsonl", "line 2"]
+
+
+def k_embed_out_is_a_file(tmp, inp):
+    (tmp / "text").write_text("a file")
+    return ["embed-text", str(inp.captions), "--out", str(tmp / "text")], [str(tmp / "text"), "not a folder"]
+
+
+def k_embed_existing_index_garbage(tmp, inp):
+    text = inp.copy(inp.text, tmp / "text")
+    (text / "index.json").write_text("[1, 2")
+    return ["embed-text", str(inp.captions), "--out", str(text)], ["index.json", "not valid JSON"]
+
+
+def k_embed_existing_array_truncated(tmp, inp):
+    text = inp.copy(inp.text, tmp / "text")
+    data = (text / "embeddings.npy").read_bytes()
+    (text / "embeddings.npy").write_bytes(data[: len(data) // 2])
+    return ["embed-text", str(inp.captions), "--out", str(text)], ["embeddings.npy"]
+
+
+# -------------------------------------------------------------------------------------------------- pretrain
+def k_pretrain_text_cache_reordered(tmp, inp):
+    text = inp.copy(inp.text, tmp / "text")
+    index = json.loads((text / "index.json").read_text())
+    index["hashes"] = index["hashes"][1:] + index["hashes"][:1]
+    write_json(text / "index.json", index)
+    return _pretrain(inp, tmp / "run", text=text), ["index.json", "embeddings.npy", "do not match"]
+
+
+def k_pretrain_text_cache_truncated(tmp, inp):
+    text = inp.copy(inp.text, tmp / "text")
+    data = (text / "embeddings.npy").read_bytes()
+    (text / "embeddings.npy").write_bytes(data[: len(data) - 1000])
+    return _pretrain(inp, tmp / "run", text=text), ["embeddings.npy"]
+
+
+def _caption_change(tmp, inp, change) -> Path:
+    lines = inp.captions.read_text().splitlines()
+    (tmp / "c.jsonl").write_text("\n".join([json.dumps(json.loads(lines[0]) | change), *lines[1:]]) + "\n")
+    return tmp / "c.jsonl"
+
+
+def k_pretrain_caption_zero_size(tmp, inp):
+    return _pretrain(inp, tmp / "run", captions=_caption_change(tmp, inp, {"size": [0, 0, 0]})), ["size"]
+
+
+def k_pretrain_caption_binary_garbage(tmp, inp):
+    (tmp / "c.jsonl").write_bytes(inp.captions.read_bytes() + b"\x00\xff\xfe\x80\n")
+    return _pretrain(inp, tmp / "run", captions=tmp / "c.jsonl"), ["c.jsonl", "UTF-8"]
+
+
+def k_pretrain_out_is_a_file(tmp, inp):
+    (tmp / "run").write_text("a file")
+    return _pretrain(inp, tmp / "run"), [str(tmp / "run"), "not a folder"]
+
+
+def k_pretrain_patch_below_network_minimum(tmp, inp):
+    return _pretrain(inp, tmp / "run", None, None, "pretrain.patch_size=[4,4,4]"), ["pretrain.patch_size", "at least"]
+
+
+def k_pretrain_checkpoint_every_zero(tmp, inp):
+    return _pretrain(inp, tmp / "run", None, None, "pretrain.checkpoint_every=0"), ["pretrain.checkpoint_every"]
+
+
+# -------------------------------------------------------------------------------------------------- finetune
+def _encoder_file(tmp: Path, obj) -> Path:
+    tmp.mkdir(parents=True, exist_ok=True)
+    torch.save(obj, tmp / "encoder.pt")
+    return tmp / "encoder.pt"
+
+
+def k_encoder_is_a_list(tmp, inp):
+    enc = _encoder_file(tmp / "enc", [1, 2, 3])
+    return _finetune(inp, tmp / "ft", f"finetune.pretrained={enc}"), ["encoder.pt", "state dict"]
+
+
+def k_encoder_is_a_tensor(tmp, inp):
+    enc = _encoder_file(tmp / "enc", torch.zeros(3))
+    return _finetune(inp, tmp / "ft", f"finetune.pretrained={enc}"), ["encoder.pt", "state dict"]
+
+
+def k_encoder_binary_garbage(tmp, inp):
+    (tmp / "enc").mkdir()
+    (tmp / "enc" / "encoder.pt").write_bytes(b"\x00garbage" * 50)
+    return _finetune(inp, tmp / "ft", f"finetune.pretrained={tmp / 'enc' / 'encoder.pt'}"), ["encoder.pt"]
+
+
+def k_encoder_json_malformed(tmp, inp):
+    enc = inp.copy(inp.encoder, tmp / "enc" / "encoder.pt")
+    (tmp / "enc" / "encoder.json").write_text("{encoder: resunet")
+    return _finetune(inp, tmp / "ft", f"finetune.pretrained={enc}"), ["encoder.json", "not valid JSON"]
+
+
+def k_finetune_unknown_group(tmp, inp):
+    argv = ["finetune", str(inp.demo_cache), "--group", "nope", "--out", str(tmp / "ft")]
+    return argv, ["group=nope"]
+
+
+def k_finetune_patch_below_network_minimum(tmp, inp):
+    return _finetune(inp, tmp / "ft", "finetune.patch_size=[4,4,4]"), ["finetune.patch_size", "at least"]
+
+
+# --------------------------------------------------------------------------------------------------- predict
+def k_predict_best_without_preprocess(tmp, inp):
+    ckpt = torch.load(inp.best, weights_only=True)
+    ckpt.pop("preprocess")
+    torch.save(ckpt, tmp / "best.pt")
+    img = inp.copy(inp.raw / "imagesTr" / "c0.nii.gz", tmp / "in" / "c0.nii.gz")
+    return ["predict", str(tmp / "best.pt"), str(img), "--out", str(tmp / "pred")], ["best.pt", "preprocess"]
+
+
+def k_predict_best_garbage(tmp, inp):
+    (tmp / "best.pt").write_bytes(b"not a checkpoint")
+    img = inp.raw / "imagesTr" / "c0.nii.gz"
+    return ["predict", str(tmp / "best.pt"), str(img), "--out", str(tmp / "pred")], ["best.pt"]
+
+
+def k_predict_missing_input(tmp, inp):
+    return ["predict", str(inp.best), str(tmp / "no.nii.gz"), "--out", str(tmp / "pred")], ["no.nii.gz"]
+
+
+def k_predict_out_is_a_file(tmp, inp):
+    (tmp / "pred").write_text("a file")
+    img = inp.raw / "imagesTr" / "c0.nii.gz"
+    return ["predict", str(inp.best), str(img), "--out", str(tmp / "pred")], [str(tmp / "pred"), "not a folder"]
+
+
+def k_predict_unsupported_input(tmp, inp):
+    (tmp / "notes.txt").write_text("hello")
+    return ["predict", str(inp.best), str(tmp / "notes.txt"), "--out", str(tmp / "pred")], ["notes.txt"]
+
+
+# -------------------------------------------------------------------------------------------------- evaluate
+def _pred_and_ref(tmp: Path, ref_shape=(8, 8, 8), ref_name="a.nii.gz") -> tuple[Path, Path]:
+    save_nifti(tmp / "pred" / "a.nii.gz", np.ones((8, 8, 8), np.uint8))
+    save_nifti(tmp / "ref" / ref_name, np.ones(ref_shape, np.uint8))
+    return tmp / "pred", tmp / "ref"
+
+
+def k_evaluate_missing_predictions(tmp, inp):
+    (tmp / "ref").mkdir()
+    return ["evaluate", str(tmp / "none"), str(tmp / "ref"), "--out", str(tmp / "m")], [str(tmp / "none")]
+
+
+def k_evaluate_shape_mismatch(tmp, inp):
+    pred, ref = _pred_and_ref(tmp, ref_shape=(8, 8, 9))
+    return ["evaluate", str(pred), str(ref), "--out", str(tmp / "m")], ["a.nii.gz", "shape"]
+
+
+def k_evaluate_no_matching_names(tmp, inp):
+    pred, ref = _pred_and_ref(tmp, ref_name="b.nii.gz")
+    return ["evaluate", str(pred), str(ref), "--out", str(tmp / "m")], ["a.nii.gz"]
+
+
+def k_evaluate_out_is_a_file(tmp, inp):
+    pred, ref = _pred_and_ref(tmp)
+    (tmp / "m").write_text("a file")
+    return ["evaluate", str(pred), str(ref), "--out", str(tmp / "m")], [str(tmp / "m"), "not a folder"]
+
+
+# --------------------------------------------------------------------------------------------- study, probe
+def k_study_unknown_arm(tmp, inp):
+    return ["study", str(inp.demo_cache), "--out", str(tmp / "st"), "study.arms=[scratch, magic]"], ["magic"]
+
+
+def k_study_pretrained_arm_without_file(tmp, inp):
+    argv = ["study", str(inp.demo_cache), "--out", str(tmp / "st"), "study.arms=[pretrained]"]
+    return argv, ["--pretrained"]
+
+
+def k_probe_missing_encoder(tmp, inp):
+    argv = ["probe", str(inp.demo_cache), "--encoder", str(tmp / "e.pt"), "--group", "ct_phantom"]
+    return [*argv, "--out", str(tmp / "p")], ["e.pt", "not found"]
+
+
+def k_probe_unknown_group(tmp, inp):
+    argv = ["probe", str(inp.demo_cache), "--encoder", "random", "--group", "nope", "--out", str(tmp / "p")]
+    return argv, ["group=nope"]
+
+
+KINDS = {name[2:]: fn for name, fn in sorted(globals().items()) if name.startswith("k_")}
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_bad_input_is_one_clear_error_and_writes_nothing(kind, inputs, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    argv, needles = KINDS[kind](work, inputs)
+    capsys.readouterr()
+    before = tree(tmp_path), tree(inputs.raw.parent)
+    fails_cleanly(capsys, argv, *needles)
+    assert (tree(tmp_path), tree(inputs.raw.parent)) == before
