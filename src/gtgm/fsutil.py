@@ -57,7 +57,8 @@ def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
 
 def check_out(path: str | Path, folder: bool = True) -> None:
     """Before any work: ``path`` can become an output folder (``folder``) or file, i.e. neither it nor a parent
-    is the wrong kind of thing (:class:`~gtgm.errors.InputError` naming it)."""
+    is the wrong kind of thing, and the nearest existing folder is writable (:class:`~gtgm.errors.InputError`
+    naming it)."""
     from gtgm.errors import InputError
 
     path = Path(path)
@@ -66,12 +67,13 @@ def check_out(path: str | Path, folder: bool = True) -> None:
             raise InputError(path, "is a file, not a folder; give a folder (new or existing) as the output")
         if not folder and path.is_dir():
             raise InputError(path, "is a folder, not a file; give a file name as the output")
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is None:
         return
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise InputError(parent, f"is a file, not a folder, so {path} cannot be created in it")
-            return
+    if not existing.is_dir():
+        raise InputError(existing, f"is a file, not a folder, so {path} cannot be created in it")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(existing, "is not writable (read-only file system or no permission); choose another output")
 
 
 def read_json(path: str | Path, kind: type | None = dict) -> Any:

@@ -14,7 +14,7 @@ import torch
 from gtgm.cli import main
 from gtgm.fsutil import write_json
 from tests.conftest import save_nifti
-from tests.reliability.test_stage_inputs import fails_cleanly, tree
+from tests.reliability.conftest import fails_cleanly, finetune_argv, pretrain_argv, tree
 
 
 def _dataset(root, ids, value=1.0):
@@ -100,3 +100,46 @@ def test_temporary_files_of_a_killed_run_are_removed(tmp_path, folder):
     stale.write_bytes(b"half an array")
     assert main(["data", "preprocess", str(raw), "--out", str(cache)]) == 0
     assert not stale.exists()
+
+
+def _stage_argv(stage, tmp, inp):
+    """The command line of ``stage`` writing under ``tmp`` (inputs from the shared ``inputs`` fixture)."""
+    if stage == "examples":
+        return ["data", "examples", "--out", str(tmp / "ex"), "--n-ct", "1", "--n-em", "1"]
+    if stage == "preprocess":
+        return ["data", "preprocess", str(inp.raw), "--out", str(tmp / "cache")]
+    if stage == "caption":
+        return ["caption", str(inp.cache), "--out", str(tmp / "c.jsonl")]
+    if stage == "embed-text":
+        (tmp / "two.jsonl").write_text('{"key": "a", "text": "one"}\n{"key": "b", "text": "two"}\n')
+        return ["embed-text", str(tmp / "two.jsonl"), "--out", str(tmp / "text")]
+    if stage == "pretrain":
+        return pretrain_argv(inp, tmp / "run")
+    if stage == "finetune":
+        return finetune_argv(inp, tmp / "ft")
+    if stage == "predict":
+        return ["predict", str(inp.best), str(inp.raw / "imagesTr" / "c0.nii.gz"), "--out", str(tmp / "pred")]
+    if stage == "evaluate":
+        return ["evaluate", str(inp.raw / "labelsTr"), str(inp.raw / "labelsTr"), "--out", str(tmp / "m")]
+    if stage == "probe":
+        return ["probe", str(inp.demo_cache), "--encoder", "random", "--group", "ct_phantom", "--out", str(tmp / "p")]
+    return ["study", str(inp.demo_cache), "--out", str(tmp / "st"), "study.arms=[scratch]"]
+
+
+STAGES = ["examples", "preprocess", "caption", "embed-text", "pretrain", "finetune", "predict", "evaluate", "probe"]
+
+
+@pytest.mark.parametrize("stage", [*STAGES, "study"])
+def test_a_read_only_output_folder_is_one_line_at_every_stage(stage, inputs, tmp_path, capsys, monkeypatch):
+    argv = _stage_argv(stage, tmp_path, inputs)
+    before = tree(tmp_path)
+    real_access = os.access
+    monkeypatch.setattr(  # a read-only mount: the kernel answers EROFS to a write-access check under tmp_path
+        os,
+        "access",
+        lambda p, mode, **k: (
+            False if mode & os.W_OK and str(p).startswith(str(tmp_path)) else real_access(p, mode, **k)
+        ),
+    )
+    fails_cleanly(capsys, argv, str(tmp_path), "not writable")
+    assert tree(tmp_path) == before

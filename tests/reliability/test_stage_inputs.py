@@ -9,9 +9,7 @@ fine-tuned checkpoint), and copies any of them into ``tmp`` before changing it.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import h5py
@@ -20,87 +18,10 @@ import numpy as np
 import pytest
 import torch
 
-from gtgm.cli import main
 from gtgm.fsutil import write_json
 from tests.conftest import save_nifti
 from tests.data.test_io import write_dicom_series
-
-
-def tree(root: Path) -> dict[str, str]:
-    """relative path -> SHA-256 of the bytes ('dir' for folders) of everything under ``root``."""
-    return {
-        p.relative_to(root).as_posix(): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-    }
-
-
-def fails_cleanly(capsys, argv: list[str], *needles: str) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 1, err
-    assert "Traceback" not in err and err.count("gtgm: error:") == 1, err
-    for needle in needles:
-        assert needle in err, err
-    return err
-
-
-class Inputs:
-    """Shared inputs, built once per module; ``copy`` puts a private copy into a test's folder."""
-
-    def __init__(self, root: Path, demo: Path):
-        self.raw = root / "raw"
-        self.demo = demo
-        lab = np.zeros((16, 16, 16), np.uint8)
-        lab[4:10, 4:10, 4:10] = 1
-        training = []
-        for i in range(3):
-            img = np.random.default_rng(i).normal(size=(16, 16, 16)).astype(np.float32)
-            save_nifti(self.raw / "imagesTr" / f"c{i}.nii.gz", img)
-            save_nifti(self.raw / "labelsTr" / f"c{i}.nii.gz", lab)
-            training.append({"image": f"imagesTr/c{i}.nii.gz", "label": f"labelsTr/c{i}.nii.gz"})
-        labels = {"0": "background", "1": "lesion"}
-        write_json(self.raw / "dataset.json", {"modality": {"0": "MRI"}, "labels": labels, "training": training})
-        self.cache = root / "cache"
-        assert main(["data", "preprocess", str(self.raw), "--out", str(self.cache)]) == 0
-        self.captions = demo / "captions.jsonl"
-        self.text = demo / "text"
-        self.demo_cache = demo / "cache"
-        self.encoder = demo / "pretrain" / "encoder.pt"
-        self.best = next((demo / "study").rglob("ct_phantom/*/ratio1_seed0/best.pt"))
-
-    def copy(self, src: Path, dest: Path) -> Path:
-        if src.is_dir():
-            shutil.copytree(src, dest)
-        else:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest)
-        return dest
-
-
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory, demo_run) -> Inputs:
-    return Inputs(tmp_path_factory.mktemp("inputs"), demo_run)
-
-
-def _pretrain(inp: Inputs, out: Path, captions=None, text=None, *extra: str) -> list[str]:
-    return [
-        "pretrain",
-        "--cache",
-        str(inp.demo_cache),
-        "--captions",
-        str(captions or inp.captions),
-        "--text-cache",
-        str(text or inp.text),
-        "--out",
-        str(out),
-        "pretrain.steps=1",
-        "pretrain.num_workers=0",
-        *extra,
-    ]
-
-
-def _finetune(inp: Inputs, out: Path, *extra: str) -> list[str]:
-    return ["finetune", str(inp.demo_cache), "--group", "ct_phantom", "--out", str(out), "finetune.steps=1", *extra]
+from tests.reliability.conftest import fails_cleanly, finetune_argv, pretrain_argv, tree
 
 
 # ------------------------------------------------------------------------------------------------ data stage
@@ -275,14 +196,14 @@ def k_pretrain_text_cache_reordered(tmp, inp):
     index = json.loads((text / "index.json").read_text())
     index["hashes"] = index["hashes"][1:] + index["hashes"][:1]
     write_json(text / "index.json", index)
-    return _pretrain(inp, tmp / "run", text=text), ["index.json", "embeddings.npy", "do not match"]
+    return pretrain_argv(inp, tmp / "run", text=text), ["index.json", "embeddings.npy", "do not match"]
 
 
 def k_pretrain_text_cache_truncated(tmp, inp):
     text = inp.copy(inp.text, tmp / "text")
     data = (text / "embeddings.npy").read_bytes()
     (text / "embeddings.npy").write_bytes(data[: len(data) - 1000])
-    return _pretrain(inp, tmp / "run", text=text), ["embeddings.npy"]
+    return pretrain_argv(inp, tmp / "run", text=text), ["embeddings.npy"]
 
 
 def _caption_change(tmp, inp, change) -> Path:
@@ -292,25 +213,26 @@ def _caption_change(tmp, inp, change) -> Path:
 
 
 def k_pretrain_caption_zero_size(tmp, inp):
-    return _pretrain(inp, tmp / "run", captions=_caption_change(tmp, inp, {"size": [0, 0, 0]})), ["size"]
+    return pretrain_argv(inp, tmp / "run", captions=_caption_change(tmp, inp, {"size": [0, 0, 0]})), ["size"]
 
 
 def k_pretrain_caption_binary_garbage(tmp, inp):
     (tmp / "c.jsonl").write_bytes(inp.captions.read_bytes() + b"\x00\xff\xfe\x80\n")
-    return _pretrain(inp, tmp / "run", captions=tmp / "c.jsonl"), ["c.jsonl", "UTF-8"]
+    return pretrain_argv(inp, tmp / "run", captions=tmp / "c.jsonl"), ["c.jsonl", "UTF-8"]
 
 
 def k_pretrain_out_is_a_file(tmp, inp):
     (tmp / "run").write_text("a file")
-    return _pretrain(inp, tmp / "run"), [str(tmp / "run"), "not a folder"]
+    return pretrain_argv(inp, tmp / "run"), [str(tmp / "run"), "not a folder"]
 
 
 def k_pretrain_patch_below_network_minimum(tmp, inp):
-    return _pretrain(inp, tmp / "run", None, None, "pretrain.patch_size=[4,4,4]"), ["pretrain.patch_size", "at least"]
+    argv = pretrain_argv(inp, tmp / "run", None, None, "pretrain.patch_size=[4,4,4]")
+    return argv, ["pretrain.patch_size", "at least"]
 
 
 def k_pretrain_checkpoint_every_zero(tmp, inp):
-    return _pretrain(inp, tmp / "run", None, None, "pretrain.checkpoint_every=0"), ["pretrain.checkpoint_every"]
+    return pretrain_argv(inp, tmp / "run", None, None, "pretrain.checkpoint_every=0"), ["pretrain.checkpoint_every"]
 
 
 # -------------------------------------------------------------------------------------------------- finetune
@@ -322,24 +244,24 @@ def _encoder_file(tmp: Path, obj) -> Path:
 
 def k_encoder_is_a_list(tmp, inp):
     enc = _encoder_file(tmp / "enc", [1, 2, 3])
-    return _finetune(inp, tmp / "ft", f"finetune.pretrained={enc}"), ["encoder.pt", "state dict"]
+    return finetune_argv(inp, tmp / "ft", f"finetune.pretrained={enc}"), ["encoder.pt", "state dict"]
 
 
 def k_encoder_is_a_tensor(tmp, inp):
     enc = _encoder_file(tmp / "enc", torch.zeros(3))
-    return _finetune(inp, tmp / "ft", f"finetune.pretrained={enc}"), ["encoder.pt", "state dict"]
+    return finetune_argv(inp, tmp / "ft", f"finetune.pretrained={enc}"), ["encoder.pt", "state dict"]
 
 
 def k_encoder_binary_garbage(tmp, inp):
     (tmp / "enc").mkdir()
     (tmp / "enc" / "encoder.pt").write_bytes(b"\x00garbage" * 50)
-    return _finetune(inp, tmp / "ft", f"finetune.pretrained={tmp / 'enc' / 'encoder.pt'}"), ["encoder.pt"]
+    return finetune_argv(inp, tmp / "ft", f"finetune.pretrained={tmp / 'enc' / 'encoder.pt'}"), ["encoder.pt"]
 
 
 def k_encoder_json_malformed(tmp, inp):
     enc = inp.copy(inp.encoder, tmp / "enc" / "encoder.pt")
     (tmp / "enc" / "encoder.json").write_text("{encoder: resunet")
-    return _finetune(inp, tmp / "ft", f"finetune.pretrained={enc}"), ["encoder.json", "not valid JSON"]
+    return finetune_argv(inp, tmp / "ft", f"finetune.pretrained={enc}"), ["encoder.json", "not valid JSON"]
 
 
 def k_finetune_unknown_group(tmp, inp):
@@ -348,7 +270,7 @@ def k_finetune_unknown_group(tmp, inp):
 
 
 def k_finetune_patch_below_network_minimum(tmp, inp):
-    return _finetune(inp, tmp / "ft", "finetune.patch_size=[4,4,4]"), ["finetune.patch_size", "at least"]
+    return finetune_argv(inp, tmp / "ft", "finetune.patch_size=[4,4,4]"), ["finetune.patch_size", "at least"]
 
 
 # --------------------------------------------------------------------------------------------------- predict
