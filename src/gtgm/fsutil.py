@@ -67,6 +67,10 @@ def check_out(path: str | Path, folder: bool = True) -> None:
             raise InputError(path, "is a file, not a folder; give a folder (new or existing) as the output")
         if not folder and path.is_dir():
             raise InputError(path, "is a folder, not a file; give a file name as the output")
+    if not folder and path.is_file():  # a file to append to (resume)
+        if not os.access(path, os.W_OK):
+            raise InputError(path, "is not writable (read-only file system or no permission)")
+        return
     existing = next((p for p in (path, *path.parents) if p.exists()), None)
     if existing is None:
         return

@@ -32,14 +32,18 @@ from gtgm.train.checkpoint import has_norm_weights, load_checkpoint, load_weight
 from gtgm.train.tasks import predict_array
 
 
+def _require(ckpt: dict[str, Any], path: str | Path, keys: tuple[str, ...]) -> None:
+    missing = [k for k in keys if k not in ckpt]
+    if missing:
+        raise GtgmError(f"{path}: best.pt lacks {', '.join(missing)}; re-run gtgm finetune with this version of gtgm")
+
+
 def load_segmenter(path: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
     """A fine-tuned ``best.pt`` -> (model in eval mode, its metadata)."""
     ckpt = load_checkpoint(path, device)
     if "model_config" not in ckpt:
         raise GtgmError(f"{path}: not a segmentation checkpoint (expected best.pt from gtgm finetune)")
-    missing = [k for k in ("model", "num_classes", "preprocess", "patch_size", "modality") if k not in ckpt]
-    if missing:
-        raise GtgmError(f"{path}: best.pt lacks {', '.join(missing)}; re-run gtgm finetune with this version")
+    _require(ckpt, path, ("model", "num_classes"))
     m: ModelConfig = from_dict(ModelConfig, ckpt["model_config"])
     if "norm_affine" not in ckpt["model_config"]:  # saved before the option: read it off the weights
         m.norm_affine = has_norm_weights(ckpt["model"])
@@ -123,6 +127,7 @@ def predict_inputs(
     """
     dev = resolve_device(device)
     model, meta = load_segmenter(checkpoint, dev)
+    _require(meta, checkpoint, ("preprocess", "patch_size", "modality"))  # what predict needs to prepare inputs
     trained = meta.get("task", "segmentation")
     if task and task != trained:
         raise GtgmError(f"{checkpoint}: trained for task '{trained}', not '{task}'")

@@ -150,7 +150,8 @@ def test_cli_preprocess_bad_input_exit_code(tmp_path, lps_affine, capsys, proble
     code = main(["data", "preprocess", str(root), "--out", str(tmp_path / "cache")])
     err = capsys.readouterr().err
     assert code == 1 and str(bad) in err, err
-    assert not list((tmp_path / "cache" / "volumes").iterdir())
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]  # no file, and no empty folder left
+    assert not (tmp_path / "cache").exists()
 
 
 def test_parallel_workers_match_serial(tmp_path, lps_affine):
