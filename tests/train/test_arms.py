@@ -43,6 +43,8 @@ def test_study_pretrains_each_arm_and_compares_them(demo_run, tmp_path):
             f"study.out={tmp_path / 'study'}",
             "study.arms=[scratch, gtgm, image_only, shuffled_text]",
             "study.seeds=[0]",
+            "study.groups=[ct_phantom]",
+            "finetune.test_fraction=0.2",  # two test cases: the probes (study.probe) stay quick
             *TINY,
         ],
     )
@@ -59,6 +61,7 @@ def test_study_pretrains_each_arm_and_compares_them(demo_run, tmp_path):
     assert ft["finetune"]["pretrained"] == str(root / "pretrain" / "gtgm_seed0" / "encoder.pt")
     for comparison in ("gtgm − scratch", "gtgm − image_only", "gtgm − shuffled_text", "image_only − scratch"):
         assert comparison in report
+    assert "voxel probe: Dice" in report  # the preset's study.probe
     study = json.loads((root / "study.json").read_text())
     assert {r["arm"] for r in study["results"]["ct_phantom"]} == {"scratch", "gtgm", "image_only", "shuffled_text"}
     with pytest.raises(GtgmError, match="needs an encoder"):
