@@ -49,3 +49,16 @@ def test_probe_is_deterministic_and_tells_encoders_apart(demo_run, tmp_path, cap
     argv = ["probe", str(demo_run / "cache"), "--encoder", str(tmp_path / "none.pt"), "--group", "ct_phantom"]
     assert main([*argv, "--out", str(tmp_path / "q")]) == 1
     assert "none.pt: encoder file not found" in capsys.readouterr().err and not (tmp_path / "q").exists()
+
+
+def test_stage_pooling_concatenates_the_mean_of_every_stage():
+    cfg = load_config(None, [*TINY, "model.pooling=stages"])
+    enc = load_frozen_encoder(cfg, "", 0)
+    x = torch.randn(2, 1, 16, 16, 16)
+    with torch.no_grad():
+        pooled, maps = enc(x), enc.features(x)
+    assert enc.out_dim == 4 + 8 + 16 and pooled.shape == (2, 28)
+    torch.testing.assert_close(pooled, torch.cat([m.mean(dim=(2, 3, 4)) for m in maps], 1))
+    last = load_frozen_encoder(load_config(None, TINY), "", 0)
+    with torch.no_grad():
+        torch.testing.assert_close(last(x), maps[-1].mean(dim=(2, 3, 4)))  # same weights, the paper's pooling
