@@ -334,7 +334,8 @@ def _pretrain(args: argparse.Namespace) -> int:
         r = result["retrieval"]
         print(
             f"held-out image->text retrieval: top-1 {r['top1']:.1%} (chance {r['chance_top1']:.1%}), "
-            f"top-5 {r['top5']:.1%} (chance {r['chance_top5']:.1%}) on {r['n']} patches"
+            f"top-5 {r['top5']:.1%} (chance {r['chance_top5']:.1%}) on {r['n']} patches; from modality and "
+            f"position alone: {r.get('position_top1', float('nan')):.1%} / {r.get('position_top5', float('nan')):.1%}"
         )
     print(f"pretrained {result['step']} steps; encoder weights: {Path(result['out']) / 'encoder.pt'}")
     return 0

@@ -206,7 +206,7 @@ def _pretrain_blocks(run: Path, cfg: Config, figure: Path) -> list:
     fig.tight_layout()
     fig.savefig(figure, dpi=80)
     plt.close(fig)
-    m, p = cfg.model, cfg.pretrain
+    m, p, nan = cfg.model, cfg.pretrain, float("nan")
     rows = [
         [
             r["step"],
@@ -214,6 +214,7 @@ def _pretrain_blocks(run: Path, cfg: Config, figure: Path) -> list:
             f"{r['retrieval/chance_top1']:.1%}",
             f"{r['retrieval/top5']:.1%}",
             f"{r['retrieval/chance_top5']:.1%}",
+            f"{r.get('retrieval/position_top1', nan):.1%} / {r.get('retrieval/position_top5', nan):.1%}",
             int(r["retrieval/n"]),
         ]
         for r in evals
@@ -228,7 +229,21 @@ def _pretrain_blocks(run: Path, cfg: Config, figure: Path) -> list:
             f"{cfg.loss.image_image}(v1, v2); {rate:.1f} samples/s.",
         ),
         ("figure", (figure, "Loss terms and held-out retrieval during pretraining")),
-        ("table", (["step", "top-1", "chance top-1", "top-5", "chance top-5", "held-out patches"], rows)),
+        (
+            "table",
+            (
+                [
+                    "step",
+                    "top-1",
+                    "chance top-1",
+                    "top-5",
+                    "chance top-5",
+                    "modality + position only (top-1 / top-5)",
+                    "held-out patches",
+                ],
+                rows,
+            ),
+        ),
     ]
 
 

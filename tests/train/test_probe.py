@@ -62,3 +62,18 @@ def test_stage_pooling_concatenates_the_mean_of_every_stage():
     last = load_frozen_encoder(load_config(None, TINY), "", 0)
     with torch.no_grad():
         torch.testing.assert_close(last(x), maps[-1].mean(dim=(2, 3, 4)))  # same weights, the paper's pooling
+
+
+def test_position_baseline_by_hand():
+    from types import SimpleNamespace
+
+    from gtgm.train.retrieval import position_baseline
+
+    # four CT boxes of a 90³ volume with distinct captions: two share their stated place (left posterior
+    # inferior, peripheral), two have a place of their own -> top-1 = (1/2 + 1/2 + 1 + 1) / 4, top-5 = 1
+    starts = [[0, 0, 0], [2, 2, 2], [60, 60, 60], [30, 30, 30]]
+    cache = SimpleNamespace(entries=[{"modality": "CT"}], shape=lambda i: [90, 90, 90])
+    records = [{"start": s, "size": [16, 16, 16]} for s in starts]
+    pairs = SimpleNamespace(records=records, case=[0, 0, 0, 0], cache=cache, rows=[0, 1, 2, 3])
+    top1, top5 = position_baseline(pairs, repeats=400)
+    assert abs(top1 - 0.75) < 0.04 and top5 == 1.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -16,7 +17,9 @@ def retrieval_accuracy(
 
     Each patch (un-augmented box) is embedded by the encoder + image head, each caption by the text
     head; a hit is a retrieved caption whose text equals the patch's own (duplicate texts count).
-    Chance: 1/n (top-1) and min(5, n)/n (top-5) for distinct texts.
+    Chance: 1/n (top-1) and min(5, n)/n (top-5) for distinct texts. ``position_top1/5``: what knowing only
+    where each box is achieves (:func:`position_baseline`): the bar an encoder must pass before its retrieval
+    says anything about the captions' content beyond modality and position.
     """
     was_training = model.training
     model.eval()
@@ -32,10 +35,45 @@ def retrieval_accuracy(
     hits = same_text.gather(1, ranked)
     model.train(was_training)
     k5 = min(5, n)
+    base = position_baseline(pairs)
     return {
         "top1": float(hits[:, 0].float().mean()),
         "top5": float(hits[:, :k5].any(1).float().mean()),
         "n": n,
         "chance_top1": 1 / n,
         "chance_top5": k5 / n,
+        "position_top1": base[0],
+        "position_top5": base[1],
     }
+
+
+def position_baseline(pairs: CaptionPairs, repeats: int = 200, seed: int = 0) -> tuple[float, float]:
+    """Expected top-1 / top-5 of retrieval from metadata alone: box i ranks caption j first when j's box has the
+    same modality and the same stated place (the location words ``describe`` writes: left / midline / right,
+    posterior / mid / anterior, inferior / mid-level / superior, central / peripheral; EM: radial part and first
+    section), then same modality, then the rest; ties are broken at random, averaged over ``repeats`` draws."""
+    from types import SimpleNamespace
+
+    from gtgm.text.captioners.measure import position
+
+    keys = []
+    for r, c in zip(pairs.records, pairs.case):
+        modality = pairs.cache.entries[int(c)]["modality"]
+        box = SimpleNamespace(start=r["start"], size=r["size"], volume_shape=pairs.cache.shape(int(c)))
+        p = position(box)
+        keys.append(
+            (modality, p["radial"], r["start"][2])
+            if modality == "EM"
+            else (modality, p["lr"], p["ap"], p["si"], p["radial"])
+        )
+    modality = np.array([k[0] for k in keys])
+    place = np.array([sorted(set(keys)).index(k) for k in keys]) if keys else np.zeros(0, int)
+    cost = (place[:, None] != place[None, :]).astype(float) + (modality[:, None] != modality[None, :])
+    same = np.asarray(pairs.rows)[:, None] == np.asarray(pairs.rows)[None, :]
+    n = len(keys)
+    rng, k5, top1, top5 = np.random.default_rng(seed), min(5, n), 0.0, 0.0
+    for _ in range(repeats):
+        order = np.argsort(cost + rng.random(cost.shape) * 0.5, axis=1)
+        hits = np.take_along_axis(same, order, axis=1)
+        top1, top5 = top1 + hits[:, 0].mean(), top5 + hits[:, :k5].any(1).mean()
+    return float(top1 / repeats), float(top5 / repeats)
