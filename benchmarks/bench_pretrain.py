@@ -10,7 +10,7 @@ Prints milliseconds per step, the ratio full / encoder-only (target <= 1.10), th
 cache over the online text encoder, and peak memory (CUDA: max allocated per variant; CPU: process
 peak RSS).
 
-    python benchmarks/bench_pretrain.py [--encoder resunet|swinunetr] [--patch 32] [--batch 8] [--steps 10]
+    python benchmarks/bench_pretrain.py [--encoder resunet|swinunetr] [--pooling last|stages] [--patch 32] [--batch 8]
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ def main() -> None:
     ap.add_argument("--encoder", default="resunet", choices=["resunet", "swinunetr"])
     ap.add_argument("--channels", default="8,16,32,64,128", help="resunet stage channels")
     ap.add_argument("--feature-size", type=int, default=12, help="swinunetr feature size")
+    ap.add_argument("--pooling", default="last", choices=["last", "stages"], help="model.pooling")
     ap.add_argument("--patch", type=int, default=32)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=5, help="timed steps per round")
@@ -77,6 +78,7 @@ def main() -> None:
     device = resolve_device(args.device)
     torch.manual_seed(0)
     kw = {"channels": [int(c) for c in args.channels.split(",")], "feature_size": args.feature_size}
+    kw["pooling"] = args.pooling
     text_encoder = TextEncoder(TextConfig(), str(device))
     model = VLPModel(
         create_encoder(args.encoder, **kw),
@@ -117,7 +119,7 @@ def main() -> None:
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     params = sum(p.numel() for p in model.encoder.parameters()) / 1e6
     print(
-        f"device: {name}; encoder {args.encoder} ({params:.2f} M params), batch {args.batch} x 2 views of "
+        f"device: {name}; encoder {args.encoder} ({params:.2f} M params, {args.pooling} pooling), batch {args.batch} x 2 views of "
         f"{args.patch}^3, median of {args.rounds} interleaved rounds of {args.steps} steps"
     )
     print(f"encoder only (fwd+bwd+AdamW):        {t_enc * 1e3:8.1f} ms/step  peak {m_enc:.2f} GB")
