@@ -119,8 +119,8 @@ def main() -> None:
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     params = sum(p.numel() for p in model.encoder.parameters()) / 1e6
     print(
-        f"device: {name}; encoder {args.encoder} ({params:.2f} M params, {args.pooling} pooling), batch {args.batch} x 2 views of "
-        f"{args.patch}^3, median of {args.rounds} interleaved rounds of {args.steps} steps"
+        f"device: {name}; encoder {args.encoder} ({params:.2f} M params, {args.pooling} pooling), "
+        f"batch {args.batch} x 2 views of {args.patch}^3, median of {args.rounds} interleaved rounds of {args.steps} steps"
     )
     print(f"encoder only (fwd+bwd+AdamW):        {t_enc * 1e3:8.1f} ms/step  peak {m_enc:.2f} GB")
     print(
