@@ -120,7 +120,8 @@ def main() -> None:
     params = sum(p.numel() for p in model.encoder.parameters()) / 1e6
     print(
         f"device: {name}; encoder {args.encoder} ({params:.2f} M params, {args.pooling} pooling), "
-        f"batch {args.batch} x 2 views of {args.patch}^3, median of {args.rounds} interleaved rounds of {args.steps} steps"
+        f"batch {args.batch} x 2 views of {args.patch}^3, "
+        f"median of {args.rounds} interleaved rounds of {args.steps} steps"
     )
     print(f"encoder only (fwd+bwd+AdamW):        {t_enc * 1e3:8.1f} ms/step  peak {m_enc:.2f} GB")
     print(
