@@ -202,7 +202,9 @@ def summarize(rows: list[dict[str, Any]]) -> dict[tuple[str, float], dict[str, t
             sel = [r for r in rows if r["arm"] == arm and r["ratio"] == ratio]
             if not sel:
                 continue
-            stats = {str(c): _stat([r["values"][c] for r in sel]) for c in sel[0]["values"]}
+            # class keys are ints in a fresh run and strings in one reused from its test_metrics.json
+            values = [{str(c): v for c, v in r["values"].items()} for r in sel]
+            stats = {c: _stat([v[c] for v in values if c in v]) for c in dict.fromkeys(k for v in values for k in v)}
             stats["score"] = _stat([r["score"] for r in sel])
             out[(arm, ratio)] = stats
     return out
@@ -357,6 +359,8 @@ def paired_blocks(rows: list[dict[str, Any]]) -> list:
             below, above = b["hi"] < 0, b["lo"] > 0
             better, worse = (below, above) if em else (above, below)
             verdict = f"{arm} better" if better else f"{arm} worse" if worse else "no difference shown"
+            if b["clusters"] < 2 and b["n"] < 2:  # one difference: no spread, so no interval and no verdict
+                verdict = "one pair: no interval"
             table.append(
                 [
                     f"{arm} − {base}",
