@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,29 +18,10 @@ from typing import Any, Literal
 
 import yaml
 
+from gtgm.config_checks import check_patch_fits_model, check_ranges
 from gtgm.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
-
-
-def check_ranges(
-    section: str,
-    obj: Any,
-    at_least_one: tuple[str, ...] = (),
-    ratios: tuple[str, ...] = (),
-    sizes: tuple[str, ...] = (),
-) -> None:
-    """Value checks at the boundary: counts and intervals ≥ 1, ratios in (0, 1], patch sizes of 3 positive ints."""
-    for key in at_least_one:
-        if getattr(obj, key) < 1:
-            raise ConfigError(f"config key '{section}.{key}': must be at least 1, got {getattr(obj, key)}")
-    for key in ratios:
-        if not 0 < getattr(obj, key) <= 1:
-            raise ConfigError(f"config key '{section}.{key}': must lie in (0, 1], got {getattr(obj, key)}")
-    for key in sizes:
-        value = getattr(obj, key)
-        if len(value) != 3 or any(v < 1 for v in value):
-            raise ConfigError(f"config key '{section}.{key}': expected 3 positive sizes (x, y, z), got {value}")
 
 
 @dataclass
@@ -347,22 +327,6 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def check_patch_fits_model(key: str, size: list[int], model: ModelConfig) -> None:
-    """A patch the encoder can take: resunet with K stages halves K-1 times, so each side needs ≥ 2^(K-1) voxels
-    and the deepest map more than one voxel (instance norm); swinunetr needs sides divisible by 32."""
-    if model.encoder == "swinunetr":
-        if any(s % 32 for s in size):
-            raise ConfigError(f"config key '{key}': swinunetr needs sides divisible by 32, got {size}")
-        return
-    factor = 2 ** (len(model.channels) - 1)
-    deepest = [-(-s // factor) for s in size]
-    if min(size) < factor or math.prod(deepest) < 2:
-        raise ConfigError(
-            f"config key '{key}': the {len(model.channels)}-stage resunet needs sides of at least {factor} voxels and "
-            f"more than one voxel after {len(model.channels) - 1} halvings, got {size}"
-        )
 
 
 def load_config(preset: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -15,20 +15,11 @@ import pytest
 from gtgm.cli import main
 from gtgm.fsutil import write_json
 from tests.conftest import save_nifti
+from tests.reliability.conftest import fails_cleanly
 
 
 def _files(root):
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
-
-
-def _fails_cleanly(capsys, argv, *needles):
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 1, err
-    assert "Traceback" not in err and err.count("gtgm: error:") == 1, err
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 @pytest.mark.parametrize("case_id", ["../../../escaped_case", "sub/dir", ".hidden", "tab\there"])
@@ -39,7 +30,7 @@ def test_case_ids_that_are_not_file_names_are_refused(tmp_path, capsys, case_id)
         root / "data" / "dataset.json", {"modality": {"0": "MRI"}, "training": [{"image": "img.nii.gz", "id": case_id}]}
     )
     before = _files(tmp_path)
-    _fails_cleanly(
+    fails_cleanly(
         capsys, ["data", "preprocess", str(root / "data"), "--out", str(root / "cache")], "dataset.json", "case id"
     )
     assert _files(tmp_path) == before  # nothing written, inside or outside --out
@@ -58,13 +49,13 @@ def test_inputs_of_the_same_name_get_distinct_predictions(demo_run, tmp_path, ca
 
 def test_path_flags_are_not_yaml(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    err = _fails_cleanly(capsys, ["finetune", "on", "--out", "007"], "on")
+    err = fails_cleanly(capsys, ["finetune", "on", "--out", "007"], "on")
     assert "expected str" not in err  # '007' and 'on' stay strings (YAML would make them 7 and True)
 
 
 def test_system_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
-    _fails_cleanly(capsys, ["data", "examples", "--out", str(tmp_path / "file" / "sub")], str(tmp_path / "file"))
+    fails_cleanly(capsys, ["data", "examples", "--out", str(tmp_path / "file" / "sub")], str(tmp_path / "file"))
     assert main(["--debug", "data", "examples", "--out", str(tmp_path / "file" / "sub")]) == 1
     assert "Traceback" in capsys.readouterr().err
 
@@ -91,11 +82,11 @@ def test_system_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, caps
     ],
 )
 def test_out_of_range_settings_name_their_key(capsys, override, key):
-    _fails_cleanly(capsys, ["config", override], f"'{key}'")
+    fails_cleanly(capsys, ["config", override], f"'{key}'")
 
 
 def test_label_ratio_flag_is_checked(tmp_path, capsys):
-    _fails_cleanly(capsys, ["finetune", str(tmp_path), "--label-ratio", "-1"], "finetune.label_ratio")
+    fails_cleanly(capsys, ["finetune", str(tmp_path), "--label-ratio", "-1"], "finetune.label_ratio")
     assert json.dumps(_files(tmp_path)) == "[]"
 
 
@@ -135,7 +126,7 @@ def test_label_values_outside_dataset_json_are_refused(tmp_path, capsys):
         "finetune.patch_size=[16,16,16]",
         "model.channels=[4,8,16]",
     ]
-    _fails_cleanly(capsys, argv, "case c0", "[9]", "does not declare")
+    fails_cleanly(capsys, argv, "case c0", "[9]", "does not declare")
     assert not (tmp_path / "ft").exists()
 
 
@@ -159,7 +150,7 @@ def test_caption_box_outside_its_volume_is_refused(demo_run, tmp_path, capsys, c
         str(tmp_path / "run"),
         "pretrain.steps=1",
     ]
-    _fails_cleanly(capsys, argv, bad["key"], shown)
+    fails_cleanly(capsys, argv, bad["key"], shown)
 
 
 def test_headers_and_spacings_beyond_memory_are_refused_before_allocating(tmp_path, capsys):
@@ -168,8 +159,8 @@ def test_headers_and_spacings_beyond_memory_are_refused_before_allocating(tmp_pa
     (tmp_path / "big").mkdir()
     (tmp_path / "big" / "big.nii").write_bytes(hdr.binaryblock + bytes(352 - len(hdr.binaryblock) + 64))
     argv = ["data", "preprocess", str(tmp_path / "big"), "--modality", "MRI", "--out", str(tmp_path / "c1")]
-    _fails_cleanly(capsys, argv, "big.nii", "(20000, 20000, 20000)")
+    fails_cleanly(capsys, argv, "big.nii", "(20000, 20000, 20000)")
     save_nifti(tmp_path / "small" / "a.nii.gz", np.zeros((8, 8, 8), np.float32))
     argv = ["data", "preprocess", str(tmp_path / "small"), "--modality", "MRI", "--out", str(tmp_path / "c2")]
-    _fails_cleanly(capsys, [*argv, "preprocess.target_spacing=[0.001,0.001,0.001]"], "preprocess.target_spacing")
+    fails_cleanly(capsys, [*argv, "preprocess.target_spacing=[0.001,0.001,0.001]"], "preprocess.target_spacing")
     assert not list((tmp_path / "c2").rglob("*.npy"))

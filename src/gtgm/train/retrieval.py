@@ -67,7 +67,8 @@ def position_baseline(pairs: CaptionPairs, repeats: int = 200, seed: int = 0) ->
             else (modality, p["lr"], p["ap"], p["si"], p["radial"])
         )
     modality = np.array([k[0] for k in keys])
-    place = np.array([sorted(set(keys)).index(k) for k in keys]) if keys else np.zeros(0, int)
+    ids = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+    place = np.array([ids[k] for k in keys], dtype=int)
     cost = (place[:, None] != place[None, :]).astype(float) + (modality[:, None] != modality[None, :])
     same = np.asarray(pairs.rows)[:, None] == np.asarray(pairs.rows)[None, :]
     n = len(keys)

@@ -1,0 +1,44 @@
+"""Value checks of configuration sections at the boundary (each names the dotted key it refuses)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from gtgm.errors import ConfigError
+
+
+def check_ranges(
+    section: str,
+    obj: Any,
+    at_least_one: tuple[str, ...] = (),
+    ratios: tuple[str, ...] = (),
+    sizes: tuple[str, ...] = (),
+) -> None:
+    """Value checks at the boundary: counts and intervals ≥ 1, ratios in (0, 1], patch sizes of 3 positive ints."""
+    for key in at_least_one:
+        if getattr(obj, key) < 1:
+            raise ConfigError(f"config key '{section}.{key}': must be at least 1, got {getattr(obj, key)}")
+    for key in ratios:
+        if not 0 < getattr(obj, key) <= 1:
+            raise ConfigError(f"config key '{section}.{key}': must lie in (0, 1], got {getattr(obj, key)}")
+    for key in sizes:
+        value = getattr(obj, key)
+        if len(value) != 3 or any(v < 1 for v in value):
+            raise ConfigError(f"config key '{section}.{key}': expected 3 positive sizes (x, y, z), got {value}")
+
+
+def check_patch_fits_model(key: str, size: list[int], model: Any) -> None:
+    """A patch the encoder can take: resunet with K stages halves K-1 times, so each side needs ≥ 2^(K-1) voxels
+    and the deepest map more than one voxel (instance norm); swinunetr needs sides divisible by 32."""
+    if model.encoder == "swinunetr":
+        if any(s % 32 for s in size):
+            raise ConfigError(f"config key '{key}': swinunetr needs sides divisible by 32, got {size}")
+        return
+    factor = 2 ** (len(model.channels) - 1)
+    deepest = [-(-s // factor) for s in size]
+    if min(size) < factor or math.prod(deepest) < 2:
+        raise ConfigError(
+            f"config key '{key}': the {len(model.channels)}-stage resunet needs sides of at least {factor} voxels and "
+            f"more than one voxel after {len(model.channels) - 1} halvings, got {size}"
+        )
