@@ -8,12 +8,15 @@ DEMO_OUT ?= runs/demo
 
 venv: $(VENV)/.installed
 
-# torch==2.13.0 goes in first, so that no other package pulls a multi-GB CUDA build.
+# torch==2.13.0 goes in first, and is named again with the extras, so that no other package pulls a multi-GB CUDA
+# build. timm (needed by dynamic-network-architectures for its ViTs only) pulls torchvision, whose PyPI wheel is
+# built for CUDA torch: with the CPU torch it fails to load and breaks every transformers import, so it is removed.
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,nnunet]' torch==2.13.0
+	$(BIN)/python -m pip uninstall --quiet --yes torchvision
 	touch $@
 
 demo: $(VENV)/.installed

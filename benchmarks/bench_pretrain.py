@@ -10,7 +10,8 @@ Prints milliseconds per step, the ratio full / encoder-only (target <= 1.10), th
 cache over the online text encoder, and peak memory (CUDA: max allocated per variant; CPU: process
 peak RSS).
 
-    python benchmarks/bench_pretrain.py [--encoder resunet|swinunetr] [--pooling last|stages] [--patch 32] [--batch 8]
+    python benchmarks/bench_pretrain.py [--encoder resunet|swinunetr|resenc] [--pooling last|stages]
+        [--patch 32] [--batch 8]
 """
 
 from __future__ import annotations
@@ -65,8 +66,8 @@ def interleaved(variants: dict, steps: int, rounds: int, device: torch.device) -
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--encoder", default="resunet", choices=["resunet", "swinunetr"])
-    ap.add_argument("--channels", default="8,16,32,64,128", help="resunet stage channels")
+    ap.add_argument("--encoder", default="resunet", choices=["resunet", "swinunetr", "resenc"])
+    ap.add_argument("--channels", default="8,16,32,64,128", help="resunet / resenc stage channels")
     ap.add_argument("--feature-size", type=int, default=12, help="swinunetr feature size")
     ap.add_argument("--pooling", default="last", choices=["last", "stages"], help="model.pooling")
     ap.add_argument("--patch", type=int, default=32)

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from gtgm.cli import main
@@ -91,3 +93,11 @@ def test_study_group_overrides_and_command_line_precedence():
     assert group_config(cfg, "em_synthetic", ["finetune.steps=7"]).finetune.steps == 7  # the command line wins
     with pytest.raises(ConfigError, match="finetune.stepz"):
         with_overrides(cfg, ["finetune.stepz=3"])
+
+
+def test_every_preset_loads_and_fits_its_networks():
+    presets = sorted(Path("configs").rglob("*.yaml"))
+    assert len(presets) > 20
+    for path in presets:
+        cfg = load_config(str(path))  # patch sizes are checked against the network here
+        assert cfg.model.encoder in ("resunet", "swinunetr", "resenc"), path

@@ -8,7 +8,14 @@ from gtgm.stats import case_scores, paired_bootstrap, paired_differences
 
 
 def test_paired_bootstrap_by_hand():
-    assert paired_bootstrap([0.5, 0.5, 0.5]) == {"mean": 0.5, "lo": 0.5, "hi": 0.5, "n": 3, "clusters": 3}
+    assert paired_bootstrap([0.5, 0.5, 0.5]) == {
+        "mean": 0.5,
+        "lo": 0.5,
+        "hi": 0.5,
+        "n": 3,
+        "clusters": 3,
+        "resampled": "differences",
+    }
     # two differences 0 and 2: a resampled mean is 0, 1 or 2 with probability 1/4, 1/2, 1/4,
     # so the 2.5 % and 97.5 % quantiles are 0 and 2
     b = paired_bootstrap([0.0, 2.0])
@@ -27,6 +34,11 @@ def test_paired_bootstrap_by_hand():
     assert flat["lo"] > 0.0 and flat["hi"] < 2.0
     # unequal clusters: the resampled mean weighs each difference once (a: 1 value 3, b: 3 values 0 -> 0.75)
     assert paired_bootstrap([3.0, 0.0, 0.0, 0.0], clusters=["a", "b", "b", "b"])["mean"] == 0.75
+    # one test case with two seeds: resampling the single case would give a zero-width interval, so the two
+    # differences are resampled instead (as without clusters: [0, 2]) and the result says so
+    one = paired_bootstrap([0.0, 2.0], clusters=["a", "a"])
+    assert (one["lo"], one["hi"], one["clusters"], one["resampled"]) == (0.0, 2.0, 1, "differences")
+    assert c["resampled"] == "clusters"
 
 
 def test_paired_differences_pair_seed_and_case():

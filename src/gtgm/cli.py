@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from gtgm import __version__
+from gtgm.cli_export import add_export_parser, run_export
 from gtgm.config import load_config
 from gtgm.errors import GtgmError
 
@@ -59,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--out", required=True, type=Path, help="cache folder")
             p.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
             _add_config(p)
+
+    exp_nn = data_sub.add_parser("export-nnunet", help="write a labelled dataset / group as an nnU-Net v2 raw dataset")
+    exp_nn.add_argument("dataset", type=Path, help="dataset.json or dataset folder (as for data check)")
+    exp_nn.add_argument("--group", help="the group to export (needed when the dataset has several)")
+    exp_nn.add_argument("--id", type=int, required=True, help="nnU-Net dataset id, 1 to 999 (e.g. 501)")
+    exp_nn.add_argument("--name", default="", help="dataset name after the id (default: the group)")
+    exp_nn.add_argument("--out", required=True, type=Path, help="nnUNet_raw folder")
+    add_export_parser(sub)
 
     cap = sub.add_parser("caption", help="generate one caption per patch location (describe / hf / openai)")
     cap.add_argument("cache", nargs="?", type=Path, help="preprocessed cache folder (not needed with --refine)")
@@ -244,6 +253,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _segmentation(args)
     if args.command == "probe":
         return _probe(args)
+    if args.command == "export":
+        return run_export(args)
     if args.command == "demo":
         from gtgm.demo import run_demo
 
@@ -418,6 +429,12 @@ def _data(args: argparse.Namespace) -> int:
         return 0
     from gtgm.data.datasets import load_dataset
 
+    if args.data_command == "export-nnunet":
+        from gtgm.export.nnunet_data import export_nnunet_raw
+
+        folder = export_nnunet_raw(load_dataset(args.dataset), args.group, args.id, args.out, args.name)
+        print(f"wrote nnU-Net raw dataset {folder} (nnUNetv2_plan_and_preprocess --verify_dataset_integrity checks it)")
+        return 0
     dataset = load_dataset(args.dataset, modality=args.modality, spacing=args.spacing)
     if args.data_command == "check":
         from gtgm.data.preprocess import check_dataset

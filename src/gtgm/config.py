@@ -155,11 +155,17 @@ class TextConfig:
 
 @dataclass
 class ModelConfig:
-    """The 3D encoder (``resunet`` or ``swinunetr``) and the projection heads."""
+    """The 3D encoder (``resunet``, ``swinunetr`` or ``resenc``) and the projection heads."""
 
-    encoder: Literal["resunet", "swinunetr"] = "resunet"
+    encoder: Literal["resunet", "swinunetr", "resenc"] = "resunet"
     in_channels: int = 1
-    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])  # resunet stages
+    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])  # resunet / resenc stages
+    # resenc (nnU-Net's ResidualEncoderUNet, gtgm.models.resenc): per-stage kernel sizes and strides, residual
+    # blocks per encoder stage, convolutions per decoder stage; empty = nnU-Net's ResEnc defaults
+    kernel_sizes: list[list[int]] = field(default_factory=list)
+    strides: list[list[int]] = field(default_factory=list)
+    blocks_per_stage: list[int] = field(default_factory=list)
+    decoder_convs: list[int] = field(default_factory=list)
     feature_size: int = 48  # swinunetr
     use_checkpoint: bool = False  # swinunetr activation checkpointing (saves memory, costs time)
     norm_affine: bool = True  # resunet InstanceNorm with a learnt scale/shift (False: checkpoints made before it)

@@ -30,7 +30,18 @@ def check_ranges(
 
 def check_patch_fits_model(key: str, size: list[int], model: Any) -> None:
     """A patch the encoder can take: resunet with K stages halves K-1 times, so each side needs ≥ 2^(K-1) voxels
-    and the deepest map more than one voxel (instance norm); swinunetr needs sides divisible by 32."""
+    and the deepest map more than one voxel (instance norm); swinunetr needs sides divisible by 32; resenc sides
+    divisible by the product of the strides along each axis (its decoder adds skips of equal size)."""
+    if model.encoder == "resenc":
+        from gtgm.models.resenc import model_arch_kwargs, stride_products
+
+        total = stride_products(model_arch_kwargs(model))
+        if any(s % t for s, t in zip(size, total)) or math.prod(s // t for s, t in zip(size, total)) < 2:
+            raise ConfigError(
+                f"config key '{key}': the resenc strides downsample by {total}, so sides must be multiples of "
+                f"those with more than one voxel at the deepest stage, got {size}"
+            )
+        return
     if model.encoder == "swinunetr":
         if any(s % 32 for s in size):
             raise ConfigError(f"config key '{key}': swinunetr needs sides divisible by 32, got {size}")

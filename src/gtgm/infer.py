@@ -26,7 +26,7 @@ from gtgm.data.normalize import normalize
 from gtgm.errors import GtgmError
 from gtgm.fsutil import write_json, write_text
 from gtgm.metrics import dice_per_class, hd95_per_class
-from gtgm.models.registry import create_segmenter
+from gtgm.models.registry import architecture_kwargs, create_segmenter
 from gtgm.runtime import resolve_device
 from gtgm.train.checkpoint import has_norm_weights, load_checkpoint, load_weights
 from gtgm.train.tasks import predict_array
@@ -48,15 +48,8 @@ def load_segmenter(path: str | Path, device: torch.device) -> tuple[torch.nn.Mod
     if "norm_affine" not in ckpt["model_config"]:  # saved before the option: read it off the weights
         m.norm_affine = has_norm_weights(ckpt["model"])
     task = "affinity" if ckpt.get("task") == "em" else "segmentation"
-    model = create_segmenter(
-        m.encoder,
-        ckpt["num_classes"],
-        task=task,
-        in_channels=m.in_channels,
-        channels=m.channels,
-        feature_size=m.feature_size,
-        norm_affine=m.norm_affine,
-    )
+    m.use_checkpoint = False  # inference: no activation checkpointing
+    model = create_segmenter(m.encoder, ckpt["num_classes"], task=task, **architecture_kwargs(m))
     load_weights(model, ckpt["model"], path)
     return model.to(device).eval(), ckpt
 
@@ -99,16 +92,25 @@ def segment_case(
     finer than the model's voxels; one class at a time, so memory stays at two input-sized float arrays.
     """
     normed, ref, restore = prepare_input(meta, case)
+    output = "probabilities" if restore.resampled else "labels"
+    return restore_labels(predict_array(model, normed, meta["patch_size"], device=device, output=output), restore), ref
+
+
+def restore_labels(out: np.ndarray, restore: Callable[..., np.ndarray]) -> np.ndarray:
+    """The label map in the input's geometry from the model's output on the preprocessed grid.
+
+    ``out``: the argmax labels (X, Y, Z) when ``restore.resampled`` is False (restoring only reorients), else
+    the class probabilities (K, X, Y, Z), each resampled linearly to the input grid, the label their argmax.
+    """
     if not restore.resampled:
-        return restore(predict_array(model, normed, meta["patch_size"], device=device)), ref
-    probs = predict_array(model, normed, meta["patch_size"], device=device, output="probabilities")
-    best = restore(probs[0], order=1)
+        return restore(out)
+    best = restore(out[0], order=1)
     label = np.zeros(best.shape, dtype=np.uint8)
-    for k in range(1, len(probs)):
-        p = restore(probs[k], order=1)
+    for k in range(1, len(out)):
+        p = restore(out[k], order=1)
         better = p > best
         best[better], label[better] = p[better], k
-    return label, ref
+    return label
 
 
 def predict_inputs(

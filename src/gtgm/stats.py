@@ -19,20 +19,33 @@ def paired_bootstrap(
     Resamples with replacement ``n_boot`` times and takes the ((1 - level) / 2, (1 + level) / 2) quantiles of
     the resampled means. Without ``clusters`` the n differences are resampled; with ``clusters`` (one label per
     difference, e.g. the test case) whole clusters are resampled, each bringing all its differences (the
-    seeds of one test case are not independent draws). Returns ``{"mean", "lo", "hi", "n", "clusters"}``; with
-    one difference (or cluster) the interval is the mean itself (no spread to estimate).
+    seeds of one test case are not independent draws). With a single cluster (one test case, several seeds)
+    the differences themselves are resampled: the interval then covers seed-to-seed spread only, and
+    ``"resampled"`` says which was done ("clusters" or "differences"). Returns ``{"mean", "lo", "hi", "n",
+    "clusters", "resampled"}``; with one difference the interval is the mean itself (no spread to estimate).
     """
     d = np.asarray(diffs, dtype=np.float64).ravel()
     if d.size == 0:
         raise ValueError("paired_bootstrap needs at least one difference")
     rng = np.random.default_rng(seed)
     labels = np.arange(d.size) if clusters is None else np.unique(np.asarray(clusters), return_inverse=True)[1]
+    n_clusters = int(labels.max()) + 1
+    if n_clusters < 2:
+        labels = np.arange(d.size)
     k = int(labels.max()) + 1
     sums, counts = np.bincount(labels, d, minlength=k), np.bincount(labels, minlength=k).astype(np.float64)
     pick = rng.integers(0, k, size=(n_boot, k))
     means = sums[pick].sum(axis=1) / counts[pick].sum(axis=1)
     lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return {"mean": float(d.mean()), "lo": float(lo), "hi": float(hi), "n": int(d.size), "clusters": k}
+    resampled = "clusters" if k == n_clusters and clusters is not None else "differences"
+    return {
+        "mean": float(d.mean()),
+        "lo": float(lo),
+        "hi": float(hi),
+        "n": int(d.size),
+        "clusters": n_clusters,
+        "resampled": resampled,
+    }
 
 
 def case_scores(test: dict[str, Any]) -> dict[str, float]:

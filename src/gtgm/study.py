@@ -359,13 +359,16 @@ def paired_blocks(rows: list[dict[str, Any]]) -> list:
             below, above = b["hi"] < 0, b["lo"] > 0
             better, worse = (below, above) if em else (above, below)
             verdict = f"{arm} better" if better else f"{arm} worse" if worse else "no difference shown"
-            if b["clusters"] < 2 and b["n"] < 2:  # one difference: no spread, so no interval and no verdict
+            if b["n"] < 2:  # one difference: no spread, so no interval and no verdict
                 verdict = "one pair: no interval"
+            cases = f"{b['clusters']} test case{'s' if b['clusters'] > 1 else ''}"
+            if b["clusters"] < 2 and b["n"] > 1:
+                cases += "; seeds resampled"
             table.append(
                 [
                     f"{arm} − {base}",
                     f"{ratio:g}",
-                    f"{b['n']} ({b['clusters']} test cases)",
+                    f"{b['n']} ({cases})",
                     f"{b['mean']:+.3f}",
                     f"[{b['lo']:+.3f}, {b['hi']:+.3f}]",
                     verdict,
@@ -378,7 +381,8 @@ def paired_blocks(rows: list[dict[str, Any]]) -> list:
         f"interval of the paired difference per (seed, test case) lies {'below' if em else 'above'} 0 "
         f"({'VOI: lower is better' if em else 'mean Dice over classes'}); otherwise no difference is shown. "
         "The interval resamples whole test cases, each with all its seeds (the seeds of one case are not "
-        "independent draws); pretraining randomness enters only through the pretraining seeds the study ran "
+        "independent draws), or the seeds when there is a single test case (the interval then shows seed-to-seed "
+        "spread only); pretraining randomness enters only through the pretraining seeds the study ran "
         "(study.pretrain_seeds); no correction is made for the number of comparisons."
     )
     header = [

@@ -23,6 +23,7 @@ def register_encoder(name: str) -> Callable:
 
 def list_encoders() -> list[str]:
     import gtgm.models.encoders  # noqa: F401  (registers the builders)
+    import gtgm.models.resenc  # noqa: F401
 
     return sorted(_ENCODERS)
 
@@ -44,12 +45,20 @@ def register_segmenter(name: str) -> Callable:
 
 
 def list_segmenters() -> list[str]:
-    import gtgm.models.segmenters  # noqa: F401  (registers the builders)
+    import gtgm.models.resenc  # noqa: F401  (registers the builders)
+    import gtgm.models.segmenters  # noqa: F401
 
     return sorted(_SEGMENTERS)
 
 
 TASKS = ("segmentation", "affinity")
+
+
+def architecture_kwargs(model: Any) -> dict[str, Any]:
+    """The keyword arguments every encoder / segmenter builder takes from a ``ModelConfig`` (each uses its own)."""
+    keys = ("in_channels", "channels", "feature_size", "use_checkpoint", "norm_affine")
+    keys += ("kernel_sizes", "strides", "blocks_per_stage", "decoder_convs")
+    return {k: getattr(model, k) for k in keys}
 
 
 def create_segmenter(name: str, num_classes: int, task: str = "segmentation", **overrides: Any) -> nn.Module:

@@ -18,6 +18,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 from torch.nn.parallel import DistributedDataParallel
@@ -30,7 +31,8 @@ from gtgm.errors import GtgmError
 from gtgm.fsutil import remove_stale_temps, write_json, write_text
 from gtgm.losses import GTGMLoss
 from gtgm.models.encoders import segmenter_state_dict
-from gtgm.models.registry import create_encoder
+from gtgm.models.registry import architecture_kwargs, create_encoder
+from gtgm.models.resenc import model_arch_kwargs
 from gtgm.models.vlp import VLPModel
 from gtgm.runtime import resolve_device
 from gtgm.text.captions import read_captions
@@ -45,16 +47,7 @@ from gtgm.train.reserved import drop_reserved, reserved_regions
 
 def build_encoder(cfg: Config) -> torch.nn.Module:
     """The 3D encoder ``cfg.model`` describes (registry name, channels / feature size, norm, pooling)."""
-    m = cfg.model
-    return create_encoder(
-        m.encoder,
-        in_channels=m.in_channels,
-        channels=m.channels,
-        feature_size=m.feature_size,
-        use_checkpoint=m.use_checkpoint,
-        norm_affine=m.norm_affine,
-        pooling=m.pooling,
-    )
+    return create_encoder(cfg.model.encoder, pooling=cfg.model.pooling, **architecture_kwargs(cfg.model))
 
 
 def build_model(cfg: Config, text_dim: int) -> VLPModel:
@@ -247,6 +240,7 @@ class Pretrainer:
             return
         save_checkpoint(self.out / "encoder.pt", segmenter_state_dict(self.model.encoder))
         m = self.cfg.model
+        volumes = {r["volume"] for r in self.pairs.records}
         write_json(
             self.out / "encoder.json",
             {
@@ -259,10 +253,17 @@ class Pretrainer:
                 "steps": self.step,
                 "text_encoder": self.pairs.text_cache.encoder,
                 "retrieval": retrieval,
-                "train_volumes": sorted({r["volume"] for r in self.pairs.records}),
+                "train_volumes": sorted(volumes),
+                "spacing": self._median_spacing(volumes),
                 "reserved_for_finetuning": self.reserved["regions"],
+                **({"arch_kwargs": model_arch_kwargs(m)} if m.encoder == "resenc" else {}),
             },
         )
+
+    def _median_spacing(self, volumes: set[str]) -> list[float] | None:
+        """Median voxel size (x, y, z) of the pretraining volumes, as cached (None if the cache lacks it)."""
+        found = [e["spacing"] for e in self.pairs.cache.index["cases"] if e.get("id") in volumes and "spacing" in e]
+        return [float(v) for v in np.median(np.asarray(found, dtype=float), axis=0)] if found else None
 
 
 def pretrain(cfg: Config, resume: bool = False, progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from gtgm.em.affinities import affinities_torch, offsets_xyz
 from gtgm.em.agglomerate import segment, threshold_baseline
 from gtgm.errors import GtgmError
 from gtgm.metrics import dice_per_class, hd95_per_class, neuron_scores
-from gtgm.models.registry import create_segmenter
+from gtgm.models.registry import architecture_kwargs, create_segmenter
 from gtgm.train.segdata import IGNORE, Part, part_arrays
 
 _dice = DiceLoss(include_background=True, softmax=False, to_onehot_y=False)
@@ -130,17 +130,8 @@ def predict_array(
 
 
 def build_segmenter(cfg: Config, outputs: int, task: str = "segmentation") -> torch.nn.Module:
-    m = cfg.model
-    return create_segmenter(
-        m.encoder,
-        outputs,
-        task="affinity" if task == "em" else "segmentation",
-        in_channels=m.in_channels,
-        channels=m.channels,
-        feature_size=m.feature_size,
-        use_checkpoint=m.use_checkpoint,
-        norm_affine=m.norm_affine,
-    )
+    kind = "affinity" if task == "em" else "segmentation"
+    return create_segmenter(cfg.model.encoder, outputs, task=kind, **architecture_kwargs(cfg.model))
 
 
 def create_task(cfg: Config, cache: VolumeCache) -> SegmentationTask | AffinityTask:

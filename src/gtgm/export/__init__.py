@@ -1,0 +1,1 @@
+"""Exports to other tools: nnU-Net v2 raw datasets and pretrained weights."""

@@ -1,0 +1,73 @@
+"""MONAI transforms of an exported bundle: gtgm's own preprocessing and restoration, so a bundle's inference
+gives the same label maps as ``gtgm predict`` (same reorientation to RAS, resampling, intensity normalisation,
+padding, and the same return to the input's geometry).
+
+``meta`` is the bundle's ``gtgm`` entry: ``{"preprocess": {...}, "modality": "CT", "patch_size": [...]}`` as
+stored in the fine-tuned ``best.pt``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.transforms import MapTransform
+
+from gtgm.data.datasets import Case, ImageRef
+from gtgm.data.io import write_nifti
+from gtgm.infer import prepare_input, restore_labels
+
+
+def _case(path: str | Path, meta: dict[str, Any]) -> Case:
+    path = Path(path)
+    return Case(path.name.split(".")[0], [ImageRef(path)], modality=meta["modality"])
+
+
+class GtgmPreprocessd(MapTransform):
+    """``{"image": path}`` -> ``{"image": (C, X, Y, Z) float tensor, "gtgm_path", "gtgm_shape"}``.
+
+    The image is preprocessed as gtgm preprocessed the model's training data (``gtgm.infer.prepare_input``) and
+    padded to at least one patch with each channel's minimum (as ``gtgm predict`` does); ``gtgm_shape`` is the
+    size before padding.
+    """
+
+    def __init__(self, keys: str, meta: dict[str, Any]):
+        super().__init__(keys)
+        self.meta = meta
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            path = str(d[key])
+            normed = prepare_input(self.meta, _case(path, self.meta))[0]
+            pad = [(0, max(p - n, 0)) for p, n in zip(self.meta["patch_size"], normed.shape[1:])]
+            lows = normed.reshape(normed.shape[0], -1).min(1)
+            padded = np.stack([np.pad(c, pad, constant_values=lo) for c, lo in zip(normed, lows)])
+            d[key] = torch.from_numpy(padded.astype(np.float32))
+            d["gtgm_path"], d["gtgm_shape"] = path, torch.tensor(normed.shape[1:])
+        return d
+
+
+class GtgmRestored(MapTransform):
+    """Network output (K, X, Y, Z) logits on the padded grid -> the label map in the input's geometry, written
+    to ``output_dir/<case>.nii.gz`` with the input's affine and header (as ``gtgm predict`` writes it)."""
+
+    def __init__(self, keys: str, meta: dict[str, Any], output_dir: str):
+        super().__init__(keys)
+        self.meta, self.output_dir = meta, Path(output_dir)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            case = _case(d["gtgm_path"], self.meta)
+            _, ref, restore = prepare_input(self.meta, case)
+            crop = (slice(None), *(slice(0, int(n)) for n in d["gtgm_shape"]))
+            logits = torch.as_tensor(d[key])[crop].float()
+            out = logits.softmax(0) if restore.resampled else logits.argmax(0).to(torch.uint8)
+            label = restore_labels(out.cpu().numpy(), restore).astype(np.uint8)
+            write_nifti(self.output_dir / f"{case.id}.nii.gz", label, ref.affine, ref.header)
+            d[key] = label
+        return d

@@ -1,0 +1,168 @@
+"""nnU-Net v2: raw datasets that nnU-Net's own checks accept, and resenc weights that its own loader takes.
+
+Everything nnU-Net-side is done by nnunetv2 itself: ``verify_dataset_integrity``, the fingerprint and the
+ResEnc-M planner (``nnUNetv2_extract_fingerprint``, ``nnUNetv2_plan_experiment -pl nnUNetPlannerResEncM``), the
+network built from the plans (``get_network_from_plans``) and ``load_pretrained_weights``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+from gtgm.cli import main
+from gtgm.data.phantom_ct import CT_LABELS, make_ct_phantom
+from gtgm.export.nnunet import (
+    architecture_mismatches,
+    nnunet_axes,
+    resenc_overrides,
+    to_gtgm_axes,
+    to_nnunet_order,
+)
+from gtgm.fsutil import write_json
+from tests.conftest import save_nifti
+from tests.train.test_pretrain import tiny_overrides
+
+
+def _export(dataset: Path, out: Path, dataset_id: int, *extra: str) -> int:
+    return main(["data", "export-nnunet", str(dataset), "--id", str(dataset_id), "--out", str(out), *extra])
+
+
+@pytest.mark.slow
+def test_example_groups_pass_nnunets_own_integrity_check(demo_run, tmp_path):
+    examples = demo_run / "examples"
+    for group, dataset_id in (("ct_phantom", 501), ("mni152_tissue", 502)):
+        assert _export(examples, tmp_path, dataset_id, "--group", group) == 0
+        folder = next(tmp_path.glob(f"Dataset{dataset_id}_*"))
+        verify_dataset_integrity(str(folder), 1)  # nnU-Net's check: raises on any problem
+        meta = json.loads((folder / "dataset.json").read_text())
+        assert meta["labels"]["background"] == 0 and meta["file_ending"] == ".nii.gz"
+        assert meta["numTraining"] == len(list((folder / "labelsTr").iterdir()))
+    ct = json.loads((tmp_path / "Dataset501_ct_phantom" / "dataset.json").read_text())
+    assert ct["channel_names"] == {"0": "CT"}  # nnU-Net's CT normalisation
+    assert list(ct["labels"]) == ["background", *list(CT_LABELS.values())[1:]]
+    # geometry kept: the exported image has its source's affine and voxels
+    src = json.loads((examples / "dataset.json").read_text())
+    entry = next(e for e in src["training"] if e.get("group") == "ct_phantom")
+    case = entry.get("id") or Path(entry["image"]).name.replace(".nii.gz", "")
+    a = nib.load(examples / entry["image"])
+    b = nib.load(tmp_path / "Dataset501_ct_phantom" / "imagesTr" / f"{case}_0000.nii.gz")
+    np.testing.assert_allclose(a.affine, b.affine)
+    np.testing.assert_array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))
+
+
+def _tiny_raw(root: Path, n: int = 5, bad_label: bool = False) -> Path:
+    training = []
+    for seed in range(n):
+        hu, lab, affine = make_ct_phantom(seed, (24, 24, 12), (16.0, 24.0))
+        if bad_label and seed == n - 1:
+            lab[0, 0, 0] = 42
+        save_nifti(root / "imagesTr" / f"ct_{seed}.nii.gz", hu, affine)
+        save_nifti(root / "labelsTr" / f"ct_{seed}.nii.gz", lab, affine)
+        training.append({"image": f"imagesTr/ct_{seed}.nii.gz", "label": f"labelsTr/ct_{seed}.nii.gz"})
+    labels = {str(k): v for k, v in CT_LABELS.items()}
+    write_json(root / "dataset.json", {"modality": {"0": "CT"}, "labels": labels, "training": training})
+    return root
+
+
+def test_export_refuses_taken_ids_unknown_groups_and_undeclared_labels(tmp_path, capsys):
+    raw = _tiny_raw(tmp_path / "raw", n=2)
+    out = tmp_path / "nnUNet_raw"
+    assert _export(raw, out, 7) == 0
+    assert _export(raw, out, 7, "--name", "Other") == 1
+    assert "id 7 is already used by Dataset007_default" in capsys.readouterr().err
+    assert _export(raw, out, 8, "--group", "liver_only") == 1
+    assert "no labelled cases in group 'liver_only'" in capsys.readouterr().err
+    bad = _tiny_raw(tmp_path / "bad", n=2, bad_label=True)
+    assert _export(bad, out, 9) == 1
+    err = capsys.readouterr().err
+    assert "labelsTr/ct_1.nii.gz" in err and "[42]" in err
+    assert sorted(p.name for p in out.iterdir()) == ["Dataset007_default"]  # nothing half-written
+
+
+def test_axis_order_and_mismatch_messages():
+    # SimpleITK arrays are (z, y, x); transpose_forward [0, 1, 2] keeps them: nnU-Net axis 0 is gtgm's z
+    assert nnunet_axes({"image_reader_writer": "SimpleITKIO", "transpose_forward": [0, 1, 2]}) == [2, 1, 0]
+    assert nnunet_axes({"image_reader_writer": "NibabelIO", "transpose_forward": [2, 0, 1]}) == [2, 0, 1]
+    assert to_gtgm_axes([[1, 2, 2]], [2, 1, 0]) == [[2, 2, 1]]
+    w = torch.arange(2 * 3 * 4).reshape(1, 1, 2, 3, 4).float()
+    assert to_nnunet_order(w, [2, 1, 0]).shape == (1, 1, 4, 3, 2)
+    assert torch.equal(to_nnunet_order(w, [2, 1, 0])[0, 0, 3, 2, 1], w[0, 0, 1, 2, 3])
+    encoder = {"in_channels": 1, "arch_kwargs": {"n_stages": 3, "features_per_stage": [8, 16, 32]}}
+    plans = {"network_class_name": "x.PlainConvUNet", "arch_kwargs": {"n_stages": 3, "features_per_stage": [8, 16, 64]}}
+    wrong = architecture_mismatches(encoder, plans, [2, 1, 0], in_channels=2)
+    assert any(w.startswith("network class: plans x.PlainConvUNet") for w in wrong)
+    assert "features_per_stage: plans [8, 16, 64], encoder [8, 16, 32]" in wrong
+    assert "input channels: dataset.json 2, encoder 1" in wrong
+
+
+def _plan_with_nnunet(raw: Path, work: Path, dataset_id: int) -> Path:
+    """nnU-Net's own fingerprint + ResEnc-M planner on an exported raw dataset; returns the plans file."""
+    env = {
+        **os.environ,
+        "nnUNet_raw": str(work / "nnUNet_raw"),
+        "nnUNet_preprocessed": str(work / "nnUNet_preprocessed"),
+        "nnUNet_results": str(work / "nnUNet_results"),
+    }
+    assert _export(raw, work / "nnUNet_raw", dataset_id) == 0
+    bin_dir = Path(sys.executable).parent
+    for cmd in (
+        ["nnUNetv2_extract_fingerprint", "-d", str(dataset_id), "-np", "1"],
+        ["nnUNetv2_plan_experiment", "-d", str(dataset_id), "-pl", "nnUNetPlannerResEncM"],
+    ):
+        subprocess.run([str(bin_dir / cmd[0]), *cmd[1:]], env=env, check=True, capture_output=True)
+    return next((work / "nnUNet_preprocessed").glob(f"Dataset{dataset_id}_*")) / "nnUNetResEncUNetMPlans.json"
+
+
+@pytest.mark.slow
+def test_resenc_encoder_loads_into_the_network_nnunet_builds(demo_run, tmp_path, capsys):
+    plans_path = _plan_with_nnunet(_tiny_raw(tmp_path / "raw"), tmp_path, 503)
+    arch = resenc_overrides(plans_path, "3d_fullres")
+    run = tmp_path / "pretrain"
+    args = [f"--cache={demo_run / 'cache'}", f"--captions={demo_run / 'captions.jsonl'}"]
+    args += [f"--text-cache={demo_run / 'text'}", f"--out={run}"]
+    tiny = [o for o in tiny_overrides(steps=2) if not o.startswith(("model.channels", "pretrain.patch_size"))]
+    assert main(["pretrain", *args, *tiny, "pretrain.patch_size=[32,32,32]", "pretrain.batch_size=2", *arch]) == 0
+    assert json.loads((run / "encoder.json").read_text())["encoder"] == "resenc"
+
+    out = tmp_path / "export"
+    assert main(["export", "nnunet", str(run / "encoder.pt"), "--plans", str(plans_path), "--out", str(out)]) == 0
+    pm = PlansManager(str(plans_path))
+    cm = pm.get_configuration("3d_fullres")
+    kw = cm.network_arch_init_kwargs, cm.network_arch_init_kwargs_req_import
+    net = get_network_from_plans(cm.network_arch_class_name, *kw, 1, len(CT_LABELS), deep_supervision=True)
+    load_pretrained_weights(net, str(out / "pretrained_weights.pth"))  # nnU-Net's loader: asserts every key
+    state, pretrained = net.state_dict(), torch.load(run / "encoder.pt", weights_only=True)
+    axes = nnunet_axes(json.loads(plans_path.read_text()))
+    assert pretrained and all(torch.equal(state[k], to_nnunet_order(v, axes)) for k, v in pretrained.items())
+    nnssl = torch.load(out / "nnssl_checkpoint.pth", weights_only=True)
+    plan = nnssl["nnssl_adaptation_plan"]
+    assert plan["key_to_encoder"] == "encoder.stages" and plan["key_to_stem"] == "encoder.stem"
+    assert plan["pretrain_num_input_channels"] == 1
+    assert next(iter(plan["pretrain_plan"]["configurations"].values()))["patch_size"] == [32, 32, 32]
+    assert all(f"{k}.weight" in nnssl["network_weights"] for k in plan["keys_to_in_proj"])
+
+    # a plans file for another network is refused, each mismatch named, nothing written
+    other = json.loads(plans_path.read_text())
+    other["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["features_per_stage"][-1] *= 2
+    other["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["n_blocks_per_stage"][0] += 1
+    (tmp_path / "other").mkdir()
+    write_json(tmp_path / "other" / "plans.json", other)
+    refused = tmp_path / "refused"
+    args = ["export", "nnunet", str(run / "encoder.pt"), "--plans", str(tmp_path / "other" / "plans.json")]
+    assert main([*args, "--out", str(refused)]) == 1
+    err = capsys.readouterr().err
+    assert "features_per_stage: plans" in err and "n_blocks_per_stage: plans" in err
+    assert not refused.exists()
