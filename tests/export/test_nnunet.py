@@ -108,22 +108,36 @@ def test_axis_order_and_mismatch_messages():
     assert "input channels: dataset.json 2, encoder 1" in wrong
 
 
+def _nnunet_env(work: Path) -> dict[str, str]:
+    folders = {k: str(work / k) for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    return {**os.environ, **folders}
+
+
+def _nnunet(cmd: list[str], work: Path) -> subprocess.CompletedProcess:
+    """One of nnU-Net's own commands (its folders are read from the environment when it is imported)."""
+    tool = [sys.executable, "-c"] if cmd[0] == "python" else [str(Path(sys.executable).parent / cmd[0])]
+    return subprocess.run([*tool, *cmd[1:]], env=_nnunet_env(work), check=True, capture_output=True, text=True)
+
+
 def _plan_with_nnunet(raw: Path, work: Path, dataset_id: int) -> Path:
     """nnU-Net's own fingerprint + ResEnc-M planner on an exported raw dataset; returns the plans file."""
-    env = {
-        **os.environ,
-        "nnUNet_raw": str(work / "nnUNet_raw"),
-        "nnUNet_preprocessed": str(work / "nnUNet_preprocessed"),
-        "nnUNet_results": str(work / "nnUNet_results"),
-    }
     assert _export(raw, work / "nnUNet_raw", dataset_id) == 0
-    bin_dir = Path(sys.executable).parent
-    for cmd in (
-        ["nnUNetv2_extract_fingerprint", "-d", str(dataset_id), "-np", "1"],
-        ["nnUNetv2_plan_experiment", "-d", str(dataset_id), "-pl", "nnUNetPlannerResEncM"],
-    ):
-        subprocess.run([str(bin_dir / cmd[0]), *cmd[1:]], env=env, check=True, capture_output=True)
+    _nnunet(["nnUNetv2_extract_fingerprint", "-d", str(dataset_id), "-np", "1"], work)
+    _nnunet(["nnUNetv2_plan_experiment", "-d", str(dataset_id), "-pl", "nnUNetPlannerResEncM"], work)
     return next((work / "nnUNet_preprocessed").glob(f"Dataset{dataset_id}_*")) / "nnUNetResEncUNetMPlans.json"
+
+
+# nnU-Net's trainer on CPU, from the exported weights (its own maybe_load_checkpoint -> load_pretrained_weights),
+# cut to 2 epochs of 3 iterations
+TRAIN = """
+import sys, torch
+from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
+t = get_trainer_from_args(sys.argv[1], "3d_fullres", 0, "nnUNetTrainer", "nnUNetResEncUNetMPlans",
+                          device=torch.device("cpu"))
+t.num_iterations_per_epoch, t.num_val_iterations_per_epoch, t.num_epochs = 3, 1, 2
+maybe_load_checkpoint(t, False, False, sys.argv[2])
+t.run_training()
+"""
 
 
 @pytest.mark.slow
@@ -153,6 +167,14 @@ def test_resenc_encoder_loads_into_the_network_nnunet_builds(demo_run, tmp_path,
     assert plan["pretrain_num_input_channels"] == 1
     assert next(iter(plan["pretrain_plan"]["configurations"].values()))["patch_size"] == [32, 32, 32]
     assert all(f"{k}.weight" in nnssl["network_weights"] for k in plan["keys_to_in_proj"])
+
+    # nnU-Net trains from them on CPU (a few iterations)
+    _nnunet(
+        ["nnUNetv2_preprocess", "-d", "503", "-plans_name", "nnUNetResEncUNetMPlans", "-c", "3d_fullres", "-np", "1"],
+        tmp_path,
+    )
+    train = _nnunet(["python", TRAIN + "\n", "503", str(out / "pretrained_weights.pth")], tmp_path)
+    assert "Loading pretrained weights" in train.stdout and "train_loss" in train.stdout
 
     # a plans file for another network is refused, each mismatch named, nothing written
     other = json.loads(plans_path.read_text())
