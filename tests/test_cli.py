@@ -37,6 +37,10 @@ def test_demo_writes_corpus_cache_and_report(demo_run):
     assert "Does pretraining help? ct_phantom" in headline and "pretrained − scratch" in headline  # the paired gain
     assert "Decision rule" in headline and "test cases)" in headline
     assert (demo_run / "figures" / "corpus.png").stat().st_size > 10_000
+    # the exports, linked from the report: the main CT model as a MONAI bundle, the phantoms for nnU-Net
+    assert (demo_run / "exports" / "ct_bundle" / "models" / "model.pt").is_file()
+    assert (demo_run / "exports" / "nnUNet_raw" / "Dataset501_ct_phantom" / "dataset.json").is_file()
+    assert "(exports/ct_bundle)" in report and "(exports/nnUNet_raw/Dataset501_ct_phantom)" in report
 
 
 def test_check_and_rerun_preprocess(demo_run, capsys, tmp_path):
