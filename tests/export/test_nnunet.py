@@ -188,3 +188,19 @@ def test_resenc_encoder_loads_into_the_network_nnunet_builds(demo_run, tmp_path,
     err = capsys.readouterr().err
     assert "features_per_stage: plans" in err and "n_blocks_per_stage: plans" in err
     assert not refused.exists()
+
+
+def test_export_errors_name_the_file_and_the_cause(demo_run, tmp_path, capsys):
+    plans = tmp_path / "plans.json"
+    write_json(plans, {"configurations": {"2d": {}}})
+    encoder = str(demo_run / "pretrain" / "encoder.pt")  # a resunet, which nnU-Net has no network for
+    assert main(["export", "nnunet", encoder, "--plans", str(plans), "--out", str(tmp_path / "o")]) == 1
+    assert "pretrained as 'resunet', but nnU-Net needs a 'resenc' encoder" in capsys.readouterr().err
+    assert main(["export", "resenc-config", "--plans", str(plans)]) == 1
+    assert "no configuration '3d_fullres' in the plans (has: 2d)" in capsys.readouterr().err
+    assert main(["export", "bundle", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "b")]) == 1
+    assert "missing.pt" in capsys.readouterr().err
+    em = next((demo_run / "study" / "em_synthetic").rglob("best.pt"))
+    assert main(["export", "bundle", str(em), "--out", str(tmp_path / "b")]) == 1
+    assert "trained for task 'em'; bundles are written for segmentation models" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "b").exists()

@@ -36,7 +36,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path) -> dict[str, Path]:
     keys = ("model", "model_config", "num_classes", "preprocess", "patch_size", "modality")
     ckpt = load_checkpoint(checkpoint, keys=keys)
     if ckpt.get("task", "segmentation") != "segmentation":
-        raise GtgmError(f"{checkpoint}: a '{ckpt['task']}' model; bundles are written for segmentation models")
+        raise GtgmError(f"{checkpoint}: trained for task '{ckpt['task']}'; bundles are written for segmentation models")
     meta = {k: ckpt[k] for k in ("preprocess", "modality", "patch_size")}
     labels = {str(k): str(v) for k, v in (ckpt.get("labels") or {}).items()} or {
         str(k): f"class {k}" for k in range(ckpt["num_classes"])
