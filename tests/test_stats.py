@@ -57,3 +57,24 @@ def test_paired_differences_pair_seed_and_case():
     test = {"metric": "mean_dice", "cases": [{"case": "a", "dice": {"1": 0.5, "2": 1.0}}]}
     assert case_scores(test) == {"a": 0.75}
     assert case_scores({"metric": "voi", "cases": [{"case": "e", "voi": 1.5}]}) == {"e": 1.5}
+
+
+def test_paired_blocks_verdicts_need_three_resampled_units():
+    from gtgm.study import paired_blocks
+
+    def rows(n_seeds, cases):
+        out = []
+        for seed in range(n_seeds):
+            for arm, score in (("scratch", 0.5), ("gtgm", 0.6 + seed / 100)):
+                out.append({"arm": arm, "ratio": 0.01, "seed": seed, "metric": "mean_dice", "cases": cases(score)})
+        return out
+
+    def verdict(blocks):
+        return next(r for r in blocks[1][1][1] if r[0] == "gtgm − scratch")[-1]
+
+    one_case = lambda v: {"mni": v}  # noqa: E731
+    assert verdict(paired_blocks(rows(2, one_case))) == "too few to judge (< 3 resampled)"  # 2 seeds of one case
+    assert verdict(paired_blocks(rows(3, one_case))) == "gtgm better"  # 3 seeds, all above 0
+    two_cases = lambda v: {"a": v, "b": v}  # noqa: E731
+    assert verdict(paired_blocks(rows(2, two_cases))) == "too few to judge (< 3 resampled)"  # 2 clusters
+    assert verdict(paired_blocks(rows(1, lambda v: {"a": v}))) == "one pair: no interval"

@@ -359,8 +359,11 @@ def paired_blocks(rows: list[dict[str, Any]]) -> list:
             below, above = b["hi"] < 0, b["lo"] > 0
             better, worse = (below, above) if em else (above, below)
             verdict = f"{arm} better" if better else f"{arm} worse" if worse else "no difference shown"
+            units = b["clusters"] if b["resampled"] == "clusters" else b["n"]
             if b["n"] < 2:  # one difference: no spread, so no interval and no verdict
                 verdict = "one pair: no interval"
+            elif units < 3:  # a percentile interval of 2 resampled units is just their range
+                verdict = "too few to judge (< 3 resampled)"
             cases = f"{b['clusters']} test case{'s' if b['clusters'] > 1 else ''}"
             if b["clusters"] < 2 and b["n"] > 1:
                 cases += "; seeds resampled"
@@ -382,8 +385,9 @@ def paired_blocks(rows: list[dict[str, Any]]) -> list:
         f"({'VOI: lower is better' if em else 'mean Dice over classes'}); otherwise no difference is shown. "
         "The interval resamples whole test cases, each with all its seeds (the seeds of one case are not "
         "independent draws), or the seeds when there is a single test case (the interval then shows seed-to-seed "
-        "spread only); pretraining randomness enters only through the pretraining seeds the study ran "
-        "(study.pretrain_seeds); no correction is made for the number of comparisons."
+        "spread only); fewer than 3 resampled units give no verdict; pretraining randomness enters only through "
+        "the pretraining seeds the study ran (study.pretrain_seeds); no correction is made for the number of "
+        "comparisons."
     )
     header = [
         "comparison",
