@@ -71,15 +71,34 @@ def prepare_input(meta: dict[str, Any], case: Case) -> tuple[np.ndarray, Any, Ca
     if pre.target_spacing and ref.unit == "mm":
         work, work_affine = resample(ras, ras_affine, pre.target_spacing, pre.image_interpolation_order)
     normed = np.stack([normalize(c, meta["modality"], pre)[0] for c in work])
+    geometry = {
+        "ras_shape": np.asarray(ras.shape[1:]),
+        "ras_affine": ras_affine,
+        "work_affine": work_affine,
+        "transform": transform,
+        "resampled": np.asarray(work is not ras),
+    }
+    return normed, ref, restorer(geometry)
+
+
+def restorer(geometry: dict[str, Any]) -> Callable[..., np.ndarray]:
+    """``restore(grid, order=0)``: an (X, Y, Z) map on the preprocessed grid -> the input's geometry (resampled
+    back onto the RAS grid when ``geometry["resampled"]``, then reoriented). ``geometry`` holds arrays only
+    (``ras_shape``, ``ras_affine``, ``work_affine``, the orientation ``transform``, ``resampled``), so it can
+    travel with a batch and be rebuilt elsewhere; it is kept as ``restore.geometry``."""
+    g = {k: np.asarray(v) for k, v in geometry.items()}
+    resampled = bool(g["resampled"])
 
     def restore(grid: np.ndarray, order: int = 0) -> np.ndarray:
-        if work is not ras:  # back onto the RAS grid of the input
-            ras_spacing = np.linalg.norm(ras_affine[:3, :3], axis=0)
-            grid = resample(grid, work_affine, ras_spacing, order, shape=ras.shape[1:])[0]
-        return from_ras(grid, transform)
+        if resampled:  # back onto the RAS grid of the input
+            ras_spacing = np.linalg.norm(g["ras_affine"][:3, :3], axis=0)
+            shape = tuple(int(n) for n in g["ras_shape"])
+            grid = resample(grid, g["work_affine"], ras_spacing, order, shape=shape)[0]
+        return from_ras(grid, g["transform"])
 
-    restore.resampled = work is not ras
-    return normed, ref, restore
+    restore.resampled = resampled
+    restore.geometry = g
+    return restore
 
 
 def segment_case(

@@ -25,9 +25,9 @@ from gtgm import __version__
 from gtgm.errors import GtgmError
 from gtgm.fsutil import read_json, write_json, write_text
 from gtgm.train.checkpoint import load_checkpoint, save_checkpoint
+from gtgm.train.tasks import SW_BATCH, SW_OVERLAP
 
 SCHEMA = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
-OVERLAP, SW_BATCH = 0.25, 4  # gtgm predict's sliding window (gtgm.train.tasks.predict_array)
 
 
 def export_bundle(checkpoint: str | Path, out: str | Path) -> dict[str, Path]:
@@ -94,7 +94,7 @@ def inference_config(ckpt: dict[str, Any], meta: dict[str, Any]) -> dict[str, An
             "_target_": "SlidingWindowInferer",
             "roi_size": list(meta["patch_size"]),
             "sw_batch_size": SW_BATCH,
-            "overlap": OVERLAP,
+            "overlap": SW_OVERLAP,
             "mode": "gaussian",
         },
         "postprocessing": {

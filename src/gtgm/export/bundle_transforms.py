@@ -12,13 +12,15 @@ from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import torch
 from monai.transforms import MapTransform
 
 from gtgm.data.datasets import Case, ImageRef
 from gtgm.data.io import write_nifti
-from gtgm.infer import prepare_input, restore_labels
+from gtgm.infer import prepare_input, restore_labels, restorer
+from gtgm.train.tasks import pad_to_patch
 
 
 def _case(path: str | Path, meta: dict[str, Any]) -> Case:
@@ -27,11 +29,13 @@ def _case(path: str | Path, meta: dict[str, Any]) -> Case:
 
 
 class GtgmPreprocessd(MapTransform):
-    """``{"image": path}`` -> ``{"image": (C, X, Y, Z) float tensor, "gtgm_path", "gtgm_shape"}``.
+    """``{"image": path}`` -> ``{"image": (C, X, Y, Z) float tensor, "gtgm_path", "gtgm_shape", "gtgm_geometry"}``.
 
     The image is preprocessed as gtgm preprocessed the model's training data (``gtgm.infer.prepare_input``) and
-    padded to at least one patch with each channel's minimum (as ``gtgm predict`` does); ``gtgm_shape`` is the
-    size before padding.
+    padded to at least one patch with each channel's minimum (``gtgm.train.tasks.pad_to_patch``, as
+    ``gtgm predict`` does); ``gtgm_shape`` is the size before padding, ``gtgm_geometry`` what
+    :class:`GtgmRestored` needs to go back to the input's grid (``gtgm.infer.restorer``) without reading the
+    image again.
     """
 
     def __init__(self, keys: str, meta: dict[str, Any]):
@@ -42,12 +46,10 @@ class GtgmPreprocessd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             path = str(d[key])
-            normed = prepare_input(self.meta, _case(path, self.meta))[0]
-            pad = [(0, max(p - n, 0)) for p, n in zip(self.meta["patch_size"], normed.shape[1:])]
-            lows = normed.reshape(normed.shape[0], -1).min(1)
-            padded = np.stack([np.pad(c, pad, constant_values=lo) for c, lo in zip(normed, lows)])
-            d[key] = torch.from_numpy(padded.astype(np.float32))
+            normed, _, restore = prepare_input(self.meta, _case(path, self.meta))
+            d[key] = torch.from_numpy(pad_to_patch(normed, self.meta["patch_size"]))
             d["gtgm_path"], d["gtgm_shape"] = path, torch.tensor(normed.shape[1:])
+            d["gtgm_geometry"] = restore.geometry
         return d
 
 
@@ -63,11 +65,12 @@ class GtgmRestored(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             case = _case(d["gtgm_path"], self.meta)
-            _, ref, restore = prepare_input(self.meta, case)
+            restore = restorer({k: torch.as_tensor(v).cpu().numpy() for k, v in d["gtgm_geometry"].items()})
             crop = (slice(None), *(slice(0, int(n)) for n in d["gtgm_shape"]))
             logits = torch.as_tensor(d[key])[crop].float()
             out = logits.softmax(0) if restore.resampled else logits.argmax(0).to(torch.uint8)
             label = restore_labels(out.cpu().numpy(), restore).astype(np.uint8)
+            ref = nib.load(d["gtgm_path"])  # header and affine only; the voxels were read once, by the preprocessing
             write_nifti(self.output_dir / f"{case.id}.nii.gz", label, ref.affine, ref.header)
             d[key] = label
         return d

@@ -142,7 +142,8 @@ def _plans_channels(plans_path: Path) -> int | None:
     dataset_json = plans_path.parent / "dataset.json"
     if not dataset_json.is_file():
         return None
-    names = read_json(dataset_json).get("channel_names") or read_json(dataset_json).get("modality")
+    meta = read_json(dataset_json)
+    names = meta.get("channel_names") or meta.get("modality")
     return len(names) if isinstance(names, dict) else None
 
 

@@ -126,34 +126,26 @@ class ResEncEncoder(nn.Module):
         return pool_features(self.features(x), self.pooling)
 
 
-@register_encoder("resenc")
-def resenc_encoder(
-    in_channels: int = 1,
+def _arch(
     channels: Sequence[int] = (32, 64, 128, 256, 320, 320),
     kernel_sizes: Sequence[Sequence[int]] = (),
     strides: Sequence[Sequence[int]] = (),
     blocks_per_stage: Sequence[int] = (),
     decoder_convs: Sequence[int] = (),
-    pooling: str = "last",
     **_: object,
-) -> ResEncEncoder:
-    arch = resenc_arch_kwargs(channels, kernel_sizes, strides, blocks_per_stage, decoder_convs)
-    return ResEncEncoder(in_channels, arch, pooling)
+) -> dict[str, Any]:
+    """The registry's keyword arguments -> :func:`resenc_arch_kwargs` (other models' keys are ignored)."""
+    return resenc_arch_kwargs(channels, kernel_sizes, strides, blocks_per_stage, decoder_convs)
+
+
+@register_encoder("resenc")
+def resenc_encoder(in_channels: int = 1, pooling: str = "last", **kwargs: Any) -> ResEncEncoder:
+    return ResEncEncoder(in_channels, _arch(**kwargs), pooling)
 
 
 @register_segmenter("resenc")
-def resenc_segmenter(
-    num_classes: int,
-    in_channels: int = 1,
-    channels: Sequence[int] = (32, 64, 128, 256, 320, 320),
-    kernel_sizes: Sequence[Sequence[int]] = (),
-    strides: Sequence[Sequence[int]] = (),
-    blocks_per_stage: Sequence[int] = (),
-    decoder_convs: Sequence[int] = (),
-    **_: object,
-) -> nn.Module:
+def resenc_segmenter(num_classes: int, in_channels: int = 1, **kwargs: Any) -> nn.Module:
     """nnU-Net's ResidualEncoderUNet without deep supervision: (B, C, X, Y, Z) -> (B, num_classes, X, Y, Z)."""
-    arch = resenc_arch_kwargs(channels, kernel_sizes, strides, blocks_per_stage, decoder_convs)
-    net = build_resenc_unet(arch, in_channels, num_classes)
+    net = build_resenc_unet(_arch(**kwargs), in_channels, num_classes)
     net.encoder_prefix = "encoder."
     return net

@@ -95,13 +95,23 @@ def affinity_loss(
     return (w * per).sum()
 
 
+SW_OVERLAP, SW_BATCH = 0.25, 4  # sliding-window overlap and windows per forward pass of gtgm predict
+
+
+def pad_to_patch(image: np.ndarray, patch: list[int]) -> np.ndarray:
+    """(C, X, Y, Z) -> float32, padded at the far end to at least ``patch`` with each channel's minimum."""
+    pad = [(0, max(p - n, 0)) for p, n in zip(patch, image.shape[1:])]
+    lows = np.asarray(image).reshape(image.shape[0], -1).min(1)
+    return np.stack([np.pad(np.asarray(c, np.float32), pad, constant_values=lo) for c, lo in zip(image, lows)])
+
+
 @torch.no_grad()
 def predict_array(
     model: torch.nn.Module,
     image: np.ndarray,
     patch: list[int],
-    overlap: float = 0.25,
-    sw_batch: int = 4,
+    overlap: float = SW_OVERLAP,
+    sw_batch: int = SW_BATCH,
     device: torch.device | str = "cpu",
     output: str = "labels",
 ) -> np.ndarray:
@@ -116,10 +126,7 @@ def predict_array(
         raise ValueError(f"unknown output '{output}'")
     model.eval()
     shape = image.shape[1:]
-    pad = [(0, max(p - n, 0)) for p, n in zip(patch, shape)]
-    lows = np.asarray(image).reshape(image.shape[0], -1).min(1)
-    padded = np.stack([np.pad(np.asarray(c, np.float32), pad, constant_values=lo) for c, lo in zip(image, lows)])
-    x = torch.from_numpy(padded)[None].to(device)
+    x = torch.from_numpy(pad_to_patch(image, patch))[None].to(device)
     out = sliding_window_inference(x, patch, sw_batch, model, overlap=overlap, mode="gaussian")
     out = out[(0, slice(None), *(slice(0, n) for n in shape))]
     if output == "affinities":
