@@ -20,6 +20,7 @@ from gtgm.data.datasets import load_dataset
 from gtgm.data.examples import write_examples
 from gtgm.data.patches import TwoViewPatchDataset, VolumeCache
 from gtgm.data.preprocess import preprocess_dataset
+from gtgm.demo_exports import demo_exports, export_blocks
 from gtgm.demo_results import headline_blocks
 from gtgm.report import write_report
 
@@ -52,7 +53,9 @@ def run_demo(out: str | Path, cfg: Config, progress: bool = True, overrides: lis
     evaluation = _predict_and_evaluate(out, cfg, examples, list(overrides)) if "ct_phantom" in cfg.study.groups else {}
     timings["predict + evaluate"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    exports = _exports(out, cfg, examples, list(overrides)) if "ct_phantom" in cfg.study.groups else {}
+    exports = {}
+    if "ct_phantom" in cfg.study.groups:
+        exports = demo_exports(out, cfg, examples, _final_run(out, cfg, "ct_phantom", list(overrides)), progress)
     timings["exports"] = time.perf_counter() - t0
     cache = VolumeCache(out / "cache")
     montage = _montage(cache, figures / "corpus.png")
@@ -64,7 +67,7 @@ def run_demo(out: str | Path, cfg: Config, progress: bool = True, overrides: lis
         _caption_blocks(captions)
         + _pretrain_blocks(run, cfg, figures / "pretraining.png")
         + _study_blocks(out, cfg, study)
-        + _export_blocks(out, exports)
+        + export_blocks(out, exports)
     )
     blocks = headline_blocks(out, cfg, main_runs, evaluation, baselines) + blocks
     report_md, report_html = write_report(out, "gtgm demo", blocks)
@@ -157,38 +160,6 @@ def _predict_and_evaluate(out: Path, cfg: Config, examples: Path, overrides: lis
         run / "best.pt", [examples / "ct" / f"{case}.nii.gz" for case in test_ids], out / "predictions", cfg.device
     )
     return {"run": run, **evaluate_folders(out / "predictions", labels)}
-
-
-def _exports(out: Path, cfg: Config, examples: Path, overrides: list[str]) -> dict[str, Path]:
-    """The main CT run as a MONAI bundle, and the CT phantoms as an nnU-Net v2 raw dataset (id 501)."""
-    from gtgm.export.bundle import export_bundle
-    from gtgm.export.nnunet_data import export_nnunet_raw
-
-    bundle = out / "exports" / "ct_bundle"
-    export_bundle(_final_run(out, cfg, "ct_phantom", overrides) / "best.pt", bundle)
-    raw = out / "exports" / "nnUNet_raw"
-    dataset = next(raw.glob("Dataset501_*"), None) if raw.is_dir() else None
-    if dataset is None:  # a rerun keeps the one written before (nnU-Net ids are unique)
-        dataset = export_nnunet_raw(load_dataset(examples), "ct_phantom", 501, raw)
-    return {"MONAI bundle (CT)": bundle / "configs" / "inference.json", "nnU-Net raw dataset": dataset / "dataset.json"}
-
-
-def _export_blocks(out: Path, exports: dict[str, Path]) -> list:
-    if not exports:
-        return []
-    bundle, dataset = exports["MONAI bundle (CT)"].parent.parent, exports["nnU-Net raw dataset"].parent
-    return [
-        ("heading", "Exports"),
-        (
-            "text",
-            f"MONAI bundle of the main CT model: [{bundle.relative_to(out)}]({bundle.relative_to(out)}) "
-            "(`python -m monai.bundle run --config_file configs/inference.json --meta_file configs/metadata.json "
-            "--bundle_root . --dataset_dir DIR --output_dir OUT`; its label maps are those of `gtgm predict`). "
-            f"The CT phantoms as an nnU-Net v2 raw dataset: [{dataset.relative_to(out)}]({dataset.relative_to(out)}) "
-            "(`nnUNetv2_plan_and_preprocess -d 501 --verify_dataset_integrity`); a pretrained resenc encoder goes "
-            'into nnU-Net with `gtgm export nnunet` (README, "Use your encoder in nnU-Net").',
-        ),
-    ]
 
 
 def _study_blocks(out: Path, cfg: Config, study_report: Path) -> list:

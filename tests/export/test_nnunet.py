@@ -24,6 +24,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from gtgm.cli import main
 from gtgm.data.phantom_ct import CT_LABELS, make_ct_phantom
+from gtgm.demo_exports import PLANS_NAME
 from gtgm.export.nnunet import (
     architecture_mismatches,
     nnunet_axes,
@@ -188,6 +189,27 @@ def test_resenc_encoder_loads_into_the_network_nnunet_builds(demo_run, tmp_path,
     err = capsys.readouterr().err
     assert "features_per_stage: plans" in err and "n_blocks_per_stage: plans" in err
     assert not refused.exists()
+
+
+@pytest.mark.slow
+def test_demo_exports_a_resenc_encoder_planned_by_nnunet(demo_run):
+    """The demo's nnU-Net route: nnU-Net's ResEnc-M plans (CPU memory target) -> resenc pretraining -> export,
+    loaded by nnU-Net's own loader into the network nnU-Net builds from those plans; the report links it."""
+    plans_path = next((demo_run / "exports" / "nnUNet_preprocessed").glob("Dataset501_*")) / f"{PLANS_NAME}.json"
+    plans = json.loads(plans_path.read_text())
+    assert plans["experiment_planner_used"] == "nnUNetPlannerResEncM"
+    cm = PlansManager(str(plans_path)).get_configuration("3d_fullres")
+    kw = cm.network_arch_init_kwargs, cm.network_arch_init_kwargs_req_import
+    net = get_network_from_plans(cm.network_arch_class_name, *kw, 1, len(CT_LABELS), deep_supervision=True)
+    load_pretrained_weights(net, str(demo_run / "exports" / "nnunet_resenc" / "pretrained_weights.pth"))
+    state = net.state_dict()
+    pretrained = torch.load(demo_run / "exports" / "resenc_pretrain" / "encoder.pt", weights_only=True)
+    axes = nnunet_axes(plans)
+    assert pretrained and all(torch.equal(state[k], to_nnunet_order(v, axes)) for k, v in pretrained.items())
+    report = (demo_run / "report.md").read_text()
+    for link in ("exports/nnunet_resenc", "exports/resenc_pretrain", f"{PLANS_NAME}.json", "exports/ct_bundle"):
+        assert f"]({link}" in report or f"{link})" in report
+    assert f"-p {PLANS_NAME} -pretrained_weights" in report
 
 
 def test_export_errors_name_the_file_and_the_cause(demo_run, tmp_path, capsys):
