@@ -13,6 +13,7 @@ import yaml
 
 from gtgm import __version__
 from gtgm.cli_export import add_export_parser, run_export
+from gtgm.cli_query import add_query_parsers, run_audit, run_query
 from gtgm.config import load_config
 from gtgm.errors import GtgmError
 
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp_nn.add_argument("--name", default="", help="dataset name after the id (default: the group)")
     exp_nn.add_argument("--out", required=True, type=Path, help="nnUNet_raw folder")
     add_export_parser(sub)
+    add_query_parsers(sub)
 
     cap = sub.add_parser("caption", help="generate one caption per patch location (describe / hf / openai)")
     cap.add_argument("cache", nargs="?", type=Path, help="preprocessed cache folder (not needed with --refine)")
@@ -255,6 +257,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _probe(args)
     if args.command == "export":
         return run_export(args)
+    if args.command == "query":
+        return run_query(args)
+    if args.command == "audit":
+        return run_audit(args)
     if args.command == "demo":
         from gtgm.demo import run_demo
 

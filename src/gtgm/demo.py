@@ -2,8 +2,10 @@
 
 Stages so far: example data -> preprocessing cache -> captions (describe) -> text embeddings (MiniLM)
 -> pretraining -> one converged fine-tuning run per task (the CPU recipe, ``gtgm study`` with one arm,
-ratio and seed) -> prediction and evaluation of held-out CT phantoms -> report, which opens with the
-per-class test figures and overlays (:mod:`gtgm.demo_results`). Preset: ``configs/demo.yaml``.
+ratio and seed) -> prediction and evaluation of held-out CT phantoms -> exports (MONAI bundle, nnU-Net dataset,
+plan and resenc weights: :mod:`gtgm.demo_exports`) -> zero-shot queries on the held-out phantoms and the caption
+audit (:mod:`gtgm.demo_query`) -> report, which opens with the per-class test figures and overlays
+(:mod:`gtgm.demo_results`). Preset: ``configs/demo.yaml``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from gtgm.data.examples import write_examples
 from gtgm.data.patches import TwoViewPatchDataset, VolumeCache
 from gtgm.data.preprocess import preprocess_dataset
 from gtgm.demo_exports import demo_exports, export_blocks
+from gtgm.demo_query import demo_query, query_blocks
 from gtgm.demo_results import headline_blocks
 from gtgm.report import write_report
 
@@ -57,6 +60,9 @@ def run_demo(out: str | Path, cfg: Config, progress: bool = True, overrides: lis
     if "ct_phantom" in cfg.study.groups:
         exports = demo_exports(out, cfg, examples, _final_run(out, cfg, "ct_phantom", list(overrides)), progress)
     timings["exports"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    queries = _queries(out, run, examples, evaluation, progress)
+    timings["query + audit"] = time.perf_counter() - t0
     cache = VolumeCache(out / "cache")
     montage = _montage(cache, figures / "corpus.png")
     views = _two_view_figure(cache, cfg, figures / "two_views.png")
@@ -68,6 +74,7 @@ def run_demo(out: str | Path, cfg: Config, progress: bool = True, overrides: lis
         + _pretrain_blocks(run, cfg, figures / "pretraining.png")
         + _study_blocks(out, cfg, study)
         + export_blocks(out, exports)
+        + query_blocks(out, queries)
     )
     blocks = headline_blocks(out, cfg, main_runs, evaluation, baselines) + blocks
     report_md, report_html = write_report(out, "gtgm demo", blocks)
@@ -80,6 +87,9 @@ def run_demo(out: str | Path, cfg: Config, progress: bool = True, overrides: lis
         "study report": study,
         **({"predictions + metrics": out / "predictions" / "metrics.csv"} if evaluation else {}),
         **exports,
+        **(
+            {"query maps": out / "query" / "query.json", "caption audit": out / "audit" / "audit.md"} if queries else {}
+        ),
         "report (Markdown)": report_md,
         "report (HTML)": report_html,
     }
@@ -160,6 +170,14 @@ def _predict_and_evaluate(out: Path, cfg: Config, examples: Path, overrides: lis
         run / "best.pt", [examples / "ct" / f"{case}.nii.gz" for case in test_ids], out / "predictions", cfg.device
     )
     return {"run": run, **evaluate_folders(out / "predictions", labels)}
+
+
+def _queries(out: Path, run: Path, examples: Path, evaluation: dict[str, Any], progress: bool) -> dict[str, Any]:
+    """Zero-shot queries on the held-out CT phantoms (the main CT run's test cases) and the caption audit."""
+    if not evaluation:
+        return {}
+    held_out = [examples / "ct" / f"{case}.nii.gz" for case in evaluation["cases"]]
+    return demo_query(out, run, held_out, progress)
 
 
 def _study_blocks(out: Path, cfg: Config, study_report: Path) -> list:

@@ -60,7 +60,8 @@ def prepare_input(meta: dict[str, Any], case: Case) -> tuple[np.ndarray, Any, Ca
     Returns the normalised (C, X, Y, Z) array, the reference volume (affine, header) and ``restore``, which
     takes an (X, Y, Z) map on that array's grid back to the input's geometry (exact shape; spline ``order``
     0 = nearest neighbour for labels, 1 = linear for probabilities). ``restore.resampled`` tells whether the
-    array was resampled (otherwise restoring only reorients).
+    array was resampled (otherwise restoring only reorients); ``restore.normalization`` the per-channel
+    normalisation records (CT: the HU window).
     """
     pre: PreprocessConfig = from_dict(PreprocessConfig, meta["preprocess"])
     channels = [read_volume(r.path, r.channel, r.key, case.spacing) for r in case.images]
@@ -70,7 +71,8 @@ def prepare_input(meta: dict[str, Any], case: Case) -> tuple[np.ndarray, Any, Ca
     work, work_affine = ras, ras_affine
     if pre.target_spacing and ref.unit == "mm":
         work, work_affine = resample(ras, ras_affine, pre.target_spacing, pre.image_interpolation_order)
-    normed = np.stack([normalize(c, meta["modality"], pre)[0] for c in work])
+    normalized = [normalize(c, meta["modality"], pre) for c in work]
+    normed = np.stack([n[0] for n in normalized])
     geometry = {
         "ras_shape": np.asarray(ras.shape[1:]),
         "ras_affine": ras_affine,
@@ -78,7 +80,9 @@ def prepare_input(meta: dict[str, Any], case: Case) -> tuple[np.ndarray, Any, Ca
         "transform": transform,
         "resampled": np.asarray(work is not ras),
     }
-    return normed, ref, restorer(geometry)
+    restore = restorer(geometry)
+    restore.normalization = [n[1] for n in normalized]  # per channel, as the cache records it (CT: its HU window)
+    return normed, ref, restore
 
 
 def restorer(geometry: dict[str, Any]) -> Callable[..., np.ndarray]:
@@ -152,17 +156,7 @@ def predict_inputs(
     trained = meta.get("task", "segmentation")
     if task and task != trained:
         raise GtgmError(f"{checkpoint}: trained for task '{trained}', not '{task}'")
-    cases: list[Case] = []
-    for item in inputs:
-        item = Path(item)
-        if item.is_file() and suffix_of(item) in (".nii", ".nii.gz"):
-            from gtgm.data.datasets import ImageRef
-
-            case_id = check_case_id(item.name.split(".")[0], item)
-            cases.append(Case(case_id, [ImageRef(item)], modality=meta["modality"]))
-        else:
-            cases.extend(load_dataset(item, modality=modality or meta["modality"]).cases)
-    _unique_ids(cases)
+    cases = input_cases(inputs, modality or meta["modality"])
     if trained == "em":
         from gtgm.infer_em import predict_em_cases
 
@@ -172,6 +166,23 @@ def predict_inputs(
         label, ref = segment_case(model, meta, case, dev)
         written.append(write_nifti(Path(out) / f"{case.id}.nii.gz", label.astype(np.uint8), ref.affine, ref.header))
     return written
+
+
+def input_cases(inputs: list[str | Path], modality: str) -> list[Case]:
+    """The cases of ``inputs``: NIfTI files (one case each, named after the file), folders or datasets; inputs of
+    the same name get unique ids (:func:`_unique_ids`)."""
+    from gtgm.data.datasets import ImageRef
+
+    cases: list[Case] = []
+    for item in inputs:
+        item = Path(item)
+        if item.is_file() and suffix_of(item) in (".nii", ".nii.gz"):
+            case_id = check_case_id(item.name.split(".")[0], item)
+            cases.append(Case(case_id, [ImageRef(item)], modality=modality))
+        else:
+            cases.extend(load_dataset(item, modality=modality).cases)
+    _unique_ids(cases)
+    return cases
 
 
 def _unique_ids(cases: list[Case]) -> None:

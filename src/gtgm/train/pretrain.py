@@ -7,7 +7,8 @@ with linear warmup + cosine decay, optional AMP and gradient clipping. Every ``c
 config); ``--resume`` continues from it with exactly the samples the uninterrupted run would have seen.
 Logs go to ``log.jsonl`` and TensorBoard; image->text retrieval on held-out patches is logged every
 ``eval_every`` steps. At the end: ``encoder.pt`` (plain state dict keyed as in the segmenter; for
-``swinunetr`` it loads into ``monai.networks.nets.SwinUNETR``) and ``encoder.json``.
+``swinunetr`` it loads into ``monai.networks.nets.SwinUNETR``), ``encoder.json`` and ``heads.pt`` (projection
+heads and temperature, for ``gtgm query``).
 """
 
 from __future__ import annotations
@@ -239,6 +240,7 @@ class Pretrainer:
         if self.rank != 0:
             return
         save_checkpoint(self.out / "encoder.pt", segmenter_state_dict(self.model.encoder))
+        save_checkpoint(self.out / "heads.pt", self.heads_state())
         m = self.cfg.model
         volumes = {r["volume"] for r in self.pairs.records}
         write_json(
@@ -255,14 +257,30 @@ class Pretrainer:
                 "retrieval": retrieval,
                 "train_volumes": sorted(volumes),
                 "spacing": self._median_spacing(volumes),
+                "spacing_by_modality": {
+                    mod: self._median_spacing(volumes, mod)
+                    for mod in sorted({e["modality"] for e in self.pairs.cache.entries if e["id"] in volumes})
+                },
                 "reserved_for_finetuning": self.reserved["regions"],
                 **({"arch_kwargs": model_arch_kwargs(m)} if m.encoder == "resenc" else {}),
             },
         )
 
-    def _median_spacing(self, volumes: set[str]) -> list[float] | None:
-        """Median voxel size (x, y, z) of the pretraining volumes, as cached (None if the cache lacks it)."""
-        found = [e["spacing"] for e in self.pairs.cache.index["cases"] if e.get("id") in volumes and "spacing" in e]
+    def heads_state(self) -> dict[str, torch.Tensor]:
+        """What ``gtgm query`` needs beside ``encoder.pt``: the image and text heads (``image_head.*``,
+        ``text_head.*``) and the CLIP temperature (``clip.log_scale`` = log(1/τ))."""
+        heads = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items() if "_head." in k}
+        heads["clip.log_scale"] = self.loss_fn.clip.log_scale.detach().cpu().clone()
+        return heads
+
+    def _median_spacing(self, volumes: set[str], modality: str | None = None) -> list[float] | None:
+        """Median voxel size (x, y, z) of the pretraining volumes (of ``modality``), as cached (None if the cache
+        lacks it)."""
+        found = [
+            e["spacing"]
+            for e in self.pairs.cache.index["cases"]
+            if e.get("id") in volumes and "spacing" in e and modality in (None, e.get("modality"))
+        ]
         return [float(v) for v in np.median(np.asarray(found, dtype=float), axis=0)] if found else None
 
 
