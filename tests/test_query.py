@@ -8,8 +8,14 @@ import shutil
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
+import yaml
 
 from gtgm.cli import main
+from gtgm.errors import GtgmError
+from gtgm.query import blend, box_geometry, score_windows
+from gtgm.text.captions import grid_starts
 from tests.conftest import save_nifti
 
 
@@ -107,3 +113,77 @@ def test_demo_reports_queries_with_a_random_init_control_and_the_audit(demo_run)
     assert "## Zero-shot text queries" in report and "ρ cosine, random init" in report
     assert "## Caption audit" in report and "(audit/audit.md)" in report
     assert len(list((demo_run / "query").glob("*_q*.nii.gz"))) == 3
+
+
+class _Stub:
+    """A QueryModel stand-in with fixed unit embeddings: windows (W, 4), prompts (P, 4)."""
+
+    patch, scale = [4, 4, 4], 10.0
+
+    def __init__(self, n_texts: int):
+        g = torch.Generator().manual_seed(0)
+        self.texts = F.normalize(torch.randn(n_texts, 4, generator=g), dim=-1)
+        self.windows = None
+
+    def embed_windows(self, image, starts, batch, progress):
+        g = torch.Generator().manual_seed(1)
+        self.windows = F.normalize(torch.randn(len(starts), 4, generator=g), dim=-1)
+        return self.windows
+
+    def embed_texts(self, texts):
+        return self.texts[: len(texts)]
+
+
+def test_scores_are_cosines_or_a_softmax_over_the_prompts():
+    image = np.zeros((1, 8, 8, 6), dtype=np.float32)
+    stub = _Stub(3)
+    cos, starts = score_windows(stub, image, ["a", "b"], [], [2, 2, 2])
+    assert starts[0] == [0, 0, 0] and starts[-1] == [4, 4, 2] and len(starts) == 3 * 3 * 2
+    np.testing.assert_allclose(cos, (stub.windows @ stub.texts[:2].T).numpy(), rtol=1e-6)
+    prob, _ = score_windows(stub, image, ["a", "b"], ["negative"], [2, 2, 2])
+    full = torch.softmax(stub.scale * stub.windows @ stub.texts.T, dim=1)  # over the prompts, per window
+    np.testing.assert_allclose(prob, full[:, :2].numpy(), rtol=1e-5)
+    assert (prob.sum(1) < 1).all()  # the negative takes its share
+    with pytest.raises(GtgmError, match="smaller than one query window"):
+        score_windows(stub, np.zeros((1, 3, 8, 8), np.float32), ["a"], [], [2, 2, 2])
+
+
+def test_blend_interpolates_window_scores():
+    starts = grid_starts([10, 10, 6], [4, 4, 4], [2, 2, 2])
+    constant = blend(np.full((len(starts), 1), 0.3), starts, [4, 4, 4], [10, 10, 6])
+    np.testing.assert_allclose(constant, 0.3, rtol=1e-5)
+    ramp = blend(np.array([[s[0]] for s in starts], float), starts, [4, 4, 4], [10, 10, 6])[0]
+    assert (np.diff(ramp[:, 5, 3]) >= -1e-9).all() and ramp[0, 5, 3] < ramp[-1, 5, 3]  # monotone along x
+
+
+def test_box_geometry_bounds_the_input_voxels_a_window_covers(lps_affine):
+    from types import SimpleNamespace
+
+    work = np.diag([1.5, 1.5, 1.5, 1.0])  # a RAS 1.5 mm grid ...
+    work[:3, 3] = [5.0, -10.0, -25.0]
+    restore = SimpleNamespace(geometry={"work_affine": work})
+    shape, start, patch = (40, 40, 12), [5, 6, 4], [8, 8, 8]
+    box = box_geometry(start, patch, restore, lps_affine, shape)  # ... over an LPS 0.8 x 0.8 x 3 mm input
+    idx = np.stack(np.meshgrid(*(np.arange(n) for n in shape), indexing="ij"), -1).reshape(-1, 3)
+    world = idx @ lps_affine[:3, :3].T + lps_affine[:3, 3]
+    grid = (world - work[:3, 3]) @ np.linalg.inv(work[:3, :3]).T
+    inside = ((grid >= np.array(start) - 0.5) & (grid < np.array(start) + np.array(patch) - 0.5)).all(1)
+    lo, hi = np.array(box["input_voxels"])
+    assert inside.any() and (idx[inside].min(0) >= lo).all() and (idx[inside].max(0) <= hi).all()
+    assert ((idx[inside].min(0) - lo) <= 1).all() and ((hi - idx[inside].max(0)) <= 1).all()  # tight
+    centre = (np.array(start) + (np.array(patch) - 1) / 2) * 1.5 + work[:3, 3]
+    np.testing.assert_allclose(box["centre_mm"], centre, atol=0.01)
+
+
+def test_stride_beyond_the_window_and_runs_without_text_are_refused(demo_run, tmp_path, capsys, lps_affine):
+    volume = _ct_volume(tmp_path / "v.nii.gz", lps_affine)
+    run = demo_run / "pretrain"
+    assert main(["query", str(run), "bone", str(volume), "--out", str(tmp_path / "q"), "--stride", "40"]) == 1
+    assert "--stride needs 1 or 3 integers from 1 to the window size" in capsys.readouterr().err
+    image_only = tmp_path / "image_only"
+    shutil.copytree(run, image_only, ignore=shutil.ignore_patterns("checkpoints", "tb"))
+    cfg = yaml.safe_load((image_only / "config.yaml").read_text())
+    cfg["loss"]["text_weight"] = 0.0
+    (image_only / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["query", str(image_only), "bone", str(volume), "--out", str(tmp_path / "q")]) == 1
+    assert "pretrained without the image-text term" in capsys.readouterr().err

@@ -140,7 +140,7 @@ def run_audit(captions: str | Path, cache_root: str | Path, out: str | Path, pro
     return {"summary": summary, "rows": rows, "out": str(out)}
 
 
-def _pct(v: float | None) -> str:
+def pct(v: float | None) -> str:
     return "-" if v is None else f"{v:.1%}"
 
 
@@ -159,8 +159,8 @@ def audit_markdown(
     ]
     for name, s in summary.items():
         lines.append(
-            f"| {name} | {s['captions']} | {s['statements']} | {_pct(s['supported'])} | {_pct(s['contradicted'])} "
-            f"| {_pct(s['not_checkable'])} | {_pct(s['mean_caption_score'])} |"
+            f"| {name} | {s['captions']} | {s['statements']} | {pct(s['supported'])} | {pct(s['contradicted'])} "
+            f"| {pct(s['not_checkable'])} | {pct(s['mean_caption_score'])} |"
         )
     wrong = [(r["key"], s) for r in rows for s in r["statements"] if not s["holds"]]
     lines += ["", f"## Contradictions ({len(wrong)}; the first {min(limit, len(wrong))})", ""]

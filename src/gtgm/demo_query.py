@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from gtgm.audit import pct
 from gtgm.text.captioners.measure import HU_BANDS
 
 CLASS_PROMPTS = {
@@ -43,16 +44,14 @@ def class_rank_correlation(qm: Any, volumes: list[Path], prompts: dict[str, str]
     half a patch, at the run's CT pretraining spacing. ``rho``: of the cosine score; ``rho_softmax``: of the
     CLIP-style probability of the prompt among all ``prompts`` (softmax of scale · cosine, the other classes as
     negatives). None where the class's share does not vary."""
-    from scipy.stats import spearmanr
-
     from gtgm.infer import input_cases, prepare_input
-    from gtgm.query import query_spacing, score_windows
+    from gtgm.query import query_preprocessing, score_windows
 
-    pre = {**qm.cfg.to_dict()["preprocess"], "target_spacing": query_spacing(qm, "CT", None)}
+    meta = query_preprocessing(qm, "CT", None)
     step = [max(1, p // 2) for p in qm.patch]
     scores, shares = [], []
     for case in input_cases(volumes, "CT"):
-        normed, _, restore = prepare_input({"preprocess": pre, "modality": "CT"}, case)
+        normed, _, restore = prepare_input(meta, case)
         s, starts = score_windows(qm, normed, list(prompts.values()), [], step, progress=False, name=case.id)
         scores.append(s)
         shares.append(window_shares(normed[0], restore.normalization[0]["window"], starts, qm.patch))
@@ -65,10 +64,17 @@ def class_rank_correlation(qm: Any, volumes: list[Path], prompts: dict[str, str]
     for k, (band, prompt) in enumerate(prompts.items()):
         measured = share[:, bands.index(band)]
         varies = np.ptp(measured) > 0
-        rho = float(spearmanr(score[:, k], measured)[0]) if varies else None
-        rho_softmax = float(spearmanr(prob[:, k], measured)[0]) if varies else None
+        rho, rho_softmax = (_rho(x, measured) if varies else None for x in (score[:, k], prob[:, k]))
         out[band] = {"prompt": prompt, "rho": rho, "rho_softmax": rho_softmax, "n": len(measured)}
     return out
+
+
+def _rho(x: np.ndarray, y: np.ndarray) -> float | None:
+    """Spearman's ρ, None when it is undefined (a constant score)."""
+    from scipy.stats import spearmanr
+
+    value = float(spearmanr(x, y)[0])
+    return value if np.isfinite(value) else None
 
 
 def demo_query(out: Path, run: Path, held_out: list[Path], progress: bool) -> dict[str, Any]:
@@ -109,14 +115,7 @@ def query_blocks(out: Path, result: dict[str, Any]) -> list:
     ]
     names = ", ".join(p.name for p in result["volumes"])
     audit_rows = [
-        [
-            name,
-            s["captions"],
-            s["statements"],
-            f"{s['supported']:.1%}",
-            f"{s['contradicted']:.1%}",
-            f"{s['not_checkable']:.1%}",
-        ]
+        [name, s["captions"], s["statements"], *(pct(s[k]) for k in ("supported", "contradicted", "not_checkable"))]
         for name, s in result["audit"].items()
     ]
     figure = result["query"]["figure"]

@@ -92,6 +92,8 @@ def _head_weights(run: Path) -> dict[str, torch.Tensor]:
     if not last.is_file():
         raise GtgmError(f"{run}: no heads.pt (nor checkpoints/last.pt); re-run gtgm pretrain with this version")
     ckpt = load_checkpoint(last)
+    if not isinstance(ckpt.get("model"), dict) or "clip.log_scale" not in (ckpt.get("loss") or {}):
+        raise GtgmError(f"{last}: not a gtgm pretraining checkpoint (no model and CLIP temperature)")
     heads = {k: v for k, v in ckpt["model"].items() if "_head." in k}
     heads["clip.log_scale"] = ckpt["loss"]["clip.log_scale"]
     return heads
@@ -110,6 +112,11 @@ def load_query_model(
     run = Path(run)
     info = read_json(_run_file(run, "encoder.json"))
     cfg = load_config(_run_file(run, "config.yaml"))
+    if cfg.loss.text_weight == 0:
+        raise GtgmError(
+            f"{run}: pretrained without the image-text term (loss.text_weight=0), so its text head never learnt "
+            "to match images; query a run pretrained with text"
+        )
     if text_encoder:
         cfg.text.encoder = text_encoder
     wanted, recorded = encoder_identity(cfg.text), info.get("text_encoder") or {}
@@ -122,6 +129,9 @@ def load_query_model(
     dev = resolve_device(device)
     torch.manual_seed(seed)
     heads = _head_weights(run)
+    lacking = [k for k in ("text_head.fc1.weight", "image_head.fc1.weight", "clip.log_scale") if k not in heads]
+    if lacking:
+        raise GtgmError(f"{run}: the projection heads lack {', '.join(lacking)}; re-run gtgm pretrain with this gtgm")
     text_dim = int(heads["text_head.fc1.weight"].shape[1])
     vlp = build_model(cfg, text_dim)
     scale = float(np.exp(float(heads.pop("clip.log_scale"))))
@@ -184,6 +194,13 @@ def score_windows(
     return sim[:, : len(texts)].numpy(), starts
 
 
+def query_preprocessing(qm: QueryModel, modality: str, spacing: list[float] | None) -> dict[str, Any]:
+    """``prepare_input``'s settings for a volume of ``modality``: the normalisation of the cache the run was
+    pretrained on (``encoder.json`` ``preprocess``; older runs: the run's config) at :func:`query_spacing`."""
+    pre = qm.info.get("preprocess") or qm.cfg.to_dict()["preprocess"]
+    return {"preprocess": {**pre, "target_spacing": query_spacing(qm, modality, spacing)}, "modality": modality}
+
+
 def query_spacing(qm: QueryModel, modality: str, spacing: list[float] | None) -> list[float] | None:
     """The voxel size volumes are resampled to: ``spacing``, else the run's median pretraining spacing of
     ``modality`` (``encoder.json``), else of all its volumes."""
@@ -234,13 +251,26 @@ def query_volumes(
     step = list(stride) if stride else [max(1, p // 2) for p in qm.patch]
     if len(step) == 1:
         step = step * 3
-    if len(step) != 3 or any(s < 1 for s in step):
-        raise GtgmError(f"--stride needs 1 or 3 positive integers, got {stride}")
-    pre = {**qm.cfg.to_dict()["preprocess"], "target_spacing": query_spacing(qm, modality, spacing)}
-    meta = {"preprocess": pre, "modality": modality}
+    if len(step) != 3 or any(not 1 <= s <= p for s, p in zip(step, qm.patch)):
+        raise GtgmError(f"--stride needs 1 or 3 integers from 1 to the window size {qm.patch}, got {stride}")
     out, written = Path(out), {}
+    settings = {
+        "run": str(run),
+        "prompts": list(texts),
+        "negatives": list(negatives),
+        "stride": step,
+        "patch": qm.patch,
+        "score": "softmax over prompts" if negatives else "cosine",
+        "volumes": {},
+    }
     for case in input_cases(volumes, modality):
+        meta = query_preprocessing(qm, case.modality or modality, spacing)
         normed, ref, restore = prepare_input(meta, case)
+        if normed.shape[0] != qm.cfg.model.in_channels:
+            raise GtgmError(
+                f"{case.images[0].path}: {normed.shape[0]} channel(s), but the run's encoder takes "
+                f"{qm.cfg.model.in_channels}"
+            )
         scores, starts = score_windows(
             qm, normed, list(texts), list(negatives), step, batch, progress, str(case.images[0].path)
         )
@@ -265,19 +295,19 @@ def query_volumes(
             ]
             top.append({"prompt": text, "map": files[k].name, "top": boxes})
         write_json(out / f"{case.id}_top.json", top)
-        figure = query_figure(normed[0], maps, starts, scores, qm.patch, list(texts), out / f"{case.id}.png")
+        grid_spacing = np.linalg.norm(np.asarray(restore.geometry["work_affine"])[:3, :3], axis=0)
+        figure = query_figure(
+            normed[0], maps, starts, scores, qm.patch, list(texts), out / f"{case.id}.png", grid_spacing
+        )
         written[case.id] = {"maps": files, "top": out / f"{case.id}_top.json", "figure": figure, "windows": len(starts)}
-    settings = {
-        "run": str(run),
-        "prompts": list(texts),
-        "negatives": list(negatives),
-        "stride": step,
-        "patch": qm.patch,
-        "spacing": pre["target_spacing"],
-        "modality": modality,
-        "score": "softmax over prompts" if negatives else "cosine",
-    }
-    write_json(out / "query.json", {**settings, "volumes": {k: {"windows": v["windows"]} for k, v in written.items()}})
+        settings["volumes"][case.id] = {
+            "input": str(case.images[0].path),
+            "modality": meta["modality"],
+            "spacing": meta["preprocess"]["target_spacing"],
+            "windows": len(starts),
+            "maps": [f.name for f in files],
+        }
+        write_json(out / "query.json", settings)  # after each volume: what is there is listed
     return written
 
 
@@ -289,9 +319,11 @@ def query_figure(
     patch: list[int],
     texts: list[str],
     path: Path,
+    spacing: Any = (1.0, 1.0, 1.0),
 ) -> Path:
-    """Per prompt a row: axial, coronal, sagittal slices (RAS grid) through its best window's centre, map over
-    the image; written atomically."""
+    """Per prompt a row: axial, coronal, sagittal slices (RAS grid: patient's right on the right of the axial view,
+    anterior up) through its best window's centre, map over the image, drawn at the grid's ``spacing`` (x, y, z);
+    written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -301,16 +333,17 @@ def query_figure(
 
     fig, axes = plt.subplots(len(texts), 3, figsize=(11, 3.4 * len(texts)), squeeze=False)
     lo, hi = float(maps.min()), float(maps.max())
+    sx, sy, sz = (float(v) for v in spacing)
     for k, text in enumerate(texts):
         c = [s + p // 2 for s, p in zip(starts[int(np.argmax(scores[:, k]))], patch)]
         views = [
-            ("axial", image[:, :, c[2]].T, maps[k][:, :, c[2]].T),
-            ("coronal", image[:, c[1], :].T, maps[k][:, c[1], :].T),
-            ("sagittal", image[c[0], :, :].T, maps[k][c[0], :, :].T),
+            ("axial", image[:, :, c[2]].T, maps[k][:, :, c[2]].T, sy / sx),
+            ("coronal", image[:, c[1], :].T, maps[k][:, c[1], :].T, sz / sx),
+            ("sagittal", image[c[0], :, :].T, maps[k][c[0], :, :].T, sz / sy),
         ]
-        for ax, (name, img, m) in zip(axes[k], views):
-            ax.imshow(img, cmap="gray", origin="lower")
-            shown = ax.imshow(m, cmap="magma", alpha=0.45, origin="lower", vmin=lo, vmax=hi)
+        for ax, (name, img, m, aspect) in zip(axes[k], views):
+            ax.imshow(img, cmap="gray", origin="lower", aspect=aspect)
+            shown = ax.imshow(m, cmap="magma", alpha=0.45, origin="lower", vmin=lo, vmax=hi, aspect=aspect)
             ax.set_title(f"{name}: {text[:48]}" if name == "axial" else name, fontsize=8)
             ax.axis("off")
         fig.colorbar(shown, ax=axes[k].tolist(), fraction=0.02)

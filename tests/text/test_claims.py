@@ -83,3 +83,59 @@ def test_sentence_and_part_splitting():
         "with air (10%)",
         "high-density (100 to 300 HU) (5%)",
     ]
+
+
+def _mri(**over: float) -> dict:
+    s = {"background": 0.2, "bright": 0.1, "dark": 0.05, "tissue_std": 0.3, "tissue_mean": 0.0, **over}
+    position = {"lr": "left", "ap": "anterior", "si": "superior", "radial": "peripheral"}
+    return {"modality": "MRI", "position": position, "mri": s, "edges": 0.2, "symmetry": 0.5, "components": 2}
+
+
+def _read(text: str, m: dict) -> dict:
+    return {(s["kind"], str(s["claim"])): s["holds"] for s in check_caption(text, m)["statements"]}
+
+
+def test_percentages_go_with_the_term_they_quantify():
+    m = _mri()
+    assert _read("Tissue occupies 80% with bright areas of 10%.", m) == {
+        ("mri-share", "tissue 80%"): True,
+        ("mri-share", "hyperintense 10%"): True,
+    }
+    assert _read("With 10% hyperintense and 5% hypointense voxels.", m) == {
+        ("mri-share", "hyperintense 10%"): True,
+        ("mri-share", "hypointense 5%"): True,
+    }
+    ct = _ct(soft=0.7, air=0.1)
+    assert _read("Soft tissue makes up 70% while air is 10%.", ct) == {
+        ("ct-share", "soft-tissue or fluid density 70%"): True,
+        ("ct-share", "air-density 10%"): True,
+    }
+    # a dominance word anywhere, ties count as the largest class
+    assert _read("In this CT patch, bone dominates.", _ct(bone=0.4, soft=0.4))[("ct-dominant", "bone-like density")]
+
+
+def test_negated_statements_are_not_read_as_claims():
+    m = _mri()
+    kinds = {k for k, _ in _read("It is not symmetric. There are not many edges. Signal is non-homogeneous.", m)}
+    assert kinds == set()
+    assert _read("This is not a CT image but an MRI.", m) == {("modality", "MRI"): True}
+    ct = _ct(soft=0.97, bone=0.03)
+    # "no calcification" is an absence claim about bone, not about the soft tissue named first
+    assert _read("Mostly soft tissue with no calcification.", ct) == {
+        ("ct-dominant", "soft-tissue or fluid density"): True,
+        ("ct-share", "no bone-like density"): False,
+    }
+    # "left-right" / "left to right" are not laterality; "lower attenuation" is not a position
+    assert _read("Fat is of lower attenuation, asymmetric from left to right.", ct) == {
+        ("symmetry", "asymmetric"): True
+    }
+
+
+def test_em_sizes_in_other_units_and_levels():
+    em = {"modality": "EM", "position": {"radial": "central", "section_range": (0, 15)}, "unit": "nm"}
+    em.update(edges=0.3, symmetry=0.1, components=3)
+    em["em"] = {"membrane": 0.2, "cells": 3, "diameter": 400.0, "persistence": 0.5}
+    assert _read("Cell profiles of 0.4 µm across.", em) == {("em-cells", "diameter 400"): True}
+    assert _read("About 30% cytoplasm, membranes 20%.", em) == {("em-membranes", "20%"): True}
+    mri = _mri(tissue_mean=0.0)
+    assert _read("High-signal foci on an intermediate mean signal background.", mri)[("mri-level", "intermediate")]

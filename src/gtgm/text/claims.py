@@ -8,7 +8,7 @@ the box's measurements (:func:`gtgm.text.captioners.measure.measure`) can decide
 kind               statement -> holds when
 =================  ==========================================================================================
 modality           "CT" / "MR(I)" / "electron microscopy", "EM" -> the box's volume has that modality
-position           left / right / midline, anterior / posterior, superior / inferior (upper / lower),
+position           left / right / midline, anterior / posterior, superior / inferior (cranial / caudal),
                    central / peripheral -> the word :func:`position` gives the box (same word)
 ct-dominant        "mostly", "predominantly", "mainly", "dominates"... + a density class -> that class has
                    the largest share of the box's Hounsfield bands
@@ -19,7 +19,8 @@ mri-homogeneity    homogeneous / mildly heterogeneous / heterogeneous -> tissue 
 mri-level          high / intermediate / low mean -> tissue mean z > 0.5 / between / < -0.5
 em-membranes       sparse / moderately dense / dense membranes -> membrane share < 15 % / < 30 % / above;
                    "NN% of (the) voxels" -> membrane share within ±``TOL``
-em-cells           "N cell profiles" -> count within ±max(1, 10 %); "D nm across" / "diameter D" -> ±max(1, 10 %)
+em-cells           "N cell profiles" -> count within ±max(1, 10 %); "D nm across" / "diameter D µm" -> ±max(1, 10 %)
+                   (the stated unit converted to the volume's)
 em-sections        "sections a-b" -> the box's first and last section
 em-orientation     processes across / oblique to / close to the section plane -> persistence > 0.6 / > 0.3 / lower
 edges              few / moderately many / many (sharp) edges -> edge share < 5 % / < 15 % / above
@@ -27,8 +28,11 @@ symmetry           left-right symmetric (halves alike) / asymmetric -> mirror co
 structures         no / a single / N (separate) bright structures -> bright component count
 =================  ==========================================================================================
 
-The thresholds are those the ``describe`` captioner writes with, so its captions hold by construction
-unless measurement and text disagree; a sentence from which no statement is read is *not checkable*.
+A percentage goes with the class or term right after it, else the nearest one before it, else the next one
+(:func:`pair_percents`). A statement whose keyword one of the three words before it negates ("not symmetric",
+"non-homogeneous") is not read, except CT classes, where "no air" / "without calcification" is an absence claim
+(share < 3 %). The thresholds are those the ``describe`` captioner writes with, so its captions hold by
+construction unless measurement and text disagree; a sentence from which no statement is read is *not checkable*.
 """
 
 from __future__ import annotations
@@ -55,10 +59,8 @@ POSITION_WORDS = {
     "anterior": ("ap", "anterior"),
     "posterior": ("ap", "posterior"),
     "superior": ("si", "superior"),
-    "upper": ("si", "superior"),
     "cranial": ("si", "superior"),
     "inferior": ("si", "inferior"),
-    "lower": ("si", "inferior"),
     "caudal": ("si", "inferior"),
     "central": ("radial", "central"),
     "peripheral": ("radial", "peripheral"),
@@ -103,30 +105,73 @@ def _share_holds(stated: re.Match, measured: float) -> bool:
     return abs(value - measured) <= TOL + 1e-9
 
 
-def _ct_class(text: str) -> str | None:
-    """The first density class ``text`` names (earliest match)."""
-    found = [(m.start(), band) for band, pat in CT_CLASSES.items() for m in [re.search(pat, text, re.I)] if m]
-    return min(found)[1] if found else None
+def negated(text: str, start: int) -> bool:
+    """Whether one of the three words before ``start`` negates what follows ("not", "no", "never", "non-"...)."""
+    words = re.findall(r"[a-z]+", text[max(0, start - 40) : start].lower())[-3:]
+    return any(w in ("not", "no", "never", "without", "non", "neither", "nor", "nothing") for w in words)
+
+
+def _first(pattern: str, text: str) -> re.Match | None:
+    """The first match of ``pattern`` (case-insensitive) that no word before it negates."""
+    return next((m for m in re.finditer(pattern, text, re.I) if not negated(text, m.start())), None)
+
+
+def _mentions(text: str, names: dict[str, str]) -> list[tuple[int, int, str]]:
+    """``(start, end, name)`` of every mention of the ``names`` (name -> pattern), in order, overlaps dropped
+    (the longest first)."""
+    found = sorted(
+        ((m.start(), -m.end(), name) for name, pat in names.items() for m in re.finditer(pat, text, re.I)),
+    )
+    out, end = [], -1
+    for start, neg_end, name in found:
+        if start >= end:
+            out.append((start, -neg_end, name))
+            end = -neg_end
+    return out
+
+
+def pair_percents(text: str, mentions: list[tuple[int, int, str]]) -> list[tuple[re.Match, str]]:
+    """Each percentage of ``text`` with the thing it quantifies: a mention right after it ("10% hyperintense"),
+    else the nearest mention before it ("fat-density (40%)", "tissue occupies 80%"), else the nearest mention
+    after it with no other percentage between ("about 100% of the patch contains tissue")."""
+    pcts = list(PERCENT.finditer(text))
+    pairs: dict[int, tuple[int, int, str]] = {}
+    for i, p in enumerate(pcts):
+        after = [mt for mt in mentions if 0 <= mt[0] - p.end() <= 2]
+        if after:
+            pairs[i] = after[0]
+    for i, p in enumerate(pcts):
+        before = [mt for mt in mentions if mt[1] <= p.start()]
+        if i not in pairs and before:
+            pairs[i] = before[-1]
+    used = set(pairs.values())
+    for i, p in enumerate(pcts):
+        nxt = pcts[i + 1].start() if i + 1 < len(pcts) else len(text)
+        after = [mt for mt in mentions if p.end() <= mt[0] < nxt and mt not in used]
+        if i not in pairs and after:
+            pairs[i] = after[0]
+    return [(pcts[i], mt[2]) for i, mt in sorted(pairs.items())]
 
 
 def check_modality(sentence: str, m: dict[str, Any]) -> list[dict[str, Any]]:
     said = []
-    if re.search(r"\bCT\b|computed tomograph", sentence):
-        said.append("CT")
-    if re.search(r"\bMRI?\b|magnetic resonance|\bMR image", sentence):
-        said.append("MRI")
-    if re.search(r"\bEM\b", sentence) or re.search(r"electron microscop", sentence, re.I):
-        said.append("EM")
+    for name, pattern, flags in (
+        ("CT", r"\bCT\b|computed tomograph", 0),
+        ("MRI", r"\bMRI?\b|magnetic resonance", 0),
+        ("EM", r"\bEM\b|(?i:electron microscop)", 0),
+    ):
+        if any(not negated(sentence, x.start()) for x in re.finditer(pattern, sentence, flags)):
+            said.append(name)
     return [_claim("modality", sentence, s, m["modality"], s == m["modality"]) for s in said]
 
 
 def check_position(sentence: str, m: dict[str, Any]) -> list[dict[str, Any]]:
-    s = re.sub(r"left[- ]right|left and right|right and left", " ", sentence, flags=re.I)
+    s = re.sub(r"left\s*[-–]\s*right|(from )?(left (and|to) right|right (and|to) left)", " ", sentence, flags=re.I)
     s = re.sub(r"\b(left|right)\s+(halves|half|sides?)\b|central section", " ", s, flags=re.I)
     out, seen = [], set()
-    for word in re.findall(r"\b(" + "|".join(POSITION_WORDS) + r")\b", s, re.I):
-        axis, value = POSITION_WORDS[word.lower()]
-        if (axis, value) in seen:
+    for word in re.finditer(r"\b(" + "|".join(POSITION_WORDS) + r")\b", s, re.I):
+        axis, value = POSITION_WORDS[word.group(1).lower()]
+        if (axis, value) in seen or negated(s, word.start()):
             continue
         seen.add((axis, value))
         got = m["position"][axis]
@@ -136,62 +181,54 @@ def check_position(sentence: str, m: dict[str, Any]) -> list[dict[str, Any]]:
 
 def check_ct(sentence: str, m: dict[str, Any]) -> list[dict[str, Any]]:
     shares = m["ct"]
+    top = max(shares.values())
     largest = max(shares, key=shares.get)
-    out, pending = [], None  # a class named without a number: a number in the next part is its share
-    for k, part in enumerate(parts(sentence)):
-        band = _ct_class(part)
-        if band is None:
-            pct = PERCENT.search(part)
-            if pct and pending:
-                held = _share_holds(pct, shares[pending])
-                out.append(_claim("ct-share", part, f"{pending} {pct.group(0)}", round(shares[pending], 3), held))
-            pending = None
-            continue
-        pending = None if PERCENT.search(part) else band
-        if k == 0 and DOMINANT.search(part):
-            out.append(_claim("ct-dominant", part, band, largest, band == largest))
-        pct = PERCENT.search(part)
-        if pct:
-            out.append(
-                _claim(
-                    "ct-share", part, f"{band} {pct.group(0)}", round(shares[band], 3), _share_holds(pct, shares[band])
-                )
-            )
-        elif re.search(r"\b(no|without)\b", part, re.I):
-            out.append(_claim("ct-share", part, f"no {band}", round(shares[band], 3), shares[band] < 0.03))
+    out = []
+    for part in parts(sentence):
+        dominant = DOMINANT.search(part)
+        named = [mt for mt in _mentions(part, CT_CLASSES) if not negated(part, mt[0])]
+        if dominant and named and not negated(part, dominant.start()):
+            band = named[0][2]
+            out.append(_claim("ct-dominant", part, band, largest, shares[band] >= top - 1e-9))
+    mentions = _mentions(sentence, CT_CLASSES)
+    for start, _, band in mentions:  # "no air", "without calcification": an absence claim
+        if negated(sentence, start):
+            out.append(_claim("ct-share", sentence, f"no {band}", round(shares[band], 3), shares[band] < 0.03))
+    for pct, band in pair_percents(sentence, [mt for mt in mentions if not negated(sentence, mt[0])]):
+        held = _share_holds(pct, shares[band])
+        out.append(_claim("ct-share", sentence, f"{band} {pct.group(0)}", round(shares[band], 3), held))
     return out
+
+
+MRI_TERMS = {
+    "hyperintense": r"hyperintense|\bbright",
+    "hypointense": r"hypointense|\bdark",
+    "background": r"\bbackground",
+    "tissue": r"tissue|\bsignal\b",
+}
 
 
 def check_mri(sentence: str, m: dict[str, Any]) -> list[dict[str, Any]]:
     s = m["mri"]
     tissue = 1 - s["background"]
+    values = {"hyperintense": s["bright"], "hypointense": s["dark"], "background": s["background"], "tissue": tissue}
     out = []
     if re.search(r"entirely background|all of it is signal-free|nearly all .*background", sentence, re.I):
         out.append(_claim("mri-background", sentence, "tissue < 10%", round(tissue, 3), tissue < 0.1))
-    for part in parts(sentence):
-        pct = PERCENT.search(part)
-        if not pct:
-            continue
-        for pattern, name, value in (
-            (r"hyperintense|\bbright", "hyperintense", s["bright"]),
-            (r"hypointense|\bdark", "hypointense", s["dark"]),
-            (r"tissue|signal", "tissue", tissue),
-        ):
-            if re.search(pattern, part, re.I):
-                out.append(
-                    _claim("mri-share", part, f"{name} {pct.group(0)}", round(value, 3), _share_holds(pct, value))
-                )
-                break
+    for pct, name in pair_percents(sentence, _mentions(sentence, MRI_TERMS)):
+        value = values[name]
+        out.append(_claim("mri-share", sentence, f"{name} {pct.group(0)}", round(value, 3), _share_holds(pct, value)))
     homog = (
         "homogeneous" if s["tissue_std"] < 0.5 else "mildly heterogeneous" if s["tissue_std"] < 0.9 else "heterogeneous"
     )
-    said = re.search(r"\b(mildly heterogeneous|heterogeneous|homogeneous)\b", sentence, re.I)
+    said = _first(r"\b(mildly heterogeneous|heterogeneous|homogeneous)\b", sentence)
     if said and re.search(r"signal|tissue|intensity", sentence, re.I):
         out.append(_claim("mri-homogeneity", sentence, said.group(1).lower(), homog, said.group(1).lower() == homog))
     level = "high" if s["tissue_mean"] > 0.5 else "low" if s["tissue_mean"] < -0.5 else "intermediate"
-    said = re.search(r"\b(high|low|intermediate)\b[^.]*\b(on average|mean intensity|mean signal)", sentence, re.I)
+    said = _first(r"\b(high|low|intermediate)\s+(?=on average|mean)|\bof (high|low|intermediate) mean", sentence)
     if said:
-        out.append(_claim("mri-level", sentence, said.group(1).lower(), level, said.group(1).lower() == level))
+        word = (said.group(1) or said.group(2)).lower()
+        out.append(_claim("mri-level", sentence, word, level, word == level))
     return out
 
 
@@ -199,30 +236,35 @@ def _close(stated: float, measured: float, rel: float = 0.1) -> bool:
     return abs(stated - measured) <= max(1.0, rel * abs(measured))
 
 
+UNITS_NM = {"nm": 1.0, "µm": 1e3, "um": 1e3, "mm": 1e6}
+
+
 def check_em(sentence: str, m: dict[str, Any]) -> list[dict[str, Any]]:
     s, out = m["em"], []
     if re.search(r"membrane", sentence, re.I):
         density = "sparse" if s["membrane"] < 0.15 else "moderately dense" if s["membrane"] < 0.3 else "dense"
-        said = re.search(r"\b(sparse|moderately dense|dense)\b", sentence, re.I)
+        said = _first(r"\b(sparse|moderately dense|dense)\b", sentence)
         if said:
-            out.append(
-                _claim("em-membranes", sentence, said.group(1).lower(), density, said.group(1).lower() == density)
-            )
-        pct = PERCENT.search(sentence)
-        if pct:
-            out.append(
-                _claim(
-                    "em-membranes", sentence, pct.group(0), round(s["membrane"], 3), _share_holds(pct, s["membrane"])
-                )
-            )
+            word = said.group(1).lower()
+            out.append(_claim("em-membranes", sentence, word, density, word == density))
+        for pct, _ in pair_percents(sentence, _mentions(sentence, {"membrane": r"membrane"})):
+            held = _share_holds(pct, s["membrane"])
+            out.append(_claim("em-membranes", sentence, pct.group(0), round(s["membrane"], 3), held))
     count = re.search(r"(\d+) cell profiles|cell profiles[^.]*?,\s*(\d+) in the", sentence, re.I)
     if count:
         n = int(count.group(1) or count.group(2))
         out.append(_claim("em-cells", sentence, f"{n} cell profiles", s["cells"], _close(n, s["cells"])))
-    size = re.search(r"(\d+(?:\.\d+)?)\s*(?:nm|µm|um|mm|px)\s+across|diameter (?:of )?(\d+(?:\.\d+)?)", sentence, re.I)
-    if size:
-        d = float(size.group(1) or size.group(2))
-        out.append(_claim("em-cells", sentence, f"diameter {d:g}", round(s["diameter"], 1), _close(d, s["diameter"])))
+    size = re.search(
+        r"(\d+(?:\.\d+)?)\s*(nm|µm|um|mm)\b(?:\s+across)?|diameter (?:of )?(\d+(?:\.\d+)?)\s*(nm|µm|um|mm)", sentence
+    )
+    if size and re.search(r"across|diameter|wide", sentence, re.I):
+        d, unit = float(size.group(1) or size.group(3)), size.group(2) or size.group(4)
+        own = UNITS_NM.get(str(m.get("unit", "")))
+        if own is not None:  # the stated size in the volume's unit
+            d = d * UNITS_NM[unit] / own
+            out.append(
+                _claim("em-cells", sentence, f"diameter {d:g}", round(s["diameter"], 1), _close(d, s["diameter"]))
+            )
     sections = re.search(r"sections (\d+)\s*(?:-|–|to)\s*(\d+)", sentence, re.I)
     if sections and "section_range" in m["position"]:
         said, got = [int(sections.group(1)), int(sections.group(2))], list(m["position"]["section_range"])
@@ -234,7 +276,7 @@ def check_em(sentence: str, m: dict[str, Any]) -> list[dict[str, Any]]:
         (r"obliquely", "oblique"),
         (r"close to the section plane|within the section plane", "in-plane"),
     ):
-        if re.search(pattern, sentence, re.I):
+        if _first(pattern, sentence):
             out.append(_claim("em-orientation", sentence, said, orient, said == orient))
     return out
 
@@ -243,13 +285,13 @@ def check_common(sentence: str, m: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     e = m["edges"]
     edges = "few" if e < 0.05 else "moderately many" if e < 0.15 else "many"
-    said = re.search(r"\b(few|moderately many|many)\b(?: sharp)? edges", sentence, re.I)
+    said = _first(r"\b(few|moderately many|many)\b(?: sharp)? edges", sentence)
     if said:
         out.append(_claim("edges", sentence, said.group(1).lower(), edges, said.group(1).lower() == edges))
     sym = m["symmetry"]
-    if re.search(r"\basymmetric", sentence, re.I):
+    if _first(r"\basymmetric", sentence):
         out.append(_claim("symmetry", sentence, "asymmetric", round(sym, 3), sym < 0.2))
-    elif re.search(r"\bsymmetric|halves look alike", sentence, re.I):
+    elif _first(r"\bsymmetric|halves look alike", sentence):
         out.append(_claim("symmetry", sentence, "symmetric", round(sym, 3), sym > 0.8))
     number = r"\b(\d+|no|a single|single|one|two|three|four|five|six)\b"
     said = re.search(number + r"(?:\s+[\w-]+){0,2}?\s+bright structures?", sentence, re.I)

@@ -257,6 +257,7 @@ class Pretrainer:
                 "retrieval": retrieval,
                 "train_volumes": sorted(volumes),
                 "spacing": self._median_spacing(volumes),
+                "preprocess": self.pairs.cache.index.get("config"),  # the cache's normalisation, for gtgm query
                 "spacing_by_modality": {
                     mod: self._median_spacing(volumes, mod)
                     for mod in sorted({e["modality"] for e in self.pairs.cache.entries if e["id"] in volumes})
