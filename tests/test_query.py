@@ -50,7 +50,8 @@ def test_query_maps_keep_the_input_geometry(demo_run, tmp_path, lps_affine):
     assert all(0 <= a <= b < n for a, b, n in zip(lo, hi, src.shape))
     assert (out / "lps.png").stat().st_size > 0
     settings = json.loads((out / "query.json").read_text())
-    assert settings["spacing"] == [1.5, 1.5, 1.5] and settings["stride"] == [8, 8, 8]
+    assert settings["stride"] == [8, 8, 8] and settings["volumes"]["lps"]["spacing"] == [1.5, 1.5, 1.5]
+    assert settings["volumes"]["lps"]["maps"] == ["lps_q1.nii.gz", "lps_q2.nii.gz"]
 
     # negatives: a softmax over the prompts, so each map is a probability
     neg = tmp_path / "neg"
@@ -110,7 +111,8 @@ def test_demo_reports_queries_with_a_random_init_control_and_the_audit(demo_run)
     )
     assert all(v["n"] > 10 for v in rho["pretrained"].values())
     report = (demo_run / "report.md").read_text()
-    assert "## Zero-shot text queries" in report and "ρ cosine, random init" in report
+    assert "## Zero-shot text queries" in report and "| ρ softmax | random init | margin |" in report
+    assert all("margin" in v for v in rho["pretrained"].values())
     assert "## Caption audit" in report and "(audit/audit.md)" in report
     assert len(list((demo_run / "query").glob("*_q*.nii.gz"))) == 3
 

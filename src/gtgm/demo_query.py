@@ -24,7 +24,7 @@ CLASS_PROMPTS = {
     "fat-density": "CT patch. It is mostly fat-density.",
     "soft-tissue or fluid density": "CT patch. It is mostly soft-tissue or fluid density.",
 }
-FIGURE_PROMPTS = 3  # the first three of CLASS_PROMPTS get a map in the demo report
+FIGURE_PROMPTS = 3  # the first three of CLASS_PROMPTS get a map in the demo report, the last is their negative
 
 
 def window_shares(image: np.ndarray, window: list[float], starts: list[list[int]], patch: list[int]) -> np.ndarray:
@@ -43,7 +43,10 @@ def class_rank_correlation(qm: Any, volumes: list[Path], prompts: dict[str, str]
     """Per class: ``{"prompt", "rho", "rho_softmax", "n"}`` over every window of ``volumes`` (CT NIfTI files), stride
     half a patch, at the run's CT pretraining spacing. ``rho``: of the cosine score; ``rho_softmax``: of the
     CLIP-style probability of the prompt among all ``prompts`` (softmax of scale · cosine, the other classes as
-    negatives). None where the class's share does not vary."""
+    negatives); ``margin``: ``rho_softmax`` minus the best ρ any other prompt's probability reaches with this class's
+    share (> 0: the prompt naming the class ranks windows by it better than every other prompt does; windows
+    overlap, so ρ of a random network is not 0 and the margin is the fairer test). None where the share is
+    constant."""
     from gtgm.infer import input_cases, prepare_input
     from gtgm.query import query_preprocessing, score_windows
 
@@ -63,9 +66,14 @@ def class_rank_correlation(qm: Any, volumes: list[Path], prompts: dict[str, str]
     out = {}
     for k, (band, prompt) in enumerate(prompts.items()):
         measured = share[:, bands.index(band)]
-        varies = np.ptp(measured) > 0
-        rho, rho_softmax = (_rho(x, measured) if varies else None for x in (score[:, k], prob[:, k]))
-        out[band] = {"prompt": prompt, "rho": rho, "rho_softmax": rho_softmax, "n": len(measured)}
+        if np.ptp(measured) == 0:
+            out[band] = {"prompt": prompt, "rho": None, "rho_softmax": None, "margin": None, "n": len(measured)}
+            continue
+        rho, rho_softmax = _rho(score[:, k], measured), _rho(prob[:, k], measured)
+        others = [_rho(prob[:, j], measured) for j in range(len(prompts)) if j != k]
+        others = [r for r in others if r is not None]
+        margin = rho_softmax - max(others) if rho_softmax is not None and others else None
+        out[band] = {"prompt": prompt, "rho": rho, "rho_softmax": rho_softmax, "margin": margin, "n": len(measured)}
     return out
 
 
@@ -84,8 +92,9 @@ def demo_query(out: Path, run: Path, held_out: list[Path], progress: bool) -> di
     from gtgm.fsutil import write_json
     from gtgm.query import load_query_model, query_volumes
 
-    prompts = list(CLASS_PROMPTS.values())[:FIGURE_PROMPTS]
-    written = query_volumes(run, prompts, held_out[:1], out / "query", progress=progress)
+    prompts = list(CLASS_PROMPTS.values())
+    shown, negatives = prompts[:FIGURE_PROMPTS], prompts[FIGURE_PROMPTS:]
+    written = query_volumes(run, shown, held_out[:1], out / "query", negatives=negatives, progress=progress)
     rho = {
         "pretrained": class_rank_correlation(load_query_model(run), held_out),
         "random init": class_rank_correlation(load_query_model(run, random_init=True), held_out),
@@ -100,18 +109,11 @@ def query_blocks(out: Path, result: dict[str, Any]) -> list:
     if not result:
         return []
     fmt = lambda r: "n/a" if r is None else f"{r:+.2f}"  # noqa: E731
-    control = result["rho"]["random init"]
+    pre, control = result["rho"]["pretrained"], result["rho"]["random init"]
+    keys = ("rho", "rho_softmax", "margin")
     rows = [
-        [
-            band,
-            f"`{v['prompt']}`",
-            fmt(v["rho"]),
-            fmt(control[band]["rho"]),
-            fmt(v["rho_softmax"]),
-            fmt(control[band]["rho_softmax"]),
-            v["n"],
-        ]
-        for band, v in result["rho"]["pretrained"].items()
+        [band, f"`{v['prompt']}`", *(fmt(r[band][k]) for k in keys for r in (pre, control)), v["n"]]
+        for band, v in pre.items()
     ]
     names = ", ".join(p.name for p in result["volumes"])
     audit_rows = [
@@ -128,7 +130,10 @@ def query_blocks(out: Path, result: dict[str, Any]) -> list:
             "between the window's image embedding and the prompt's text embedding. Spearman ρ between each "
             "window's score and the measured share of the class the prompt names, over all windows; the control "
             "is the same network with random weights (same text encoder). ρ softmax: of the CLIP-style probability "
-            "of the prompt among the four class prompts (the others as negatives). Maps and top windows: "
+            "of the prompt among the four class prompts (the others as negatives); margin: ρ softmax minus the best "
+            "ρ any other prompt reaches with that class's share (> 0: the prompt naming the class ranks windows "
+            "by it better than every other prompt; windows overlap, so even a random network's ρ is not 0). Maps "
+            "(the probabilities of three prompts among the four) and top windows: "
             f"[{(out / 'query').relative_to(out)}]({(out / 'query').relative_to(out)}).",
         ),
         (
@@ -138,15 +143,24 @@ def query_blocks(out: Path, result: dict[str, Any]) -> list:
                     "measured class",
                     "prompt",
                     "ρ cosine",
-                    "ρ cosine, random init",
+                    "random init",
                     "ρ softmax",
-                    "ρ softmax, random init",
+                    "random init",
+                    "margin",
+                    "random init",
                     "windows",
                 ],
                 rows,
             ),
         ),
-        ("figure", (figure, "Query maps (cosine) over the first held-out phantom, through each prompt's best window")),
+        (
+            "figure",
+            (
+                figure,
+                "Query maps over the first held-out phantom (probability of each prompt among the four class "
+                "prompts), through each prompt's best window",
+            ),
+        ),
         ("heading", "Caption audit"),
         (
             "text",
