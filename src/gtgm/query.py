@@ -225,6 +225,28 @@ def box_geometry(start: list[int], patch: list[int], restore: Any, ref_affine: n
     return {"centre_mm": [round(float(c), 2) for c in centre], "input_voxels": [first.tolist(), last.tolist()]}
 
 
+def top_windows(
+    scores: np.ndarray, starts: list[list[int]], patch: list[int], k: int, restore: Any, ref: Any
+) -> list[list[dict[str, Any]]]:
+    """Per prompt (column of the (W, Q) ``scores``) its ``k`` best windows: score, start and size on the
+    preprocessed grid, centre in world mm and bounding box in the input's voxels (:func:`box_geometry`)."""
+    out = []
+    for q in range(scores.shape[1]):
+        best = np.argsort(-scores[:, q], kind="stable")[:k]
+        out.append(
+            [
+                {
+                    "score": float(scores[i, q]),
+                    "start": starts[i],
+                    "size": patch,
+                    **box_geometry(starts[i], patch, restore, ref.affine, ref.shape[:3]),
+                }
+                for i in best
+            ]
+        )
+    return out
+
+
 def query_volumes(
     run: str | Path,
     texts: list[str],
@@ -281,20 +303,10 @@ def query_volumes(
             )
             for k in range(len(texts))
         ]
-        top = []
-        for k, text in enumerate(texts):
-            best = np.argsort(-scores[:, k], kind="stable")[:top_k]
-            boxes = [
-                {
-                    "score": float(scores[i, k]),
-                    "start": starts[i],
-                    "size": qm.patch,
-                    **box_geometry(starts[i], qm.patch, restore, ref.affine, ref.shape[:3]),
-                }
-                for i in best
-            ]
-            top.append({"prompt": text, "map": files[k].name, "top": boxes})
-        write_json(out / f"{case.id}_top.json", top)
+        top = top_windows(scores, starts, qm.patch, top_k, restore, ref)
+        write_json(
+            out / f"{case.id}_top.json", [{"prompt": t, "map": f.name, "top": b} for t, f, b in zip(texts, files, top)]
+        )
         grid_spacing = np.linalg.norm(np.asarray(restore.geometry["work_affine"])[:3, :3], axis=0)
         figure = query_figure(
             normed[0], maps, starts, scores, qm.patch, list(texts), out / f"{case.id}.png", grid_spacing
