@@ -47,7 +47,7 @@ def run_demo(out: str | Path, cfg: Config, progress: bool = True, overrides: lis
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    run = _pretrain(out, cfg, progress)
+    run = pretrain_run(out, cfg, progress)
     timings["pretraining"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     study = _study(out, cfg, run, progress, list(overrides))
@@ -119,10 +119,12 @@ def _captions(out: Path, cfg: Config, timings: dict[str, float], progress: bool)
     return {"run": cap, "embed": emb, "records": records, "stats": caption_stats(records)}
 
 
-def _pretrain(out: Path, cfg: Config, progress: bool) -> Path:
+def pretrain_run(out: Path, cfg: Config, progress: bool, run: Path | None = None) -> Path:
+    """Pretrain on the demo's cache, captions and text cache into ``run`` (default ``out/pretrain``), unless a
+    finished run is there (an interrupted one is resumed)."""
     from gtgm.train.pretrain import pretrain
 
-    run = out / "pretrain"
+    run = run or out / "pretrain"
     p = cfg.pretrain
     p.cache, p.captions, p.text_cache, p.out = (
         str(out / "cache"),

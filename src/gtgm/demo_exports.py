@@ -92,26 +92,14 @@ def plan_with_nnunet(exports: Path, dataset: str) -> Path:
 
 def _pretrain_resenc(out: Path, cfg: Config, plans: Path, progress: bool) -> Path:
     """A short pretraining of the resenc encoder the plans describe, on the demo's cache and captions."""
+    from gtgm.demo import pretrain_run  # here, not at the top: gtgm.demo imports this module
     from gtgm.export.nnunet import resenc_overrides
-    from gtgm.train.pretrain import pretrain
 
-    run = out / "exports" / "resenc_pretrain"
-    if (run / "encoder.pt").is_file():
-        print(f"[demo] {run} already holds a finished resenc pretraining; reusing it")
-        return run
     steps = min(cfg.pretrain.steps, RESENC_STEPS)
     small = [f"pretrain.steps={steps}", f"pretrain.eval_every={steps}", f"pretrain.batch_size={RESENC_BATCH}"]
-    rcfg = with_overrides(cfg, [*resenc_overrides(plans), *small])
-    p = rcfg.pretrain
-    p.cache, p.captions, p.text_cache, p.out = (
-        str(out / "cache"),
-        str(out / "captions.jsonl"),
-        str(out / "text"),
-        str(run),
-    )
     print(f"[demo] resenc pretraining as planned by nnU-Net ({steps} steps, batch {RESENC_BATCH})")
-    pretrain(rcfg, resume=(run / "checkpoints" / "last.pt").is_file(), progress=progress)
-    return run
+    rcfg = with_overrides(cfg, [*resenc_overrides(plans), *small])
+    return pretrain_run(out, rcfg, progress, out / "exports" / "resenc_pretrain")
 
 
 def export_blocks(out: Path, exports: dict[str, Path]) -> list:

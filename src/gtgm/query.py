@@ -22,7 +22,7 @@ on the preprocessed grid, centre in world mm, bounding box in input voxels); ``q
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ class QueryModel:
     scale: float
     info: dict[str, Any]
     device: torch.device
+    _texts: dict[tuple[str, ...], torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property
     def patch(self) -> list[int]:
@@ -54,12 +55,16 @@ class QueryModel:
 
     @torch.no_grad()
     def embed_texts(self, texts: list[str]) -> torch.Tensor:
-        """(Q, E) unit vectors; the text embedding is rounded to float16 as the run's text cache stores it."""
+        """(Q, E) unit vectors; the text embedding is rounded to float16 as the run's text cache stores it.
+        Kept per prompt list, so the text encoder runs once for all volumes."""
         for k, t in enumerate(texts):
             if not t.strip():
                 raise GtgmError(f"prompt {k + 1} is empty; give a sentence to look for")
-        emb = torch.from_numpy(self.text_encoder.encode(texts).astype(np.float16).astype(np.float32))
-        return F.normalize(self.vlp.text_head(emb.to(self.device)).float(), dim=-1)
+        key = tuple(texts)
+        if key not in self._texts:
+            emb = torch.from_numpy(self.text_encoder.encode(texts).astype(np.float16).astype(np.float32))
+            self._texts[key] = F.normalize(self.vlp.text_head(emb.to(self.device)).float(), dim=-1)
+        return self._texts[key]
 
     @torch.no_grad()
     def embed_windows(self, image: np.ndarray, starts: list[list[int]], batch: int, progress: bool) -> torch.Tensor:
