@@ -24,11 +24,11 @@ import time
 import torch
 
 from gtgm.config import AugmentConfig, LossConfig, TextConfig
-from gtgm.losses import GTGMLoss
 from gtgm.models.registry import create_encoder
 from gtgm.models.vlp import VLPModel
 from gtgm.runtime import resolve_device
 from gtgm.text.encoders import TextEncoder
+from gtgm.train.losses import GTGMLoss
 
 CAPTION = (
     "CT patch taken from the inferior portion of the volume, central in-plane. Predominantly soft-tissue "

@@ -1,9 +1,9 @@
 """``gtgm query`` and ``gtgm audit`` throughput, each against a baseline run in the same process.
 
-* query: windows per second of :func:`gtgm.query.score_windows` (encoder + image head, cosine with 3 prompts) on a
+* query: windows per second of :func:`gtgm.infer.query.score_windows` (encoder + image head, cosine with 3 prompts) on a
   CT phantom at the run's spacing, stride 8 (dense), batched ``--batch`` windows per forward pass vs one window at
-  a time (the baseline), plus the Gaussian blending into the map (:func:`gtgm.query.blend`);
-* audit: captions per second of :func:`gtgm.audit.audit_records` (re-measure + check) vs the re-measuring alone
+  a time (the baseline), plus the Gaussian blending into the map (:func:`gtgm.infer.query.blend`);
+* audit: captions per second of :func:`gtgm.text.audit.audit_records` (re-measure + check) vs the re-measuring alone
   (the baseline: what the ``describe`` captioner costs without writing text).
 
     python benchmarks/bench_query.py RUN CAPTIONS CACHE [--batch 8] [--device auto]
@@ -18,17 +18,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from gtgm.audit import audit_records, box_measurements
 from gtgm.data.patches import VolumeCache
-from gtgm.demo_query import CLASS_PROMPTS
-from gtgm.query import blend, load_query_model, query_spacing, score_windows
+from gtgm.demo.queries import CLASS_PROMPTS
+from gtgm.infer.query import blend, load_query_model, query_spacing, score_windows
+from gtgm.text.audit import audit_records, box_measurements
 from gtgm.text.captions import read_captions
 
 
 def bench_query(run: str, batch: int, device: str) -> None:
     from gtgm.data.io import write_nifti
     from gtgm.data.phantom_ct import make_ct_phantom
-    from gtgm.infer import input_cases, prepare_input
+    from gtgm.infer.predict import input_cases, prepare_input
 
     qm = load_query_model(run, device)
     hu, _, affine = make_ct_phantom(99)

@@ -288,13 +288,13 @@ class EMConfig:
 
 @dataclass
 class StudyConfig:
-    """``gtgm study``: arms x label ratios x seeds (arms: see gtgm.arms)."""
+    """``gtgm study``: arms x label ratios x seeds (arms: see gtgm.study.arms)."""
 
     arms: list[Literal["scratch", "pretrained", "gtgm", "image_only", "text_only", "shuffled_text"]] = field(
         default_factory=lambda: ["scratch", "pretrained"]
     )
     pretrain_seeds: list[int] = field(default_factory=lambda: [0])  # arms the study pretrains: one run per seed
-    probe: bool = False  # frozen-encoder probes (gtgm.probe) of every arm's encoder, in the report
+    probe: bool = False  # frozen-encoder probes (gtgm.study.probe) of every arm's encoder, in the report
     ratios: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     groups: list[str] = field(default_factory=lambda: ["ct_phantom", "mni152_tissue"])

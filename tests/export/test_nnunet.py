@@ -24,7 +24,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from gtgm.cli import main
 from gtgm.data.phantom_ct import CT_LABELS, make_ct_phantom
-from gtgm.demo_exports import PLANS_NAME
+from gtgm.demo.exports import PLANS_NAME
 from gtgm.export.nnunet import (
     architecture_mismatches,
     nnunet_axes,

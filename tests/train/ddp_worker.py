@@ -11,10 +11,10 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from gtgm.config import LossConfig
-from gtgm.losses import GTGMLoss
 from gtgm.models.registry import create_encoder
 from gtgm.models.vlp import VLPModel
 from gtgm.train import distributed as dist
+from gtgm.train.losses import GTGMLoss
 
 GLOBAL_BATCH = 4
 

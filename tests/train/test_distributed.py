@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from gtgm.config import LossConfig
-from gtgm.losses import GTGMLoss
+from gtgm.train.losses import GTGMLoss
 from tests.train.ddp_worker import make_batch, make_model
 from tests.train.test_pretrain import tiny_overrides
 

@@ -16,10 +16,10 @@ from gtgm.config import FinetuneConfig, ModelConfig, PreprocessConfig, load_conf
 from gtgm.data.patches import VolumeCache
 from gtgm.errors import ConfigError, GtgmError
 from gtgm.fsutil import write_json
+from gtgm.models.checkpoint import load_weights, save_checkpoint
 from gtgm.models.encoders import segmenter_state_dict
 from gtgm.models.registry import create_encoder, create_segmenter
 from gtgm.models.segmenters import load_encoder_weights
-from gtgm.train.checkpoint import load_weights, save_checkpoint
 from gtgm.train.segdata import IGNORE, SegPatches, make_split
 from gtgm.train.tasks import class_weights, predict_array, seg_loss
 from tests.conftest import save_nifti
@@ -99,7 +99,7 @@ def test_predict_array_pads_small_inputs_with_the_minimum():
 
 def test_checkpoints_without_affine_norm_still_load(tmp_path, capsys):
     """best.pt files saved before model.norm_affine: predict reads the norm off the weights; a resume says why."""
-    from gtgm.infer import load_segmenter
+    from gtgm.infer.predict import load_segmenter
 
     old = create_segmenter("resunet", 3, channels=[4, 8, 16], norm_affine=False)
     cfg = dataclasses.asdict(ModelConfig(channels=[4, 8, 16]))
@@ -239,7 +239,7 @@ def test_finetune_and_tiny_study(demo_run, tmp_path):
             *common,
         ],
     )
-    from gtgm.study import run_study
+    from gtgm.study.run import run_study
 
     report = run_study(cfg, str(tmp_path / "encoder.pt"), progress=False)
     text = report.read_text()

@@ -11,10 +11,10 @@ import torch
 from gtgm.config import AugmentConfig, load_config
 from gtgm.data.augment import TwoViews
 from gtgm.data.patches import VolumeCache
-from gtgm.losses import GTGMLoss
 from gtgm.text.captions import make_patch, read_captions
 from gtgm.text.consistency import broken_facts
 from gtgm.text.encoders import TextCache
+from gtgm.train.losses import GTGMLoss
 from gtgm.train.pairs import CaptionPairs
 from gtgm.train.reserved import overlaps, reserved_regions
 from gtgm.train.segdata import make_split

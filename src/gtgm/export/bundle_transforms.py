@@ -19,7 +19,7 @@ from monai.transforms import MapTransform
 
 from gtgm.data.datasets import Case, ImageRef
 from gtgm.data.io import write_nifti
-from gtgm.infer import prepare_input, restore_labels, restorer
+from gtgm.infer.predict import prepare_input, restore_labels, restorer
 from gtgm.train.tasks import pad_to_patch
 
 
@@ -31,10 +31,10 @@ def _case(path: str | Path, meta: dict[str, Any]) -> Case:
 class GtgmPreprocessd(MapTransform):
     """``{"image": path}`` -> ``{"image": (C, X, Y, Z) float tensor, "gtgm_path", "gtgm_shape", "gtgm_geometry"}``.
 
-    The image is preprocessed as gtgm preprocessed the model's training data (``gtgm.infer.prepare_input``) and
+    The image is preprocessed as gtgm preprocessed the model's training data (``gtgm.infer.predict.prepare_input``) and
     padded to at least one patch with each channel's minimum (``gtgm.train.tasks.pad_to_patch``, as
     ``gtgm predict`` does); ``gtgm_shape`` is the size before padding, ``gtgm_geometry`` what
-    :class:`GtgmRestored` needs to go back to the input's grid (``gtgm.infer.restorer``) without reading the
+    :class:`GtgmRestored` needs to go back to the input's grid (``gtgm.infer.predict.restorer``) without reading the
     image again.
     """
 

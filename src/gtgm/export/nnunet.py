@@ -31,8 +31,8 @@ import torch
 
 from gtgm.errors import GtgmError
 from gtgm.fsutil import read_json, write_json, write_text
+from gtgm.models.checkpoint import load_state_dict, save_checkpoint
 from gtgm.models.resenc import ARCH_CLASS, REQUIRES_IMPORT, build_resenc_unet
-from gtgm.train.checkpoint import load_state_dict, save_checkpoint
 
 KEY_TO_ENCODER, KEY_TO_STEM = "encoder.stages", "encoder.stem"
 KEYS_TO_IN_PROJ = ["encoder.stem.convs.0.conv", "encoder.stem.convs.0.all_modules.0"]

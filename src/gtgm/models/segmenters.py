@@ -85,7 +85,7 @@ def load_encoder_weights(segmenter: nn.Module, path: str | Path, architecture: s
     no tensor matches. Missing = encoder tensors of the segmenter that the file lacks; unexpected =
     file tensors the segmenter does not have.
     """
-    from gtgm.train.checkpoint import load_state_dict
+    from gtgm.models.checkpoint import load_state_dict
 
     path = Path(path)
     meta_path = path.with_suffix(".json")

@@ -25,10 +25,10 @@ from gtgm.config import Config
 from gtgm.data.patches import VolumeCache
 from gtgm.errors import GtgmError
 from gtgm.fsutil import read_json, remove_stale_temps, write_json, write_text
+from gtgm.models.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from gtgm.models.segmenters import load_encoder_weights
 from gtgm.runtime import resolve_device
 from gtgm.train import distributed as dist
-from gtgm.train.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from gtgm.train.logs import RunLogger
 from gtgm.train.optim import amp_setup, optimizer_step, warmup_cosine
 from gtgm.train.pairs import StepSampler

@@ -1,7 +1,7 @@
 """``gtgm pretrain``: GTGM image-text + two-view pretraining of a 3D encoder, on CPU, one GPU or torchrun.
 
 Per step: ``grad_accum`` micro-batches of two augmented views + frozen caption embeddings ->
-:class:`~gtgm.models.vlp.VLPModel` -> :class:`~gtgm.losses.GTGMLoss` (global batch under DDP) -> AdamW
+:class:`~gtgm.models.vlp.VLPModel` -> :class:`~gtgm.train.losses.GTGMLoss` (global batch under DDP) -> AdamW
 with linear warmup + cosine decay, optional AMP and gradient clipping. Every ``checkpoint_every`` steps
 ``checkpoints/last.pt`` is replaced atomically (model, optimizer, scheduler, scaler, RNG, step,
 config); ``--resume`` continues from it with exactly the samples the uninterrupted run would have seen.
@@ -30,7 +30,7 @@ from gtgm.config import Config
 from gtgm.data.patches import VolumeCache
 from gtgm.errors import GtgmError
 from gtgm.fsutil import remove_stale_temps, write_json, write_text
-from gtgm.losses import GTGMLoss
+from gtgm.models.checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
 from gtgm.models.encoders import segmenter_state_dict
 from gtgm.models.registry import architecture_kwargs, create_encoder
 from gtgm.models.resenc import model_arch_kwargs
@@ -39,8 +39,8 @@ from gtgm.runtime import resolve_device
 from gtgm.text.captions import read_captions
 from gtgm.text.encoders import TextCache
 from gtgm.train import distributed as dist
-from gtgm.train.checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
 from gtgm.train.logs import RunLogger
+from gtgm.train.losses import GTGMLoss
 from gtgm.train.optim import amp_setup, optimizer_step, warmup_cosine
 from gtgm.train.pairs import CaptionPairs, StepSampler, check_fields, split_records
 from gtgm.train.reserved import drop_reserved, reserved_regions

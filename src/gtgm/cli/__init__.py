@@ -12,8 +12,8 @@ from pathlib import Path
 import yaml
 
 from gtgm import __version__
-from gtgm.cli_export import add_export_parser, run_export
-from gtgm.cli_query import add_query_parsers, run_audit, run_query
+from gtgm.cli.export import add_export_parser, run_export
+from gtgm.cli.query import add_query_parsers, run_audit, run_query
 from gtgm.config import load_config
 from gtgm.errors import GtgmError
 
@@ -205,12 +205,12 @@ def _describe(exc: BaseException) -> str:
 
 
 def _probe(args: argparse.Namespace) -> int:
-    from gtgm.probe import run_probe
+    from gtgm.study.probe import run_probe
 
     overrides = [_str("finetune.cache", args.cache), *args.overrides]
     if args.label_ratio is not None:
         overrides.append(f"finetune.label_ratio={args.label_ratio}")
-    from gtgm.study import group_config
+    from gtgm.study.run import group_config
 
     cfg = group_config(load_config(args.config or "finetune/cpu-small", overrides), args.group, args.overrides)
     for enc in args.encoder:
@@ -262,7 +262,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "audit":
         return run_audit(args)
     if args.command == "demo":
-        from gtgm.demo import run_demo
+        from gtgm.demo.run import run_demo
 
         written = run_demo(args.out, load_config(args.config or "demo", args.overrides), overrides=args.overrides)
         print("\n[demo] wrote:")
@@ -360,7 +360,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 def _segmentation(args: argparse.Namespace) -> int:
     if args.command == "predict":
-        from gtgm.infer import predict_inputs
+        from gtgm.infer.predict import predict_inputs
 
         written = predict_inputs(
             args.checkpoint, args.inputs, args.out, args.device, task=args.task, threshold=args.threshold
@@ -370,7 +370,7 @@ def _segmentation(args: argparse.Namespace) -> int:
     if args.command == "evaluate":
         where = f"{args.out or args.pred_dir}/metrics.csv"
         if args.task == "em":
-            from gtgm.infer_em import evaluate_em
+            from gtgm.infer.predict_em import evaluate_em
 
             res = evaluate_em(args.pred_dir, args.label_dir, args.out, args.border_nm)
             m = res["mean"]
@@ -379,14 +379,14 @@ def _segmentation(args: argparse.Namespace) -> int:
                 f"adapted Rand {m['arand']:.4f}, CREMI score {m['cremi']:.4f} -> {where}"
             )
             return 0
-        from gtgm.infer import evaluate_folders
+        from gtgm.infer.predict import evaluate_folders
 
         res = evaluate_folders(args.pred_dir, args.label_dir, args.out, args.classes)
         print(f"{len(res['cases'])} cases, mean Dice {res['mean_dice']:.4f} -> {where}")
         return 0
     overrides = list(args.overrides)
     if args.command == "study":
-        from gtgm.study import run_study
+        from gtgm.study.run import run_study
 
         overrides += [_str("finetune.cache", args.cache)] + ([_str("study.out", args.out)] if args.out else [])
         overrides += [

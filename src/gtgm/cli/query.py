@@ -35,7 +35,7 @@ def add_query_parsers(sub: argparse._SubParsersAction) -> None:
 
 def run_query(args: argparse.Namespace) -> int:
     from gtgm.errors import GtgmError
-    from gtgm.query import query_volumes
+    from gtgm.infer.query import query_volumes
 
     if args.top_k < 1 or args.batch < 1:
         raise GtgmError("--top-k and --batch must be at least 1")
@@ -61,7 +61,7 @@ def run_query(args: argparse.Namespace) -> int:
 
 
 def run_audit(args: argparse.Namespace) -> int:
-    from gtgm.audit import run_audit as audit
+    from gtgm.text.audit import run_audit as audit
 
     result = audit(args.captions, args.cache, args.out)
     for name, s in result["summary"].items():

@@ -9,10 +9,10 @@ import yaml
 
 from gtgm.config import load_config
 from gtgm.errors import GtgmError
+from gtgm.models.checkpoint import save_checkpoint
 from gtgm.models.encoders import segmenter_state_dict
 from gtgm.models.registry import create_encoder
-from gtgm.study import run_study
-from gtgm.train.checkpoint import save_checkpoint
+from gtgm.study.run import run_study
 from gtgm.train.finetune import Finetuner
 
 TINY = [

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 
 from gtgm.cli import main
 from gtgm.config import load_config
+from gtgm.models.checkpoint import save_checkpoint
 from gtgm.models.encoders import segmenter_state_dict
-from gtgm.probe import auc, load_frozen_encoder, run_probe, sample_features, stage_maps
-from gtgm.train.checkpoint import save_checkpoint
+from gtgm.study.probe import auc, load_frozen_encoder, run_probe, sample_features, stage_maps
 
 TINY = ["model.channels=[4,8,16]", "pretrain.patch_size=[16,16,16]"]
 

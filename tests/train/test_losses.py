@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from gtgm.config import LossConfig
-from gtgm.losses import BarlowTwinsLoss, ClipLoss, GTGMLoss, barlow_twins_loss, clip_loss, vicreg_loss
+from gtgm.train.losses import BarlowTwinsLoss, ClipLoss, GTGMLoss, barlow_twins_loss, clip_loss, vicreg_loss
 
 
 def test_clip_aligned_and_collapsed():

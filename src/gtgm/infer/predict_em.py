@@ -35,7 +35,7 @@ def segment_em_case(
 ) -> tuple[np.ndarray, np.ndarray, Any]:
     """``(affinities (C, X, Y, Z) float32, neuron ids (X, Y, Z) uint64, reference volume)`` of one case,
     in the input's geometry (EM volumes are axis-aligned, so the affinity channels keep their meaning)."""
-    from gtgm.infer import prepare_input
+    from gtgm.infer.predict import prepare_input
 
     normed, ref, restore = prepare_input(meta, case)
     affs = predict_array(model, normed, meta["patch_size"], device=device, output="affinities")
@@ -78,7 +78,7 @@ def evaluate_em(
 
     ``border_nm`` is converted to voxels with the prediction's resolution (TIFF references carry none).
     """
-    from gtgm.infer import _names, write_table
+    from gtgm.infer.predict import _names, write_table
 
     pred_dir, label_dir = Path(pred_dir), Path(label_dir)
     preds = {p.name[: -len(suffix_of(p))]: p for p in sorted(pred_dir.iterdir()) if suffix_of(p) in HDF5_SUFFIXES}

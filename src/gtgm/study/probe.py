@@ -42,7 +42,7 @@ def load_frozen_encoder(cfg: Config, path: str, seed: int = 0) -> torch.nn.Modul
     torch.manual_seed(seed)
     enc = build_encoder(cfg)
     if path:
-        from gtgm.train.checkpoint import load_state_dict
+        from gtgm.models.checkpoint import load_state_dict
 
         prefix = getattr(enc, "segmenter_prefix", "")
         weights = {k[len(prefix) :]: v for k, v in load_state_dict(Path(path)).items() if k.startswith(prefix)}

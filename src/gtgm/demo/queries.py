@@ -4,7 +4,7 @@
 "CT patch. It is mostly bone-like density."), Spearman's ρ between each window's query score and that class's
 measured share of the window's voxels (the Hounsfield bands of :data:`gtgm.text.captioners.measure.HU_BANDS`),
 over every window of the given volumes. ρ near 1: the query ranks windows by the class it names. The control is
-the same architecture with random weights and the run's text encoder (:func:`gtgm.query.load_query_model`
+the same architecture with random weights and the run's text encoder (:func:`gtgm.infer.query.load_query_model`
 ``random_init``): whatever ρ it reaches comes from the architecture and the prompt, not from pretraining.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from gtgm.audit import pct
+from gtgm.text.audit import pct
 from gtgm.text.captioners.measure import HU_BANDS
 
 CLASS_PROMPTS = {
@@ -47,8 +47,8 @@ def class_rank_correlation(qm: Any, volumes: list[Path], prompts: dict[str, str]
     share (> 0: the prompt naming the class ranks windows by it better than every other prompt does; windows
     overlap, so ρ of a random network is not 0 and the margin is the fairer test). None where the share is
     constant."""
-    from gtgm.infer import input_cases, prepare_input
-    from gtgm.query import query_preprocessing, score_windows
+    from gtgm.infer.predict import input_cases, prepare_input
+    from gtgm.infer.query import query_preprocessing, score_windows
 
     meta = query_preprocessing(qm, "CT", None)
     step = [max(1, p // 2) for p in qm.patch]
@@ -88,9 +88,9 @@ def _rho(x: np.ndarray, y: np.ndarray) -> float | None:
 def demo_query(out: Path, run: Path, held_out: list[Path], progress: bool) -> dict[str, Any]:
     """Query maps of the first held-out phantom, ρ per class for the run and the random-init control, and the
     audit of the demo's captions; returns what the report shows."""
-    from gtgm.audit import run_audit
     from gtgm.fsutil import write_json
-    from gtgm.query import load_query_model, query_volumes
+    from gtgm.infer.query import load_query_model, query_volumes
+    from gtgm.text.audit import run_audit
 
     prompts = list(CLASS_PROMPTS.values())
     shown, negatives = prompts[:FIGURE_PROMPTS], prompts[FIGURE_PROMPTS:]

@@ -92,7 +92,7 @@ def plan_with_nnunet(exports: Path, dataset: str) -> Path:
 
 def _pretrain_resenc(out: Path, cfg: Config, plans: Path, progress: bool) -> Path:
     """A short pretraining of the resenc encoder the plans describe, on the demo's cache and captions."""
-    from gtgm.demo import pretrain_run  # here, not at the top: gtgm.demo imports this module
+    from gtgm.demo.run import pretrain_run
     from gtgm.export.nnunet import resenc_overrides
 
     steps = min(cfg.pretrain.steps, RESENC_STEPS)

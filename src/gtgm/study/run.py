@@ -1,4 +1,4 @@
-"""``gtgm study``: what pretraining is worth — arms (:mod:`gtgm.arms`) × label ratios × seeds.
+"""``gtgm study``: what pretraining is worth — arms (:mod:`gtgm.study.arms`) × label ratios × seeds.
 
 Each run is a ``gtgm finetune`` into ``STUDY/<group>/<arm>/ratio<r>_seed<s>/`` (finished runs are
 reused, so an interrupted study resumes). Every run shares the same test / val cases and, per ratio, the
@@ -21,13 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from gtgm.arms import ARMS, COMPARISONS, arm_encoder, check_arm_inputs, check_reuse
 from gtgm.config import Config, with_overrides
 from gtgm.data.patches import VolumeCache
 from gtgm.errors import GtgmError
 from gtgm.fsutil import digest, file_sha256, read_json, write_json, write_text
 from gtgm.report import write_report
-from gtgm.stats import case_scores, paired_bootstrap, paired_differences
+from gtgm.study.arms import ARMS, COMPARISONS, arm_encoder, check_arm_inputs, check_reuse
+from gtgm.study.stats import case_scores, paired_bootstrap, paired_differences
 from gtgm.train.finetune import finetune
 from gtgm.train.segdata import make_split
 
@@ -89,7 +89,7 @@ def run_study(cfg: Config, pretrained: str = "", progress: bool = True, override
     """Run every (group, ratio, seed, arm) and write the report; returns the report's Markdown path.
 
     Arms, ratios and seeds are the group's (``study.group_overrides`` may change them per group). Arms that
-    pretrain their encoder (:mod:`gtgm.arms`) pretrain first. Two ratios that select the same training
+    pretrain their encoder (:mod:`gtgm.study.arms`) pretrain first. Two ratios that select the same training
     subset for a seed (e.g. 1 % and 10 % of five cases both keep one case) give the same run; it is
     trained once and its result reported for both.
     """
@@ -148,9 +148,9 @@ def run_study(cfg: Config, pretrained: str = "", progress: bool = True, override
 def study_probes(
     cfg: Config, results: dict[str, Any], root: Path, overrides: list[str], progress: bool
 ) -> dict[str, list[dict[str, Any]]]:
-    """Per group, the probes (gtgm.probe) of every distinct encoder the arms used (scratch: a random
+    """Per group, the probes (gtgm.study.probe) of every distinct encoder the arms used (scratch: a random
     initialisation from the group's first seed), at the group's smallest label ratio; cached in ``root/probes``."""
-    from gtgm.probe import run_probe
+    from gtgm.study.probe import run_probe
 
     out: dict[str, list[dict[str, Any]]] = {}
     for group, rows in results.items():
@@ -318,7 +318,7 @@ def _group_blocks(group: str, rows: list[dict[str, Any]], cfg: Config, baseline:
 
 
 def probe_blocks(probes: list[dict[str, Any]]) -> list:
-    """A table of the frozen-encoder probes of one group (see gtgm.probe)."""
+    """A table of the frozen-encoder probes of one group (see gtgm.study.probe)."""
     if not probes:
         return []
     rows = [
@@ -332,7 +332,7 @@ def probe_blocks(probes: list[dict[str, Any]]) -> list:
         for p in probes
     ]
     text = (
-        "Frozen-encoder probes (gtgm.probe), the same voxels, windows and test cases for every encoder: a linear "
+        "Frozen-encoder probes (gtgm.study.probe), the same voxels, windows and test cases for every encoder: a linear "
         "read-out of every stage's features per voxel (mean test Dice over classes), and per class a logistic "
         "regression on the pooled feature of pretraining-patch-sized windows predicting whether the class is present "
         "(mean test ROC AUC)."
@@ -344,8 +344,8 @@ def probe_blocks(probes: list[dict[str, Any]]) -> list:
 def _arms_phrase(pretrained: str) -> str:
     given = f"pretrained: {pretrained}; " if pretrained else ""
     return (
-        f"{given}gtgm, image_only, text_only and shuffled_text are pretrained by the study itself, see gtgm.arms, "
-        "on volumes and regions disjoint from the fine-tuning validation and test cases"
+        f"{given}gtgm, image_only, text_only and shuffled_text are pretrained by the study itself, "
+        "see gtgm.study.arms, on volumes and regions disjoint from the fine-tuning validation and test cases"
     )
 
 

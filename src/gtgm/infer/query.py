@@ -6,7 +6,7 @@ pooling, length) must be the one the run was pretrained with (``encoder.json`` `
 
 Per volume: read, reoriented to RAS, resampled to the run's median pretraining voxel size of that modality
 (``encoder.json`` ``spacing_by_modality``, or ``spacing``) and normalised as the run's cache
-(:func:`gtgm.infer.prepare_input`); windows of the pretraining patch size on a grid of step ``stride`` (the last
+(:func:`gtgm.infer.predict.prepare_input`); windows of the pretraining patch size on a grid of step ``stride`` (the last
 flush with the far edge); each window's embedding u = normalize(image_head(encoder(window))), each prompt's
 v = normalize(text_head(text_encoder(prompt))); score = u·v (cosine in the shared space), or with ``negatives``
 the CLIP-style probability softmax_j(scale · u·v_j) over queries and negatives (scale = the run's 1/τ).
@@ -89,7 +89,7 @@ def _run_file(run: Path, name: str) -> Path:
 
 def _head_weights(run: Path) -> dict[str, torch.Tensor]:
     """``heads.pt``, or the heads and temperature of ``checkpoints/last.pt`` for runs that predate it."""
-    from gtgm.train.checkpoint import load_checkpoint, load_state_dict
+    from gtgm.models.checkpoint import load_checkpoint, load_state_dict
 
     if (run / "heads.pt").is_file():
         return load_state_dict(run / "heads.pt")
@@ -109,9 +109,9 @@ def load_query_model(
 ) -> QueryModel:
     """The run's encoder, heads and text encoder; ``random_init``: the same architecture with freshly drawn
     weights (the control a pretrained model must beat), still with the run's text encoder."""
+    from gtgm.models.checkpoint import load_state_dict
     from gtgm.runtime import resolve_device
     from gtgm.text.encoders import TextEncoder, encoder_identity, same_encoder
-    from gtgm.train.checkpoint import load_state_dict
     from gtgm.train.pretrain import build_model
 
     run = Path(run)
@@ -269,7 +269,7 @@ def query_volumes(
 ) -> dict[str, Any]:
     """Run every prompt over every volume and write the outputs (module docstring); returns what was written."""
     from gtgm.data.io import write_nifti
-    from gtgm.infer import input_cases, prepare_input
+    from gtgm.infer.predict import input_cases, prepare_input
 
     if not texts:
         raise GtgmError("give at least one prompt")

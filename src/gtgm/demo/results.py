@@ -12,8 +12,8 @@ import nibabel as nib
 import numpy as np
 
 from gtgm.config import Config
-from gtgm.overlays import Panel, best_axial_slice, overlay_figure
-from gtgm.study import class_names, paired_blocks
+from gtgm.demo.overlays import Panel, best_axial_slice, overlay_figure
+from gtgm.study.run import class_names, paired_blocks
 
 HD95_NOTE = (
     "HD95: 95th percentile of the symmetric surface distance in mm, mean over the test cases where it is "
@@ -136,7 +136,7 @@ def _test_slab_panel(cache_root: Path, group: str, run: Path) -> Panel:
     import torch
 
     from gtgm.data.patches import VolumeCache
-    from gtgm.infer import load_segmenter
+    from gtgm.infer.predict import load_segmenter
     from gtgm.train.segdata import Part, part_arrays
     from gtgm.train.tasks import predict_array
 

@@ -14,7 +14,7 @@ import yaml
 
 from gtgm.cli import main
 from gtgm.errors import GtgmError
-from gtgm.query import blend, box_geometry, score_windows
+from gtgm.infer.query import blend, box_geometry, score_windows
 from gtgm.text.captions import grid_starts
 from tests.conftest import save_nifti
 

@@ -26,9 +26,9 @@ from gtgm.data.normalize import normalize
 from gtgm.errors import GtgmError
 from gtgm.fsutil import write_json, write_text
 from gtgm.metrics import dice_per_class, hd95_per_class
+from gtgm.models.checkpoint import has_norm_weights, load_checkpoint, load_weights
 from gtgm.models.registry import architecture_kwargs, create_segmenter
 from gtgm.runtime import resolve_device
-from gtgm.train.checkpoint import has_norm_weights, load_checkpoint, load_weights
 from gtgm.train.tasks import predict_array
 
 
@@ -158,7 +158,7 @@ def predict_inputs(
         raise GtgmError(f"{checkpoint}: trained for task '{trained}', not '{task}'")
     cases = input_cases(inputs, modality or meta["modality"])
     if trained == "em":
-        from gtgm.infer_em import predict_em_cases
+        from gtgm.infer.predict_em import predict_em_cases
 
         return predict_em_cases(model, meta, cases, Path(out), dev, threshold)
     written = []

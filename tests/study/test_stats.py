@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gtgm.stats import case_scores, paired_bootstrap, paired_differences
+from gtgm.study.stats import case_scores, paired_bootstrap, paired_differences
 
 
 def test_paired_bootstrap_by_hand():
@@ -60,7 +60,7 @@ def test_paired_differences_pair_seed_and_case():
 
 
 def test_paired_blocks_verdicts_need_three_resampled_units():
-    from gtgm.study import paired_blocks
+    from gtgm.study.run import paired_blocks
 
     def rows(n_seeds, cases):
         out = []

@@ -3,9 +3,9 @@
 Stages so far: example data -> preprocessing cache -> captions (describe) -> text embeddings (MiniLM)
 -> pretraining -> one converged fine-tuning run per task (the CPU recipe, ``gtgm study`` with one arm,
 ratio and seed) -> prediction and evaluation of held-out CT phantoms -> exports (MONAI bundle, nnU-Net dataset,
-plan and resenc weights: :mod:`gtgm.demo_exports`) -> zero-shot queries on the held-out phantoms and the caption
-audit (:mod:`gtgm.demo_query`) -> report, which opens with the per-class test figures and overlays
-(:mod:`gtgm.demo_results`). Preset: ``configs/demo.yaml``.
+plan and resenc weights: :mod:`gtgm.demo.exports`) -> zero-shot queries on the held-out phantoms and the caption
+audit (:mod:`gtgm.demo.queries`) -> report, which opens with the per-class test figures and overlays
+(:mod:`gtgm.demo.results`). Preset: ``configs/demo.yaml``.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from gtgm.data.datasets import load_dataset
 from gtgm.data.examples import write_examples
 from gtgm.data.patches import TwoViewPatchDataset, VolumeCache
 from gtgm.data.preprocess import preprocess_dataset
-from gtgm.demo_exports import demo_exports, export_blocks
-from gtgm.demo_query import demo_query, query_blocks
-from gtgm.demo_results import headline_blocks
+from gtgm.demo.exports import demo_exports, export_blocks
+from gtgm.demo.queries import demo_query, query_blocks
+from gtgm.demo.results import headline_blocks
 from gtgm.report import write_report
 
 
@@ -140,7 +140,7 @@ def pretrain_run(out: Path, cfg: Config, progress: bool, run: Path | None = None
 
 
 def _study(out: Path, cfg: Config, run: Path, progress: bool, overrides: list[str]) -> Path:
-    from gtgm.study import run_study
+    from gtgm.study.run import run_study
 
     cfg.finetune.cache, cfg.study.out = str(out / "cache"), str(out / "study")
     return run_study(cfg, str(run / "encoder.pt"), progress, overrides)
@@ -149,7 +149,7 @@ def _study(out: Path, cfg: Config, run: Path, progress: bool, overrides: list[st
 def _final_run(out: Path, cfg: Config, group: str, overrides: list[str] = ()) -> Path:
     """The demo's main run of ``group``: the pretrained arm (if run), most labels, first seed (the group's
     own study settings, ``study.group_overrides``)."""
-    from gtgm.study import group_config
+    from gtgm.study.run import group_config
 
     s = group_config(cfg, group, overrides).study
     arm = "pretrained" if "pretrained" in s.arms else s.arms[-1]
@@ -160,7 +160,7 @@ def _predict_and_evaluate(out: Path, cfg: Config, examples: Path, overrides: lis
     """Segment the raw NIfTI of the held-out CT phantoms with the main CT run, then score them."""
     import shutil
 
-    from gtgm.infer import evaluate_folders, predict_inputs
+    from gtgm.infer.predict import evaluate_folders, predict_inputs
 
     run = _final_run(out, cfg, "ct_phantom", overrides)
     test_ids = [p["id"] for p in json.loads((run / "split.json").read_text())["test"]]
@@ -183,7 +183,7 @@ def _queries(out: Path, run: Path, examples: Path, evaluation: dict[str, Any], p
 
 
 def _study_blocks(out: Path, cfg: Config, study_report: Path) -> list:
-    from gtgm.study import fmt_stat, seeds_phrase, summarize
+    from gtgm.study.run import fmt_stat, seeds_phrase, summarize
 
     study = json.loads((study_report.parent / "study.json").read_text())
     rows = []
