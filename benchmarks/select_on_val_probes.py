@@ -15,10 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-from gtgm.config import load_config
+from gtgm.config import group_config, load_config
 from gtgm.study.arms import pretrain_arm
 from gtgm.study.probe import run_probe
-from gtgm.study.run import group_config
 
 
 def main() -> None:

@@ -83,8 +83,7 @@ def test_cli_config_errors_exit_nonzero(capsys):
 
 
 def test_study_group_overrides_and_command_line_precedence():
-    from gtgm.config import with_overrides
-    from gtgm.study.run import group_config
+    from gtgm.config import group_config, with_overrides
 
     cfg = load_config("finetune/cpu-small", ["finetune.steps=7"])
     em = group_config(cfg, "em_synthetic")

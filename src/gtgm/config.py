@@ -353,6 +353,12 @@ def with_overrides(cfg: Config, overrides: list[str]) -> Config:
     return from_dict(Config, raw)
 
 
+def group_config(cfg: Config, group: str, overrides: list[str] = ()) -> Config:
+    """``cfg`` with the group's ``study.group_overrides`` applied, then ``overrides`` (the command line's, so
+    that what the user typed wins over a preset's per-group settings)."""
+    return with_overrides(cfg, [*cfg.study.group_overrides.get(group, []), *overrides])
+
+
 def resolve_preset(preset: str | Path) -> Path:
     """A preset is a YAML path, or a name under ``configs/`` such as ``pretrain/cpu-small``."""
     path = Path(preset)

@@ -1,16 +1,19 @@
-"""Process-level helpers: device choice and the torchrun rank/world size from the environment."""
+"""Process-level helpers: device choice, the torchrun rank/world size, and the DistributedDataParallel process group
+(NCCL on GPU, gloo on CPU) with gathering that keeps gradients. The ground floor: losses and models use it."""
 
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 import torch
+import torch.distributed as dist
+
+from gtgm.errors import GtgmError
 
 
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
-    from gtgm.errors import GtgmError
-
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -21,3 +24,57 @@ def resolve_device(name: str = "auto") -> torch.device:
 def dist_env() -> tuple[int, int]:
     """``(rank, world_size)`` as set by torchrun (``RANK``, ``WORLD_SIZE``); ``(0, 1)`` otherwise."""
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def setup(device: torch.device) -> torch.device:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1); returns this process's device.
+
+    Backend: NCCL when the device is CUDA (one GPU per local rank), gloo otherwise.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or is_distributed():
+        return device
+    if device.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(minutes=30))
+    return device
+
+
+def cleanup() -> None:
+    if is_distributed():
+        dist.destroy_process_group()
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` (B, ...) from every process along dim 0, keeping gradients to each slice.
+
+    The backward pass sums the gradients every process computed for a slice, so a loss that each of N
+    processes computes on the gathered batch, combined with DDP's gradient averaging, gives the
+    gradient of that loss on the global batch.
+    """
+    if not is_distributed():
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x), dim=0)
+
+
+def all_reduce_mean(value: float) -> float:
+    if not is_distributed():
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t.item()) / world_size()

@@ -14,10 +14,10 @@ from gtgm.cli import main
 from gtgm.config import FinetuneConfig
 from gtgm.data.io import write_cremi
 from gtgm.data.patches import VolumeCache
+from gtgm.data.splits import IGNORE, make_split
 from gtgm.data.synthetic_em import EM_RESOLUTION_XYZ, make_em_volume
 from gtgm.metrics import neuron_scores
-from gtgm.train.segdata import IGNORE, make_split
-from gtgm.train.tasks import affinity_loss
+from gtgm.train.losses import affinity_loss
 
 TINY = [
     "model.channels=[4,8,16]",

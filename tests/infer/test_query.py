@@ -13,9 +13,9 @@ import torch.nn.functional as F
 import yaml
 
 from gtgm.cli import main
+from gtgm.data.patches import grid_starts
 from gtgm.errors import GtgmError
 from gtgm.infer.query import blend, box_geometry, score_windows
-from gtgm.text.captions import grid_starts
 from tests.conftest import save_nifti
 
 

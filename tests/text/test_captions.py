@@ -13,10 +13,10 @@ import pytest
 
 from gtgm.cli import main
 from gtgm.config import CaptionConfig
-from gtgm.data.patches import VolumeCache
+from gtgm.data.patches import VolumeCache, grid_starts
 from gtgm.errors import GtgmError, InputError
 from gtgm.text.captioners.describe import DescribeCaptioner
-from gtgm.text.captions import grid_starts, plan_locations, read_captions, run_captioning
+from gtgm.text.captions import plan_locations, read_captions, run_captioning
 
 SMALL = ["caption.step.MRI=[24,24,24]", "caption.step.CT=[24,24,16]", "caption.step.EM=[32,32,8]"]
 

@@ -10,10 +10,10 @@ import sys
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from gtgm import runtime
 from gtgm.config import LossConfig
 from gtgm.models.registry import create_encoder
 from gtgm.models.vlp import VLPModel
-from gtgm.train import distributed as dist
 from gtgm.train.losses import GTGMLoss
 
 GLOBAL_BATCH = 4
@@ -35,8 +35,8 @@ def make_batch(n: int = GLOBAL_BATCH) -> tuple[torch.Tensor, torch.Tensor, torch
 
 def main(out: str) -> None:
     torch.set_num_threads(1)
-    dist.setup(torch.device("cpu"))
-    r, w = dist.rank(), dist.world_size()
+    runtime.setup(torch.device("cpu"))
+    r, w = runtime.rank(), runtime.world_size()
     model = make_model()
     net = DistributedDataParallel(model)
     v1, v2, t = make_batch()
@@ -50,7 +50,7 @@ def main(out: str) -> None:
         {"loss": total.detach(), "terms": {k: v.detach() for k, v in losses.items()}, "grads": grads},
         f"{out}/rank{r}.pt",
     )
-    dist.cleanup()
+    runtime.cleanup()
 
 
 if __name__ == "__main__":

@@ -14,14 +14,17 @@ from monai.losses import DiceCELoss
 from gtgm.cli import main
 from gtgm.config import FinetuneConfig, ModelConfig, PreprocessConfig, load_config
 from gtgm.data.patches import VolumeCache
+from gtgm.data.splits import IGNORE, make_split
 from gtgm.errors import ConfigError, GtgmError
 from gtgm.fsutil import write_json
+from gtgm.infer.sliding import predict_array
 from gtgm.models.checkpoint import load_weights, save_checkpoint
 from gtgm.models.encoders import segmenter_state_dict
 from gtgm.models.registry import create_encoder, create_segmenter
 from gtgm.models.segmenters import load_encoder_weights
-from gtgm.train.segdata import IGNORE, SegPatches, make_split
-from gtgm.train.tasks import class_weights, predict_array, seg_loss
+from gtgm.train.losses import seg_loss
+from gtgm.train.segdata import SegPatches
+from gtgm.train.tasks import class_weights
 from tests.conftest import save_nifti
 
 

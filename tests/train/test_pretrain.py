@@ -10,8 +10,8 @@ import torch
 from gtgm.cli import main
 from gtgm.config import load_config
 from gtgm.errors import GtgmError
+from gtgm.models import checkpoint as ckpt_module
 from gtgm.models.checkpoint import load_checkpoint, save_checkpoint
-from gtgm.train import checkpoint as ckpt_module
 from gtgm.train.optim import warmup_cosine
 from gtgm.train.pretrain import pretrain
 

@@ -11,13 +11,13 @@ import torch
 from gtgm.config import AugmentConfig, load_config
 from gtgm.data.augment import TwoViews
 from gtgm.data.patches import VolumeCache
+from gtgm.data.splits import make_split
 from gtgm.text.captions import make_patch, read_captions
 from gtgm.text.consistency import broken_facts
 from gtgm.text.encoders import TextCache
 from gtgm.train.losses import GTGMLoss
 from gtgm.train.pairs import CaptionPairs
 from gtgm.train.reserved import overlaps, reserved_regions
-from gtgm.train.segdata import make_split
 
 # The share of caption-paired views allowed to break a stated fact. Measured when written, on 160 CT and MRI
 # boxes of the example corpus: 1.9 % with the caption-consistent view 1, 96 % with the full pipeline.

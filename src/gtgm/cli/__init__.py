@@ -210,7 +210,7 @@ def _probe(args: argparse.Namespace) -> int:
     overrides = [_str("finetune.cache", args.cache), *args.overrides]
     if args.label_ratio is not None:
         overrides.append(f"finetune.label_ratio={args.label_ratio}")
-    from gtgm.study.run import group_config
+    from gtgm.config import group_config
 
     cfg = group_config(load_config(args.config or "finetune/cpu-small", overrides), args.group, args.overrides)
     for enc in args.encoder:

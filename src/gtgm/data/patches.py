@@ -231,3 +231,20 @@ class LabeledPatchDataset(Dataset):
             "case": case,
             "start": torch.tensor(start),
         }
+
+
+def grid_starts(shape: list[int], size: list[int], step: list[int]) -> list[list[int]]:
+    """Box starts covering ``shape``: 0, step, 2·step, ... and a last box flush with the far edge.
+
+    Along an axis shorter than the box there is one start, 0 (the box overhangs and is padded).
+    """
+    axes = []
+    for n, s, st in zip(shape, size, step):
+        if n <= s:
+            axes.append([0])
+            continue
+        starts = list(range(0, n - s + 1, max(1, st)))
+        if starts[-1] != n - s:
+            starts.append(n - s)
+        axes.append(starts)
+    return [[x, y, z] for x in axes[0] for y in axes[1] for z in axes[2]]

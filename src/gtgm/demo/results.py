@@ -136,9 +136,9 @@ def _test_slab_panel(cache_root: Path, group: str, run: Path) -> Panel:
     import torch
 
     from gtgm.data.patches import VolumeCache
+    from gtgm.data.splits import Part, part_arrays
     from gtgm.infer.predict import load_segmenter
-    from gtgm.train.segdata import Part, part_arrays
-    from gtgm.train.tasks import predict_array
+    from gtgm.infer.sliding import predict_array
 
     cache = VolumeCache(cache_root, group=group, labeled=True)
     p = json.loads((run / "split.json").read_text())["test"][0]

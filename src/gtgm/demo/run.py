@@ -149,7 +149,7 @@ def _study(out: Path, cfg: Config, run: Path, progress: bool, overrides: list[st
 def _final_run(out: Path, cfg: Config, group: str, overrides: list[str] = ()) -> Path:
     """The demo's main run of ``group``: the pretrained arm (if run), most labels, first seed (the group's
     own study settings, ``study.group_overrides``)."""
-    from gtgm.study.run import group_config
+    from gtgm.config import group_config
 
     s = group_config(cfg, group, overrides).study
     arm = "pretrained" if "pretrained" in s.arms else s.arms[-1]

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from gtgm.train.segdata import IGNORE
+from gtgm.data.splits import IGNORE
 
 NEAREST_ZYX = [[-1, 0, 0], [0, -1, 0], [0, 0, -1]]
 

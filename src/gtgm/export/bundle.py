@@ -24,8 +24,8 @@ import torch
 from gtgm import __version__
 from gtgm.errors import GtgmError
 from gtgm.fsutil import read_json, write_json, write_text
+from gtgm.infer.sliding import SW_BATCH, SW_OVERLAP
 from gtgm.models.checkpoint import load_checkpoint, save_checkpoint
-from gtgm.train.tasks import SW_BATCH, SW_OVERLAP
 
 SCHEMA = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
 

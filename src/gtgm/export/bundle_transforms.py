@@ -20,7 +20,7 @@ from monai.transforms import MapTransform
 from gtgm.data.datasets import Case, ImageRef
 from gtgm.data.io import write_nifti
 from gtgm.infer.predict import prepare_input, restore_labels, restorer
-from gtgm.train.tasks import pad_to_patch
+from gtgm.infer.sliding import pad_to_patch
 
 
 def _case(path: str | Path, meta: dict[str, Any]) -> Case:

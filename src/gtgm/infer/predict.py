@@ -25,11 +25,11 @@ from gtgm.data.io import read_label, read_volume, suffix_of, write_nifti
 from gtgm.data.normalize import normalize
 from gtgm.errors import GtgmError
 from gtgm.fsutil import write_json, write_text
+from gtgm.infer.sliding import predict_array
 from gtgm.metrics import dice_per_class, hd95_per_class
 from gtgm.models.checkpoint import has_norm_weights, load_checkpoint, load_weights
 from gtgm.models.registry import architecture_kwargs, create_segmenter
 from gtgm.runtime import resolve_device
-from gtgm.train.tasks import predict_array
 
 
 def _require(ckpt: dict[str, Any], path: str | Path, keys: tuple[str, ...]) -> None:

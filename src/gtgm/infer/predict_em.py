@@ -23,8 +23,8 @@ from gtgm.data.io import CREMI_LABELS, HDF5_SUFFIXES, read_label, suffix_of, wri
 from gtgm.em.agglomerate import segment
 from gtgm.errors import GtgmError, InputError
 from gtgm.fsutil import write_json
+from gtgm.infer.sliding import predict_array
 from gtgm.metrics import neuron_scores
-from gtgm.train.tasks import predict_array
 
 AFFINITIES_KEY = "volumes/predictions/affinities"
 MEASURES = ("voi_split", "voi_merge", "voi", "arand", "cremi")

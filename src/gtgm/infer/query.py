@@ -32,9 +32,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from gtgm.config import Config, load_config
+from gtgm.data.patches import grid_starts
 from gtgm.errors import GtgmError
 from gtgm.fsutil import read_json, write_json
-from gtgm.text.captions import grid_starts
 
 
 @dataclass
@@ -110,9 +110,9 @@ def load_query_model(
     """The run's encoder, heads and text encoder; ``random_init``: the same architecture with freshly drawn
     weights (the control a pretrained model must beat), still with the run's text encoder."""
     from gtgm.models.checkpoint import load_state_dict
+    from gtgm.models.vlp import build_model
     from gtgm.runtime import resolve_device
     from gtgm.text.encoders import TextEncoder, encoder_identity, same_encoder
-    from gtgm.train.pretrain import build_model
 
     run = Path(run)
     info = read_json(_run_file(run, "encoder.json"))
@@ -138,7 +138,7 @@ def load_query_model(
     if lacking:
         raise GtgmError(f"{run}: the projection heads lack {', '.join(lacking)}; re-run gtgm pretrain with this gtgm")
     text_dim = int(heads["text_head.fc1.weight"].shape[1])
-    vlp = build_model(cfg, text_dim)
+    vlp = build_model(cfg.model, text_dim)
     scale = float(np.exp(float(heads.pop("clip.log_scale"))))
     if random_init:
         scale = 1 / cfg.loss.temperature

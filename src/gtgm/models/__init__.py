@@ -1,5 +1,9 @@
-"""Networks: encoders and segmenters from one registry, projection heads, the pretraining model."""
+"""Networks: encoders and segmenters from one registry, projection heads, the pretraining model, checkpoint I/O.
 
-from gtgm.models.registry import create_encoder, list_encoders
+Importing this package registers every builder (the registry itself imports no model).
+"""
 
-__all__ = ["create_encoder", "list_encoders"]
+from gtgm.models import encoders, resenc, segmenters  # noqa: F401  (each registers its builders)
+from gtgm.models.registry import create_encoder, create_segmenter, list_encoders, list_segmenters
+
+__all__ = ["create_encoder", "create_segmenter", "list_encoders", "list_segmenters"]

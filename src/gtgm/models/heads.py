@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gtgm.train.distributed import gather_with_grad, is_distributed
+from gtgm.runtime import gather_with_grad, is_distributed
 
 
 class GlobalBatchNorm1d(nn.BatchNorm1d):

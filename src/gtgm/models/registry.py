@@ -1,4 +1,7 @@
-"""One registry, one factory (timm style): ``@register_encoder("name")`` + ``create_encoder(name, **kw)``."""
+"""One registry, one factory (timm style): ``@register_encoder("name")`` + ``create_encoder(name, **kw)``.
+
+The registry knows no model: ``gtgm/models/__init__.py`` imports the modules whose builders register themselves,
+so importing anything under ``gtgm.models`` fills it (as timm's ``models/__init__`` does for ``_registry``)."""
 
 from __future__ import annotations
 
@@ -22,9 +25,6 @@ def register_encoder(name: str) -> Callable:
 
 
 def list_encoders() -> list[str]:
-    import gtgm.models.encoders  # noqa: F401  (registers the builders)
-    import gtgm.models.resenc  # noqa: F401
-
     return sorted(_ENCODERS)
 
 
@@ -45,9 +45,6 @@ def register_segmenter(name: str) -> Callable:
 
 
 def list_segmenters() -> list[str]:
-    import gtgm.models.resenc  # noqa: F401  (registers the builders)
-    import gtgm.models.segmenters  # noqa: F401
-
     return sorted(_SEGMENTERS)
 
 

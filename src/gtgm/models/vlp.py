@@ -7,10 +7,13 @@ arrives as frozen embeddings from the text cache (B, text_dim); the text encoder
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from gtgm.models.heads import ProjectionHead
+from gtgm.models.registry import architecture_kwargs, create_encoder
 
 
 class VLPModel(nn.Module):
@@ -28,3 +31,14 @@ class VLPModel(nn.Module):
         b = view1.shape[0]
         images = self.encode_image(torch.cat([view1, view2]))  # one pass: both views share BN statistics
         return {"image_features_1": images[:b], "image_features_2": images[b:], "text_features": self.text_head(text)}
+
+
+def build_encoder(model: Any) -> nn.Module:
+    """The 3D encoder a model section (:class:`gtgm.config.ModelConfig`) describes: registry name, channels /
+    feature size, norm, pooling."""
+    return create_encoder(model.encoder, pooling=model.pooling, **architecture_kwargs(model))
+
+
+def build_model(model: Any, text_dim: int) -> VLPModel:
+    """Encoder + image and text heads for a model section (``embed_dim``, ``head_hidden``) and text width."""
+    return VLPModel(build_encoder(model), text_dim, model.embed_dim, model.head_hidden)

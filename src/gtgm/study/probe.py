@@ -27,20 +27,19 @@ import torch
 import torch.nn.functional as F
 
 from gtgm.config import Config
-from gtgm.data.patches import VolumeCache, read_patch
+from gtgm.data.patches import VolumeCache, grid_starts, read_patch
+from gtgm.data.splits import Part, make_split, part_arrays
 from gtgm.errors import GtgmError
 from gtgm.metrics import dice_per_class
-from gtgm.text.captions import grid_starts
-from gtgm.train.segdata import Part, make_split, part_arrays
 
 
 def load_frozen_encoder(cfg: Config, path: str, seed: int = 0) -> torch.nn.Module:
     """The encoder of ``path`` (``encoder.pt``; '' = random initialisation drawn from ``seed``), in eval mode."""
-    from gtgm.train.pretrain import build_encoder
+    from gtgm.models.vlp import build_encoder
 
     m = cfg.model
     torch.manual_seed(seed)
-    enc = build_encoder(cfg)
+    enc = build_encoder(cfg.model)
     if path:
         from gtgm.models.checkpoint import load_state_dict
 

@@ -21,15 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from gtgm.config import Config, with_overrides
+from gtgm.config import Config, group_config
 from gtgm.data.patches import VolumeCache
+from gtgm.data.splits import make_split
 from gtgm.errors import GtgmError
 from gtgm.fsutil import digest, file_sha256, read_json, write_json, write_text
 from gtgm.report import write_report
 from gtgm.study.arms import ARMS, COMPARISONS, arm_encoder, check_arm_inputs, check_reuse
 from gtgm.study.stats import case_scores, paired_bootstrap, paired_differences
 from gtgm.train.finetune import finetune
-from gtgm.train.segdata import make_split
 
 
 def run_one(
@@ -69,12 +69,6 @@ def _check_encoder(out: Path, encoder: str) -> None:
     if not record.is_file():
         out.mkdir(parents=True, exist_ok=True)
         write_text(record, sha + "\n")
-
-
-def group_config(cfg: Config, group: str, overrides: list[str] = ()) -> Config:
-    """``cfg`` with the group's ``study.group_overrides`` applied, then ``overrides`` (the command line's, so
-    that what the user typed wins over a preset's per-group settings)."""
-    return with_overrides(cfg, [*cfg.study.group_overrides.get(group, []), *overrides])
 
 
 def _train_subset(cfg: Config, group: str, ratio: float, overrides: list[str]) -> tuple:

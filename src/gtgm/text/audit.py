@@ -27,9 +27,8 @@ from gtgm.data.patches import VolumeCache
 from gtgm.errors import GtgmError
 from gtgm.fsutil import write_json, write_text
 from gtgm.text.captioners.measure import measure
-from gtgm.text.captions import make_patch, read_captions
+from gtgm.text.captions import check_fields, make_patch, read_captions
 from gtgm.text.claims import check_caption
-from gtgm.train.pairs import check_fields
 
 WORST = 5
 

@@ -25,27 +25,10 @@ import numpy as np
 from tqdm import tqdm
 
 from gtgm.config import CaptionConfig
-from gtgm.data.patches import VolumeCache, read_patch
+from gtgm.data.patches import VolumeCache, grid_starts, read_patch
 from gtgm.errors import GtgmError, InputError
 from gtgm.text.captioners.base import Captioner, Patch
 from gtgm.text.captioners.measure import background_mask
-
-
-def grid_starts(shape: list[int], size: list[int], step: list[int]) -> list[list[int]]:
-    """Box starts covering ``shape``: 0, step, 2·step, ... and a last box flush with the far edge.
-
-    Along an axis shorter than the box there is one start, 0 (the box overhangs and is padded).
-    """
-    axes = []
-    for n, s, st in zip(shape, size, step):
-        if n <= s:
-            axes.append([0])
-            continue
-        starts = list(range(0, n - s + 1, max(1, st)))
-        if starts[-1] != n - s:
-            starts.append(n - s)
-        axes.append(starts)
-    return [[x, y, z] for x in axes[0] for y in axes[1] for z in axes[2]]
 
 
 def caption_key(volume: str, start: list[int], size: list[int]) -> str:
@@ -284,3 +267,17 @@ def run_refine(
         "seconds": time.perf_counter() - t0,
         "path": str(out),
     }
+
+
+def check_fields(rec: dict[str, Any]) -> None:
+    """A caption record names its volume (a string) and its box (``start``, ``size``: 3 ints each)."""
+    start, size = rec.get("start"), rec.get("size")
+    ok = isinstance(rec.get("volume"), str) and all(
+        isinstance(v, list) and len(v) == 3 and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
+        for v in (start, size)
+    )
+    if not ok:
+        raise GtgmError(
+            f"caption {rec.get('key')!r}: needs 'volume' (a string), 'start' and 'size' (3 integers each), got "
+            f"volume {rec.get('volume')!r}, start {start!r}, size {size!r}"
+        )

@@ -1,1 +1,3 @@
-"""Training: pretraining (``gtgm pretrain``), distributed helpers, checkpoints, logs."""
+"""Training: pretraining (``gtgm pretrain``) and fine-tuning (``gtgm finetune``).
+
+Their datasets, tasks, losses, optimiser and logs."""

@@ -21,18 +21,19 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from gtgm import runtime
 from gtgm.config import Config
 from gtgm.data.patches import VolumeCache
+from gtgm.data.splits import make_split
 from gtgm.errors import GtgmError
 from gtgm.fsutil import read_json, remove_stale_temps, write_json, write_text
 from gtgm.models.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from gtgm.models.segmenters import load_encoder_weights
 from gtgm.runtime import resolve_device
-from gtgm.train import distributed as dist
 from gtgm.train.logs import RunLogger
 from gtgm.train.optim import amp_setup, optimizer_step, warmup_cosine
 from gtgm.train.pairs import StepSampler
-from gtgm.train.segdata import SegPatches, make_split
+from gtgm.train.segdata import SegPatches
 from gtgm.train.tasks import build_segmenter, create_task
 
 
@@ -42,8 +43,8 @@ class Finetuner:
         if not f.cache:
             raise GtgmError("finetune.cache is not set (give the preprocessed cache folder)")
         self.cfg, self.progress, self.out = cfg, progress, Path(f.out)
-        self.device = dist.setup(resolve_device(cfg.device))
-        self.rank, self.world = dist.rank(), dist.world_size()
+        self.device = runtime.setup(resolve_device(cfg.device))
+        self.rank, self.world = runtime.rank(), runtime.world_size()
         torch.manual_seed(cfg.seed)
         self.cache = VolumeCache(f.cache, group=f.group, labeled=True)
         channels = self.cache.entries[0]["channels"]
@@ -77,7 +78,7 @@ class Finetuner:
         elif (self.out / "checkpoints" / "last.pt").exists():
             raise GtgmError(f"{self.out} already holds a run; pass --resume or choose another --out")
         self.out.mkdir(parents=True, exist_ok=True)
-        if dist.rank() == 0:
+        if runtime.rank() == 0:
             for folder in (self.out, self.out / "checkpoints"):
                 remove_stale_temps(folder)  # left by a killed run
         write_text(self.out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,8 +1,11 @@
-"""Pretraining losses: small modules, the formula in each docstring, the terms as pure functions.
+"""Losses: small modules, the formula in each docstring, the terms as pure functions.
 
-All take embeddings of shape (N, D). With ``gather=True`` they first concatenate the embeddings of every
-process (:func:`~gtgm.train.distributed.gather_with_grad`), so N processes with batch b compute the loss
-of one process with batch N·b (CLIP negatives and the cross-correlation span the global batch).
+Pretraining: CLIP, Barlow Twins, VICReg and their sum :class:`GTGMLoss`. Fine-tuning: masked Dice + CE
+(:func:`seg_loss`) and the masked affinity loss for EM (:func:`affinity_loss`).
+
+The pretraining losses take embeddings of shape (N, D). With ``gather=True`` they first concatenate the
+embeddings of every process (:func:`~gtgm.runtime.gather_with_grad`), so N processes with batch b compute the
+loss of one process with batch N·b (CLIP negatives and the cross-correlation span the global batch).
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ import math
 
 import torch
 import torch.nn.functional as F
+from monai.losses import DiceLoss
 from torch import nn
 
-from gtgm.train.distributed import gather_with_grad
+from gtgm.data.splits import IGNORE
+from gtgm.runtime import gather_with_grad
 
 
 def clip_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor | float) -> torch.Tensor:
@@ -150,3 +155,42 @@ class GTGMLoss(nn.Module):
         if cfg.image_image != "none" and cfg.image_weight > 0:
             out["views_loss"] = cfg.image_weight * self.terms[cfg.image_image](image_features_1, image_features_2)
         return out
+
+
+_dice = DiceLoss(include_background=True, softmax=False, to_onehot_y=False)
+
+
+def seg_loss(logits: torch.Tensor, target: torch.Tensor, class_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Dice + CE over labelled voxels. ``logits`` (B, K, ...), ``target`` (B, 1, ...) int64 (IGNORE = -1).
+
+    Dice: MONAI's soft Dice per sample and class (background included), averaged. CE: mean over labelled
+    voxels, optionally with per-class weights ``class_weight`` (K,) (:func:`gtgm.train.tasks.class_weights`).
+    """
+    valid = (target != IGNORE).float()
+    t = target.clamp_min(0)
+    w = None if class_weight is None else class_weight.to(logits.device)
+    ce = F.cross_entropy(
+        logits.float(), torch.where(target[:, 0] == IGNORE, -100, t[:, 0]), weight=w, ignore_index=-100
+    )
+    probs = logits.float().softmax(1) * valid
+    onehot = F.one_hot(t[:, 0], logits.shape[1]).movedim(-1, 1).float() * valid
+    return _dice(probs, onehot) + ce
+
+
+def affinity_loss(
+    logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, kind: str = "bce", balance: bool = True
+) -> torch.Tensor:
+    """Masked affinity loss; all (B, C, X, Y, Z). ``kind`` bce (on logits) or mse (on sigmoid probabilities).
+
+    With ``balance``, connected (1) and cut (0) affinities carry half the weight each:
+    w = mask · (t / (2 n₁) + (1 − t) / (2 n₀)), n₁ / n₀ = known connected / cut pairs in the batch;
+    otherwise w = mask / n. loss = Σ w · ℓ.
+    """
+    x, t, m = logits.float(), target.float(), mask.float()
+    per = F.binary_cross_entropy_with_logits(x, t, reduction="none") if kind == "bce" else (x.sigmoid() - t) ** 2
+    if balance:
+        n1, n0 = (m * t).sum().clamp_min(1), (m * (1 - t)).sum().clamp_min(1)
+        w = m * (t / (2 * n1) + (1 - t) / (2 * n0))
+    else:
+        w = m / m.sum().clamp_min(1)
+    return (w * per).sum()

@@ -27,6 +27,7 @@ from gtgm.config import AugmentConfig
 from gtgm.data.augment import TwoViews
 from gtgm.data.patches import VolumeCache, read_patch
 from gtgm.errors import GtgmError
+from gtgm.text.captions import check_fields
 from gtgm.text.encoders import TextCache
 
 
@@ -35,20 +36,6 @@ def split_records(records: list[dict[str, Any]], holdout_fraction: float) -> tup
     held-out box overlaps a training box."""
     held_out = lambda r: zlib.crc32(str(r["volume"]).encode()) % 10_000 < holdout_fraction * 10_000  # noqa: E731
     return [r for r in records if not held_out(r)], [r for r in records if held_out(r)]
-
-
-def check_fields(rec: dict[str, Any]) -> None:
-    """A caption record names its volume (a string) and its box (``start``, ``size``: 3 ints each)."""
-    start, size = rec.get("start"), rec.get("size")
-    ok = isinstance(rec.get("volume"), str) and all(
-        isinstance(v, list) and len(v) == 3 and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
-        for v in (start, size)
-    )
-    if not ok:
-        raise GtgmError(
-            f"caption {rec.get('key')!r}: needs 'volume' (a string), 'start' and 'size' (3 integers each), got "
-            f"volume {rec.get('volume')!r}, start {start!r}, size {size!r}"
-        )
 
 
 def _check_box(rec: dict[str, Any], shape: list[int]) -> None:

@@ -26,34 +26,23 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from gtgm import runtime
 from gtgm.config import Config
 from gtgm.data.patches import VolumeCache
 from gtgm.errors import GtgmError
 from gtgm.fsutil import remove_stale_temps, write_json, write_text
 from gtgm.models.checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
 from gtgm.models.encoders import segmenter_state_dict
-from gtgm.models.registry import architecture_kwargs, create_encoder
 from gtgm.models.resenc import model_arch_kwargs
-from gtgm.models.vlp import VLPModel
+from gtgm.models.vlp import build_model
 from gtgm.runtime import resolve_device
-from gtgm.text.captions import read_captions
+from gtgm.text.captions import check_fields, read_captions
 from gtgm.text.encoders import TextCache
-from gtgm.train import distributed as dist
 from gtgm.train.logs import RunLogger
 from gtgm.train.losses import GTGMLoss
 from gtgm.train.optim import amp_setup, optimizer_step, warmup_cosine
-from gtgm.train.pairs import CaptionPairs, StepSampler, check_fields, split_records
+from gtgm.train.pairs import CaptionPairs, StepSampler, split_records
 from gtgm.train.reserved import drop_reserved, reserved_regions
-
-
-def build_encoder(cfg: Config) -> torch.nn.Module:
-    """The 3D encoder ``cfg.model`` describes (registry name, channels / feature size, norm, pooling)."""
-    return create_encoder(cfg.model.encoder, pooling=cfg.model.pooling, **architecture_kwargs(cfg.model))
-
-
-def build_model(cfg: Config, text_dim: int) -> VLPModel:
-    m = cfg.model
-    return VLPModel(build_encoder(cfg), text_dim, m.embed_dim, m.head_hidden)
 
 
 def load_data(cfg: Config) -> tuple[CaptionPairs, CaptionPairs | None, dict[str, Any]]:
@@ -98,14 +87,14 @@ class Pretrainer:
 
     def __init__(self, cfg: Config, resume: bool = False, progress: bool = True):
         self.cfg, self.progress = cfg, progress
-        self.device = dist.setup(resolve_device(cfg.device))
-        self.rank, self.world = dist.rank(), dist.world_size()
+        self.device = runtime.setup(resolve_device(cfg.device))
+        self.rank, self.world = runtime.rank(), runtime.world_size()
         if self.device.type == "cpu" and self.world > 1:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", self.world))))
         self.out = Path(cfg.pretrain.out)
         torch.manual_seed(cfg.seed)
         self.pairs, self.held, self.reserved = load_data(cfg)
-        self.model = build_model(cfg, self.pairs.text_cache.index["dim"]).to(self.device)
+        self.model = build_model(cfg.model, self.pairs.text_cache.index["dim"]).to(self.device)
         text_views = 1 if cfg.augment.caption_consistent else 2
         self.loss_fn = GTGMLoss(cfg.loss, gather=self.world > 1, text_views=text_views).to(self.device)
         self.net = DistributedDataParallel(self.model) if self.world > 1 else self.model
@@ -294,4 +283,4 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True, stop_afte
     try:
         return Pretrainer(cfg, resume, progress).run(stop_after)
     finally:
-        dist.cleanup()
+        runtime.cleanup()

@@ -16,8 +16,8 @@ from typing import Any
 
 from gtgm.config import Config, with_overrides
 from gtgm.data.patches import VolumeCache
+from gtgm.data.splits import make_split
 from gtgm.errors import GtgmError
-from gtgm.train.segdata import make_split
 
 
 def reserved_regions(cache: VolumeCache, cfg: Config) -> dict[str, Any]:

@@ -8,7 +8,7 @@
   ``em.thresholds`` and measuring VOI / adapted Rand; lower VOI is better. Validation picks the threshold
   with the lowest VOI; the test split uses that threshold.
 
-Both score a list of :class:`~gtgm.train.segdata.Part` with sliding-window inference and return a dict
+Both score a list of :class:`~gtgm.data.splits.Part` with sliding-window inference and return a dict
 with ``main`` (the selection figure, oriented so that higher is better), ``metric`` (its name) and
 ``summary`` (the figures to report: per class Dice, or VOI split / merge / sum, ARAND and CREMI score).
 """
@@ -19,37 +19,17 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from monai.inferers import sliding_window_inference
-from monai.losses import DiceLoss
 
 from gtgm.config import Config
 from gtgm.data.patches import VolumeCache
+from gtgm.data.splits import Part, part_arrays
 from gtgm.em.affinities import affinities_torch, offsets_xyz
 from gtgm.em.agglomerate import segment, threshold_baseline
 from gtgm.errors import GtgmError
+from gtgm.infer.sliding import predict_array
 from gtgm.metrics import dice_per_class, hd95_per_class, neuron_scores
 from gtgm.models.registry import architecture_kwargs, create_segmenter
-from gtgm.train.segdata import IGNORE, Part, part_arrays
-
-_dice = DiceLoss(include_background=True, softmax=False, to_onehot_y=False)
-
-
-def seg_loss(logits: torch.Tensor, target: torch.Tensor, class_weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Dice + CE over labelled voxels. ``logits`` (B, K, ...), ``target`` (B, 1, ...) int64 (IGNORE = -1).
-
-    Dice: MONAI's soft Dice per sample and class (background included), averaged. CE: mean over labelled
-    voxels, optionally with per-class weights ``class_weight`` (K,) (:func:`class_weights`).
-    """
-    valid = (target != IGNORE).float()
-    t = target.clamp_min(0)
-    w = None if class_weight is None else class_weight.to(logits.device)
-    ce = F.cross_entropy(
-        logits.float(), torch.where(target[:, 0] == IGNORE, -100, t[:, 0]), weight=w, ignore_index=-100
-    )
-    probs = logits.float().softmax(1) * valid
-    onehot = F.one_hot(t[:, 0], logits.shape[1]).movedim(-1, 1).float() * valid
-    return _dice(probs, onehot) + ce
+from gtgm.train.losses import affinity_loss, seg_loss
 
 
 def class_weights(counts: np.ndarray, power: float) -> torch.Tensor:
@@ -74,66 +54,6 @@ def label_counts(cache: VolumeCache, parts: list[Part], num_classes: int) -> np.
             label = label[:, :, [z - p.lo[2] for z in p.slices]]
         counts += np.bincount(label.ravel(), minlength=num_classes)[:num_classes]
     return counts
-
-
-def affinity_loss(
-    logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, kind: str = "bce", balance: bool = True
-) -> torch.Tensor:
-    """Masked affinity loss; all (B, C, X, Y, Z). ``kind`` bce (on logits) or mse (on sigmoid probabilities).
-
-    With ``balance``, connected (1) and cut (0) affinities carry half the weight each:
-    w = mask · (t / (2 n₁) + (1 − t) / (2 n₀)), n₁ / n₀ = known connected / cut pairs in the batch;
-    otherwise w = mask / n. loss = Σ w · ℓ.
-    """
-    x, t, m = logits.float(), target.float(), mask.float()
-    per = F.binary_cross_entropy_with_logits(x, t, reduction="none") if kind == "bce" else (x.sigmoid() - t) ** 2
-    if balance:
-        n1, n0 = (m * t).sum().clamp_min(1), (m * (1 - t)).sum().clamp_min(1)
-        w = m * (t / (2 * n1) + (1 - t) / (2 * n0))
-    else:
-        w = m / m.sum().clamp_min(1)
-    return (w * per).sum()
-
-
-SW_OVERLAP, SW_BATCH = 0.25, 4  # sliding-window overlap and windows per forward pass of gtgm predict
-
-
-def pad_to_patch(image: np.ndarray, patch: list[int]) -> np.ndarray:
-    """(C, X, Y, Z) -> float32, padded at the far end to at least ``patch`` with each channel's minimum."""
-    pad = [(0, max(p - n, 0)) for p, n in zip(patch, image.shape[1:])]
-    lows = np.asarray(image).reshape(image.shape[0], -1).min(1)
-    return np.stack([np.pad(np.asarray(c, np.float32), pad, constant_values=lo) for c, lo in zip(image, lows)])
-
-
-@torch.no_grad()
-def predict_array(
-    model: torch.nn.Module,
-    image: np.ndarray,
-    patch: list[int],
-    overlap: float = SW_OVERLAP,
-    sw_batch: int = SW_BATCH,
-    device: torch.device | str = "cpu",
-    output: str = "labels",
-) -> np.ndarray:
-    """Sliding-window prediction (Gaussian blending) of a (C, X, Y, Z) array.
-
-    ``output``: ``labels`` -> argmax label map (X, Y, Z) uint8; ``probabilities`` -> softmax (K, X, Y, Z)
-    float32; ``affinities`` -> sigmoid (K, X, Y, Z) float32. An array smaller than the patch is padded with
-    each channel's minimum, as training patches are (the cache's pad value), not with 0 (mid-grey after an
-    MRI z-score).
-    """
-    if output not in ("labels", "probabilities", "affinities"):
-        raise ValueError(f"unknown output '{output}'")
-    model.eval()
-    shape = image.shape[1:]
-    x = torch.from_numpy(pad_to_patch(image, patch))[None].to(device)
-    out = sliding_window_inference(x, patch, sw_batch, model, overlap=overlap, mode="gaussian")
-    out = out[(0, slice(None), *(slice(0, n) for n in shape))]
-    if output == "affinities":
-        return out.sigmoid().cpu().numpy()
-    if output == "probabilities":
-        return out.float().softmax(0).cpu().numpy()
-    return out.argmax(0).cpu().numpy().astype(np.uint8)
 
 
 def build_segmenter(cfg: Config, outputs: int, task: str = "segmentation") -> torch.nn.Module:

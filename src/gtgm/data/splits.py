@@ -1,0 +1,111 @@
+"""Train/val/test splits of a labeled cache (a small pure function of the cache's shapes and the split settings).
+
+Two split kinds:
+
+* ``cases`` — shuffle (``split_seed``) of the labeled cases into test (``test_fraction``), val
+  (``val_fraction``) and train; the label ratio keeps ``max(1, round(ratio · n_train))`` train cases.
+* ``region`` — each labeled volume is cut into slabs along ``region_axis`` (train below
+  ``region_bounds[0]``, val between, test above ``region_bounds[1]``, as fractions of the axis), so
+  train and test voxels never overlap; image voxels outside a slab are replaced by the pad value when
+  sampling, so no training patch sees test intensities either. The label ratio keeps that share of the
+  train slab's axial (z) slices as labelled (``label_slices``: ``spread`` = evenly spaced, ``block`` =
+  a contiguous block in the middle of the slab, a sub-volume as EM affinities need, with unlabelled
+  image context on both sides like the sections it will be applied to); the others are ignored by the loss.
+  EM presets cut along z (``region_axis: 2``): first sections train, last sections test.
+
+A split is a list of :class:`Part` (case index, box, labelled slices), stored as ``split.json``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from gtgm.config import FinetuneConfig
+from gtgm.data.patches import VolumeCache
+from gtgm.errors import GtgmError
+
+IGNORE = -1  # label value the loss ignores
+
+
+@dataclass
+class Part:
+    case: int
+    lo: list[int]  # box [lo, hi) of the volume this part may use
+    hi: list[int]
+    slices: list[int] | None = None  # labelled z indices (None = all)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def make_split(cache: VolumeCache, cfg: FinetuneConfig) -> dict[str, list[Part]]:
+    """``{"train": [...], "val": [...], "test": [...]}`` for the labeled cases of ``cache``.
+
+    Drawn with ``cfg.split_seed`` only, so runs that differ in their initialisation seed share their test
+    and validation cases and their labelled subset (paired comparisons on fixed evaluation cases).
+    """
+    cases = list(range(len(cache)))
+    kind = cfg.split if cfg.split != "auto" else ("region" if len(cases) == 1 else "cases")
+    if kind == "region":
+        parts = [_region_split(cache, i, cfg) for i in cases]
+        return {k: [p[k][0] for p in parts] for k in ("train", "val", "test")}
+    if len(cases) < 3:
+        raise GtgmError(
+            f"{cache.root}: a case split needs at least 3 labeled cases (has {len(cases)}); use split=region"
+        )
+    order = [int(i) for i in np.random.default_rng([cfg.split_seed, 7]).permutation(cases)]
+    n_test = max(1, round(cfg.test_fraction * len(order)))
+    n_val = max(1, round(cfg.val_fraction * len(order)))
+    test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
+    if not train:
+        raise GtgmError(f"{cache.root}: no training case left after the val/test split")
+    keep = max(1, round(cfg.label_ratio * len(train)))
+    whole = lambda i: Part(i, [0, 0, 0], list(cache.shape(i)))  # noqa: E731
+    return {
+        "train": [whole(i) for i in sorted(train[:keep])],
+        "val": [whole(i) for i in val],
+        "test": [whole(i) for i in test],
+    }
+
+
+def _region_split(cache: VolumeCache, case: int, cfg: FinetuneConfig) -> dict[str, list[Part]]:
+    shape = list(cache.shape(case))
+    ax, (a, b) = cfg.region_axis, cfg.region_bounds
+    cut_a, cut_b = round(a * shape[ax]), round(b * shape[ax])
+
+    def part(lo_ax: int, hi_ax: int, slices: list[int] | None = None) -> Part:
+        lo, hi = [0, 0, 0], list(shape)
+        lo[ax], hi[ax] = lo_ax, hi_ax
+        return Part(case, lo, hi, slices)
+
+    if not 0 < cut_a < cut_b < shape[ax]:
+        raise GtgmError(
+            f"{cache.root}: case {cache.entries[case]['id']} (shape {shape}) is too small for region_bounds "
+            f"{cfg.region_bounds} along axis {ax}"
+        )
+    train = part(0, cut_a)
+    z_lo, z_hi = train.lo[2], train.hi[2]
+    n = max(1, round(cfg.label_ratio * (z_hi - z_lo)))
+    if n < z_hi - z_lo and cfg.label_slices == "block":
+        first = z_lo + (z_hi - z_lo - n) // 2
+        train.slices = list(range(first, first + n))
+    elif n < z_hi - z_lo:
+        train.slices = sorted({int(z) for z in np.linspace(z_lo, z_hi - 1, n + 2)[1:-1].round()})
+    return {"train": [train], "val": [part(cut_a, cut_b)], "test": [part(cut_b, shape[ax])]}
+
+
+def usable_mask(p: Part, start: list[int], size: list[int]) -> np.ndarray:
+    """Boolean (size) mask of patch voxels inside the part's box."""
+    axes = [
+        (np.arange(s0, s0 + n) >= lo) & (np.arange(s0, s0 + n) < hi) for s0, n, lo, hi in zip(start, size, p.lo, p.hi)
+    ]
+    return axes[0][:, None, None] & axes[1][None, :, None] & axes[2][None, None, :]
+
+
+def part_arrays(cache: VolumeCache, p: Part) -> tuple[np.ndarray, np.ndarray]:
+    """The part's box of image (C, ...) and label (...) as arrays (for sliding-window evaluation)."""
+    box = tuple(slice(lo, hi) for lo, hi in zip(p.lo, p.hi))
+    return np.asarray(cache.image(p.case)[(slice(None), *box)]), np.asarray(cache.label(p.case)[box])
