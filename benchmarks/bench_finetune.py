@@ -31,8 +31,9 @@ from gtgm.config import load_config
 from gtgm.data.datasets import load_dataset
 from gtgm.data.examples import write_examples
 from gtgm.data.preprocess import preprocess_dataset
-from gtgm.infer.predict import evaluate_folders, predict_inputs
-from gtgm.study.run import class_names
+from gtgm.infer.evaluate import evaluate_folders
+from gtgm.infer.predict import predict_inputs
+from gtgm.study.report import class_names
 from gtgm.train.finetune import finetune
 
 

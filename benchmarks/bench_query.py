@@ -28,7 +28,7 @@ from gtgm.text.captions import read_captions
 def bench_query(run: str, batch: int, device: str) -> None:
     from gtgm.data.io import write_nifti
     from gtgm.data.phantom_ct import make_ct_phantom
-    from gtgm.infer.predict import input_cases, prepare_input
+    from gtgm.infer.prepare import input_cases, prepare_input
 
     qm = load_query_model(run, device)
     hu, _, affine = make_ct_phantom(99)

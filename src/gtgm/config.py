@@ -344,11 +344,17 @@ def load_config(preset: str | Path | None = None, overrides: list[str] | tuple[s
     return from_dict(Config, raw)
 
 
-def with_overrides(cfg: Config, overrides: list[str]) -> Config:
-    """A validated copy of ``cfg`` with ``key.sub=value`` overrides applied."""
+def with_overrides(
+    cfg: Config, overrides: list[str] | tuple[str, ...] = (), values: dict[str, Any] | None = None
+) -> Config:
+    """A validated copy of ``cfg`` with ``key.sub=value`` overrides (YAML values) applied, then ``values``
+    (``{"key.sub": value}``, taken as they are: for paths, which YAML could misread). ``cfg`` is not changed:
+    every derived configuration is built here."""
     raw = cfg.to_dict()
     for item in overrides:
         key, value = _parse_override(item)
+        _set_dotted(raw, key, value)
+    for key, value in (values or {}).items():
         _set_dotted(raw, key, value)
     return from_dict(Config, raw)
 

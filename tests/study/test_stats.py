@@ -60,7 +60,7 @@ def test_paired_differences_pair_seed_and_case():
 
 
 def test_paired_blocks_verdicts_need_three_resampled_units():
-    from gtgm.study.run import paired_blocks
+    from gtgm.study.report import paired_blocks
 
     def rows(n_seeds, cases):
         out = []

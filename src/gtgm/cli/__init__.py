@@ -370,7 +370,7 @@ def _segmentation(args: argparse.Namespace) -> int:
     if args.command == "evaluate":
         where = f"{args.out or args.pred_dir}/metrics.csv"
         if args.task == "em":
-            from gtgm.infer.predict_em import evaluate_em
+            from gtgm.infer.evaluate import evaluate_em
 
             res = evaluate_em(args.pred_dir, args.label_dir, args.out, args.border_nm)
             m = res["mean"]
@@ -379,7 +379,7 @@ def _segmentation(args: argparse.Namespace) -> int:
                 f"adapted Rand {m['arand']:.4f}, CREMI score {m['cremi']:.4f} -> {where}"
             )
             return 0
-        from gtgm.infer.predict import evaluate_folders
+        from gtgm.infer.evaluate import evaluate_folders
 
         res = evaluate_folders(args.pred_dir, args.label_dir, args.out, args.classes)
         print(f"{len(res['cases'])} cases, mean Dice {res['mean_dice']:.4f} -> {where}")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from gtgm.config import Config, with_overrides
 from gtgm.data.datasets import load_dataset
+from gtgm.demo.pretraining import pretrain_run
 from gtgm.errors import GtgmError
 
 DATASET_ID = 501
@@ -92,7 +93,6 @@ def plan_with_nnunet(exports: Path, dataset: str) -> Path:
 
 def _pretrain_resenc(out: Path, cfg: Config, plans: Path, progress: bool) -> Path:
     """A short pretraining of the resenc encoder the plans describe, on the demo's cache and captions."""
-    from gtgm.demo.run import pretrain_run
     from gtgm.export.nnunet import resenc_overrides
 
     steps = min(cfg.pretrain.steps, RESENC_STEPS)

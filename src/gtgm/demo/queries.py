@@ -47,7 +47,7 @@ def class_rank_correlation(qm: Any, volumes: list[Path], prompts: dict[str, str]
     share (> 0: the prompt naming the class ranks windows by it better than every other prompt does; windows
     overlap, so ρ of a random network is not 0 and the margin is the fairer test). None where the share is
     constant."""
-    from gtgm.infer.predict import input_cases, prepare_input
+    from gtgm.infer.prepare import input_cases, prepare_input
     from gtgm.infer.query import query_preprocessing, score_windows
 
     meta = query_preprocessing(qm, "CT", None)

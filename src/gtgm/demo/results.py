@@ -13,7 +13,7 @@ import numpy as np
 
 from gtgm.config import Config
 from gtgm.demo.overlays import Panel, best_axial_slice, overlay_figure
-from gtgm.study.run import class_names, paired_blocks
+from gtgm.study.report import class_names, paired_blocks
 
 HD95_NOTE = (
     "HD95: 95th percentile of the symmetric surface distance in mm, mean over the test cases where it is "

@@ -19,7 +19,7 @@ from monai.transforms import MapTransform
 
 from gtgm.data.datasets import Case, ImageRef
 from gtgm.data.io import write_nifti
-from gtgm.infer.predict import prepare_input, restore_labels, restorer
+from gtgm.infer.prepare import prepare_input, restore_labels, restorer
 from gtgm.infer.sliding import pad_to_patch
 
 

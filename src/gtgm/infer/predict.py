@@ -1,16 +1,18 @@
-"""``gtgm predict`` and ``gtgm evaluate``: label maps for raw volumes, and their Dice / HD95.
+"""``gtgm predict``: label maps for raw volumes (CT / MRI), or neurons for EM volumes.
 
-Prediction undoes preprocessing exactly: the input is reoriented to RAS, resampled and normalised as
-the model's training data was (settings stored in ``best.pt``), segmented by sliding-window inference,
-resampled back (nearest neighbour) onto the RAS grid of the input, reoriented back, and written with the
-input's own affine and header, so the output has the input's shape and geometry.
+Labels: each input is prepared as the model's training data was (:mod:`gtgm.infer.prepare`), segmented by
+sliding-window inference (:mod:`gtgm.infer.sliding`) and restored onto the input's own grid, so
+``OUT/<case>.nii.gz`` has the input's shape, affine and header.
+
+EM (``--task em``): each volume (CREMI HDF5, TIFF stack, ...) is normalised as in training, affinities are
+predicted by sliding-window inference and agglomerated (method and threshold stored in ``best.pt``: the
+threshold chosen on validation, unless ``--threshold`` is given). ``OUT/<case>.hdf`` is CREMI-layout HDF5 with
+``volumes/labels/neuron_ids`` (uint64, ids from 1) and ``volumes/predictions/affinities`` (float16, channels in
+the order of the offsets), both with the input's ``resolution``.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +20,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from gtgm.config import ModelConfig, PreprocessConfig, from_dict
-from gtgm.data.datasets import Case, check_case_id, load_dataset
-from gtgm.data.geometry import from_ras, resample, to_ras
-from gtgm.data.io import read_label, read_volume, suffix_of, write_nifti
-from gtgm.data.normalize import normalize
+from gtgm.config import ModelConfig, from_dict
+from gtgm.data.datasets import Case
+from gtgm.data.io import write_cremi, write_nifti
+from gtgm.em.agglomerate import segment
 from gtgm.errors import GtgmError
-from gtgm.fsutil import write_json, write_text
+from gtgm.infer.prepare import input_cases, prepare_input, restore_labels
 from gtgm.infer.sliding import predict_array
-from gtgm.metrics import dice_per_class, hd95_per_class
 from gtgm.models.checkpoint import has_norm_weights, load_checkpoint, load_weights
 from gtgm.models.registry import architecture_kwargs, create_segmenter
 from gtgm.runtime import resolve_device
@@ -54,57 +54,6 @@ def load_segmenter(path: str | Path, device: torch.device) -> tuple[torch.nn.Mod
     return model.to(device).eval(), ckpt
 
 
-def prepare_input(meta: dict[str, Any], case: Case) -> tuple[np.ndarray, Any, Callable[[np.ndarray], np.ndarray]]:
-    """Read ``case`` and preprocess it as the model's training data was (settings stored in ``best.pt``).
-
-    Returns the normalised (C, X, Y, Z) array, the reference volume (affine, header) and ``restore``, which
-    takes an (X, Y, Z) map on that array's grid back to the input's geometry (exact shape; spline ``order``
-    0 = nearest neighbour for labels, 1 = linear for probabilities). ``restore.resampled`` tells whether the
-    array was resampled (otherwise restoring only reorients); ``restore.normalization`` the per-channel
-    normalisation records (CT: the HU window).
-    """
-    pre: PreprocessConfig = from_dict(PreprocessConfig, meta["preprocess"])
-    channels = [read_volume(r.path, r.channel, r.key, case.spacing) for r in case.images]
-    ref = channels[0]
-    image = np.stack([c.array for c in channels]).astype(np.float32)
-    ras, ras_affine, transform = to_ras(image, ref.affine)
-    work, work_affine = ras, ras_affine
-    if pre.target_spacing and ref.unit == "mm":
-        work, work_affine = resample(ras, ras_affine, pre.target_spacing, pre.image_interpolation_order)
-    normalized = [normalize(c, meta["modality"], pre) for c in work]
-    normed = np.stack([n[0] for n in normalized])
-    geometry = {
-        "ras_shape": np.asarray(ras.shape[1:]),
-        "ras_affine": ras_affine,
-        "work_affine": work_affine,
-        "transform": transform,
-        "resampled": np.asarray(work is not ras),
-    }
-    restore = restorer(geometry)
-    restore.normalization = [n[1] for n in normalized]  # per channel, as the cache records it (CT: its HU window)
-    return normed, ref, restore
-
-
-def restorer(geometry: dict[str, Any]) -> Callable[..., np.ndarray]:
-    """``restore(grid, order=0)``: an (X, Y, Z) map on the preprocessed grid -> the input's geometry (resampled
-    back onto the RAS grid when ``geometry["resampled"]``, then reoriented). ``geometry`` holds arrays only
-    (``ras_shape``, ``ras_affine``, ``work_affine``, the orientation ``transform``, ``resampled``), so it can
-    travel with a batch and be rebuilt elsewhere; it is kept as ``restore.geometry``."""
-    g = {k: np.asarray(v) for k, v in geometry.items()}
-    resampled = bool(g["resampled"])
-
-    def restore(grid: np.ndarray, order: int = 0) -> np.ndarray:
-        if resampled:  # back onto the RAS grid of the input
-            ras_spacing = np.linalg.norm(g["ras_affine"][:3, :3], axis=0)
-            shape = tuple(int(n) for n in g["ras_shape"])
-            grid = resample(grid, g["work_affine"], ras_spacing, order, shape=shape)[0]
-        return from_ras(grid, g["transform"])
-
-    restore.resampled = resampled
-    restore.geometry = g
-    return restore
-
-
 def segment_case(
     model: torch.nn.Module, meta: dict[str, Any], case: Case, device: torch.device
 ) -> tuple[np.ndarray, Any]:
@@ -117,23 +66,6 @@ def segment_case(
     normed, ref, restore = prepare_input(meta, case)
     output = "probabilities" if restore.resampled else "labels"
     return restore_labels(predict_array(model, normed, meta["patch_size"], device=device, output=output), restore), ref
-
-
-def restore_labels(out: np.ndarray, restore: Callable[..., np.ndarray]) -> np.ndarray:
-    """The label map in the input's geometry from the model's output on the preprocessed grid.
-
-    ``out``: the argmax labels (X, Y, Z) when ``restore.resampled`` is False (restoring only reorients), else
-    the class probabilities (K, X, Y, Z), each resampled linearly to the input grid, the label their argmax.
-    """
-    if not restore.resampled:
-        return restore(out)
-    best = restore(out[0], order=1)
-    label = np.zeros(best.shape, dtype=np.uint8)
-    for k in range(1, len(out)):
-        p = restore(out[k], order=1)
-        better = p > best
-        best[better], label[better] = p[better], k
-    return label
 
 
 def predict_inputs(
@@ -158,8 +90,6 @@ def predict_inputs(
         raise GtgmError(f"{checkpoint}: trained for task '{trained}', not '{task}'")
     cases = input_cases(inputs, modality or meta["modality"])
     if trained == "em":
-        from gtgm.infer.predict_em import predict_em_cases
-
         return predict_em_cases(model, meta, cases, Path(out), dev, threshold)
     written = []
     for case in tqdm(cases, desc="predict", unit="case"):
@@ -168,106 +98,32 @@ def predict_inputs(
     return written
 
 
-def input_cases(inputs: list[str | Path], modality: str) -> list[Case]:
-    """The cases of ``inputs``: NIfTI files (one case each, named after the file), folders or datasets; inputs of
-    the same name get unique ids (:func:`_unique_ids`)."""
-    from gtgm.data.datasets import ImageRef
-
-    cases: list[Case] = []
-    for item in inputs:
-        item = Path(item)
-        if item.is_file() and suffix_of(item) in (".nii", ".nii.gz"):
-            case_id = check_case_id(item.name.split(".")[0], item)
-            cases.append(Case(case_id, [ImageRef(item)], modality=modality))
-        else:
-            cases.extend(load_dataset(item, modality=modality).cases)
-    _unique_ids(cases)
-    return cases
+AFFINITIES_KEY = "volumes/predictions/affinities"
 
 
-def _unique_ids(cases: list[Case]) -> None:
-    """Inputs of the same name (from different folders) get ``_2``, ``_3``... so no prediction overwrites
-    another; each renaming is printed."""
-    seen: set[str] = set()
-    for case in cases:
-        base, k = case.id, 1
-        while case.id in seen:
-            k += 1
-            case.id = f"{base}_{k}"
-        if case.id != base:
-            print(f"[predict] {case.images[0].path}: another input is also named '{base}'; written as '{case.id}'")
-        seen.add(case.id)
+def segment_em_case(
+    model: torch.nn.Module, meta: dict[str, Any], case: Case, device: Any, threshold: float | None = None
+) -> tuple[np.ndarray, np.ndarray, Any]:
+    """``(affinities (C, X, Y, Z) float32, neuron ids (X, Y, Z) uint64, reference volume)`` of one case,
+    in the input's geometry (EM volumes are axis-aligned, so the affinity channels keep their meaning)."""
+    normed, ref, restore = prepare_input(meta, case)
+    affs = predict_array(model, normed, meta["patch_size"], device=device, output="affinities")
+    em = meta["em"]
+    t = threshold if threshold is not None else em["threshold"]
+    if t is None:
+        raise GtgmError("best.pt has no agglomeration threshold (no validation ran); pass --threshold")
+    seg = segment(affs, [t], em["agglomeration"], em["offsets"])[0]
+    return np.stack([restore(a) for a in affs]), restore(seg), ref
 
 
-def _case_id(path: Path) -> str:
-    name = path.name
-    return name[: -len(suffix_of(path))] if suffix_of(path) else name
+def predict_em_cases(
+    model: torch.nn.Module, meta: dict[str, Any], cases: list[Case], out: Path, device: Any, threshold: float | None
+) -> list[Path]:
+    from tqdm import tqdm
 
-
-def _names(names: list[str], n: int = 3) -> str:
-    """The first ``n`` of ``names`` for an error message ("none" when empty)."""
-    if not names:
-        return "none"
-    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
-
-
-def evaluate_folders(
-    pred_dir: str | Path, label_dir: str | Path, out: str | Path | None = None, classes: list[int] | None = None
-) -> dict[str, Any]:
-    """Per-case, per-class Dice and HD95 of predictions against references with the same case names.
-
-    Writes ``metrics.csv`` (one row per case and class) and ``metrics.json`` (rows + means) to ``out``
-    (default: ``pred_dir``). Classes: ``classes`` or every label > 0 found in the references.
-    """
-    pred_dir, label_dir = Path(pred_dir), Path(label_dir)
-    preds = {_case_id(p): p for p in sorted(pred_dir.iterdir()) if suffix_of(p) in (".nii", ".nii.gz")}
-    refs = {_case_id(p): p for p in sorted(label_dir.iterdir()) if suffix_of(p) in (".nii", ".nii.gz")}
-    common = sorted(set(preds) & set(refs))
-    if not common:
-        shown = _names([p.name for p in preds.values()]), _names([p.name for p in refs.values()])
-        raise GtgmError(
-            f"{pred_dir}: no prediction has a reference of the same name in {label_dir} "
-            f"(predictions: {shown[0]}; references: {shown[1]})"
-        )
-    loaded = {c: (read_label(preds[c]), read_label(refs[c])) for c in common}
-    for c, (p, r) in loaded.items():
-        if p.shape != r.shape:
-            raise GtgmError(f"{preds[c]}: shape {p.shape} differs from its reference {refs[c]} {r.shape}")
-    if classes is None:
-        classes = sorted({int(v) for _, r in loaded.values() for v in np.unique(r.array) if v > 0})
-    rows = []
-    for c, (p, r) in loaded.items():
-        dice = dice_per_class(p.array, r.array, classes)
-        hd = hd95_per_class(p.array, r.array, classes, list(r.spacing))
-        rows += [{"case": c, "class": k, "dice": dice[k], "hd95": hd[k]} for k in classes]
-    mean = {
-        str(k): {
-            "dice": float(np.nanmean([x["dice"] for x in rows if x["class"] == k])),
-            "hd95": float(np.nanmean([x["hd95"] for x in rows if x["class"] == k]))
-            if not all(np.isnan(x["hd95"]) for x in rows if x["class"] == k)
-            else float("nan"),
-        }
-        for k in classes
-    }
-    out = Path(out or pred_dir)
-    means = [{"case": "mean", "class": k, **v} for k, v in mean.items()]
-    write_table(out / "metrics.csv", rows + means, ["case", "class", "dice", "hd95"])
-    result = {
-        "cases": common,
-        "classes": classes,
-        "rows": rows,
-        "mean": mean,
-        "mean_dice": float(np.mean([v["dice"] for v in mean.values()])),
-    }
-    write_json(out / "metrics.json", result)
-    return result
-
-
-def write_table(path: Path, rows: list[dict[str, Any]], fields: list[str]) -> Path:
-    """Write ``rows`` as CSV with the columns ``fields`` (atomically)."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(path, buf.getvalue())
-    return path
+    written = []
+    for case in tqdm(cases, desc="predict (em)", unit="volume"):
+        affs, seg, ref = segment_em_case(model, meta, case, device, threshold)
+        extra = {AFFINITIES_KEY: affs.astype(np.float16)}
+        written.append(write_cremi(out / f"{case.id}.hdf", None, ref.spacing, labels=seg, extra=extra))
+    return written

@@ -269,7 +269,7 @@ def query_volumes(
 ) -> dict[str, Any]:
     """Run every prompt over every volume and write the outputs (module docstring); returns what was written."""
     from gtgm.data.io import write_nifti
-    from gtgm.infer.predict import input_cases, prepare_input
+    from gtgm.infer.prepare import input_cases, prepare_input
 
     if not texts:
         raise GtgmError("give at least one prompt")

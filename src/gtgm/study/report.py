@@ -1,0 +1,221 @@
+"""The study's report: per group and arm the test figure over seeds, the paired differences between arms with
+their bootstrap intervals (:mod:`gtgm.study.stats`), the probes, and a figure of the learning curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gtgm.config import Config, group_config
+from gtgm.fsutil import read_json
+from gtgm.report import write_report
+from gtgm.study.arms import ARMS, COMPARISONS
+from gtgm.study.stats import paired_bootstrap, paired_differences
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[tuple[str, float], dict[str, tuple[float, float, int]]]:
+    """(arm, ratio) -> {class or measure, and "score": (mean, std, n) over the n seeds}."""
+    out: dict[tuple[str, float], dict[str, tuple[float, float, int]]] = {}
+    for arm in ARMS:
+        for ratio in sorted({r["ratio"] for r in rows}):
+            sel = [r for r in rows if r["arm"] == arm and r["ratio"] == ratio]
+            if not sel:
+                continue
+            # class keys are ints in a fresh run and strings in one reused from its test_metrics.json
+            values = [{str(c): v for c, v in r["values"].items()} for r in sel]
+            stats = {c: _stat([v[c] for v in values if c in v]) for c in dict.fromkeys(k for v in values for k in v)}
+            stats["score"] = _stat([r["score"] for r in sel])
+            out[(arm, ratio)] = stats
+    return out
+
+
+def _stat(values: list[float]) -> tuple[float, float, int]:
+    return float(np.mean(values)), float(np.std(values)), len(values)
+
+
+def fmt_stat(stat: tuple[float, float, int]) -> str:
+    """``mean ± std`` over seeds; a single run is shown as its value alone (no "± 0.000")."""
+    mean, std, n = stat
+    return f"{mean:.3f}" if n == 1 else f"{mean:.3f} ± {std:.3f}"
+
+
+def class_names(cache_root: str | Path, group: str) -> dict[str, str]:
+    """Class value (as a string) -> name, from the labels of the cache's ``index.json`` (from ``dataset.json``);
+    ``{}`` when the group declares none."""
+    index = read_json(Path(cache_root) / "index.json")
+    return dict(index.get("groups", {}).get(group, {}).get("labels", {}))
+
+
+def seeds_phrase(rows: list[dict[str, Any]]) -> str:
+    n = len({r["seed"] for r in rows})
+    return "n = 1 run (one seed; no spread to show)" if n == 1 else f"mean ± std over n = {n} seeds"
+
+
+METRIC_LABEL = {"mean_dice": "mean test Dice (higher is better)", "voi": "test VOI, bits (lower is better)"}
+
+
+def write_study_report(
+    root: Path,
+    results: dict[str, Any],
+    cfg: Config,
+    pretrained: str,
+    seconds: float,
+    baselines: dict[str, dict[str, Any]] | None = None,
+    overrides: list[str] = (),
+    probes: dict[str, list[dict[str, Any]]] | None = None,
+) -> tuple[Path, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    blocks: list = [
+        (
+            "text",
+            f"Fine-tuning {cfg.model.encoder} (channels {cfg.model.channels}); arms {cfg.study.arms} "
+            f"({_arms_phrase(pretrained)}); label ratios {cfg.study.ratios}, seeds {cfg.study.seeds} (per-group "
+            f"changes: {cfg.study.group_overrides or 'none'}); {seconds / 60:.1f} min for this invocation "
+            "(finished runs are reused, not re-timed). "
+            "Test figures, mean ± std over seeds (a single seed is shown as its value). "
+            "Segmentation: Dice per class (classes without any test voxels "
+            "count as 1 when nothing is predicted, see gtgm.metrics). EM: VOI split / merge (bits), adapted Rand "
+            "error and CREMI score at the agglomeration threshold chosen on validation.",
+        )
+    ]
+    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.8), squeeze=False)
+    for ax, (group, rows) in zip(axes[0], results.items()):
+        blocks += _group_blocks(group, rows, group_config(cfg, group, overrides), (baselines or {}).get(group))
+        blocks += probe_blocks((probes or {}).get(group, []))
+        summary = summarize(rows)
+        for arm, style in zip(ARMS, ("--o", "-s", "-^", "-v", "-D", ":x")):
+            pts = sorted((r, s["score"]) for (a, r), s in summary.items() if a == arm)
+            if not pts:
+                continue
+            ax.errorbar(
+                [p[0] for p in pts],
+                [p[1][0] for p in pts],
+                yerr=[p[1][1] if p[1][2] > 1 else 0.0 for p in pts],
+                fmt=style,
+                capsize=3,
+                label=arm,
+            )
+        if (baselines or {}).get(group):
+            ax.axhline(baselines[group]["voi"], ls=":", color="grey", label="threshold + components")
+        ax.set_xscale("log"), ax.set_xlabel("label ratio"), ax.set_title(group)
+        ax.set_ylabel(METRIC_LABEL.get(rows[0]["metric"], rows[0]["metric"]))
+        ax.legend()
+    fig.tight_layout()
+    figure = root / "score_vs_ratio.png"
+    fig.savefig(figure, dpi=80)
+    plt.close(fig)
+    blocks.insert(1, ("figure", (figure, "Main test figure against label ratio (error bars: std over seeds)")))
+    return write_report(root, "gtgm label-efficiency study", blocks, name="report")
+
+
+def _group_blocks(group: str, rows: list[dict[str, Any]], cfg: Config, baseline: dict[str, Any] | None) -> list:
+    summary = summarize(rows)
+    keys = [k for k in next(iter(summary.values())) if k != "score"]
+    em = rows[0]["metric"] == "voi"
+    names = {} if em else class_names(cfg.finetune.cache, group)
+    header = ["arm", "label ratio", *(names.get(c, f"class {c}") for c in keys)] + ([] if em else ["mean"])
+    table = []
+    for (arm, ratio), s in summary.items():
+        cells = [fmt_stat(s[c]) for c in keys]
+        table.append([arm, f"{ratio:g}", *cells, *([] if em else [fmt_stat(s["score"])])])
+    if baseline:
+        table.append(
+            [f"baseline: raw > {baseline['threshold']:g} + components", "-", *[f"{baseline[k]:.3f}" for k in keys]]
+        )
+    f = cfg.finetune
+    text = (
+        f"{f.task} task, {f.steps} steps per run, patches {f.patch_size}, batch {f.batch_size}, lr {f.lr}; "
+        f"test figures, {seeds_phrase(rows)}."
+    )
+    if baseline:
+        text += " The baseline's threshold is the best on the test split itself (in its favour)."
+    return [("heading", group), ("text", text), ("table", (header, table)), *paired_blocks(rows)]
+
+
+def probe_blocks(probes: list[dict[str, Any]]) -> list:
+    """A table of the frozen-encoder probes of one group (see gtgm.study.probe)."""
+    if not probes:
+        return []
+    rows = [
+        [
+            p["arm"],
+            p["encoder"],
+            f"{p['voxel']['mean_dice']:.3f}",
+            f"{p['presence']['mean_auc']:.3f}",
+            f"{p['voxel']['train_voxels']} / {p['presence']['windows'][0]} / {p['presence']['windows'][1]}",
+        ]
+        for p in probes
+    ]
+    text = (
+        "Frozen-encoder probes (gtgm.study.probe), the same voxels, windows and test cases for every encoder: a linear "
+        "read-out of every stage's features per voxel (mean test Dice over classes), and per class a logistic "
+        "regression on the pooled feature of pretraining-patch-sized windows predicting whether the class is present "
+        "(mean test ROC AUC)."
+    )
+    header = ["arm", "encoder", "voxel probe: Dice", "presence probe: AUC", "train voxels / train / test windows"]
+    return [("text", text), ("table", (header, rows))]
+
+
+def _arms_phrase(pretrained: str) -> str:
+    given = f"pretrained: {pretrained}; " if pretrained else ""
+    return (
+        f"{given}gtgm, image_only, text_only and shuffled_text are pretrained by the study itself, "
+        "see gtgm.study.arms, on volumes and regions disjoint from the fine-tuning validation and test cases"
+    )
+
+
+def paired_blocks(rows: list[dict[str, Any]]) -> list:
+    """Arm − baseline per (seed, test case) with a 95 % bootstrap interval, per comparison and label ratio."""
+    em = rows[0]["metric"] == "voi"
+    table = []
+    for arm, base in COMPARISONS:
+        for ratio, pairs in sorted(paired_differences(rows, arm, base, with_cases=True).items()):
+            b = paired_bootstrap([d for _, d in pairs], clusters=[c for c, _ in pairs])
+            below, above = b["hi"] < 0, b["lo"] > 0
+            better, worse = (below, above) if em else (above, below)
+            verdict = f"{arm} better" if better else f"{arm} worse" if worse else "no difference shown"
+            units = b["clusters"] if b["resampled"] == "clusters" else b["n"]
+            if b["n"] < 2:  # one difference: no spread, so no interval and no verdict
+                verdict = "one pair: no interval"
+            elif units < 3:  # a percentile interval of 2 resampled units is just their range
+                verdict = "too few to judge (< 3 resampled)"
+            cases = f"{b['clusters']} test case{'s' if b['clusters'] > 1 else ''}"
+            if b["clusters"] < 2 and b["n"] > 1:
+                cases += "; seeds resampled"
+            table.append(
+                [
+                    f"{arm} − {base}",
+                    f"{ratio:g}",
+                    f"{b['n']} ({cases})",
+                    f"{b['mean']:+.3f}",
+                    f"[{b['lo']:+.3f}, {b['hi']:+.3f}]",
+                    verdict,
+                ]
+            )
+    if not table:
+        return []
+    rule = (
+        "Decision rule, fixed before the numbers: an arm beats its baseline at a ratio only if the whole 95 % "
+        f"interval of the paired difference per (seed, test case) lies {'below' if em else 'above'} 0 "
+        f"({'VOI: lower is better' if em else 'mean Dice over classes'}); otherwise no difference is shown. "
+        "The interval resamples whole test cases, each with all its seeds (the seeds of one case are not "
+        "independent draws), or the seeds when there is a single test case (the interval then shows seed-to-seed "
+        "spread only); fewer than 3 resampled units give no verdict; pretraining randomness enters only through "
+        "the pretraining seeds the study ran (study.pretrain_seeds); no correction is made for the number of "
+        "comparisons."
+    )
+    header = [
+        "comparison",
+        "label ratio",
+        "pairs (seed × test case)",
+        "mean difference",
+        "95 % bootstrap interval",
+        "verdict",
+    ]
+    return [("text", rule), ("table", (header, table))]
