@@ -103,7 +103,7 @@ def test_refuses_to_mix_captioners(demo_run, tmp_path):
 
 
 def test_shard_flag_and_torchrun_env(monkeypatch):
-    from gtgm.cli import _parse_shard
+    from gtgm.cli.text import parse_shard as _parse_shard
 
     assert _parse_shard("1/4") == (1, 4)
     with pytest.raises(GtgmError):

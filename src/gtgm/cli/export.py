@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+NAMES = ("export",)
 
-def add_export_parser(sub: argparse._SubParsersAction) -> None:
+
+def add_parsers(sub: argparse._SubParsersAction, names: tuple[str, ...] = NAMES) -> None:
+    if "export" not in names:
+        return
     exp = sub.add_parser("export", help="encoders for nnU-Net v2, fine-tuned models as MONAI bundles")
     exp_sub = exp.add_subparsers(dest="export_command", required=True, metavar="TARGET")
     nn = exp_sub.add_parser("nnunet", help="a resenc encoder.pt as nnU-Net v2 pretrained weights (both routes)")
@@ -22,7 +26,7 @@ def add_export_parser(sub: argparse._SubParsersAction) -> None:
     rc.add_argument("--configuration", default="3d_fullres", help="plans configuration (default 3d_fullres)")
 
 
-def run_export(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from gtgm.export.nnunet import export_nnunet, resenc_overrides
 
     if args.export_command == "bundle":

@@ -184,5 +184,3 @@ def _baseline(cfg: Config, group: str) -> dict[str, Any]:
     cache = VolumeCache(cfg.finetune.cache, group=group, labeled=True)
     test = make_split(cache, dataclasses.replace(cfg.finetune, group=group))["test"]
     return AffinityTask(cfg, cache).baseline(test)
-
-

@@ -1,0 +1,80 @@
+"""``gtgm data``: the example corpus, dataset checks, the preprocessing cache and nnU-Net raw exports."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from gtgm.cli.options import add_config
+from gtgm.config import load_config
+
+NAMES = ("data",)
+
+
+def add_parsers(sub: argparse._SubParsersAction, names: tuple[str, ...] = NAMES) -> None:
+    if "data" not in names:
+        return
+    data = sub.add_parser("data", help="example data, dataset checks, preprocessing cache")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    ex = data_sub.add_parser("examples", help="write the embedded example corpus (real MRI, synthetic CT and EM)")
+    ex.add_argument("--out", required=True, type=Path, help="output folder (gets a dataset.json)")
+    ex.add_argument("--n-ct", type=int, default=10, help="number of synthetic CT phantoms (default 10)")
+    ex.add_argument("--n-em", type=int, default=3, help="number of synthetic EM volumes (default 3)")
+    ex.add_argument(
+        "--n-ct-unlabeled",
+        type=int,
+        default=0,
+        help="extra unlabelled synthetic CT phantoms for pretraining (group ct_unlabeled; default 0)",
+    )
+
+    for name, helptext in (
+        ("check", "read and validate every case of a dataset"),
+        ("preprocess", "reorient, resample, normalise into a memory-mappable cache"),
+    ):
+        p = data_sub.add_parser(name, help=helptext)
+        p.add_argument(
+            "dataset", type=Path, help="dataset.json, dataset folder (MSD / nnU-Net / folder / CREMI / TIFF / DICOM)"
+        )
+        p.add_argument("--modality", choices=["CT", "MRI", "EM"], help="modality of a plain folder of volumes")
+        p.add_argument("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"), help="voxel size of TIFF stacks (nm)")
+        if name == "preprocess":
+            p.add_argument("--out", required=True, type=Path, help="cache folder")
+            p.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
+            add_config(p)
+
+    exp_nn = data_sub.add_parser("export-nnunet", help="write a labelled dataset / group as an nnU-Net v2 raw dataset")
+    exp_nn.add_argument("dataset", type=Path, help="dataset.json or dataset folder (as for data check)")
+    exp_nn.add_argument("--group", help="the group to export (needed when the dataset has several)")
+    exp_nn.add_argument("--id", type=int, required=True, help="nnU-Net dataset id, 1 to 999 (e.g. 501)")
+    exp_nn.add_argument("--name", default="", help="dataset name after the id (default: the group)")
+    exp_nn.add_argument("--out", required=True, type=Path, help="nnUNet_raw folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.data_command == "examples":
+        from gtgm.data.examples import write_examples
+
+        dataset = write_examples(args.out, n_ct=args.n_ct, n_em=args.n_em, n_ct_unlabeled=args.n_ct_unlabeled)
+        print(f"wrote {len(dataset['training'])} volumes and {args.out / 'dataset.json'}")
+        return 0
+    from gtgm.data.datasets import load_dataset
+
+    if args.data_command == "export-nnunet":
+        from gtgm.export.nnunet_data import export_nnunet_raw
+
+        folder = export_nnunet_raw(load_dataset(args.dataset), args.group, args.id, args.out, args.name)
+        print(f"wrote nnU-Net raw dataset {folder} (nnUNetv2_plan_and_preprocess --verify_dataset_integrity checks it)")
+        return 0
+    dataset = load_dataset(args.dataset, modality=args.modality, spacing=args.spacing)
+    if args.data_command == "check":
+        from gtgm.data.preprocess import check_dataset
+
+        for line in check_dataset(dataset):
+            print(line)
+        return 0
+    from gtgm.data.preprocess import preprocess_dataset
+
+    cfg = load_config(args.config, args.overrides)
+    index = preprocess_dataset(dataset, args.out, cfg.preprocess, workers=args.workers)
+    print(f"cached {len(index['cases'])} cases in {args.out} (index: {args.out / 'index.json'})")
+    return 0

@@ -1,0 +1,35 @@
+"""Options shared by the sub-commands (``--config`` and ``key=value`` overrides) and ``gtgm config``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import yaml
+
+from gtgm.config import load_config
+
+OVERRIDES_HELP = "config overrides as key.sub=value (YAML values), e.g. preprocess.ct_window=[-200,300]"
+NAMES = ("config",)
+
+
+def add_config(p: argparse.ArgumentParser) -> None:
+    """``--config PRESET``, and an epilog saying that ``key=value`` overrides may follow."""
+    p.add_argument("--config", help="YAML preset: a path or a name under configs/ (e.g. data/default)")
+    p.epilog = f"Any number of KEY=VALUE arguments may follow: {OVERRIDES_HELP}."
+
+
+def str_override(key: str, value: object) -> str:
+    """A ``key=value`` override whose value stays a string (a path such as ``007`` or ``on`` is not YAML)."""
+    return f"{key}={json.dumps(str(value))}"
+
+
+def add_parsers(sub: argparse._SubParsersAction, names: tuple[str, ...] = NAMES) -> None:
+    if "config" in names:
+        add_config(sub.add_parser("config", help="print the resolved configuration"))
+
+
+def run(args: argparse.Namespace) -> int:
+    """``gtgm config``: the resolved configuration as YAML."""
+    print(yaml.safe_dump(load_config(args.config, args.overrides).to_dict(), sort_keys=False), end="")
+    return 0
