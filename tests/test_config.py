@@ -10,7 +10,7 @@ from gtgm.errors import ConfigError
 def test_defaults_and_presets():
     assert load_config() == Config()
     cfg = load_config("data/default")
-    assert cfg.patches.size == [48, 48, 48]
+    assert cfg.augment.flip_prob == 0.5
     ct = load_config("data/ct-abdomen")  # inherits data/default through _base_
     assert ct.preprocess.ct_window == [-175.0, 250.0]
     assert ct.preprocess.target_spacing == [1.5, 1.5, 2.0]
@@ -22,7 +22,7 @@ def test_overrides_are_typed():
         None,
         [
             "preprocess.ct_window=[-200, 300]",
-            "patches.size=[32,32,16]",
+            "pretrain.patch_size=[32,32,16]",
             "seed=7",
             "preprocess.target_spacing=null",
             "augment.noise_prob=1",
@@ -30,7 +30,7 @@ def test_overrides_are_typed():
     )
     assert cfg.preprocess.ct_window == [-200.0, 300.0]
     assert isinstance(cfg.preprocess.ct_window[0], float)
-    assert cfg.patches.size == [32, 32, 16]
+    assert cfg.pretrain.patch_size == [32, 32, 16]
     assert cfg.seed == 7 and cfg.preprocess.target_spacing is None
     assert cfg.augment.noise_prob == 1.0 and isinstance(cfg.augment.noise_prob, float)
 
@@ -40,8 +40,9 @@ def test_overrides_are_typed():
     [
         ("preprocess.ct_windw=[0,1]", "preprocess.ct_windw"),
         ("nosuchsection.x=1", "nosuchsection"),
-        ("patches.size=abc", "patches.size"),
-        ("patches.size=[1.5,2,3]", "patches.size[0]"),
+        ("pretrain.patch_size=abc", "pretrain.patch_size"),
+        ("pretrain.patch_size=[1.5,2,3]", "pretrain.patch_size[0]"),
+        ("patches.size=[32,32,32]", "patches.size"),  # a section removed from the config (no stage read it)
         ("seed=true", "seed"),
         ("device=tpu", "device"),
         ("preprocess=3", "preprocess"),
@@ -80,6 +81,15 @@ def test_cli_config_errors_exit_nonzero(capsys):
     assert "patches.size" in capsys.readouterr().err
     assert main(["config", "--config", "data/ct-abdomen"]) == 0
     assert "ct_window" in capsys.readouterr().out
+
+
+def test_a_saved_config_with_a_retired_section_still_loads(tmp_path):
+    """config.yaml of runs written before the ``patches`` section was removed (no stage read it) still loads."""
+    import yaml
+
+    old = Config().to_dict() | {"patches": {"size": [48, 48, 48], "samples_per_epoch": 256}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    assert load_config(str(tmp_path / "config.yaml")) == Config()
 
 
 def test_study_group_overrides_and_command_line_precedence():

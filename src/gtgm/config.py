@@ -54,15 +54,6 @@ class PreprocessConfig:
 
 
 @dataclass
-class PatchConfig:
-    """Which 3D patches the samplers draw (sizes in RAS array order x, y, z)."""
-
-    size: list[int] = field(default_factory=lambda: [48, 48, 48])
-    samples_per_epoch: int = 256
-    foreground_ratio: float = 0.33  # labeled sampling: share of patches centred on a foreground voxel
-
-
-@dataclass
 class AugmentConfig:
     """Per-view augmentation of the two-view pipeline: each op has a probability and a parameter range.
 
@@ -316,7 +307,6 @@ class Config:
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
-    patches: PatchConfig = field(default_factory=PatchConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     caption: CaptionConfig = field(default_factory=CaptionConfig)
     text: TextConfig = field(default_factory=TextConfig)
@@ -411,6 +401,8 @@ def _parse_override(item: str) -> tuple[str, Any]:
 
 
 def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    if key.split(".")[0] in RETIRED_SECTIONS:
+        raise ConfigError(f"config section '{key.split('.')[0]}' was removed (no stage read it); drop '{key}'")
     node = raw
     parts = key.split(".")
     for i, part in enumerate(parts[:-1]):
@@ -421,10 +413,16 @@ def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+# Top-level sections of earlier versions that no stage read: the config.yaml of a run they wrote still loads.
+RETIRED_SECTIONS = ("patches",)
+
+
 def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
     """Validate ``data`` against dataclass ``cls`` recursively; errors name the dotted key."""
     if not isinstance(data, dict):
         raise ConfigError(f"config key '{prefix.rstrip('.') or '<root>'}' must be a mapping, got {data!r}")
+    if cls is Config:
+        data = {k: v for k, v in data.items() if k not in RETIRED_SECTIONS}
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}

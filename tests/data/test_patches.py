@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from gtgm.config import AugmentConfig, PreprocessConfig
 from gtgm.data.datasets import load_dataset
-from gtgm.data.patches import LabeledPatchDataset, TwoViewPatchDataset, VolumeCache, read_patch
+from gtgm.data.patches import TwoViewPatchDataset, VolumeCache, read_patch
 from gtgm.data.preprocess import preprocess_dataset
 from gtgm.errors import GtgmError
 from tests.conftest import save_nifti
@@ -79,14 +79,3 @@ def test_two_view_dataset_from_given_boxes(cache):
         item = data[i]
         case, start = boxes[item["box"]]
         assert item["case"] == case and item["start"].tolist() == start
-
-
-def test_labeled_sampling_oversamples_foreground(cache):
-    def fg_share(ratio):
-        data = LabeledPatchDataset(cache, [12, 12, 12], samples_per_epoch=40, foreground_ratio=ratio, seed=0)
-        items = [data[i] for i in range(40)]
-        assert all(it["label"].shape == (1, 12, 12, 12) and it["label"].dtype == torch.int64 for it in items)
-        return np.mean([bool((it["label"] > 0).any()) for it in items])
-
-    assert fg_share(1.0) == 1.0
-    assert fg_share(0.0) < 0.6

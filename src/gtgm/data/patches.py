@@ -2,8 +2,10 @@
 
 * :class:`VolumeCache` — the cache's index and lazily opened, read-only memory maps.
 * :func:`read_patch` — a box of a (C, X, Y, Z) array, padded where it leaves the volume.
-* :class:`TwoViewPatchDataset` — pretraining samples: one random box, two augmented views.
-* :class:`LabeledPatchDataset` — fine-tuning samples: image + label box, foreground oversampling.
+* :class:`TwoViewPatchDataset` — two augmented views of random (or given) boxes, without text: the demo's
+  figure of the views and the data benchmark. Pretraining reads :class:`gtgm.train.pairs.CaptionPairs` (the
+  same views, paired with each box's caption); fine-tuning reads :class:`gtgm.train.segdata.SegPatches`.
+* :func:`grid_starts` — the box starts of a regular grid over a volume (caption locations, query windows).
 
 Randomness: sample ``i`` of epoch ``e`` draws from ``numpy.random.default_rng([seed, e, i])``, so a
 sample is the same whatever the number of DataLoader workers or the order they run in.
@@ -127,15 +129,6 @@ def random_start(shape: tuple[int, ...], size: list[int], rng: np.random.Generat
     ]
 
 
-def centred_start(center: np.ndarray, shape: tuple[int, ...], size: list[int]) -> list[int]:
-    """Box start centring ``center``, shifted to stay inside the volume when it fits."""
-    out = []
-    for c, n, s in zip(center, shape, size):
-        start = int(c) - s // 2
-        out.append(min(max(start, 0), n - s) if n >= s else start)
-    return out
-
-
 class TwoViewPatchDataset(Dataset):
     """Pretraining samples: ``{"view1", "view2": (C, *size) float32, "case", "start", "ops"}``.
 
@@ -185,51 +178,6 @@ class TwoViewPatchDataset(Dataset):
             "start": torch.tensor(start),
             "box": box_id,
             "ops": json.dumps(records),
-        }
-
-
-class LabeledPatchDataset(Dataset):
-    """Fine-tuning samples: ``{"image": (C, *size) float32, "label": (1, *size) int64, "case", "start"}``.
-
-    With probability ``foreground_ratio`` the box is centred on a stored foreground voxel of a class
-    drawn uniformly among the classes present (nnU-Net style oversampling); otherwise it is uniform.
-    """
-
-    def __init__(
-        self, cache: VolumeCache, size: list[int], samples_per_epoch: int, foreground_ratio: float = 0.33, seed: int = 0
-    ):
-        self.cache, self.size, self.seed = cache, list(size), seed
-        self.samples_per_epoch, self.foreground_ratio, self.epoch = samples_per_epoch, foreground_ratio, 0
-        self._fg: dict[int, dict[str, np.ndarray]] = {}
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.samples_per_epoch
-
-    def _foreground(self, case: int) -> dict[str, np.ndarray]:
-        if case not in self._fg:
-            self._fg[case] = {k: v for k, v in self.cache.foreground(case).items() if len(v)}
-        return self._fg[case]
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        rng = np.random.default_rng([self.seed, self.epoch, i])
-        case = int(rng.integers(len(self.cache)))
-        shape = self.cache.shape(case)
-        fg = self._foreground(case) if rng.random() < self.foreground_ratio else {}
-        if fg:
-            locs = fg[sorted(fg)[int(rng.integers(len(fg)))]]
-            start = centred_start(locs[int(rng.integers(len(locs)))], shape, self.size)
-        else:
-            start = random_start(shape, self.size, rng)
-        image = read_patch(self.cache.image(case), start, self.size, self.cache.pad_value(case))
-        label = read_patch(self.cache.label(case), start, self.size, 0)
-        return {
-            "image": torch.from_numpy(image),
-            "label": torch.from_numpy(label.astype(np.int64))[None],
-            "case": case,
-            "start": torch.tensor(start),
         }
 
 
