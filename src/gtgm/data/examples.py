@@ -99,86 +99,63 @@ def write_examples(
     if bad:
         raise GtgmError(f"example corpus: counts must be whole numbers >= 0, got {', '.join(bad)}")
     out = Path(out)
-    entries: list[dict[str, Any]] = []
     steps = 1 + len(REAL_MRI) + n_ct + n_em + n_ct_unlabeled
     with tqdm(total=steps, desc="examples", unit="vol", disable=not progress) as bar:
-        from nilearn.datasets import struct
-
-        labels, t1 = mni152_tissue_labels()
-        _copy(Path(struct.MNI152_FILE_PATH), out / "mri" / "mni152_t1.nii.gz")
-        write_nifti(out / "mri" / "mni152_tissue.nii.gz", labels, t1.affine, t1.header)
-        entries.append(
-            _entry(
-                "mri/mni152_t1.nii.gz",
-                "mri/mni152_tissue.nii.gz",
-                "mni152_tissue",
-                "MRI",
-                False,
-                "nilearn MNI152 2009a sym T1 (1 mm); tissue labels from nilearn GM/WM maps + brain mask",
-            )
-        )
-        bar.update(1)
-        for case_id, package, rel, channel, description in REAL_MRI:
-            src = _package_file(package, rel)
-            bar.update(1)
-            if src is None:
-                warnings.warn(
-                    f"example volume {package}/{rel} not found in the installed package; skipped", stacklevel=2
-                )
-                continue
-            dest = f"mri/{case_id}{'.nii.gz' if src.name.endswith('.gz') else '.nii'}"
-            _copy(src, out / dest)
-            entry = _entry(dest, None, "mri_unlabeled", "MRI", False, f"{package}: {rel} ({description})")
-            if channel is not None:
-                entry["channel"] = channel
-            entries.append(entry)
-        for i in range(n_ct):
-            hu, lab, affine = make_ct_phantom(seed=1000 + i)
-            write_nifti(out / "ct" / f"phantom_{i:03d}.nii.gz", hu, affine)
-            write_nifti(out / "ct" / f"phantom_{i:03d}_label.nii.gz", lab, affine)
-            entries.append(
-                _entry(
-                    f"ct/phantom_{i:03d}.nii.gz",
-                    f"ct/phantom_{i:03d}_label.nii.gz",
-                    "ct_phantom",
-                    "CT",
-                    True,
-                    f"gtgm.data.phantom_ct seed {1000 + i}",
-                )
-            )
-            bar.update(1)
-        for i in range(n_ct_unlabeled):
-            hu, _, affine = make_ct_phantom(seed=3000 + i)
-            write_nifti(out / "ct_unlabeled" / f"phantom_u{i:04d}.nii.gz", hu, affine)
-            entries.append(
-                _entry(
-                    f"ct_unlabeled/phantom_u{i:04d}.nii.gz",
-                    None,
-                    "ct_unlabeled",
-                    "CT",
-                    True,
-                    f"gtgm.data.phantom_ct seed {3000 + i}",
-                )
-            )
-            bar.update(1)
-        for i in range(n_em):
-            raw, ids = make_em_volume(seed=2000 + i)
-            write_cremi(out / "em" / f"em_{i:03d}.hdf", raw, EM_RESOLUTION_XYZ, labels=ids)
-            entries.append(
-                _entry(
-                    f"em/em_{i:03d}.hdf",
-                    f"em/em_{i:03d}.hdf",
-                    "em_synthetic",
-                    "EM",
-                    True,
-                    f"gtgm.data.synthetic_em seed {2000 + i}",
-                )
-            )
-            bar.update(1)
+        entries = _real_mri(out, bar) + _synthetic(out, n_ct, n_ct_unlabeled, n_em, bar)
     dataset = _dataset_json(entries)
     write_text(out / "README.md", _readme(dataset))
     write_json(out / "dataset.json", dataset)
     return dataset
+
+
+def _real_mri(out: Path, bar: tqdm) -> list[dict[str, Any]]:
+    """MNI152 T1 with its tissue labels, then the unlabelled MRI of :data:`REAL_MRI` (copied from packages)."""
+    from nilearn.datasets import struct
+
+    labels, t1 = mni152_tissue_labels()
+    _copy(Path(struct.MNI152_FILE_PATH), out / "mri" / "mni152_t1.nii.gz")
+    write_nifti(out / "mri" / "mni152_tissue.nii.gz", labels, t1.affine, t1.header)
+    source = "nilearn MNI152 2009a sym T1 (1 mm); tissue labels from nilearn GM/WM maps + brain mask"
+    entries = [_entry("mri/mni152_t1.nii.gz", "mri/mni152_tissue.nii.gz", "mni152_tissue", "MRI", False, source)]
+    bar.update(1)
+    for case_id, package, rel, channel, description in REAL_MRI:
+        src = _package_file(package, rel)
+        bar.update(1)
+        if src is None:
+            warnings.warn(f"example volume {package}/{rel} not found in the installed package; skipped", stacklevel=3)
+            continue
+        dest = f"mri/{case_id}{'.nii.gz' if src.name.endswith('.gz') else '.nii'}"
+        _copy(src, out / dest)
+        entry = _entry(dest, None, "mri_unlabeled", "MRI", False, f"{package}: {rel} ({description})")
+        if channel is not None:
+            entry["channel"] = channel
+        entries.append(entry)
+    return entries
+
+
+def _synthetic(out: Path, n_ct: int, n_ct_unlabeled: int, n_em: int, bar: tqdm) -> list[dict[str, Any]]:
+    """CT phantoms with labels (seeds 1000 + i), without (3000 + i) and EM volumes (2000 + i)."""
+    entries = []
+    for i in range(n_ct):
+        hu, lab, affine = make_ct_phantom(seed=1000 + i)
+        image, label = f"ct/phantom_{i:03d}.nii.gz", f"ct/phantom_{i:03d}_label.nii.gz"
+        write_nifti(out / image, hu, affine)
+        write_nifti(out / label, lab, affine)
+        entries.append(_entry(image, label, "ct_phantom", "CT", True, f"gtgm.data.phantom_ct seed {1000 + i}"))
+        bar.update(1)
+    for i in range(n_ct_unlabeled):
+        hu, _, affine = make_ct_phantom(seed=3000 + i)
+        image = f"ct_unlabeled/phantom_u{i:04d}.nii.gz"
+        write_nifti(out / image, hu, affine)
+        entries.append(_entry(image, None, "ct_unlabeled", "CT", True, f"gtgm.data.phantom_ct seed {3000 + i}"))
+        bar.update(1)
+    for i in range(n_em):
+        raw, ids = make_em_volume(seed=2000 + i)
+        write_cremi(out / "em" / f"em_{i:03d}.hdf", raw, EM_RESOLUTION_XYZ, labels=ids)
+        path = f"em/em_{i:03d}.hdf"
+        entries.append(_entry(path, path, "em_synthetic", "EM", True, f"gtgm.data.synthetic_em seed {2000 + i}"))
+        bar.update(1)
+    return entries
 
 
 def _entry(image: str, label: str | None, group: str, modality: str, synthetic: bool, source: str) -> dict[str, Any]:
