@@ -95,13 +95,18 @@ def test_text_cache_from_another_encoder_is_refused(demo_run, tmp_path):
         pretrain(cfg, progress=False)
 
 
+# Mean rank of a held-out box's own caption after 300 steps, as a share of chance ((n + 1) / 2); see the test.
+MEAN_RANK_BAR = 0.8
+
+
 @pytest.mark.slow
 def test_short_cpu_pretraining_learns_retrieval(demo_run, tmp_path, capsys):
-    """cpu-small preset as the demo runs it, 300 steps on the example corpus (~2 min on 2 cores).
+    """cpu-small preset as the demo runs it, 300 steps on the example corpus (~2.5 min on 2 cores).
 
     The retrieval check holds out whole volumes (here phantom_009's 27 boxes, all CT, so modality does not
-    help). Measured when written: top-1 18.5 % (chance 3.7 %), top-5 52 % (chance 18.5 %); after 100 steps
-    it was still at chance on two held-out phantoms.
+    help). Top-k counts over 27 boxes move by a few boxes from one machine's float rounding to another's (top-5
+    was 10/27 = exactly 2 x chance on one machine, 14/27 on another), so the assertion is on the mean rank of
+    each box's own caption, which uses every box's whole ranking, against its chance level (n + 1) / 2.
     """
     code = main(
         [
@@ -124,10 +129,10 @@ def test_short_cpu_pretraining_learns_retrieval(demo_run, tmp_path, capsys):
     assert code == 0
     info = json.loads((tmp_path / "run" / "encoder.json").read_text())
     r = info["retrieval"]
-    print(f"retrieval after 300 steps: {r}")
+    with capsys.disabled():
+        print(f"\nretrieval after 300 steps: {r}")
     assert r["n"] >= 20  # held-out caption boxes of whole held-out volumes
-    assert r["top5"] >= 2 * r["chance_top5"], r
-    assert r["top1"] >= 2 * r["chance_top1"], r
+    assert r["mean_rank"] < MEAN_RANK_BAR * r["chance_mean_rank"], r
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     losses = [row["loss"] for row in log if "loss" in row]
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3  # the loss went down

@@ -19,7 +19,6 @@ are reused only when made with the same settings, split and encoder file.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -67,10 +66,9 @@ def check_arm_inputs(cfg: Config, arms: set[str], given: str) -> None:
 
 def arm_config(cfg: Config, arm: str, seed: int, root: Path) -> Config:
     """The pretraining configuration of ``arm`` with ``seed``, writing to ``root/pretrain/<arm>_seed<seed>``."""
-    c = copy.deepcopy(with_overrides(cfg, PRETRAIN_ARMS[arm]))
-    c.seed = seed
-    c.pretrain.out = str(root / "pretrain" / f"{arm}_seed{seed}")
-    c.pretrain.cache = c.pretrain.cache or c.finetune.cache
+    out = str(root / "pretrain" / f"{arm}_seed{seed}")
+    cache = cfg.pretrain.cache or cfg.finetune.cache
+    c = with_overrides(cfg, PRETRAIN_ARMS[arm], values={"seed": seed, "pretrain.out": out, "pretrain.cache": cache})
     for key in ("captions", "text_cache"):
         if not getattr(c.pretrain, key):
             raise GtgmError(

@@ -13,13 +13,12 @@ against label ratio.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 from pathlib import Path
 from typing import Any
 
-from gtgm.config import Config, group_config
+from gtgm.config import Config, group_config, with_overrides
 from gtgm.data.patches import VolumeCache
 from gtgm.data.splits import make_split
 from gtgm.errors import GtgmError
@@ -42,10 +41,10 @@ def run_one(
 ) -> dict[str, Any]:
     """One fine-tuning run of ``arm`` (its encoder: ``encoder``, '' = scratch); reused when finished."""
     out = root / group / arm / f"ratio{ratio:g}_seed{seed}"
-    c = copy.deepcopy(group_config(cfg, group, overrides))
-    c.seed = seed
-    f = c.finetune
-    f.group, f.label_ratio, f.out, f.pretrained = group, ratio, str(out), encoder
+    run_values = {"finetune.group": group, "finetune.label_ratio": ratio, "finetune.out": str(out)}
+    c = with_overrides(
+        group_config(cfg, group, overrides), values={"seed": seed, **run_values, "finetune.pretrained": encoder}
+    )
     check_reuse(out, c, ("seed", "model", "finetune", "em"))
     _check_encoder(out, encoder)
     done = out / "test_metrics.json"

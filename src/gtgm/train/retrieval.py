@@ -17,9 +17,11 @@ def retrieval_accuracy(
 
     Each patch (un-augmented box) is embedded by the encoder + image head, each caption by the text
     head; a hit is a retrieved caption whose text equals the patch's own (duplicate texts count).
-    Chance: 1/n (top-1) and min(5, n)/n (top-5) for distinct texts. ``position_top1/5``: what knowing only
-    where each box is achieves (:func:`position_baseline`): the bar an encoder must pass before its retrieval
-    says anything about the captions' content beyond modality and position.
+    Chance: 1/n (top-1) and min(5, n)/n (top-5) for distinct texts. ``mean_rank``: the mean over patches of the
+    1-based rank of the first caption with the patch's own text (chance ``(n + 1) / 2`` for distinct texts): it
+    uses every patch's whole ranking, so it moves less with the draw of a few held-out boxes than top-k does.
+    ``position_top1/5``: what knowing only where each box is achieves (:func:`position_baseline`): the bar an
+    encoder must pass before its retrieval says anything about the captions' content beyond modality and position.
     """
     was_training = model.training
     model.eval()
@@ -33,6 +35,7 @@ def retrieval_accuracy(
     same_text = torch.tensor([[a == b for b in pairs.rows] for a in pairs.rows], device=device)
     ranked = (img @ txt.T).argsort(dim=1, descending=True)
     hits = same_text.gather(1, ranked)
+    first = hits.float().argmax(1) + 1  # 1-based rank of the first own-text caption (its own is always there)
     model.train(was_training)
     k5 = min(5, n)
     base = position_baseline(pairs)
@@ -42,6 +45,8 @@ def retrieval_accuracy(
         "n": n,
         "chance_top1": 1 / n,
         "chance_top5": k5 / n,
+        "mean_rank": float(first.float().mean()),
+        "chance_mean_rank": (n + 1) / 2,
         "position_top1": base[0],
         "position_top5": base[1],
     }
