@@ -95,7 +95,7 @@ def test_text_cache_from_another_encoder_is_refused(demo_run, tmp_path):
         pretrain(cfg, progress=False)
 
 
-# Mean rank of a held-out box's own caption after 300 steps, as a share of chance ((n + 1) / 2); see the test.
+# Mean rank of a held-out box's own caption after 300 steps, as a share of its chance level; see the test.
 MEAN_RANK_BAR = 0.8
 
 
@@ -106,7 +106,7 @@ def test_short_cpu_pretraining_learns_retrieval(demo_run, tmp_path, capsys):
     The retrieval check holds out whole volumes (here phantom_009's 27 boxes, all CT, so modality does not
     help). Top-k counts over 27 boxes move by a few boxes from one machine's float rounding to another's (top-5
     was 10/27 = exactly 2 x chance on one machine, 14/27 on another), so the assertion is on the mean rank of
-    each box's own caption, which uses every box's whole ranking, against its chance level (n + 1) / 2.
+    each box's own caption, which uses every box's whole ranking, against its chance level (about (n + 1) / 2).
     """
     code = main(
         [

@@ -97,7 +97,3 @@ def _check_out(args: argparse.Namespace) -> None:
     out = getattr(args, "out", None)
     if out is not None and str(out):
         check_out(out, folder=args.command != "caption")
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -15,7 +15,7 @@ def study_stage(out: Path, cfg: Config, run: Path, progress: bool, overrides: li
     """``gtgm study`` on the demo's cache with the pretrained encoder ``run/encoder.pt`` (``cfg`` is not changed)."""
     from gtgm.study.run import run_study
 
-    return run_study(demo_config(cfg, out), str(run / "encoder.pt"), progress, overrides)
+    return run_study(demo_config(cfg, out, study=True), str(run / "encoder.pt"), progress, overrides)
 
 
 def final_run(out: Path, cfg: Config, group: str, overrides: list[str] = ()) -> Path:

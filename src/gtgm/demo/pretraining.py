@@ -36,15 +36,13 @@ def caption_stage(out: Path, cfg: Config, timings: dict[str, float], progress: b
     return {"run": cap, "embed": emb, "records": records, "stats": caption_stats(records)}
 
 
-def demo_config(cfg: Config, out: Path) -> Config:
-    """A copy of ``cfg`` whose stages read and write the demo's files under ``out`` (cache, captions, text
-    cache, pretraining run, study)."""
-    files = {
-        "pretrain.cache": out / "cache",
-        "pretrain.captions": out / "captions.jsonl",
-        "pretrain.text_cache": out / "text",
-    }
-    files.update({"pretrain.out": out / "pretrain", "finetune.cache": out / "cache", "study.out": out / "study"})
+def demo_config(cfg: Config, out: Path, study: bool = False) -> Config:
+    """A copy of ``cfg`` whose pretraining reads the demo's cache, captions and text cache under ``out`` and writes
+    ``out/pretrain``; with ``study``, fine-tuning also reads ``out/cache`` and the study writes ``out/study``."""
+    files = {"pretrain.cache": out / "cache", "pretrain.captions": out / "captions.jsonl"}
+    files.update({"pretrain.text_cache": out / "text", "pretrain.out": out / "pretrain"})
+    if study:
+        files.update({"finetune.cache": out / "cache", "study.out": out / "study"})
     return with_overrides(cfg, values={k: str(v) for k, v in files.items()})
 
 

@@ -31,10 +31,10 @@ def _case(path: str | Path, meta: dict[str, Any]) -> Case:
 class GtgmPreprocessd(MapTransform):
     """``{"image": path}`` -> ``{"image": (C, X, Y, Z) float tensor, "gtgm_path", "gtgm_shape", "gtgm_geometry"}``.
 
-    The image is preprocessed as gtgm preprocessed the model's training data (``gtgm.infer.predict.prepare_input``) and
-    padded to at least one patch with each channel's minimum (``gtgm.train.tasks.pad_to_patch``, as
+    The image is preprocessed as gtgm preprocessed the model's training data (``gtgm.infer.prepare.prepare_input``) and
+    padded to at least one patch with each channel's minimum (``gtgm.infer.sliding.pad_to_patch``, as
     ``gtgm predict`` does); ``gtgm_shape`` is the size before padding, ``gtgm_geometry`` what
-    :class:`GtgmRestored` needs to go back to the input's grid (``gtgm.infer.predict.restorer``) without reading the
+    :class:`GtgmRestored` needs to go back to the input's grid (``gtgm.infer.prepare.restorer``) without reading the
     image again.
     """
 

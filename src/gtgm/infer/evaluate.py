@@ -36,12 +36,13 @@ def _names(names: list[str], n: int = 3) -> str:
     return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
 
 
-def pair_cases(pred_dir: Path, label_dir: Path, preds: dict[str, Path], refs: dict[str, Any], what: str) -> list[str]:
+def pair_cases(
+    pred_dir: Path, label_dir: Path, preds: dict[str, Path], refs: dict[str, Any], what: str, ref_names: list[str]
+) -> list[str]:
     """The case ids that have both a prediction (``preds``: id -> file) and a reference (``refs``: id -> any),
-    sorted; none is an error naming both folders and a few names of each (``what`` names the references)."""
+    sorted; none is an error naming both folders and a few of ``ref_names`` (``what``: what they are)."""
     common = sorted(set(preds) & set(refs))
     if not common:
-        ref_names = [p.name for p in refs.values()] if what == "references" else sorted(refs)
         raise GtgmError(
             f"{pred_dir}: no prediction has a reference of the same name in {label_dir} "
             f"(predictions: {_names([p.name for p in preds.values()])}; {what}: {_names(ref_names)})"
@@ -60,7 +61,7 @@ def evaluate_folders(
     pred_dir, label_dir = Path(pred_dir), Path(label_dir)
     preds = {_case_id(p): p for p in sorted(pred_dir.iterdir()) if suffix_of(p) in (".nii", ".nii.gz")}
     refs = {_case_id(p): p for p in sorted(label_dir.iterdir()) if suffix_of(p) in (".nii", ".nii.gz")}
-    common = pair_cases(pred_dir, label_dir, preds, refs, "references")
+    common = pair_cases(pred_dir, label_dir, preds, refs, "references", [p.name for p in refs.values()])
     loaded = {c: (read_label(preds[c]), read_label(refs[c])) for c in common}
     for c, (p, r) in loaded.items():
         if p.shape != r.shape:
@@ -129,7 +130,7 @@ def evaluate_em(
     pred_dir, label_dir = Path(pred_dir), Path(label_dir)
     preds = {_case_id(p): p for p in sorted(pred_dir.iterdir()) if suffix_of(p) in HDF5_SUFFIXES}
     refs = _references(label_dir)
-    common = pair_cases(pred_dir, label_dir, preds, refs, "reference cases")
+    common = pair_cases(pred_dir, label_dir, preds, refs, "reference cases", sorted(refs))
     rows = []
     for c in common:
         pred = read_label(preds[c], key=CREMI_LABELS)

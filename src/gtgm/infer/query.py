@@ -6,7 +6,7 @@ pooling, length) must be the one the run was pretrained with (``encoder.json`` `
 
 Per volume: read, reoriented to RAS, resampled to the run's median pretraining voxel size of that modality
 (``encoder.json`` ``spacing_by_modality``, or ``spacing``) and normalised as the run's cache
-(:func:`gtgm.infer.predict.prepare_input`); windows of the pretraining patch size on a grid of step ``stride`` (the last
+(:func:`gtgm.infer.prepare.prepare_input`); windows of the pretraining patch size on a grid of step ``stride`` (the last
 flush with the far edge); each window's embedding u = normalize(image_head(encoder(window))), each prompt's
 v = normalize(text_head(text_encoder(prompt))); score = u·v (cosine in the shared space), or with ``negatives``
 the CLIP-style probability softmax_j(scale · u·v_j) over queries and negatives (scale = the run's 1/τ).

@@ -66,9 +66,11 @@ def check_arm_inputs(cfg: Config, arms: set[str], given: str) -> None:
 
 def arm_config(cfg: Config, arm: str, seed: int, root: Path) -> Config:
     """The pretraining configuration of ``arm`` with ``seed``, writing to ``root/pretrain/<arm>_seed<seed>``."""
+    c = with_overrides(cfg, PRETRAIN_ARMS[arm])
     out = str(root / "pretrain" / f"{arm}_seed{seed}")
-    cache = cfg.pretrain.cache or cfg.finetune.cache
-    c = with_overrides(cfg, PRETRAIN_ARMS[arm], values={"seed": seed, "pretrain.out": out, "pretrain.cache": cache})
+    c = with_overrides(
+        c, values={"seed": seed, "pretrain.out": out, "pretrain.cache": c.pretrain.cache or c.finetune.cache}
+    )
     for key in ("captions", "text_cache"):
         if not getattr(c.pretrain, key):
             raise GtgmError(

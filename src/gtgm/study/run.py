@@ -148,7 +148,7 @@ def study_probes(
         gcfg = group_config(cfg, group, overrides)
         if gcfg.finetune.task == "em":
             continue
-        gcfg.finetune.label_ratio = min(r["ratio"] for r in rows)
+        gcfg = with_overrides(gcfg, values={"finetune.label_ratio": min(r["ratio"] for r in rows)})
         seed = rows[0]["seed"]
         for arm, encoder in dict.fromkeys((r["arm"], r["encoder"]) for r in rows):
             tag = Path(encoder).parent.name if encoder else f"random_seed{seed}"

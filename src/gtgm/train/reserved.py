@@ -1,7 +1,7 @@
 """What pretraining must not see: the validation and test regions of the fine-tuning tasks.
 
 For every labelled group of the fine-tuning cache, the fine-tuning split
-(:func:`~gtgm.train.segdata.make_split`, drawn with ``finetune.split_seed``) names its validation and test
+(:func:`~gtgm.data.splits.make_split`, drawn with ``finetune.split_seed``) names its validation and test
 parts: whole cases for a case split, slabs of a volume for a region split. Both the split with the group's
 ``study.group_overrides`` and the one without them are reserved (a command-line setting may win over a
 group's), so either way fine-tuning is evaluated on voxels pretraining did not see. A caption box that

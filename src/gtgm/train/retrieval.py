@@ -18,8 +18,10 @@ def retrieval_accuracy(
     Each patch (un-augmented box) is embedded by the encoder + image head, each caption by the text
     head; a hit is a retrieved caption whose text equals the patch's own (duplicate texts count).
     Chance: 1/n (top-1) and min(5, n)/n (top-5) for distinct texts. ``mean_rank``: the mean over patches of the
-    1-based rank of the first caption with the patch's own text (chance ``(n + 1) / 2`` for distinct texts): it
-    uses every patch's whole ranking, so it moves less with the draw of a few held-out boxes than top-k does.
+    1-based rank of the first caption with the patch's own text; its chance level ``chance_mean_rank`` is the mean
+    of (n + 1) / (m_i + 1) for a patch whose text m_i captions carry (a random order puts the first of m_i
+    matches there on average; (n + 1) / 2 for distinct texts). It uses every patch's whole ranking, so it moves
+    less with the draw of a few held-out boxes than top-k does.
     ``position_top1/5``: what knowing only where each box is achieves (:func:`position_baseline`): the bar an
     encoder must pass before its retrieval says anything about the captions' content beyond modality and position.
     """
@@ -46,7 +48,7 @@ def retrieval_accuracy(
         "chance_top1": 1 / n,
         "chance_top5": k5 / n,
         "mean_rank": float(first.float().mean()),
-        "chance_mean_rank": (n + 1) / 2,
+        "chance_mean_rank": float(((n + 1) / (same_text.sum(1).float() + 1)).mean()),
         "position_top1": base[0],
         "position_top5": base[1],
     }
