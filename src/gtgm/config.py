@@ -233,6 +233,8 @@ class FinetuneConfig:
     split: Literal["auto", "cases", "region"] = "auto"  # auto: region when there is a single labeled case
     val_fraction: float = 0.15
     test_fraction: float = 0.3
+    test_cases: list[str] = field(default_factory=list)  # case split: these ids are the test cases (fractions unused)
+    val_cases: list[str] = field(default_factory=list)  # ... and these the validation ones (may stay empty)
     region_axis: int = 0  # region split: train | val | test slabs along this axis (0 = left-right)
     region_bounds: list[float] = field(default_factory=lambda: [0.45, 0.55])  # train < a <= val < b <= test
     patch_size: list[int] = field(default_factory=lambda: [32, 32, 32])

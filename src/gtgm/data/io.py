@@ -32,6 +32,7 @@ from gtgm.fsutil import atomic_path, fits_in_memory
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 HDF5_SUFFIXES = (".h5", ".hdf", ".hdf5")
 TIFF_SUFFIXES = (".tif", ".tiff")
+NRRD_SUFFIXES = (".nrrd", ".nhdr")
 CREMI_RAW = "volumes/raw"
 CREMI_LABELS = "volumes/labels/neuron_ids"
 
@@ -115,10 +116,12 @@ def _read_any(path: Path, channel: int | None, key: str, spacing: list[float] | 
             vol = _read_hdf5(path, key)
         elif suffix in TIFF_SUFFIXES:
             vol = _read_tiff(path, spacing)
+        elif suffix in NRRD_SUFFIXES:
+            vol = _read_nrrd(path)
         elif suffix == ".npy":
             vol = Volume(_guard(path, "NumPy array", lambda: np.load(path)), np.eye(4), unit="voxel")
         else:
-            raise InputError(path, f"unsupported file type '{suffix}' (expected NIfTI, HDF5, TIFF, DICOM folder)")
+            raise InputError(path, f"unsupported file type '{suffix}' (expected NIfTI, HDF5, TIFF, NRRD, DICOM folder)")
     vol.path = str(path)
     vol.array = select_3d(vol.array, path, channel)
     return vol
@@ -147,6 +150,28 @@ def _read_nifti(path: Path) -> Volume:
         raise InputError(path, f"header declares {img.shape} voxels ({gb:.1f} GB), more than this machine can hold")
     array = _guard(path, "NIfTI", lambda: np.asanyarray(img.dataobj))
     return Volume(np.asarray(array), affine.astype(np.float64), header=img.header)
+
+
+def _read_nrrd(path: Path) -> Volume:
+    """NRRD through SimpleITK (installed with nnU-Net): its (z, y, x) array is transposed to (x, y, z) and its
+    LPS geometry (direction D, spacing s, origin o: world = o + D·diag(s)·ijk) turned into a RAS affine."""
+    try:
+        import SimpleITK as sitk
+    except ImportError:
+        raise InputError(path, "reading NRRD needs SimpleITK (pip install SimpleITK)") from None
+    img = _guard(path, "NRRD", lambda: sitk.ReadImage(str(path)))
+    if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(
+            path,
+            f"{img.GetDimension()}D image of {img.GetNumberOfComponentsPerPixel()} component(s): "
+            "gtgm needs a 3D volume of scalars",
+        )
+    array = np.asarray(sitk.GetArrayFromImage(img)).transpose(2, 1, 0)
+    affine = np.eye(4)
+    affine[:3, :3] = np.asarray(img.GetDirection(), dtype=np.float64).reshape(3, 3) @ np.diag(img.GetSpacing())
+    affine[:3, 3] = img.GetOrigin()
+    affine[:2] *= -1  # LPS -> RAS
+    return Volume(array, affine, str(path), unit="mm")
 
 
 def _read_hdf5(path: Path, key: str) -> Volume:

@@ -3,7 +3,8 @@
 Two split kinds:
 
 * ``cases`` — shuffle (``split_seed``) of the labeled cases into test (``test_fraction``), val
-  (``val_fraction``) and train; the label ratio keeps ``max(1, round(ratio · n_train))`` train cases.
+  (``val_fraction``) and train, or fixed ones (``test_cases``, ``val_cases``: case ids; the rest train, and the
+  validation may be empty); the label ratio keeps ``max(1, round(ratio · n_train))`` train cases.
 * ``region`` — each labeled volume is cut into slabs along ``region_axis`` (train below
   ``region_bounds[0]``, val between, test above ``region_bounds[1]``, as fractions of the axis), so
   train and test voxels never overlap; image voxels outside a slab are replaced by the pad value when
@@ -52,14 +53,17 @@ def make_split(cache: VolumeCache, cfg: FinetuneConfig) -> dict[str, list[Part]]
     if kind == "region":
         parts = [_region_split(cache, i, cfg) for i in cases]
         return {k: [p[k][0] for p in parts] for k in ("train", "val", "test")}
-    if len(cases) < 3:
+    if len(cases) < 3 and not cfg.test_cases:
         raise GtgmError(
             f"{cache.root}: a case split needs at least 3 labeled cases (has {len(cases)}); use split=region"
         )
-    order = [int(i) for i in np.random.default_rng([cfg.split_seed, 7]).permutation(cases)]
-    n_test = max(1, round(cfg.test_fraction * len(order)))
-    n_val = max(1, round(cfg.val_fraction * len(order)))
-    test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
+    if cfg.test_cases:
+        test, val, train = _named_cases(cache, cfg)
+    else:
+        order = [int(i) for i in np.random.default_rng([cfg.split_seed, 7]).permutation(cases)]
+        n_test = max(1, round(cfg.test_fraction * len(order)))
+        n_val = max(1, round(cfg.val_fraction * len(order)))
+        test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
     if not train:
         raise GtgmError(f"{cache.root}: no training case left after the val/test split")
     keep = max(1, round(cfg.label_ratio * len(train)))
@@ -69,6 +73,17 @@ def make_split(cache: VolumeCache, cfg: FinetuneConfig) -> dict[str, list[Part]]
         "val": [whole(i) for i in val],
         "test": [whole(i) for i in test],
     }
+
+
+def _named_cases(cache: VolumeCache, cfg: FinetuneConfig) -> tuple[list[int], list[int], list[int]]:
+    """``finetune.test_cases`` / ``val_cases`` (case ids) as test / val, the other labelled cases as train (in
+    cache order); an unknown id is an error that lists the known ones."""
+    ids = {e["id"]: i for i, e in enumerate(cache.entries)}
+    unknown = [c for c in [*cfg.test_cases, *cfg.val_cases] if c not in ids]
+    if unknown:
+        raise GtgmError(f"{cache.root}: finetune test/val cases {unknown} are not labelled cases here ({sorted(ids)})")
+    test, val = [ids[c] for c in cfg.test_cases], [ids[c] for c in cfg.val_cases]
+    return test, val, [i for i in range(len(cache)) if i not in test and i not in val]
 
 
 def _region_split(cache: VolumeCache, case: int, cfg: FinetuneConfig) -> dict[str, list[Part]]:

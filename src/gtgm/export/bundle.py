@@ -13,6 +13,7 @@ those of ``gtgm predict`` with the same checkpoint. The bundle needs gtgm instal
 
 from __future__ import annotations
 
+import math
 import platform
 from pathlib import Path
 from typing import Any
@@ -163,7 +164,7 @@ def metadata(ckpt: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
         "image_classes": f"{channels} channel(s) of {modality}, {where}; intensities {_normalisation(ckpt)}",
         "label_classes": ", ".join(f"{k}: {v}" for k, v in labels.items()),
         "pred_classes": f"{len(labels)} channels of logits, one per class; the label map is their argmax",
-        "eval_metrics": {"mean_dice": float(ckpt.get("val_score") or 0.0)},
+        "eval_metrics": _eval_metrics(ckpt),
         "intended_use": "research; not for clinical use",
         "references": ["GTGM: arXiv 2306.04811"],
         "network_data_format": {
@@ -246,3 +247,9 @@ LICENSE = """Apache License, Version 2.0 (https://www.apache.org/licenses/LICENS
 The model weights and configuration files of this bundle were produced with gtgm and are provided under the
 Apache License 2.0. The licence of the data the model was trained on applies in addition (see docs/README.md).
 """
+
+
+def _eval_metrics(ckpt: dict[str, Any]) -> dict[str, float]:
+    """The validation mean Dice ``best.pt`` was chosen with; none when it had no validation cases."""
+    score = ckpt.get("val_score")
+    return {"mean_dice": float(score)} if score is not None and math.isfinite(score) else {}

@@ -190,9 +190,9 @@ class Finetuner:
                         "samples_per_s": done * f.batch_size / (time.perf_counter() - t0),
                     },
                 )
-            if self.rank == 0 and (
-                self.step % f.val_every == 0 or self.step == f.steps
-            ):  # others wait at the next step
+            if self.rank == 0 and not self.split["val"] and self.step == f.steps:
+                self._save_best(float("nan"))  # no validation cases: the last model is the one kept
+            elif self.rank == 0 and (self.step % f.val_every == 0 or self.step == f.steps):  # others wait
                 res = self.task.score(self.model, self.split["val"], self.device)
                 val = res["main"]
                 self.logger.log(self.step, {f"val/{k}": v for k, v in res["summary"].items() if isinstance(v, float)})
@@ -211,7 +211,7 @@ class Finetuner:
         result = {
             "task": self.task.name,
             "test": test,
-            "best_val": self.best,
+            "best_val": self.best if self.split["val"] else None,
             "loaded": self.loaded,
             "steps": self.step,
             "train_cases": [self.cache.entries[p.case]["id"] for p in self.split["train"]],

@@ -1,0 +1,36 @@
+"""make_split with fixed test / validation cases (finetune.test_cases, val_cases)."""
+
+import pytest
+
+from gtgm.config import FinetuneConfig
+from gtgm.data.splits import make_split
+from gtgm.errors import GtgmError
+
+
+class _Cache:
+    root = "cache"
+
+    def __init__(self, ids: list[str]):
+        self.entries = [{"id": i} for i in ids]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def shape(self, i: int) -> tuple[int, int, int]:
+        return (8, 8, 8)
+
+
+def test_named_cases_fix_test_and_validation_whatever_the_seed():
+    cache = _Cache(["a", "b", "c", "d"])
+    for seed in (0, 1, 2):
+        cfg = FinetuneConfig(test_cases=["c"], val_cases=["a"], split_seed=seed)
+        split = make_split(cache, cfg)
+        assert [p.case for p in split["test"]] == [2] and [p.case for p in split["val"]] == [0]
+        assert [p.case for p in split["train"]] == [1, 3]
+    two = make_split(_Cache(["x", "y"]), FinetuneConfig(test_cases=["y"], split="cases"))  # no validation
+    assert [p.case for p in two["train"]] == [0] and two["val"] == []
+
+
+def test_an_unknown_named_case_is_refused_listing_the_known():
+    with pytest.raises(GtgmError, match=r"\['zz'\].*\['a', 'b', 'c'\]"):
+        make_split(_Cache(["a", "b", "c"]), FinetuneConfig(test_cases=["zz"]))
