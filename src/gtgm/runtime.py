@@ -54,7 +54,10 @@ def setup(device: torch.device) -> torch.device:
 
 
 def cleanup() -> None:
+    """Leave the process group together: a barrier first, so no rank tears its connections down while a peer
+    still uses them (a gloo process could otherwise hang at exit once its peer was gone)."""
     if is_distributed():
+        dist.barrier()
         dist.destroy_process_group()
 
 
