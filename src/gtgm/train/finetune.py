@@ -190,8 +190,9 @@ class Finetuner:
                         "samples_per_s": done * f.batch_size / (time.perf_counter() - t0),
                     },
                 )
-            if self.rank == 0 and not self.split["val"] and self.step == f.steps:
-                self._save_best(float("nan"))  # no validation cases: the last model is the one kept
+            if self.rank == 0 and not self.split["val"]:
+                if self.step == f.steps:
+                    self._save_best(float("nan"))  # no validation cases: the last model is the one kept
             elif self.rank == 0 and (self.step % f.val_every == 0 or self.step == f.steps):  # others wait
                 res = self.task.score(self.model, self.split["val"], self.device)
                 val = res["main"]
