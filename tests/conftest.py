@@ -41,5 +41,5 @@ TINY_DEMO = [
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One `gtgm demo` run (example corpus + cache + report), shared by the tests that read it."""
     out = tmp_path_factory.mktemp("demo")
-    assert main(["demo", "--out", str(out), *TINY_DEMO]) == 0
+    assert main(["demo", "--out", str(out), "--no-real", *TINY_DEMO]) == 0  # hermetic: no package index
     return out

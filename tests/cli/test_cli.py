@@ -56,3 +56,25 @@ def test_check_and_rerun_preprocess(demo_run, capsys, tmp_path):
     assert main(argv) == 0
     assert {p.name: p.stat().st_mtime_ns for p in (cache / "volumes").iterdir()} == before  # nothing redone
     assert (cache / "index.json").read_bytes() == index
+
+
+def test_demo_goes_on_without_the_real_data_when_the_index_does_not_answer(tmp_path, monkeypatch, capsys):
+    """The demo's corpus step: the real data when it can be fetched, else the embedded data after one note."""
+    from gtgm.demo import run as demo_run_module
+    from gtgm.errors import GtgmError
+
+    calls = []
+
+    def fake_write_examples(out, progress=True, real=False):
+        calls.append(real)
+        if real:
+            raise GtgmError("cannot download totalsegmentator==2.18.0 from the package index")
+        return {}
+
+    monkeypatch.setattr(demo_run_module, "write_examples", fake_write_examples)
+    assert demo_run_module.write_corpus(tmp_path, real=True, progress=False) is False
+    assert calls == [True, False]
+    out = capsys.readouterr().out
+    assert "real CT/MR not added (cannot download totalsegmentator" in out and "goes on" in out
+    calls.clear()
+    assert demo_run_module.write_corpus(tmp_path, real=False, progress=False) is False and calls == [False]

@@ -39,6 +39,9 @@ def add_parsers(sub: argparse._SubParsersAction, names: tuple[str, ...] = NAMES)
             "demo", help="run every stage on the example corpus and write a report (preset configs/demo.yaml)"
         )
         demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
+        demo.add_argument(
+            "--no-real", action="store_true", help="leave out the real CT/MR from the package index (offline runs)"
+        )
         add_config(demo)
 
 
@@ -83,7 +86,8 @@ def _probe(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from gtgm.demo.run import run_demo
 
-    written = run_demo(args.out, load_config(args.config or "demo", args.overrides), overrides=args.overrides)
+    cfg = load_config(args.config or "demo", args.overrides)
+    written = run_demo(args.out, cfg, overrides=args.overrides, real=not args.no_real)
     print("\n[demo] wrote:")
     for what, path in written.items():
         print(f"  {what:<22} {path}")

