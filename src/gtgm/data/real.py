@@ -48,7 +48,7 @@ from gtgm.data.real_sources import (
     RealCase,
 )
 from gtgm.errors import GtgmError, InputError
-from gtgm.fsutil import write_json, write_text
+from gtgm.fsutil import file_sha256, write_json, write_text
 
 PIP_TIMEOUT_S = 900
 MIN_VOXELS = 100  # a class with fewer voxels in a volume counts as absent there (the MR's 6 lung voxels)
@@ -57,16 +57,6 @@ MIN_VOXELS = 100  # a class with fewer voxels in a volume counts as absent there
 def default_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/gtgm/archives`` (``~/.cache/gtgm/archives`` by default)."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gtgm" / "archives"
-
-
-def sha256_of(data: bytes | Path) -> str:
-    if isinstance(data, Path):
-        h = hashlib.sha256()
-        with open(data, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        return h.hexdigest()
-    return hashlib.sha256(data).hexdigest()
 
 
 def fetch_archive(pkg: Package, cache_dir: Path, pip_args: list[str] = ()) -> Path:
@@ -106,7 +96,7 @@ def _pip_download(pkg: Package, dest: Path, pip_args: list[str]) -> None:
 
 
 def _check_archive(path: Path, pkg: Package) -> None:
-    got = sha256_of(path)
+    got = file_sha256(path)
     if got != pkg.sha256:
         raise InputError(path, f"SHA-256 {got} is not the pinned {pkg.sha256} of {pkg.name} {pkg.version}")
 
@@ -125,9 +115,9 @@ class Archive:
             data = self._zip.read(name) if self._zip else self._tar.extractfile(name).read()
         except (KeyError, AttributeError):
             raise InputError(self.path, f"has no member {name}") from None
-        want = self.members.get((self.pkg.name, member))
-        if want is None or sha256_of(data) != want:
-            raise InputError(self.path, f"member {name}: SHA-256 {sha256_of(data)} is not the pinned {want}")
+        want, got = self.members.get((self.pkg.name, member)), hashlib.sha256(data).hexdigest()
+        if want is None or got != want:
+            raise InputError(self.path, f"member {name}: SHA-256 {got} is not the pinned {want}")
         return data
 
     def extract(self, member: str, dest: Path) -> Path:
@@ -221,7 +211,8 @@ def _convert(case: RealCase, archives: dict[str, Archive], stage: Path) -> dict[
             src = read_label(archive.extract(case.label, Path(tmp) / Path(case.label).name))
             label = on_image_grid(src.array, src.affine, ref.affine, ref.shape, f"{archive.path}: {case.label}")
     names = class_names(archives, case.names) if case.label else {}
-    return {"case": case, "image": image, "label": label, "names": names, "affine": ref.affine}
+    source = source_names(label, names) if label is not None else set()
+    return {"case": case, "image": image, "label": label, "names": names, "source": source, "affine": ref.affine}
 
 
 def on_image_grid(label: np.ndarray, affine: np.ndarray, ref_affine: np.ndarray, ref_shape: tuple, where: str):
@@ -236,14 +227,10 @@ def on_image_grid(label: np.ndarray, affine: np.ndarray, ref_affine: np.ndarray,
     return np.ascontiguousarray(moved)
 
 
-def _source_names(item: dict[str, Any]) -> set[str]:
-    """The source class names with at least :data:`MIN_VOXELS` voxels in a converted case's label map."""
-    ids, counts = np.unique(item["label"], return_counts=True)
-    return {item["names"][int(i)] for i, n in zip(ids, counts) if int(i) in item["names"] and n >= MIN_VOXELS}
-
-
-def _present(item: dict[str, Any]) -> set[str]:
-    return {merged_name(name) for name in _source_names(item)}
+def source_names(label: np.ndarray, names: dict[int, str]) -> set[str]:
+    """The source class names with at least :data:`MIN_VOXELS` voxels in a label map (one pass over it)."""
+    ids, counts = np.unique(label, return_counts=True)
+    return {names[int(i)] for i, n in zip(ids, counts) if int(i) in names and n >= MIN_VOXELS}
 
 
 def _dataset(converted: dict[str, dict[str, Any]], archives: dict[str, Archive]) -> dict[str, Any]:
@@ -253,7 +240,7 @@ def _dataset(converted: dict[str, dict[str, Any]], archives: dict[str, Archive])
         items = {k: v for k, v in converted.items() if v["case"].group == group}
         if not items:
             continue
-        labelled = {k: _present(v) for k, v in items.items() if v["label"] is not None}
+        labelled = {k: {merged_name(n) for n in v["source"]} for k, v in items.items() if v["label"] is not None}
         if group == "real_ct_organs":
             classes = group_classes(labelled, ORGANS, MIN_VOLUMES)
         elif group == "real_mr_abdomen":
@@ -261,7 +248,7 @@ def _dataset(converted: dict[str, dict[str, Any]], archives: dict[str, Archive])
         else:
             classes = ["tumour"] if labelled else []
         mapping = {
-            k: {name: merged_name(name) for name in sorted(_source_names(v)) if merged_name(name) in classes}
+            k: {name: merged_name(name) for name in sorted(v["source"]) if merged_name(name) in classes}
             for k, v in items.items()
             if v["label"] is not None
         }
