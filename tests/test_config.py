@@ -45,6 +45,9 @@ def test_overrides_are_typed():
         ("patches.size=[32,32,32]", "patches.size"),  # a section removed from the config (no stage read it)
         ("seed=true", "seed"),
         ("device=tpu", "device"),
+        ("finetune.class_shift=-0.1", "finetune.class_shift"),
+        ("finetune.patch_size=[48,48,24]", "finetune.patch_size"),  # 5-stage resunet: multiples of 16
+        ("finetune.class_shift=.inf", "finetune.class_shift"),
         ("preprocess=3", "preprocess"),
     ],
 )
@@ -102,6 +105,17 @@ def test_study_group_overrides_and_command_line_precedence():
     assert group_config(cfg, "em_synthetic", ["finetune.steps=7"]).finetune.steps == 7  # the command line wins
     with pytest.raises(ConfigError, match="finetune.stepz"):
         with_overrides(cfg, ["finetune.stepz=3"])
+
+
+def test_the_study_runs_real_ct_with_the_real_ct_recipe():
+    """cpu-small's study.group_overrides of real_ct_organs repeat finetune/cpu-real-ct: the two must agree."""
+    from dataclasses import asdict
+
+    from gtgm.config import group_config
+
+    study = asdict(group_config(load_config("finetune/cpu-small"), "real_ct_organs").finetune)
+    preset = asdict(load_config("finetune/cpu-real-ct").finetune)
+    assert {k: v for k, v in study.items() if k != "group"} == {k: v for k, v in preset.items() if k != "group"}
 
 
 def test_every_preset_loads_and_fits_its_networks():

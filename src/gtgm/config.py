@@ -248,6 +248,7 @@ class FinetuneConfig:
     foreground_ratio: float = 0.5
     class_weight_power: float = 0.0  # CE weight of class k ∝ (share of k in the training labels)^-p; 0 = none
     augment: bool = False  # random flips + in-plane quarter turns of training patches (EM presets: on)
+    class_shift: float = 0.0  # each labelled class of a training patch shifted by its own U(-a, a) (normalised units)
     val_every: int = 50
     sw_overlap: float = 0.25
     sw_batch_size: int = 4
@@ -264,6 +265,7 @@ class FinetuneConfig:
             at_least_one=("batch_size", "steps", "val_every", "checkpoint_every", "log_every", "sw_batch_size"),
             ratios=("label_ratio",),
             sizes=("patch_size",),
+            non_negative=("class_shift",),
         )
 
 

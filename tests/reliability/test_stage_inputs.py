@@ -228,7 +228,7 @@ def k_pretrain_out_is_a_file(tmp, inp):
 
 def k_pretrain_patch_below_network_minimum(tmp, inp):
     argv = pretrain_argv(inp, tmp / "run", None, None, "pretrain.patch_size=[4,4,4]")
-    return argv, ["pretrain.patch_size", "at least"]
+    return argv, ["pretrain.patch_size", "multiples of"]
 
 
 def k_pretrain_checkpoint_every_zero(tmp, inp):
@@ -270,7 +270,7 @@ def k_finetune_unknown_group(tmp, inp):
 
 
 def k_finetune_patch_below_network_minimum(tmp, inp):
-    return finetune_argv(inp, tmp / "ft", "finetune.patch_size=[4,4,4]"), ["finetune.patch_size", "at least"]
+    return finetune_argv(inp, tmp / "ft", "finetune.patch_size=[4,4,4]"), ["finetune.patch_size", "multiples of"]
 
 
 # --------------------------------------------------------------------------------------------------- predict

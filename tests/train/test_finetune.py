@@ -152,6 +152,25 @@ def test_region_split_is_spatially_disjoint(demo_run):
         assert all(b - a >= gap for a, b in zip(planes, planes[1:]))
 
 
+def test_class_shift_moves_each_organ_by_its_own_offset(demo_run):
+    cache = VolumeCache(demo_run / "cache", group="ct_phantom", labeled=True)
+    parts = make_split(cache, FinetuneConfig())["train"]
+    plain = SegPatches(cache, parts, [32, 32, 32], foreground_ratio=1.0, seed=0)
+    shifted = SegPatches(cache, parts, [32, 32, 32], foreground_ratio=1.0, seed=0, class_shift=0.2)
+    offsets = []
+    for i in range(3):
+        a, b = plain[i], shifted[i]
+        label = a["label"][0].numpy()
+        assert np.array_equal(label, b["label"][0].numpy())  # same patch, same labels
+        diff = (b["image"] - a["image"])[0].numpy()
+        assert np.allclose(diff[label <= 0], 0)  # background and ignored voxels untouched
+        for k in np.unique(label[label > 0]):
+            d = diff[label == k]
+            assert np.allclose(d, d[0], atol=1e-5) and abs(d[0]) <= 0.2  # one offset per organ, within U(-a, a)
+            offsets.append(float(d[0]))
+    assert len(set(np.round(offsets, 5))) > 3  # organs move by different amounts
+
+
 def _fake_best(tmp_path, target_spacing):
     torch.manual_seed(0)
     model = ModelConfig(channels=[4, 8, 16])

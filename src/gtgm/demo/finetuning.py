@@ -1,5 +1,6 @@
 """The demo's fine-tuning stages: one converged run per task through ``gtgm study``, prediction and evaluation
-of the held-out CT phantoms with the main CT run, and the report's table of fine-tuning runs."""
+of the held-out raw CT (phantoms; real CT) with the main run of their group, and the report's table of
+fine-tuning runs."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gtgm.config import Config
+from gtgm.data.datasets import load_dataset
 from gtgm.demo.pretraining import demo_config
 
 
@@ -28,23 +30,26 @@ def final_run(out: Path, cfg: Config, group: str, overrides: list[str] = ()) -> 
     return out / "study" / group / arm / f"ratio{max(s.ratios):g}_seed{s.seeds[0]}"
 
 
-def predict_and_evaluate(out: Path, cfg: Config, examples: Path, overrides: list[str] = ()) -> dict[str, Any]:
-    """Segment the raw NIfTI of the held-out CT phantoms with the main CT run, then score them."""
+def predict_and_evaluate(
+    out: Path, cfg: Config, examples: Path, group: str, overrides: list[str] = (), dest: str = "predictions"
+) -> dict[str, Any]:
+    """Segment the raw files (input geometry) of the test cases of ``group``'s main run with its ``best.pt`` into
+    ``out/dest``, then score them against their reference labels (copied to ``out/dest/labels``)."""
     import shutil
 
     from gtgm.infer.evaluate import evaluate_folders
     from gtgm.infer.predict import predict_inputs
 
-    run = final_run(out, cfg, "ct_phantom", overrides)
+    run = final_run(out, cfg, group, overrides)
     test_ids = [p["id"] for p in json.loads((run / "split.json").read_text())["test"]]
-    labels = out / "predictions" / "labels"
+    cases = {c.id: c for c in load_dataset(examples).select(group)}
+    images = {case: cases[case].images[0].path for case in test_ids}
+    labels = out / dest / "labels"
     labels.mkdir(parents=True, exist_ok=True)
     for case in test_ids:
-        shutil.copyfile(examples / "ct" / f"{case}_label.nii.gz", labels / f"{case}.nii.gz")
-    predict_inputs(
-        run / "best.pt", [examples / "ct" / f"{case}.nii.gz" for case in test_ids], out / "predictions", cfg.device
-    )
-    return {"run": run, **evaluate_folders(out / "predictions", labels)}
+        shutil.copyfile(cases[case].label.path, labels / f"{case}.nii.gz")
+    predict_inputs(run / "best.pt", list(images.values()), out / dest, cfg.device)
+    return {"run": run, "images": images, "folder": out / dest, **evaluate_folders(out / dest, labels)}
 
 
 def study_blocks(out: Path, cfg: Config, study_report: Path) -> list:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from gtgm.config import Config
+from gtgm.config import Config, with_overrides
 from gtgm.data.datasets import load_dataset
 from gtgm.data.examples import write_examples
 from gtgm.data.patches import VolumeCache
@@ -29,6 +29,9 @@ from gtgm.demo.queries import demo_query, query_blocks
 from gtgm.demo.results import headline_blocks
 from gtgm.errors import GtgmError
 from gtgm.report import write_report
+
+PREDICTIONS = {"real_ct_organs": "predictions_real", "ct_phantom": "predictions"}  # group -> folder of raw-file test
+# predictions (the real CT first: the report's headline)
 
 
 def run_demo(
@@ -46,6 +49,7 @@ def run_demo(
     else:
         write_corpus(examples, real, progress)
     timings["example data"] = time.perf_counter() - t0
+    cfg = _groups_in_corpus(cfg, examples)
     t0 = time.perf_counter()
     index = preprocess_dataset(load_dataset(examples), out / "cache", cfg.preprocess, progress=progress)
     timings["preprocess"] = time.perf_counter() - t0
@@ -59,7 +63,11 @@ def run_demo(
     study = study_stage(out, cfg, run, progress, list(overrides))
     timings["fine-tuning study"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    evaluation = predict_and_evaluate(out, cfg, examples, list(overrides)) if "ct_phantom" in cfg.study.groups else {}
+    evaluation = {
+        group: predict_and_evaluate(out, cfg, examples, group, list(overrides), dest)
+        for group, dest in PREDICTIONS.items()
+        if group in cfg.study.groups
+    }
     timings["predict + evaluate"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     exports = {}
@@ -67,7 +75,7 @@ def run_demo(
         exports = demo_exports(out, cfg, examples, final_run(out, cfg, "ct_phantom", list(overrides)), progress)
     timings["exports"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    queries = _queries(out, run, examples, evaluation, progress)
+    queries = _queries(out, run, evaluation.get("ct_phantom", {}), progress)
     timings["query + audit"] = time.perf_counter() - t0
     cache = VolumeCache(out / "cache")
     montage = _montage(cache, figures / "corpus.png")
@@ -91,7 +99,7 @@ def run_demo(
         "text embeddings": out / "text" / "embeddings.npy",
         "pretrained encoder": run / "encoder.pt",
         "study report": study,
-        **({"predictions + metrics": out / "predictions" / "metrics.csv"} if evaluation else {}),
+        **{f"predictions + metrics ({g})": out / PREDICTIONS[g] / "metrics.csv" for g in evaluation},
         **exports,
         **(
             {"query maps": out / "query" / "query.json", "caption audit": out / "audit" / "audit.md"} if queries else {}
@@ -102,12 +110,21 @@ def run_demo(
     return written
 
 
-def _queries(out: Path, run: Path, examples: Path, evaluation: dict[str, Any], progress: bool) -> dict[str, Any]:
+def _queries(out: Path, run: Path, evaluation: dict[str, Any], progress: bool) -> dict[str, Any]:
     """Zero-shot queries on the held-out CT phantoms (the main CT run's test cases) and the caption audit."""
     if not evaluation:
         return {}
-    held_out = [examples / "ct" / f"{case}.nii.gz" for case in evaluation["cases"]]
-    return demo_query(out, run, held_out, progress)
+    return demo_query(out, run, list(evaluation["images"].values()), progress)
+
+
+def _groups_in_corpus(cfg: Config, examples: Path) -> Config:
+    """``cfg`` without the study groups the corpus lacks (the real CT when it could not be fetched), with a note."""
+    present = load_dataset(examples).groups
+    missing = [g for g in cfg.study.groups if g not in present]
+    if not missing:
+        return cfg
+    print(f"[demo] not in the corpus, so not fine-tuned: {', '.join(missing)}")
+    return with_overrides(cfg, values={"study.groups": [g for g in cfg.study.groups if g not in missing]})
 
 
 def write_corpus(examples: Path, real: bool, progress: bool) -> bool:

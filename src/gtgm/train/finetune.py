@@ -164,7 +164,9 @@ class Finetuner:
 
     def run(self) -> dict[str, Any]:
         f = self.cfg.finetune
-        data = SegPatches(self.cache, self.split["train"], f.patch_size, f.foreground_ratio, self.cfg.seed, f.augment)
+        data = SegPatches(
+            self.cache, self.split["train"], f.patch_size, f.foreground_ratio, self.cfg.seed, f.augment, f.class_shift
+        )
         loader = iter(
             DataLoader(
                 data,

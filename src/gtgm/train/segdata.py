@@ -18,7 +18,9 @@ class SegPatches(Dataset):
     Sample ``i`` draws from ``default_rng([seed, i])``: a part, then (with ``foreground_ratio``) a
     stored foreground voxel inside the part as centre, else a uniform centre (z on a labelled slice);
     with ``augment``, that voxel lands anywhere in the patch (not only at its centre), and the patch gets
-    random flips and an in-plane quarter turn (:func:`flip_rotate`).
+    random flips and an in-plane quarter turn (:func:`flip_rotate`). With ``class_shift = a > 0``, every
+    labelled class k ≥ 1 in the patch gets its own intensity offset ``x += u_k, u_k ~ U(-a, a)`` on its voxels
+    (:func:`shift_classes`): contrast phases change organs' intensities by different amounts.
     """
 
     def __init__(
@@ -29,8 +31,10 @@ class SegPatches(Dataset):
         foreground_ratio: float,
         seed: int = 0,
         augment: bool = False,
+        class_shift: float = 0.0,
     ):
         self.cache, self.parts, self.size, self.seed, self.augment = cache, parts, list(size), seed, augment
+        self.class_shift = class_shift
         self.foreground_ratio = foreground_ratio
         self.fg = [self._fg_in(p) for p in parts]
 
@@ -76,6 +80,8 @@ class SegPatches(Dataset):
             label[:, :, ~np.isin(z, p.slices)] = IGNORE
         if self.augment:
             image, label = flip_rotate(image, label, rng)
+        if self.class_shift > 0:
+            shift_classes(image, label, self.class_shift, rng)
         return {"image": torch.from_numpy(image), "label": torch.from_numpy(label)[None]}
 
 
@@ -89,3 +95,11 @@ def flip_rotate(image: np.ndarray, label: np.ndarray, rng: np.random.Generator) 
     k = int(rng.integers(4)) if label.shape[0] == label.shape[1] else 0
     image, label = np.rot90(image, k, axes=(1, 2)), np.rot90(label, k, axes=(0, 1))
     return np.ascontiguousarray(image), np.ascontiguousarray(label)
+
+
+def shift_classes(image: np.ndarray, label: np.ndarray, a: float, rng: np.random.Generator) -> None:
+    """In place: image (C, X, Y, Z) += u_k on the voxels of each class k ≥ 1 of label (X, Y, Z) (IGNORE and
+    background unchanged), one ``u_k ~ U(-a, a)`` per class, in the cache's normalised units."""
+    for k in np.unique(label):
+        if k > 0:  # IGNORE < 0
+            image[:, label == k] += np.float32(rng.uniform(-a, a))
