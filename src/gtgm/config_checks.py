@@ -35,8 +35,8 @@ def check_ranges(
 
 def check_patch_fits_model(key: str, size: list[int], model: Any) -> None:
     """A patch the encoder can take: resunet with K stages halves K-1 times, so each side must be a multiple of
-    2^(K-1) (its decoder adds skips of equal size) and the deepest map more than one voxel (instance norm); swinunetr needs sides divisible by 32; resenc sides
-    divisible by the product of the strides along each axis (its decoder adds skips of equal size)."""
+    2^(K-1) and the deepest map more than one voxel (instance norm); swinunetr needs sides divisible by 32; resenc
+    sides divisible by the product of the strides along each axis (both decoders add skips of equal size)."""
     if model.encoder == "resenc":
         from gtgm.models.resenc import model_arch_kwargs, stride_products
 

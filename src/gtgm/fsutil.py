@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -17,14 +18,23 @@ from typing import Any
 
 import numpy as np
 
+from gtgm.errors import GtgmError
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
 def memory_budget() -> int:
     """Bytes one volume may take: half of this machine's physical memory (``GTGM_MEMORY_GB`` overrides)."""
-    if os.environ.get("GTGM_MEMORY_GB"):
-        return int(float(os.environ["GTGM_MEMORY_GB"]) * 1e9)
+    text = os.environ.get("GTGM_MEMORY_GB", "").strip()
+    if text:
+        try:
+            gb = float(text)
+        except ValueError:
+            gb = math.nan
+        if not 0 < gb < math.inf:
+            raise GtgmError(f"environment variable GTGM_MEMORY_GB={text!r}: expected a positive number of gigabytes")
+        return int(gb * 1e9)
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
 
 

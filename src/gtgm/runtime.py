@@ -16,9 +16,13 @@ def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise GtgmError(f"device '{name}': expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise GtgmError(f"device '{name}' requested but no CUDA GPU is available")
-    return torch.device(name)
+    return device
 
 
 def dist_env() -> tuple[int, int]:

@@ -351,6 +351,13 @@ def k_probe_unknown_group(tmp, inp):
     return argv, ["group=nope"]
 
 
+# ------------------------------------------------------------------------------------------ query, environment
+def k_query_unknown_device(tmp, inp):
+    volume = str(inp.raw / "imagesTr" / "c0.nii.gz")
+    argv = ["query", str(inp.demo / "pretrain"), "bone", volume, "--out", str(tmp / "q"), "--device", "bogus"]
+    return argv, ["device 'bogus'", "cuda:N"]
+
+
 KINDS = {name[2:]: fn for name, fn in sorted(globals().items()) if name.startswith("k_")}
 
 
@@ -364,3 +371,11 @@ def test_bad_input_is_one_clear_error_and_writes_nothing(kind, inputs, tmp_path,
     before = tree(tmp_path), tree(inputs.raw.parent)
     fails_cleanly(capsys, argv, *needles)
     assert (tree(tmp_path), tree(inputs.raw.parent)) == before
+
+
+@pytest.mark.parametrize("value", ["abc", "nan", "inf", "0", "-1"])
+def test_a_nonsense_memory_budget_names_the_variable(value, inputs, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("GTGM_MEMORY_GB", value)
+    before = tree(inputs.raw.parent)
+    fails_cleanly(capsys, ["data", "preprocess", str(inputs.raw), "--out", str(tmp_path / "c")], "GTGM_MEMORY_GB")
+    assert tree(inputs.raw.parent) == before and not (tmp_path / "c").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,16 @@ def load_checkpoint(
         raise GtgmError(f"{path}: checkpoint not found")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "unsupported global" not in str(exc).lower():  # bytes that are no pickle at all
+            raise GtgmError(f"{path}: cannot load checkpoint (not a readable torch file)") from exc
+        # weights_only refused an object: say so, without torch's advice to retry with weights_only=False
+        raise GtgmError(
+            f"{path}: not a plain tensor checkpoint (it holds other Python objects); not loaded, for safety"
+        ) from exc
     except Exception as exc:  # noqa: BLE001  (torch raises many types for corrupt files)
-        raise GtgmError(f"{path}: cannot load checkpoint ({type(exc).__name__}: {exc})") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise GtgmError(f"{path}: cannot load checkpoint ({type(exc).__name__}: {first})") from exc
     if not isinstance(ckpt, dict):
         raise GtgmError(f"{path}: holds a {type(ckpt).__name__}, not a gtgm checkpoint or state dict")
     missing = [k for k in keys if k not in ckpt]

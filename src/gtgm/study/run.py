@@ -38,8 +38,10 @@ def run_one(
     encoder: str,
     root: Path,
     overrides: list[str] = (),
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """One fine-tuning run of ``arm`` (its encoder: ``encoder``, '' = scratch); reused when finished."""
+    """One fine-tuning run of ``arm`` (its encoder: ``encoder``, '' = scratch); reused when finished. ``progress``:
+    the run's progress bar (steps, loss)."""
     out = root / group / arm / f"ratio{ratio:g}_seed{seed}"
     run_values = {"finetune.group": group, "finetune.label_ratio": ratio, "finetune.out": str(out)}
     c = with_overrides(
@@ -50,9 +52,7 @@ def run_one(
     done = out / "test_metrics.json"
     if done.is_file():
         return read_json(done)
-    if (out / "checkpoints" / "last.pt").exists():
-        return finetune(c, resume=True, progress=False)
-    return finetune(c, progress=False)
+    return finetune(c, resume=(out / "checkpoints" / "last.pt").exists(), progress=progress)
 
 
 def _check_encoder(out: Path, encoder: str) -> None:
@@ -101,7 +101,9 @@ def run_study(cfg: Config, pretrained: str = "", progress: bool = True, override
         seeds = group_config(cfg, group, overrides).study.pretrain_seeds
         encoder = arm_encoder(cfg, arm, seeds[i % len(seeds)], pretrained, root, progress)
         key = (group, arm, seed, encoder, _train_subset(cfg, group, ratio, overrides))
-        res = seen.get(key) or run_one(cfg, group, arm, ratio, seed, encoder, root, overrides)
+        if progress and key not in seen:
+            print(f"[study] {n}/{len(plan)} {group} {arm} ratio {ratio:g} seed {seed}: fine-tuning", flush=True)
+        res = seen.get(key) or run_one(cfg, group, arm, ratio, seed, encoder, root, overrides, progress)
         seen[key] = res
         test = res["test"]
         results.setdefault(group, []).append(
