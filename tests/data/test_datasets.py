@@ -46,6 +46,14 @@ def test_msd_dataset_json(tmp_path):
     assert len(ds.select(labeled=True)) == 2
 
 
+def test_one_file_name_in_two_folders_is_renamed_and_said(tmp_path, capsys):
+    save_nifti(tmp_path / "imagesTr" / "a.nii.gz", np.zeros((8, 8, 8), np.float32))
+    save_nifti(tmp_path / "imagesTs" / "a.nii.gz", np.zeros((8, 8, 8), np.float32))
+    ds = load_dataset(_msd(tmp_path, ["./imagesTr/a.nii.gz"], test=["./imagesTs/a.nii.gz"]))
+    assert [c.id for c in ds.cases] == ["a", "a_test0"]
+    assert "test[0] is the second case named 'a': called 'a_test0'" in capsys.readouterr().out
+
+
 def test_msd_multichannel_uses_modality_channels(tmp_path):
     save_nifti(tmp_path / "imagesTr" / "brain.nii.gz", np.zeros((8, 8, 8, 2), np.float32))
     (tmp_path / "dataset.json").write_text(

@@ -46,6 +46,12 @@ def k_groups_is_a_list(tmp, inp):
     return ["data", "check", str(ds)], ["dataset.json", "'groups'"]
 
 
+def k_declared_case_id_twice(tmp, inp):
+    entries = [{"id": "a", "image": "img.nii.gz"}, {"id": "a", "image": "img.nii.gz"}]
+    ds = _dataset(tmp, {"modality": {"0": "MRI"}, "training": entries})
+    return ["data", "check", str(ds)], ["dataset.json", "training[1]", "id 'a' is already used"]
+
+
 def k_nnunet_num_training_not_a_number(tmp, inp):
     save_nifti(tmp / "nn" / "imagesTr" / "a_0000.nii.gz", np.zeros((8, 8, 8), np.float32))
     save_nifti(tmp / "nn" / "labelsTr" / "a.nii.gz", np.zeros((8, 8, 8), np.uint8))

@@ -196,7 +196,11 @@ def _from_msd(json_path: Path, data: dict[str, Any]) -> Dataset:
         split = "train" if key == "training" else "test"
         case = _msd_case(json_path, entry, f"{key}[{i}]", split, channel_names, groups)
         if case.id in seen:
-            case.id = f"{case.id}_{split}{i}"
+            if isinstance(entry, dict) and entry.get("id"):
+                raise InputError(json_path, f"{key}[{i}]: id '{case.id}' is already used by an earlier entry")
+            new_id = f"{case.id}_{split}{i}"  # the same file name in two folders (e.g. imagesTr and imagesTs)
+            print(f"[data] {json_path}: {key}[{i}] is the second case named '{case.id}': called '{new_id}'")
+            case.id = new_id
         seen.add(case.id)
         cases.append(case)
     return Dataset(json_path.parent, str(data.get("name", json_path.parent.name)), cases, groups)
