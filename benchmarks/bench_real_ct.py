@@ -67,9 +67,11 @@ def main() -> None:
         return
     test_id = cfg.finetune.test_cases[0]
     print(f"recipe: {result['steps']} steps in {seconds:.0f} s, train {result['train_cases']}, test {test_id}")
+    mapping = json.loads((data / "dataset.json").read_text())["groups"]["real_ct_organs"]["label_mapping"]
     for what, ids in (("training volumes (fit)", result["train_cases"]), ("test", [test_id])):
         scores = _score(run / "best.pt", data, ids, args.work / "predictions" / ids[0], names, cfg.device)
-        dice = {names[str(k)]: v["dice"] for k, v in scores["mean"].items() if _held(data, ids, names[str(k)])}
+        held = {name for case in ids for name in mapping[case].values()}  # an absent class would count as Dice 1
+        dice = {names[str(k)]: v["dice"] for k, v in scores["mean"].items() if names[str(k)] in held}
         mean = sum(dice.values()) / len(dice)
         print(f"{what} Dice at the native grid (vs silver labels; classes they hold): mean {mean:.3f} " + _fmt(dice))
 
@@ -82,12 +84,6 @@ def _score(best: Path, data: Path, ids: list[str], pred: Path, names: dict[str, 
         shutil.copyfile(data / "real_ct_organs" / f"{case}_label.nii.gz", pred / "labels" / f"{case}.nii.gz")
     predict_inputs(best, [data / "real_ct_organs" / f"{case}.nii.gz" for case in ids], pred, device)
     return evaluate_folders(pred, pred / "labels", classes=[int(k) for k in names if k != "0"])
-
-
-def _held(data: Path, ids: list[str], name: str) -> bool:
-    """Whether any of the volumes ``ids`` holds class ``name`` (an absent class would count as Dice 1)."""
-    mapping = json.loads((data / "dataset.json").read_text())["groups"]["real_ct_organs"]["label_mapping"]
-    return any(name in mapping[case].values() for case in ids)
 
 
 def _fmt(dice: dict[str, float]) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gtgm.config import Config
-from gtgm.data.datasets import load_dataset
+from gtgm.data.datasets import Dataset
 from gtgm.demo.pretraining import demo_config
 
 
@@ -31,7 +31,7 @@ def final_run(out: Path, cfg: Config, group: str, overrides: list[str] = ()) -> 
 
 
 def predict_and_evaluate(
-    out: Path, cfg: Config, examples: Path, group: str, overrides: list[str] = (), dest: str = "predictions"
+    out: Path, cfg: Config, dataset: Dataset, group: str, overrides: list[str] = (), dest: str = "predictions"
 ) -> dict[str, Any]:
     """Segment the raw files (input geometry) of the test cases of ``group``'s main run with its ``best.pt`` into
     ``out/dest``, then score them against their reference labels (copied to ``out/dest/labels``)."""
@@ -42,7 +42,7 @@ def predict_and_evaluate(
 
     run = final_run(out, cfg, group, overrides)
     test_ids = [p["id"] for p in json.loads((run / "split.json").read_text())["test"]]
-    cases = {c.id: c for c in load_dataset(examples).select(group)}
+    cases = {c.id: c for c in dataset.select(group)}
     images = {case: cases[case].images[0].path for case in test_ids}
     labels = out / dest / "labels"
     labels.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from gtgm.config import Config, with_overrides
-from gtgm.data.datasets import load_dataset
+from gtgm.data.datasets import Dataset, load_dataset
 from gtgm.data.examples import write_examples
 from gtgm.data.patches import VolumeCache
 from gtgm.data.preprocess import preprocess_dataset
@@ -30,8 +30,8 @@ from gtgm.demo.results import headline_blocks
 from gtgm.errors import GtgmError
 from gtgm.report import write_report
 
-PREDICTIONS = {"real_ct_organs": "predictions_real", "ct_phantom": "predictions"}  # group -> folder of raw-file test
-# predictions (the real CT first: the report's headline)
+# group -> folder of its main run's predictions on the raw test files (real CT first: the report's headline)
+PREDICTIONS = {"real_ct_organs": "predictions_real", "ct_phantom": "predictions"}
 
 
 def run_demo(
@@ -49,9 +49,10 @@ def run_demo(
     else:
         write_corpus(examples, real, progress)
     timings["example data"] = time.perf_counter() - t0
-    cfg = _groups_in_corpus(cfg, examples)
+    dataset = load_dataset(examples)
+    cfg = _groups_in_corpus(cfg, dataset)
     t0 = time.perf_counter()
-    index = preprocess_dataset(load_dataset(examples), out / "cache", cfg.preprocess, progress=progress)
+    index = preprocess_dataset(dataset, out / "cache", cfg.preprocess, progress=progress)
     timings["preprocess"] = time.perf_counter() - t0
     captions = caption_stage(out, cfg, timings, progress)
     figures = out / "figures"
@@ -64,7 +65,7 @@ def run_demo(
     timings["fine-tuning study"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     evaluation = {
-        group: predict_and_evaluate(out, cfg, examples, group, list(overrides), dest)
+        group: predict_and_evaluate(out, cfg, dataset, group, list(overrides), dest)
         for group, dest in PREDICTIONS.items()
         if group in cfg.study.groups
     }
@@ -117,10 +118,9 @@ def _queries(out: Path, run: Path, evaluation: dict[str, Any], progress: bool) -
     return demo_query(out, run, list(evaluation["images"].values()), progress)
 
 
-def _groups_in_corpus(cfg: Config, examples: Path) -> Config:
+def _groups_in_corpus(cfg: Config, dataset: Dataset) -> Config:
     """``cfg`` without the study groups the corpus lacks (the real CT when it could not be fetched), with a note."""
-    present = load_dataset(examples).groups
-    missing = [g for g in cfg.study.groups if g not in present]
+    missing = [g for g in cfg.study.groups if g not in dataset.groups]
     if not missing:
         return cfg
     print(f"[demo] not in the corpus, so not fine-tuned: {', '.join(missing)}")
