@@ -63,7 +63,8 @@ class AugmentConfig:
     example corpus about 2 % of such views move a stated share by more than the caption's 5 %, against
     97 % with the full pipeline (see gtgm.text.consistency). View 2 gets the full pipeline below and
     only enters the image-image term. ``caption_consistent: false``: both views get the full pipeline
-    and both are paired with the caption (the paper's recipe).
+    and both are paired with the caption (the paper's recipe). Mirrors and quarter turns are applied only to
+    ``mirror_modalities`` (EM): for CT and MRI an invariance to them would erase left / right.
     """
 
     flip_prob: float = 0.5  # per spatial axis
@@ -81,6 +82,7 @@ class AugmentConfig:
     blur_prob: float = 0.2
     blur_sigma: list[float] = field(default_factory=lambda: [0.5, 1.0])  # voxels
     caption_consistent: bool = True
+    mirror_modalities: list[str] = field(default_factory=lambda: ["EM"])  # others: no mirror / quarter turn at all
     text_view_contrast: list[float] = field(default_factory=lambda: [0.95, 1.05])
     text_view_brightness: list[float] = field(default_factory=lambda: [-0.02, 0.02])
     text_view_noise_std: list[float] = field(default_factory=lambda: [0.0, 0.03])
@@ -205,14 +207,26 @@ class PretrainConfig:
     holdout_fraction: float = 0.1  # share of volumes (not boxes) held out for the retrieval check
     exclude_finetune_eval: bool = True  # drop caption boxes overlapping a fine-tuning val/test part (reserved.json)
     text_control: Literal["none", "shuffled"] = "none"  # shuffled: each box gets another box's caption (control)
+    objective: Literal["gtgm", "mim"] = "gtgm"  # mim: masked image modelling, the image-only control (models/mim)
+    mask_ratio: float = 0.6  # mim: share of blocks hidden
+    mask_block: int = 4  # mim: block side, voxels
     tensorboard: bool = True
 
     def __post_init__(self) -> None:
         check_ranges(
             "pretrain",
             self,
-            at_least_one=("batch_size", "steps", "grad_accum", "checkpoint_every", "log_every", "eval_every"),
+            at_least_one=(
+                "batch_size",
+                "steps",
+                "grad_accum",
+                "checkpoint_every",
+                "log_every",
+                "eval_every",
+                "mask_block",
+            ),
             sizes=("patch_size",),
+            ratios=("mask_ratio",),
         )
 
 
@@ -281,25 +295,33 @@ class EMConfig:
     border_nm: float = 0.0  # evaluation: ignore ground truth this close to a boundary (CREMI: 25)
 
 
+STUDY_ARMS = ("scratch", "pretrained", "supervised", "gtgm", "image_only", "text_only", "shuffled_text", "mae")
+
+
 @dataclass
 class StudyConfig:
     """``gtgm study``: arms x label ratios x seeds (arms: see gtgm.study.arms)."""
 
-    arms: list[Literal["scratch", "pretrained", "gtgm", "image_only", "text_only", "shuffled_text"]] = field(
-        default_factory=lambda: ["scratch", "pretrained"]
-    )
+    arms: list[Literal[STUDY_ARMS]] = field(default_factory=lambda: ["scratch", "pretrained"])
     pretrain_seeds: list[int] = field(default_factory=lambda: [0])  # arms the study pretrains: one run per seed
     probe: bool = False  # frozen-encoder probes (gtgm.study.probe) of every arm's encoder, in the report
     ratios: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     groups: list[str] = field(default_factory=lambda: ["ct_phantom", "mni152_tissue"])
     group_overrides: dict[str, list[str]] = field(default_factory=dict)  # group -> ["finetune.task=em", ...]
+    arm_overrides: dict[str, list[str]] = field(default_factory=dict)  # arm -> its fine-tuning recipe (after groups)
+    supervised_overrides: list[str] = field(default_factory=list)  # the positive control's source segmenter run
+    curve_steps: list[int] = field(default_factory=lambda: [50, 100, 150])  # report: validation Dice at these steps
+    readout: bool = False  # also a frozen-encoder readout of every arm (decoder only), at the smallest label ratio
     out: str = "runs/study"
 
     def __post_init__(self) -> None:
         for key in ("arms", "ratios", "seeds", "groups", "pretrain_seeds"):
             if not getattr(self, key):
                 raise ConfigError(f"config key 'study.{key}': needs at least one entry")
+        unknown = sorted(set(self.arm_overrides) - set(STUDY_ARMS))
+        if unknown:
+            raise ConfigError(f"config key 'study.arm_overrides': unknown arm(s) {unknown}")
         if any(not 0 < r <= 1 for r in self.ratios):
             raise ConfigError(f"config key 'study.ratios': label ratios must lie in (0, 1], got {self.ratios}")
 
@@ -353,10 +375,13 @@ def with_overrides(
     return from_dict(Config, raw)
 
 
-def group_config(cfg: Config, group: str, overrides: list[str] = ()) -> Config:
-    """``cfg`` with the group's ``study.group_overrides`` applied, then ``overrides`` (the command line's, so
-    that what the user typed wins over a preset's per-group settings)."""
-    return with_overrides(cfg, [*cfg.study.group_overrides.get(group, []), *overrides])
+def group_config(cfg: Config, group: str, overrides: list[str] = (), arm: str = "") -> Config:
+    """``cfg`` with the group's ``study.group_overrides`` applied, then the ``arm``'s ``study.arm_overrides`` (its
+    fine-tuning recipe), then ``overrides`` (the command line's, so that what the user typed wins over a preset's
+    per-group and per-arm settings)."""
+    return with_overrides(
+        cfg, [*cfg.study.group_overrides.get(group, []), *cfg.study.arm_overrides.get(arm, []), *overrides]
+    )
 
 
 def resolve_preset(preset: str | Path) -> Path:

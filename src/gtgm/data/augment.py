@@ -219,18 +219,27 @@ class TwoViews:
     """Two independently augmented views of one patch: ``(v1, v2, [ops1, ops2] records)``.
 
     ``caption_consistent``: view 1 from :func:`text_view_pipeline`, view 2 from :func:`view_pipeline`;
-    otherwise both from :func:`view_pipeline`.
+    otherwise both from :func:`view_pipeline`. A patch of a modality outside ``cfg.mirror_modalities`` gets no
+    mirror and no quarter turn in either view: an invariance loss between views would otherwise teach the
+    encoder to ignore left / right, the one cue that tells liver from spleen and one kidney from the other.
     """
 
     def __init__(self, cfg: AugmentConfig, caption_consistent: bool = False):
         self.wrappers = view_pipeline(cfg)
-        self.first = text_view_pipeline(cfg) if caption_consistent else self.wrappers
+        self.kept = [w for w in self.wrappers if not isinstance(w, (RandomFlip, RandomRot90))]
+        self.mirror = set(cfg.mirror_modalities)
+        self.caption_consistent = caption_consistent
+        self.text_view = text_view_pipeline(cfg)
 
-    def sample(self, rng: np.random.Generator, shape: tuple[int, ...]) -> list[Any]:
-        return sample_ops(self.wrappers, rng, shape)
+    def pipelines(self, modality: str | None = None) -> tuple[list[Any], list[Any]]:
+        """The random wrappers of (view 1, view 2) for a patch of ``modality`` (None: mirrors allowed)."""
+        second = self.wrappers if modality is None or modality in self.mirror else self.kept
+        return (self.text_view if self.caption_consistent else second), second
 
-    def __call__(self, patch: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, list]:
-        shape = tuple(patch.shape[1:])
-        ops1, ops2 = sample_ops(self.first, rng, shape), self.sample(rng, shape)
+    def __call__(
+        self, patch: torch.Tensor, rng: np.random.Generator, modality: str | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, list]:
+        shape, (first, second) = tuple(patch.shape[1:]), self.pipelines(modality)
+        ops1, ops2 = sample_ops(first, rng, shape), sample_ops(second, rng, shape)
         v1, v2 = apply_ops(patch, ops1), apply_ops(patch, ops2)
         return v1.contiguous(), v2.contiguous(), [[describe(o) for o in ops1], [describe(o) for o in ops2]]

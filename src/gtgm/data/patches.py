@@ -170,7 +170,7 @@ class TwoViewPatchDataset(Dataset):
             case = int(rng.integers(len(self.cache)))
             start = random_start(self.cache.shape(case), self.size, rng)
         patch = torch.from_numpy(read_patch(self.cache.image(case), start, self.size, self.cache.pad_value(case)))
-        v1, v2, records = self.views(patch, rng)
+        v1, v2, records = self.views(patch, rng, self.cache.entries[case]["modality"])
         return {
             "view1": v1,
             "view2": v2,

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gtgm.models.encoders import segmenter_state_dict
 from gtgm.models.heads import ProjectionHead
 from gtgm.models.registry import architecture_kwargs, create_encoder
 
@@ -26,6 +27,10 @@ class VLPModel(nn.Module):
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, X, Y, Z) -> (B, embed_dim)."""
         return self.image_head(self.encoder(x))
+
+    def encoder_weights(self) -> dict[str, torch.Tensor]:
+        """The encoder's tensors keyed as in its segmenter (``encoder.pt``)."""
+        return segmenter_state_dict(self.encoder)
 
     def forward(self, view1: torch.Tensor, view2: torch.Tensor, text: torch.Tensor) -> dict[str, torch.Tensor]:
         b = view1.shape[0]

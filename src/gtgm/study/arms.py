@@ -2,16 +2,20 @@
 
 * ``scratch``: random initialisation.
 * ``pretrained``: the encoder given to ``gtgm study --pretrained``.
+* ``supervised``: the positive control — the encoder of a segmenter trained with every labelled training case of
+  the group (:mod:`gtgm.study.supervised`); if it does not beat scratch, the protocol cannot see a gain.
 * ``gtgm``: image-text (CLIP) + image-image (Barlow Twins / VICReg) pretraining, as configured.
 * ``image_only``: the same run without the text term (``loss.text_weight=0``): self-supervised only.
 * ``text_only``: the same run without the image-image term (``loss.image_weight=0``).
+* ``mae``: masked image modelling on the same boxes (:mod:`gtgm.models.mim`): the strong image-only control.
 * ``shuffled_text``: GTGM with every box paired with another box's caption (``pretrain.text_control=shuffled``):
   the control that shows whether the captions' content, not the extra loss, brings a gain.
 
 The study pretrains each arm into ``STUDY/pretrain/<arm>_seed<k>/`` on ``pretrain.cache`` (default: the
 fine-tuning cache), ``pretrain.captions`` and ``pretrain.text_cache``, with ``study.pretrain_seeds``; the
 i-th fine-tuning seed uses pretraining seed ``pretrain_seeds[i mod len]``. All arms get the same views
-(:class:`~gtgm.data.augment.TwoViews`: a caption-consistent view 1, a fully augmented view 2), so ``image_only``
+(:class:`~gtgm.data.augment.TwoViews`: a caption-consistent view 1, a view 2 with every augmentation except,
+for CT and MRI, mirrors and quarter turns), so ``image_only``
 differs from ``gtgm`` only in its loss; its view 1 is milder than a self-supervised recipe would choose alone.
 Pretraining never sees the fine-tuning validation and test regions (:mod:`gtgm.train.reserved`). Finished runs
 are reused only when made with the same settings, split and encoder file.
@@ -20,39 +24,55 @@ are reused only when made with the same settings, split and encoder file.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from gtgm.config import Config, with_overrides
+from gtgm.config import STUDY_ARMS, Config, with_overrides
 from gtgm.errors import GtgmError
 from gtgm.fsutil import read_json
+from gtgm.study.reuse import check_reuse
 
 PRETRAIN_ARMS: dict[str, list[str]] = {
     "gtgm": [],
     "image_only": ["loss.text_weight=0"],
     "text_only": ["loss.image_weight=0"],
     "shuffled_text": ["pretrain.text_control=shuffled"],
+    "mae": ["pretrain.objective=mim"],
 }
-ARMS = ("scratch", "pretrained", *PRETRAIN_ARMS)
-# (arm, baseline) pairs the report compares, when both arms ran
+ARMS = STUDY_ARMS
+# (arm, baseline) pairs the report compares, when both arms ran; the positive control first
 COMPARISONS = [
+    ("supervised", "scratch"),
     ("pretrained", "scratch"),
     ("gtgm", "scratch"),
     ("gtgm", "image_only"),
     ("gtgm", "shuffled_text"),
+    ("gtgm", "mae"),
+    ("mae", "scratch"),
     ("image_only", "scratch"),
     ("text_only", "scratch"),
     ("shuffled_text", "scratch"),
 ]
 
 
-def arm_encoder(cfg: Config, arm: str, pretrain_seed: int, given: str, root: Path, progress: bool = False) -> str:
-    """The ``finetune.pretrained`` path of ``arm`` ('' = scratch); pretraining arms use ``pretrain_seed``."""
+def arm_encoder(
+    cfg: Config,
+    arm: str,
+    pretrain_seed: int,
+    given: str,
+    root: Path,
+    progress: bool = False,
+    group: str = "",
+    overrides: list[str] = (),
+) -> str:
+    """The ``finetune.pretrained`` path of ``arm`` ('' = scratch); pretraining arms (and the positive control,
+    which is trained on ``group`` with ``overrides``) use ``pretrain_seed``."""
     if arm == "scratch":
         return ""
     if arm == "pretrained":
         return given
+    if arm == "supervised":
+        from gtgm.study.supervised import supervised_encoder
+
+        return str(supervised_encoder(cfg, group, pretrain_seed, root, overrides, progress))
     return str(pretrain_arm(cfg, arm, pretrain_seed, root, progress) / "encoder.pt")
 
 
@@ -111,26 +131,3 @@ def check_reserved(out: Path, cfg: Config) -> None:
             f"{out} was pretrained without the fine-tuning validation / test regions of another split; "
             "delete it, or choose another study output folder"
         )
-
-
-def check_reuse(out: Path, cfg: Config, sections: tuple[str, ...], ignore: tuple[str, ...] = ()) -> None:
-    """A run folder is reused (finished or resumed) only when ``out/config.yaml`` agrees with ``cfg`` on every
-    key under ``sections`` (a section name, or a top-level key such as ``seed``), except ``ignore``."""
-    path = out / "config.yaml"
-    if not path.is_file():
-        return
-    old, new = _flat(yaml.safe_load(path.read_text())), _flat(yaml.safe_load(yaml.safe_dump(cfg.to_dict())))
-    keys = [k for k in old.keys() | new.keys() if k.split(".")[0] in sections and k not in ignore]
-    changed = sorted(k for k in keys if old.get(k) != new.get(k))
-    if changed:
-        raise GtgmError(
-            f"{out} holds a run made with other settings ({', '.join(changed[:4])}{', ...' if len(changed) > 4 else ''}"
-            "); delete it, or choose another study output folder"
-        )
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
-    return out

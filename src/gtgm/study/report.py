@@ -12,7 +12,8 @@ from gtgm.config import Config, group_config
 from gtgm.fsutil import read_json
 from gtgm.report import write_report
 from gtgm.study.arms import ARMS, COMPARISONS
-from gtgm.study.stats import paired_bootstrap, paired_differences
+from gtgm.study.diagnostics import class_blocks, curve_blocks, drift_blocks
+from gtgm.study.stats import hierarchical_bootstrap, paired_differences
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[tuple[str, float], dict[str, tuple[float, float, int]]]:
@@ -65,6 +66,7 @@ def write_study_report(
     baselines: dict[str, dict[str, Any]] | None = None,
     overrides: list[str] = (),
     probes: dict[str, list[dict[str, Any]]] | None = None,
+    readouts: dict[str, list[dict[str, Any]]] | None = None,
 ) -> tuple[Path, Path]:
     import matplotlib
 
@@ -86,10 +88,16 @@ def write_study_report(
     ]
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.8), squeeze=False)
     for ax, (group, rows) in zip(axes[0], results.items()):
-        blocks += _group_blocks(group, rows, group_config(cfg, group, overrides), (baselines or {}).get(group))
+        gcfg = group_config(cfg, group, overrides)
+        blocks += _group_blocks(group, rows, gcfg, (baselines or {}).get(group))
+        names = {} if rows[0]["metric"] == "voi" else class_names(gcfg.finetune.cache, group)
+        blocks += curve_blocks(rows, gcfg.study.curve_steps, root / f"curves_{group}.png")
+        blocks += class_blocks(rows, names) + drift_blocks(rows)
+        if (readouts or {}).get(group):
+            blocks += _group_blocks(group, readouts[group], gcfg, None, title=f"{group}: frozen-encoder readout")
         blocks += probe_blocks((probes or {}).get(group, []))
         summary = summarize(rows)
-        for arm, style in zip(ARMS, ("--o", "-s", "-^", "-v", "-D", ":x")):
+        for arm, style in zip(ARMS, ("--o", "-s", "-.P", "-^", "-v", "-D", ":x", "-.*")):
             pts = sorted((r, s["score"]) for (a, r), s in summary.items() if a == arm)
             if not pts:
                 continue
@@ -114,7 +122,9 @@ def write_study_report(
     return write_report(root, "gtgm label-efficiency study", blocks, name="report")
 
 
-def _group_blocks(group: str, rows: list[dict[str, Any]], cfg: Config, baseline: dict[str, Any] | None) -> list:
+def _group_blocks(
+    group: str, rows: list[dict[str, Any]], cfg: Config, baseline: dict[str, Any] | None, title: str = ""
+) -> list:
     summary = summarize(rows)
     keys = [k for k in next(iter(summary.values())) if k != "score"]
     em = rows[0]["metric"] == "voi"
@@ -135,7 +145,12 @@ def _group_blocks(group: str, rows: list[dict[str, Any]], cfg: Config, baseline:
     )
     if baseline:
         text += " The baseline's threshold is the best on the test split itself (in its favour)."
-    return [("heading", group), ("text", text), ("table", (header, table)), *paired_blocks(rows)]
+    if title:
+        text = (
+            "Frozen-encoder readout: the same runs with the encoder kept at its start for all "
+            f"{f.steps} steps (only the decoder learns): what the initialisation alone is worth. " + text
+        )
+    return [("heading", title or group), ("text", text), ("table", (header, table)), *paired_blocks(rows)]
 
 
 def probe_blocks(probes: list[dict[str, Any]]) -> list:
@@ -165,34 +180,36 @@ def probe_blocks(probes: list[dict[str, Any]]) -> list:
 def _arms_phrase(pretrained: str) -> str:
     given = f"pretrained: {pretrained}; " if pretrained else ""
     return (
-        f"{given}gtgm, image_only, text_only and shuffled_text are pretrained by the study itself, "
-        "see gtgm.study.arms, on volumes and regions disjoint from the fine-tuning validation and test cases"
+        f"{given}gtgm, image_only, text_only, shuffled_text and mae are pretrained by the study itself, "
+        "see gtgm.study.arms, on volumes and regions disjoint from the fine-tuning validation and test cases; "
+        "supervised, the positive control, is the encoder of a segmenter trained with every labelled training case"
     )
 
 
 def paired_blocks(rows: list[dict[str, Any]]) -> list:
-    """Arm − baseline per (seed, test case) with a 95 % bootstrap interval, per comparison and label ratio."""
+    """Arm − baseline per (seed, test case) with a 95 % hierarchical bootstrap interval, per comparison and ratio."""
     em = rows[0]["metric"] == "voi"
     table = []
     for arm, base in COMPARISONS:
         for ratio, pairs in sorted(paired_differences(rows, arm, base, with_cases=True).items()):
-            b = paired_bootstrap([d for _, d in pairs], clusters=[c for c, _ in pairs])
+            case, seed, pre, diff = (list(x) for x in zip(*pairs))
+            b = hierarchical_bootstrap(diff, case, seed, pre)
             below, above = b["hi"] < 0, b["lo"] > 0
             better, worse = (below, above) if em else (above, below)
             verdict = f"{arm} better" if better else f"{arm} worse" if worse else "no difference shown"
-            units = b["clusters"] if b["resampled"] == "clusters" else b["n"]
             if b["n"] < 2:  # one difference: no spread, so no interval and no verdict
                 verdict = "one pair: no interval"
-            elif units < 3:  # a percentile interval of 2 resampled units is just their range
+            elif max(b["cases"], b["seeds"]) < 3:  # a percentile interval of 2 resampled units is their range
                 verdict = "too few to judge (< 3 resampled)"
-            cases = f"{b['clusters']} test case{'s' if b['clusters'] > 1 else ''}"
-            if b["clusters"] < 2 and b["n"] > 1:
-                cases += "; seeds resampled"
+            plural = lambda k, word: f"{k} {word}{'s' if k > 1 else ''}"  # noqa: E731
+            sources = f"{plural(b['cases'], 'test case')} × {plural(b['seeds'], 'seed')}"
+            if b["pretrain_seeds"] > 1:
+                sources += f" ({plural(b['pretrain_seeds'], 'pretraining seed')})"
             table.append(
                 [
                     f"{arm} − {base}",
                     f"{ratio:g}",
-                    f"{b['n']} ({cases})",
+                    f"{b['n']} ({sources})",
                     f"{b['mean']:+.3f}",
                     f"[{b['lo']:+.3f}, {b['hi']:+.3f}]",
                     verdict,
@@ -204,16 +221,16 @@ def paired_blocks(rows: list[dict[str, Any]]) -> list:
         "Decision rule, fixed before the numbers: an arm beats its baseline at a ratio only if the whole 95 % "
         f"interval of the paired difference per (seed, test case) lies {'below' if em else 'above'} 0 "
         f"({'VOI: lower is better' if em else 'mean Dice over classes'}); otherwise no difference is shown. "
-        "The interval resamples whole test cases, each with all its seeds (the seeds of one case are not "
-        "independent draws), or the seeds when there is a single test case (the interval then shows seed-to-seed "
-        "spread only); fewer than 3 resampled units give no verdict; pretraining randomness enters only through "
-        "the pretraining seeds the study ran (study.pretrain_seeds); no correction is made for the number of "
-        "comparisons."
+        "The interval is a hierarchical bootstrap (gtgm.study.stats): each replicate redraws the test cases, the "
+        "pretraining seeds and, within each, the fine-tuning seeds, so it covers every source of chance the study "
+        "ran (a level with a single value adds no spread: one pretraining seed says nothing about pretraining "
+        "randomness). Fewer than 3 test cases and fewer than 3 seeds give no verdict; no correction is made for the "
+        "number of comparisons."
     )
     header = [
         "comparison",
         "label ratio",
-        "pairs (seed × test case)",
+        "pairs (test cases × seeds)",
         "mean difference",
         "95 % bootstrap interval",
         "verdict",

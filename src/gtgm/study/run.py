@@ -23,8 +23,10 @@ from gtgm.data.patches import VolumeCache
 from gtgm.data.splits import make_split
 from gtgm.errors import GtgmError
 from gtgm.fsutil import digest, file_sha256, read_json, write_json, write_text
-from gtgm.study.arms import arm_encoder, check_arm_inputs, check_reuse
+from gtgm.study.arms import PRETRAIN_ARMS, arm_encoder, check_arm_inputs
+from gtgm.study.diagnostics import run_diagnostics
 from gtgm.study.report import write_study_report
+from gtgm.study.reuse import check_reuse
 from gtgm.study.stats import case_scores
 from gtgm.train.finetune import finetune
 
@@ -39,20 +41,30 @@ def run_one(
     root: Path,
     overrides: list[str] = (),
     progress: bool = False,
+    readout: bool = False,
 ) -> dict[str, Any]:
-    """One fine-tuning run of ``arm`` (its encoder: ``encoder``, '' = scratch); reused when finished. ``progress``:
-    the run's progress bar (steps, loss)."""
-    out = root / group / arm / f"ratio{ratio:g}_seed{seed}"
+    """One fine-tuning run of ``arm`` (its encoder: ``encoder``, '' = scratch; its recipe: the group's settings, then
+    ``study.arm_overrides[arm]``); reused when finished. ``progress``: the run's progress bar (steps, loss).
+    ``readout``: the frozen-encoder readout — only the decoder is trained (``readout_ratio<r>_seed<s>``)."""
+    out = root / group / arm / f"{'readout_' if readout else ''}ratio{ratio:g}_seed{seed}"
+    if readout:
+        overrides = [
+            *overrides,
+            f"finetune.freeze_encoder_steps={group_config(cfg, group, overrides, arm).finetune.steps}",
+        ]
     run_values = {"finetune.group": group, "finetune.label_ratio": ratio, "finetune.out": str(out)}
     c = with_overrides(
-        group_config(cfg, group, overrides), values={"seed": seed, **run_values, "finetune.pretrained": encoder}
+        group_config(cfg, group, overrides, arm), values={"seed": seed, **run_values, "finetune.pretrained": encoder}
     )
     check_reuse(out, c, ("seed", "model", "finetune", "em"))
     _check_encoder(out, encoder)
     done = out / "test_metrics.json"
-    if done.is_file():
-        return read_json(done)
-    return finetune(c, resume=(out / "checkpoints" / "last.pt").exists(), progress=progress)
+    res = (
+        read_json(done)
+        if done.is_file()
+        else finetune(c, resume=(out / "checkpoints" / "last.pt").exists(), progress=progress)
+    )
+    return {**res, "out": str(out)}
 
 
 def _check_encoder(out: Path, encoder: str) -> None:
@@ -86,56 +98,81 @@ def run_study(cfg: Config, pretrained: str = "", progress: bool = True, override
     """
     root = Path(cfg.study.out)
     results: dict[str, Any] = {}
+    readouts: dict[str, Any] = {}
     seen: dict[tuple, dict[str, Any]] = {}
     t0 = time.perf_counter()
     plan = [
-        (group, ratio, i, seed, arm)
+        (group, ratio, i, seed, arm, False)
         for group in cfg.study.groups
         for gs in [group_config(cfg, group, overrides).study]
         for ratio in gs.ratios
         for i, seed in enumerate(gs.seeds)
         for arm in gs.arms
     ]
-    check_arm_inputs(cfg, {arm for *_, arm in plan}, pretrained)
-    for n, (group, ratio, i, seed, arm) in enumerate(plan, 1):
+    if cfg.study.readout:  # the frozen-encoder readout, at each segmentation group's smallest label ratio
+        plan += [
+            (group, min(gs.ratios), i, seed, arm, True)
+            for group in cfg.study.groups
+            for gc in [group_config(cfg, group, overrides)]
+            if gc.finetune.task != "em"
+            for gs in [gc.study]
+            for i, seed in enumerate(gs.seeds)
+            for arm in gs.arms
+        ]
+    check_arm_inputs(cfg, {p[4] for p in plan}, pretrained)
+    for n, (group, ratio, i, seed, arm, readout) in enumerate(plan, 1):
         seeds = group_config(cfg, group, overrides).study.pretrain_seeds
-        encoder = arm_encoder(cfg, arm, seeds[i % len(seeds)], pretrained, root, progress)
-        key = (group, arm, seed, encoder, _train_subset(cfg, group, ratio, overrides))
-        if progress and key not in seen:
-            print(f"[study] {n}/{len(plan)} {group} {arm} ratio {ratio:g} seed {seed}: fine-tuning", flush=True)
-        res = seen.get(key) or run_one(cfg, group, arm, ratio, seed, encoder, root, overrides, progress)
-        seen[key] = res
-        test = res["test"]
-        results.setdefault(group, []).append(
-            {
-                "arm": arm,
-                "ratio": ratio,
-                "seed": seed,
-                "encoder": encoder,
-                "metric": test["metric"],
-                "values": test["summary"],
-                "score": test[test["metric"]],
-                "val_score": res.get("best_val"),
-                "cases": case_scores(test),
-                "train_cases": res["train_cases"],
-                "labelled_slices": res["labelled_slices"],
-            }
+        pre_seed = seeds[i % len(seeds)] if arm in (*PRETRAIN_ARMS, "supervised") else None
+        encoder = arm_encoder(cfg, arm, pre_seed, pretrained, root, progress, group, overrides)
+        key = (group, arm, seed, encoder, readout, _train_subset(cfg, group, ratio, overrides))
+        what = (
+            f"{n}/{len(plan)} {group} {arm}{' (frozen-encoder readout)' if readout else ''} ratio {ratio:g} seed {seed}"
         )
+        if progress and key not in seen:
+            print(f"[study] {what}: fine-tuning", flush=True)
+        res = seen.get(key) or run_one(cfg, group, arm, ratio, seed, encoder, root, overrides, progress, readout)
+        seen[key] = res
+        row = _row(res, arm, ratio, seed, pre_seed, encoder)
+        (readouts if readout else results).setdefault(group, []).append(row)
         if progress:
-            print(
-                f"[study] {n}/{len(plan)} {group} {arm} ratio {ratio:g} seed {seed}: test "
-                f"{test['metric']} {test[test['metric']]:.3f} ({time.perf_counter() - t0:.0f} s)",
-                flush=True,
-            )
+            t = time.perf_counter() - t0
+            print(f"[study] {what}: test {row['metric']} {row['score']:.3f} ({t:.0f} s)", flush=True)
     em_groups = [g for g in cfg.study.groups if group_config(cfg, g, overrides).finetune.task == "em"]
     baselines = {g: _baseline(group_config(cfg, g, overrides), g) for g in em_groups}
     probes = study_probes(cfg, results, root, overrides, progress) if cfg.study.probe else {}
     seconds = time.perf_counter() - t0
     write_json(
         root / "study.json",
-        {"pretrained": pretrained, "results": results, "baselines": baselines, "probes": probes, "seconds": seconds},
+        {
+            "pretrained": pretrained,
+            "results": results,
+            "readouts": readouts,
+            "baselines": baselines,
+            "probes": probes,
+            "seconds": seconds,
+        },
     )
-    return write_study_report(root, results, cfg, pretrained, seconds, baselines, overrides, probes)[0]
+    return write_study_report(root, results, cfg, pretrained, seconds, baselines, overrides, probes, readouts)[0]
+
+
+def _row(res: dict[str, Any], arm: str, ratio: float, seed: int, pre_seed: int | None, encoder: str) -> dict:
+    """One run's line in ``study.json``: its test figures, per-case scores and diagnostics."""
+    test = res["test"]
+    return {
+        "arm": arm,
+        "ratio": ratio,
+        "seed": seed,
+        "pretrain_seed": pre_seed,
+        "encoder": encoder,
+        "metric": test["metric"],
+        "values": test["summary"],
+        "score": test[test["metric"]],
+        "val_score": res.get("best_val"),
+        "cases": case_scores(test),
+        **run_diagnostics(res),
+        "train_cases": res["train_cases"],
+        "labelled_slices": res["labelled_slices"],
+    }
 
 
 def study_probes(

@@ -1,4 +1,4 @@
-"""Paired comparisons for the study: differences per (seed, test case), percentile bootstrap intervals."""
+"""Paired comparisons for the study: differences per (seed, test case), hierarchical bootstrap intervals."""
 
 from __future__ import annotations
 
@@ -7,44 +7,56 @@ from typing import Any
 import numpy as np
 
 
-def paired_bootstrap(
+def hierarchical_bootstrap(
     diffs: np.ndarray | list[float],
+    cases: list[str],
+    seeds: list[int],
+    pretrain_seeds: list[int | None] | None = None,
     n_boot: int = 10000,
     seed: int = 0,
     level: float = 0.95,
-    clusters: list[str] | None = None,
 ) -> dict:
-    """Mean of paired differences ``diffs`` (n,) and its percentile bootstrap interval.
+    """Mean of paired differences ``diffs`` (n,) and a percentile bootstrap interval over every source of chance.
 
-    Resamples with replacement ``n_boot`` times and takes the ((1 - level) / 2, (1 + level) / 2) quantiles of
-    the resampled means. Without ``clusters`` the n differences are resampled; with ``clusters`` (one label per
-    difference, e.g. the test case) whole clusters are resampled, each bringing all its differences (the
-    seeds of one test case are not independent draws). With a single cluster (one test case, several seeds)
-    the differences themselves are resampled: the interval then covers seed-to-seed spread only, and
-    ``"resampled"`` says which was done ("clusters" or "differences"). Returns ``{"mean", "lo", "hi", "n",
-    "clusters", "resampled"}``; with one difference the interval is the mean itself (no spread to estimate).
+    Each difference belongs to a test case ``cases[i]``, a fine-tuning seed ``seeds[i]`` and a pretraining seed
+    ``pretrain_seeds[i]`` (None or omitted: one level). Fine-tuning seeds are nested in pretraining seeds (the
+    study's i-th fine-tuning seed uses one pretraining run); test cases are crossed with both (every run scores
+    the same cases). One bootstrap replicate draws, with replacement, the C test cases (weights ``w_c``), the P
+    pretraining seeds, and for each drawn pretraining seed its fine-tuning seeds (weights ``v_u``; a pretraining
+    seed drawn k times draws k × its seeds), and takes ``Σ_u Σ_c v_u w_c d_uc / Σ_u Σ_c v_u w_c``. The interval
+    is the ((1 − level) / 2, (1 + level) / 2) quantiles of ``n_boot`` replicates. A level with one value adds no
+    spread. Returns ``{"mean", "lo", "hi", "n", "cases", "seeds", "pretrain_seeds"}`` (the last three: how many
+    distinct values each level has).
     """
     d = np.asarray(diffs, dtype=np.float64).ravel()
     if d.size == 0:
-        raise ValueError("paired_bootstrap needs at least one difference")
+        raise ValueError("hierarchical_bootstrap needs at least one difference")
+    pre = list(pretrain_seeds) if pretrain_seeds is not None else [None] * d.size
+    case_ids, ci = np.unique(np.asarray(cases, dtype=str), return_inverse=True)
+    units = list(dict.fromkeys(zip(pre, seeds)))  # (pretraining seed, fine-tuning seed)
+    ui = np.array([units.index(u) for u in zip(pre, seeds)])
+    sums, counts = np.zeros((len(units), len(case_ids))), np.zeros((len(units), len(case_ids)))
+    np.add.at(sums, (ui, ci), d)
+    np.add.at(counts, (ui, ci), 1.0)
     rng = np.random.default_rng(seed)
-    labels = np.arange(d.size) if clusters is None else np.unique(np.asarray(clusters), return_inverse=True)[1]
-    n_clusters = int(labels.max()) + 1
-    if n_clusters < 2:
-        labels = np.arange(d.size)
-    k = int(labels.max()) + 1
-    sums, counts = np.bincount(labels, d, minlength=k), np.bincount(labels, minlength=k).astype(np.float64)
-    pick = rng.integers(0, k, size=(n_boot, k))
-    means = sums[pick].sum(axis=1) / counts[pick].sum(axis=1)
+    n_cases, groups = len(case_ids), list(dict.fromkeys(p for p, _ in units))
+    w = rng.multinomial(n_cases, np.full(n_cases, 1 / n_cases), size=n_boot)  # (B, C)
+    g_draws = rng.multinomial(len(groups), np.full(len(groups), 1 / len(groups)), size=n_boot)  # (B, P)
+    v = np.zeros((n_boot, len(units)))
+    for g, group in enumerate(groups):
+        members = [u for u, (p, _) in enumerate(units) if p == group]
+        v[:, members] = rng.multinomial(g_draws[:, g] * len(members), np.full(len(members), 1 / len(members)))
+    num, den = np.einsum("bu,uc,bc->b", v, sums, w), np.einsum("bu,uc,bc->b", v, counts, w)
+    means = num[den > 0] / den[den > 0]  # a replicate may draw only (unit, case) cells without a difference
     lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    resampled = "clusters" if k == n_clusters and clusters is not None else "differences"
     return {
         "mean": float(d.mean()),
         "lo": float(lo),
         "hi": float(hi),
         "n": int(d.size),
-        "clusters": n_clusters,
-        "resampled": resampled,
+        "cases": n_cases,
+        "seeds": len(units),
+        "pretrain_seeds": len(groups),
     }
 
 
@@ -58,8 +70,9 @@ def case_scores(test: dict[str, Any]) -> dict[str, float]:
 def paired_differences(
     rows: list[dict[str, Any]], arm: str, base: str, with_cases: bool = False
 ) -> dict[float, list[Any]]:
-    """Per label ratio, ``arm`` − ``base`` for every (seed, test case) that both arms scored
-    (``with_cases``: ``(case, difference)`` pairs)."""
+    """Per label ratio, ``arm`` − ``base`` for every (seed, test case) that both arms scored (``with_cases``:
+    ``(case, seed, pretraining seed, difference)`` tuples; the pretraining seed is the arm's, else the
+    baseline's, else None)."""
     out: dict[float, list[Any]] = {}
     for r in rows:
         if r["arm"] != arm:
@@ -68,6 +81,7 @@ def paired_differences(
         if not other:
             continue
         a, b = r["cases"], other[0]["cases"]
-        pairs = [(c, a[c] - b[c]) for c in sorted(a) if c in b]
-        out.setdefault(r["ratio"], []).extend(pairs if with_cases else [d for _, d in pairs])
+        pre = r.get("pretrain_seed") if r.get("pretrain_seed") is not None else other[0].get("pretrain_seed")
+        pairs = [(c, r["seed"], pre, a[c] - b[c]) for c in sorted(a) if c in b]
+        out.setdefault(r["ratio"], []).extend(pairs if with_cases else [p[-1] for p in pairs])
     return out

@@ -30,8 +30,9 @@ from gtgm.fsutil import read_json, remove_stale_temps, write_json, write_text
 from gtgm.models.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from gtgm.models.segmenters import load_encoder_weights
 from gtgm.runtime import resolve_device
+from gtgm.train.diagnostics import encoder_drift, encoder_weights
 from gtgm.train.logs import RunLogger
-from gtgm.train.optim import amp_setup, optimizer_step, warmup_cosine
+from gtgm.train.optim import amp_setup, encoder_multiplier, optimizer_step, warmup_cosine
 from gtgm.train.pairs import StepSampler
 from gtgm.train.segdata import SegPatches
 from gtgm.train.tasks import build_segmenter, create_task
@@ -58,6 +59,7 @@ class Finetuner:
         self._check_spacing()
         self.model = build_segmenter(cfg, self.task.outputs, f.task).to(self.device)
         self.loaded = load_encoder_weights(self.model, f.pretrained, cfg.model.encoder) if f.pretrained else None
+        self.start = encoder_weights(self.model, self.model.encoder_prefix)  # for the drift the study reports
         self.net = DistributedDataParallel(self.model) if self.world > 1 else self.model
         enc = set(id(p) for n, p in self.model.named_parameters() if n.startswith(self.model.encoder_prefix))
         self.enc_params = [p for p in self.model.parameters() if id(p) in enc]
@@ -67,8 +69,12 @@ class Finetuner:
             lr=f.lr,
             weight_decay=f.weight_decay,
         )
-        self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt, lambda s: warmup_cosine(s, f.warmup_steps, f.steps, 0.0)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(  # [encoder, the rest]
+            self.opt,
+            [
+                lambda s: encoder_multiplier(s, f.freeze_encoder_steps, f.warmup_steps, f.steps),
+                lambda s: warmup_cosine(s, f.warmup_steps, f.steps, 0.0),
+            ],
         )
         self.amp_dtype, self.scaler = amp_setup(f.amp, self.device, "finetune.amp")
         self.step, self.best = 0, float("-inf")
@@ -148,13 +154,17 @@ class Finetuner:
         )
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> float:
+        frozen = self.step < self.cfg.finetune.freeze_encoder_steps
+        if self.world == 1 and self.enc_params[0].requires_grad == frozen:  # (DDP keeps its gradient hooks)
+            for p in self.enc_params:
+                p.requires_grad_(not frozen)  # a frozen encoder needs no weight gradients: a faster backward
         self.model.train()
         self.opt.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             logits = self.net(batch["image"].to(self.device))
         loss = self.task.loss(logits, batch["label"].to(self.device))
         (self.scaler.scale(loss) if self.scaler else loss).backward()
-        if self.step < self.cfg.finetune.freeze_encoder_steps:
+        if frozen:
             for p in self.enc_params:
                 p.grad = None  # frozen encoder: AdamW skips parameters without gradients
         optimizer_step(self.opt, self.scaler)
@@ -189,6 +199,7 @@ class Finetuner:
                     {
                         "loss": loss,
                         "lr": self.sched.get_last_lr()[-1],
+                        "lr_encoder": self.sched.get_last_lr()[0],
                         "samples_per_s": done * f.batch_size / (time.perf_counter() - t0),
                     },
                 )
@@ -198,7 +209,8 @@ class Finetuner:
             elif self.rank == 0 and (self.step % f.val_every == 0 or self.step == f.steps):  # others wait
                 res = self.task.score(self.model, self.split["val"], self.device)
                 val = res["main"]
-                self.logger.log(self.step, {f"val/{k}": v for k, v in res["summary"].items() if isinstance(v, float)})
+                values = {f"val/{k}": v for k, v in res["summary"].items() if isinstance(v, float)}
+                self.logger.log(self.step, {**values, "val/score": val})  # score: mean Dice, or −VOI (EM)
                 if val > self.best:
                     self.best = val
                     self._save_best(val)
@@ -216,6 +228,7 @@ class Finetuner:
             "test": test,
             "best_val": self.best if self.split["val"] else None,
             "loaded": self.loaded,
+            "encoder_drift": encoder_drift(self.start, self.model, self.model.encoder_prefix),
             "steps": self.step,
             "train_cases": [self.cache.entries[p.case]["id"] for p in self.split["train"]],
             "labelled_slices": [len(p.slices) if p.slices is not None else None for p in self.split["train"]],

@@ -157,6 +157,17 @@ class GTGMLoss(nn.Module):
         return out
 
 
+class MaskedReconstructionLoss(nn.Module):
+    """Masked image modelling: ``Σ mask · (reconstruction − target)² / (Σ mask · C)``, the mean squared error over
+    the hidden voxels only (shapes (B, C, X, Y, Z), mask (B, 1, X, Y, Z) with 1 = hidden)."""
+
+    def forward(
+        self, reconstruction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        err = (reconstruction - target) ** 2 * mask
+        return {"mim_loss": err.sum() / (mask.sum() * target.shape[1]).clamp_min(1.0)}
+
+
 _dice = DiceLoss(include_background=True, softmax=False, to_onehot_y=False)
 
 

@@ -53,3 +53,15 @@ def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def encoder_multiplier(step: int, freeze: int, warmup: int, total: int) -> float:
+    """LR multiplier of a fine-tuned encoder: 0 while frozen (``step < freeze``), then a fresh linear warm-up over
+    ``warmup`` steps times the run's schedule, ``min(1, (step - freeze + 1) / warmup) * warmup_cosine(step)``.
+
+    Without the re-warm-up, Adam's first update after unfreezing moves every encoder weight by about ±lr
+    (its moments start at that step's gradient, so m / sqrt(v) = ±1).
+    """
+    if step < freeze:
+        return 0.0
+    return min(1.0, (step - freeze + 1) / max(1, warmup)) * warmup_cosine(step, warmup, total, 0.0)

@@ -109,7 +109,7 @@ class CaptionPairs(Dataset):
         if self.views is None:
             v1 = v2 = patch
         else:
-            v1, v2, _ = self.views(patch, rng)
+            v1, v2, _ = self.views(patch, rng, self.cache.entries[int(self.case[k])]["modality"])
         return {"view1": v1, "view2": v2, "text": self.text(k), "index": k}
 
 

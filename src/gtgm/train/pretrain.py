@@ -32,14 +32,15 @@ from gtgm.data.patches import VolumeCache
 from gtgm.errors import GtgmError
 from gtgm.fsutil import remove_stale_temps, write_json, write_text
 from gtgm.models.checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
-from gtgm.models.encoders import segmenter_state_dict
+from gtgm.models.mim import build_mim_model
 from gtgm.models.resenc import model_arch_kwargs
 from gtgm.models.vlp import build_model
 from gtgm.runtime import resolve_device
 from gtgm.text.captions import check_fields, read_captions
 from gtgm.text.encoders import TextCache
+from gtgm.train.diagnostics import feature_stats
 from gtgm.train.logs import RunLogger
-from gtgm.train.losses import GTGMLoss
+from gtgm.train.losses import GTGMLoss, MaskedReconstructionLoss
 from gtgm.train.optim import amp_setup, optimizer_step, warmup_cosine
 from gtgm.train.pairs import CaptionPairs, StepSampler, split_records
 from gtgm.train.reserved import drop_reserved, reserved_regions
@@ -94,12 +95,16 @@ class Pretrainer:
         self.out = Path(cfg.pretrain.out)
         torch.manual_seed(cfg.seed)
         self.pairs, self.held, self.reserved = load_data(cfg)
-        self.model = build_model(cfg.model, self.pairs.text_cache.index["dim"]).to(self.device)
-        text_views = 1 if cfg.augment.caption_consistent else 2
-        self.loss_fn = GTGMLoss(cfg.loss, gather=self.world > 1, text_views=text_views).to(self.device)
+        p = cfg.pretrain
+        if p.objective == "mim":  # the image-only control: masked reconstruction, no text, no retrieval check
+            self.model = build_mim_model(cfg.model, p.mask_ratio, p.mask_block).to(self.device)
+            self.loss_fn, self.held = MaskedReconstructionLoss().to(self.device), None
+        else:
+            self.model = build_model(cfg.model, self.pairs.text_cache.index["dim"]).to(self.device)
+            text_views = 1 if cfg.augment.caption_consistent else 2
+            self.loss_fn = GTGMLoss(cfg.loss, gather=self.world > 1, text_views=text_views).to(self.device)
         self.net = DistributedDataParallel(self.model) if self.world > 1 else self.model
         self.opt = _optimizer(self.model, self.loss_fn, cfg)
-        p = cfg.pretrain
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, lambda s: warmup_cosine(s, p.warmup_steps, p.steps, p.min_lr / p.lr if p.lr else 0.0)
         )
@@ -174,6 +179,10 @@ class Pretrainer:
                 out = self.net(*(batch[k].to(self.device, non_blocking=True) for k in ("view1", "view2", "text")))
                 losses = self.loss_fn(**{k: v.float() for k, v in out.items()})
                 total = sum(losses.values()) / accum
+            if (
+                a == 0 and "image_features_1" in out and out["image_features_1"].shape[0] > 1
+            ):  # collapse shows here before any probe
+                terms.update(feature_stats(out["image_features_1"]))
             (self.scaler.scale(total) if self.scaler else total).backward()
             for k, v in losses.items():
                 terms[k] = terms.get(k, 0.0) + float(v.detach()) / accum
@@ -182,7 +191,7 @@ class Pretrainer:
             terms["grad_norm"] = norm
         self.sched.step()
         self.step += 1
-        terms["loss"] = sum(v for k, v in terms.items() if k.endswith("_loss"))
+        terms["loss"] = sum(v for k, v in terms.items() if k.endswith("_loss"))  # feature_std, effective_rank: logged
         return terms
 
     def run(self, stop_after: int | None = None) -> dict[str, Any]:
@@ -228,14 +237,16 @@ class Pretrainer:
     def export(self, retrieval: dict[str, float]) -> None:
         if self.rank != 0:
             return
-        save_checkpoint(self.out / "encoder.pt", segmenter_state_dict(self.model.encoder))
-        save_checkpoint(self.out / "heads.pt", self.heads_state())
+        save_checkpoint(self.out / "encoder.pt", self.model.encoder_weights())
+        if self.cfg.pretrain.objective == "gtgm":  # a masked-modelling run has no projection heads to query with
+            save_checkpoint(self.out / "heads.pt", self.heads_state())
         m = self.cfg.model
         volumes = {r["volume"] for r in self.pairs.records}
         write_json(
             self.out / "encoder.json",
             {
                 "encoder": m.encoder,
+                "objective": self.cfg.pretrain.objective,
                 "in_channels": m.in_channels,
                 "channels": m.channels,
                 "feature_size": m.feature_size,

@@ -29,6 +29,7 @@ from gtgm.errors import GtgmError
 from gtgm.infer.sliding import predict_array
 from gtgm.metrics import dice_per_class, hd95_per_class, neuron_scores
 from gtgm.models.registry import architecture_kwargs, create_segmenter
+from gtgm.train.diagnostics import confusion_counts
 from gtgm.train.losses import affinity_loss, seg_loss
 
 
@@ -98,7 +99,8 @@ class SegmentationTask:
         return {"task": self.name, "num_classes": self.outputs, "labels": self.labels}
 
     def score(self, model: torch.nn.Module, parts: list[Part], device: Any, final: bool = False) -> dict[str, Any]:
-        """Per-class Dice (and HD95 when ``final``) of sliding-window predictions on ``parts``, and their means."""
+        """Per-class Dice (and, when ``final``, HD95 and the confusion counts reference × predicted) of
+        sliding-window predictions on ``parts``, and their means."""
         f, classes = self.cfg.finetune, list(range(1, self.outputs))
         rows = []
         for p in parts:
@@ -107,6 +109,7 @@ class SegmentationTask:
             row = {"case": self.cache.entries[p.case]["id"], "dice": dice_per_class(pred, label, classes)}
             if final:
                 row["hd95"] = hd95_per_class(pred, label, classes, self.cache.entries[p.case]["spacing"])
+                row["confusion"] = confusion_counts(pred, label, self.outputs)
             rows.append(row)
         mean = {c: float(np.mean([r["dice"][c] for r in rows])) for c in classes}
         main = float(np.mean(list(mean.values())))

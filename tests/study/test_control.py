@@ -1,0 +1,123 @@
+"""The positive control (arm ``supervised``), per-arm recipes, the encoder re-warm-up and the study's diagnostics."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from gtgm.config import load_config
+from gtgm.errors import ConfigError
+from gtgm.models.checkpoint import load_state_dict
+from gtgm.study.run import run_study
+from gtgm.train.diagnostics import confusion_counts, encoder_drift, encoder_weights, feature_stats
+from gtgm.train.finetune import Finetuner
+from gtgm.train.optim import encoder_multiplier, warmup_cosine
+from tests.study.test_arms import TINY
+
+
+def test_supervised_arm_is_trained_on_training_cases_only_and_keeps_the_encoder(demo_run, tmp_path):
+    cfg = load_config(
+        "study/cpu-control",
+        [
+            f"finetune.cache={demo_run / 'cache'}",
+            f"study.out={tmp_path / 'study'}",
+            "study.seeds=[0]",
+            "study.pretrain_seeds=[0]",
+            "study.curve_steps=[2, 4]",
+            "study.arm_overrides={supervised: [finetune.freeze_encoder_steps=2]}",
+            *TINY,
+            "finetune.steps=4",
+        ],
+    )
+    report = run_study(cfg, progress=False).read_text()
+    root = tmp_path / "study"
+    source = root / "pretrain" / "supervised_ct_phantom_seed0"
+    weights = load_state_dict(source / "encoder.pt")
+    assert weights and all(k.startswith("encoder.") for k in weights)  # encoder tensors only: the decoder starts fresh
+    split = json.loads((source / "split.json").read_text())
+    held_out = {p["id"] for k in ("val", "test") for p in split[k]}
+    meta = json.loads((source / "encoder.json").read_text())
+    assert meta["source"] == "supervised" and len(meta["train_cases"]) > 1  # every labelled training case
+    assert not held_out & set(meta["train_cases"])
+    run = yaml.safe_load((root / "ct_phantom" / "supervised" / "ratio0.01_seed0" / "config.yaml").read_text())
+    assert run["finetune"]["pretrained"] == str(source / "encoder.pt")
+    assert run["finetune"]["freeze_encoder_steps"] == 2  # the arm's own recipe
+    scratch = yaml.safe_load((root / "ct_phantom" / "scratch" / "ratio0.01_seed0" / "config.yaml").read_text())
+    assert scratch["finetune"]["freeze_encoder_steps"] == 0
+    assert "supervised − scratch" in report and "| arm | label ratio | val @ 2 | val @ 4 | best val |" in report
+    assert "Collapse rate" in report and "Drift" in report and "kidney_left" in report
+    study = json.loads((root / "study.json").read_text())["results"]["ct_phantom"]
+    sup = next(r for r in study if r["arm"] == "supervised")
+    assert sup["pretrain_seed"] == 0 and [s for s, _ in sup["curve"]] == [2, 4]
+    assert len(next(iter(sup["confusion"].values()))) == 8  # background + 7 organs
+    stamp = (source / "encoder.pt").stat().st_mtime_ns
+    run_study(cfg, progress=False)
+    assert (source / "encoder.pt").stat().st_mtime_ns == stamp  # reused, not retrained
+
+
+def test_arm_overrides_name_known_arms():
+    with pytest.raises(ConfigError, match=r"unknown arm\(s\) \['bogus'\]"):
+        load_config(None, ["study.arm_overrides={bogus: [finetune.lr=0.1]}"])
+
+
+def test_encoder_rewarms_after_unfreezing(demo_run, tmp_path):
+    assert encoder_multiplier(1, 2, 4, 10) == 0.0  # frozen
+    assert encoder_multiplier(2, 2, 4, 10) == pytest.approx(0.25 * warmup_cosine(2, 4, 10, 0.0))
+    assert encoder_multiplier(5, 2, 4, 10) == pytest.approx(warmup_cosine(5, 4, 10, 0.0))  # warm again
+    assert encoder_multiplier(0, 0, 4, 10) == pytest.approx(warmup_cosine(0, 4, 10, 0.0))  # no freeze: as before
+    # the first update after unfreezing moves the encoder by at most lr / warmup per weight, not by ±lr
+    from gtgm.models.checkpoint import save_checkpoint
+    from gtgm.models.encoders import segmenter_state_dict
+    from gtgm.models.registry import create_encoder
+
+    save_checkpoint(tmp_path / "enc.pt", segmenter_state_dict(create_encoder("resunet", channels=[4, 8, 16])))
+    cfg = load_config(
+        None,
+        [
+            f"finetune.cache={demo_run / 'cache'}",
+            "finetune.group=ct_phantom",
+            f"finetune.out={tmp_path / 'ft'}",
+            f"finetune.pretrained={tmp_path / 'enc.pt'}",
+            "finetune.lr=0.01",
+            "finetune.warmup_steps=10",
+            "finetune.freeze_encoder_steps=2",
+            *TINY,
+            "finetune.steps=20",
+        ],
+    )
+    tuner = Finetuner(cfg, progress=False)
+    batch = {"image": torch.randn(2, 1, 16, 16, 16), "label": torch.randint(0, 8, (2, 1, 16, 16, 16))}
+    before = encoder_weights(tuner.model, "encoder.")
+    tuner.train_step(batch), tuner.train_step(batch)
+    frozen = encoder_weights(tuner.model, "encoder.")
+    assert all(torch.equal(before[k], frozen[k]) for k in before)
+    tuner.train_step(batch)  # step 2: the first encoder update
+    moved = max(float((encoder_weights(tuner.model, "encoder.")[k] - frozen[k]).abs().max()) for k in frozen)
+    assert 0 < moved <= 0.01 / 10 * 1.05  # Adam moves a weight by about its lr: here lr / warmup
+
+
+def test_feature_stats_tell_collapse_from_spread():
+    torch.manual_seed(0)
+    spread = feature_stats(torch.randn(8, 32))
+    collapsed = feature_stats(torch.ones(8, 32) + 1e-6 * torch.randn(8, 32))
+    assert spread["effective_rank"] > 5 and collapsed["feature_std"] < 1e-4
+    assert feature_stats(torch.eye(4))["effective_rank"] == pytest.approx(3.0, abs=1e-4)  # centred: rank 3, equal
+
+
+def test_confusion_counts_and_drift_by_hand():
+    ref = np.array([0, 1, 1, 2, 2, -1])
+    pred = np.array([0, 1, 2, 2, 1, 1])  # the ignore label (-1) is skipped
+    assert confusion_counts(pred, ref, 3) == [[1, 0, 0], [0, 1, 1], [0, 1, 1]]
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3), torch.nn.InstanceNorm3d(2, affine=True))
+    start = encoder_weights(net, "")
+    same = encoder_drift(start, net, "")
+    assert same["cosine_mean"] == pytest.approx(1.0) and same["norm_scale_mean"] == pytest.approx(1.0)
+    with torch.no_grad():
+        net[0].weight.neg_()
+        net[1].bias.fill_(0.5)
+    flipped = encoder_drift(start, net, "")
+    assert flipped["cosine_min"] == pytest.approx(-1.0) and flipped["norm_shift_mean"] == pytest.approx(0.5)
