@@ -97,6 +97,7 @@ class CaptionConfig:
     """``gtgm caption``: which patch locations get a caption, and by which captioner backend."""
 
     captioner: Literal["describe", "hf", "openai"] = "describe"
+    content: Literal["full", "position", "intensity"] = "full"  # describe: a content control of the study
     # (x, y, z) voxels of the cache: the pretraining patch size, so that a caption describes exactly the voxels
     # the encoder sees, at the voxel size fine-tuning uses (EM: 16 sections, padded to the patch in z)
     patch_size: dict[str, list[int]] = _per_modality([32, 32, 32], [32, 32, 32], [32, 32, 16])
@@ -295,7 +296,10 @@ class EMConfig:
     border_nm: float = 0.0  # evaluation: ignore ground truth this close to a boundary (CREMI: 25)
 
 
-STUDY_ARMS = ("scratch", "pretrained", "supervised", "gtgm", "image_only", "text_only", "shuffled_text", "mae")
+STUDY_ARMS = (
+    *("scratch", "pretrained", "supervised", "gtgm", "image_only", "text_only", "shuffled_text", "mae"),
+    *("position_text", "intensity_text"),
+)
 
 
 @dataclass
@@ -311,6 +315,7 @@ class StudyConfig:
     group_overrides: dict[str, list[str]] = field(default_factory=dict)  # group -> ["finetune.task=em", ...]
     arm_overrides: dict[str, list[str]] = field(default_factory=dict)  # arm -> its fine-tuning recipe (after groups)
     supervised_overrides: list[str] = field(default_factory=list)  # the positive control's source segmenter run
+    caption_sets: dict[str, list[str]] = field(default_factory=dict)  # content-control arm -> [captions, text cache]
     curve_steps: list[int] = field(default_factory=lambda: [50, 100, 150])  # report: validation Dice at these steps
     readout: bool = False  # also a frozen-encoder readout of every arm (decoder only), at the smallest label ratio
     out: str = "runs/study"

@@ -121,3 +121,16 @@ def test_confusion_counts_and_drift_by_hand():
         net[1].bias.fill_(0.5)
     flipped = encoder_drift(start, net, "")
     assert flipped["cosine_min"] == pytest.approx(-1.0) and flipped["norm_shift_mean"] == pytest.approx(0.5)
+
+
+def test_content_control_arms_take_their_own_captions(tmp_path):
+    from gtgm.errors import GtgmError
+    from gtgm.study.arms import arm_config
+
+    base = ["pretrain.captions=full.jsonl", "pretrain.text_cache=full_text"]
+    with pytest.raises(GtgmError, match=r"study.caption_sets.position_text=\[CAPTIONS.jsonl, TEXT_CACHE\]"):
+        arm_config(load_config(None, base), "position_text", 0, tmp_path)
+    sets = "study.caption_sets={intensity_text: [int.jsonl, int_text]}"
+    c = arm_config(load_config(None, [*base, sets]), "intensity_text", 1, tmp_path)
+    assert (c.pretrain.captions, c.pretrain.text_cache, c.seed) == ("int.jsonl", "int_text", 1)
+    assert arm_config(load_config(None, [*base, sets]), "gtgm", 0, tmp_path).pretrain.captions == "full.jsonl"

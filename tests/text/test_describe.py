@@ -79,3 +79,17 @@ def test_corpus_captions_distinct_and_finding_free(demo_run):
     for r in records:
         low = r["text"].lower()
         assert not any(word in low for word in FINDINGS), r["text"]
+
+
+def test_content_controls_keep_only_their_part(cache):
+    i = _case(cache, "phantom_000")
+    label = np.asarray(cache.label(i))
+    liver = _patch_at(cache, "phantom_000", np.argwhere(label == 1).mean(0).astype(int), (16, 16, 8))
+    full, position, intensity = (
+        DescribeCaptioner(c).caption([liver], seed=0)[0] for c in ("full", "position", "intensity")
+    )
+    assert full.startswith(position[:-1])  # the opening sentence, word for word
+    assert position.count(".") == 1 and "HU" not in position and "edges" not in position
+    assert "HU" in intensity and full.split(".")[1] == intensity.split(".")[1]  # the same measured bands
+    assert not any(w in intensity for w in ("region of", "part of", "portion of", "edges"))  # no position, no extras
+    assert DescribeCaptioner("position").name == "describe:position" and DescribeCaptioner().name == "describe"

@@ -8,6 +8,8 @@
 * ``image_only``: the same run without the text term (``loss.text_weight=0``): self-supervised only.
 * ``text_only``: the same run without the image-image term (``loss.image_weight=0``).
 * ``mae``: masked image modelling on the same boxes (:mod:`gtgm.models.mim`): the strong image-only control.
+* ``position_text`` / ``intensity_text``: GTGM on content-control captions that keep only the position words or only
+  the intensity clauses (``caption.content``; their files in ``study.caption_sets``): what part of the text helps.
 * ``shuffled_text``: GTGM with every box paired with another box's caption (``pretrain.text_control=shuffled``):
   the control that shows whether the captions' content, not the extra loss, brings a gain.
 
@@ -36,7 +38,10 @@ PRETRAIN_ARMS: dict[str, list[str]] = {
     "text_only": ["loss.image_weight=0"],
     "shuffled_text": ["pretrain.text_control=shuffled"],
     "mae": ["pretrain.objective=mim"],
+    "position_text": [],  # GTGM on captions of study.caption_sets.position_text (caption.content=position)
+    "intensity_text": [],  # ... of study.caption_sets.intensity_text (caption.content=intensity)
 }
+CAPTION_SET_ARMS = ("position_text", "intensity_text")
 ARMS = STUDY_ARMS
 # (arm, baseline) pairs the report compares, when both arms ran; the positive control first
 COMPARISONS = [
@@ -46,6 +51,8 @@ COMPARISONS = [
     ("gtgm", "image_only"),
     ("gtgm", "shuffled_text"),
     ("gtgm", "mae"),
+    ("gtgm", "position_text"),
+    ("gtgm", "intensity_text"),
     ("mae", "scratch"),
     ("image_only", "scratch"),
     ("text_only", "scratch"),
@@ -87,6 +94,15 @@ def check_arm_inputs(cfg: Config, arms: set[str], given: str) -> None:
 def arm_config(cfg: Config, arm: str, seed: int, root: Path) -> Config:
     """The pretraining configuration of ``arm`` with ``seed``, writing to ``root/pretrain/<arm>_seed<seed>``."""
     c = with_overrides(cfg, PRETRAIN_ARMS[arm])
+    if arm in CAPTION_SET_ARMS:
+        paths = cfg.study.caption_sets.get(arm, [])
+        if len(paths) != 2:
+            content = arm.removesuffix("_text")
+            raise GtgmError(
+                f"study arm '{arm}' needs its captions and text cache: study.caption_sets.{arm}=[CAPTIONS.jsonl, "
+                f"TEXT_CACHE] (gtgm caption ... caption.content={content}, then gtgm embed-text)"
+            )
+        c = with_overrides(c, values={"pretrain.captions": paths[0], "pretrain.text_cache": paths[1]})
     out = str(root / "pretrain" / f"{arm}_seed{seed}")
     c = with_overrides(
         c, values={"seed": seed, "pretrain.out": out, "pretrain.cache": c.pretrain.cache or c.finetune.cache}

@@ -11,7 +11,7 @@ def create_captioner(cfg: CaptionConfig, device: str = "auto") -> Captioner:
     if cfg.captioner == "describe":
         from gtgm.text.captioners.describe import DescribeCaptioner
 
-        return DescribeCaptioner()
+        return DescribeCaptioner(cfg.content)
     if cfg.captioner == "hf":
         from gtgm.text.captioners.hf import HFCaptioner
 

@@ -166,25 +166,37 @@ def _common(m: dict[str, Any], rng: np.random.Generator) -> list[str]:
     return out
 
 
-def describe_measurements(m: dict[str, Any], rng: np.random.Generator) -> str:
-    """Turn :func:`measure` output into text; ``rng`` only chooses wording and clause order."""
+def describe_measurements(m: dict[str, Any], rng: np.random.Generator, content: str = "full") -> str:
+    """Turn :func:`measure` output into text; ``rng`` only chooses wording and clause order.
+
+    ``content``: ``full`` (position, intensity / texture and the common clauses), or a content control of the
+    study — ``position`` (the opening sentence: modality and where the patch lies, nothing about what it shows)
+    or ``intensity`` (modality and the intensity / texture clauses, no position, no common clauses)."""
     opener = {
         "CT": ["CT patch", "Axial CT sub-volume", "CT region", "Patch of a CT scan"],
         "MRI": ["MRI patch", "MR sub-volume", "MRI region", "Patch of an MR image"],
         "EM": ["Electron microscopy sub-volume", "EM patch", "Serial-section EM region"],
     }[m["modality"]]
-    first = f"{_pick(rng, opener)} {_location(m, rng)}."
-    content = {"CT": _ct, "EM": _em}.get(m["modality"], _mri)(m, rng)
+    first, where = _pick(rng, opener), _location(m, rng)  # (the full captions' draws, in their order)
+    clauses = {"CT": _ct, "EM": _em}.get(m["modality"], _mri)(m, rng)
+    if content == "position":
+        return f"{first} {where}."
+    if content == "intensity":
+        return " ".join([f"{first}.", *clauses])
     extra = _common(m, rng)
     order = rng.permutation(len(extra))
-    return " ".join([first, *content, *(extra[i] for i in order)])
+    return " ".join([f"{first} {where}.", *clauses, *(extra[i] for i in order)])
 
 
 class DescribeCaptioner:
-    """Offline default captioner (see module docstring)."""
+    """Offline default captioner (see module docstring); ``content`` other than ``full`` names itself
+    ``describe:<content>`` so that its captions never mix with full ones in a file."""
 
-    name = "describe"
     version = VERSION
+
+    def __init__(self, content: str = "full"):
+        self.content = content
+        self.name = "describe" if content == "full" else f"describe:{content}"
 
     def caption(self, patches: list[Patch], seed: int) -> list[str]:
         texts = []
@@ -193,5 +205,5 @@ class DescribeCaptioner:
             m["unit"] = patch.unit
             z0 = patch.start[2]
             m["position"]["section_range"] = (max(z0, 0), min(z0 + patch.size[2], patch.volume_shape[2]) - 1)
-            texts.append(describe_measurements(m, patch.rng(seed)))
+            texts.append(describe_measurements(m, patch.rng(seed), self.content))
         return texts
