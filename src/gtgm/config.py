@@ -245,6 +245,7 @@ class FinetuneConfig:
     label_ratio: float = 1.0  # share of training cases (case split) or of labelled slices (region split)
     split_seed: int = 0  # chooses test / val / train cases and the labelled subset; `seed` only initialises
     label_slices: Literal["spread", "block"] = "spread"  # region split: evenly spread z slices, or a central block
+    slices_per_case: int = 0  # case split: label only this many axial slices of each training case (0 = all)
     split: Literal["auto", "cases", "region"] = "auto"  # auto: region when there is a single labeled case
     val_fraction: float = 0.15
     test_fraction: float = 0.3
@@ -280,7 +281,7 @@ class FinetuneConfig:
             at_least_one=("batch_size", "steps", "val_every", "checkpoint_every", "log_every", "sw_batch_size"),
             ratios=("label_ratio",),
             sizes=("patch_size",),
-            non_negative=("class_shift",),
+            non_negative=("class_shift", "slices_per_case"),
         )
 
 

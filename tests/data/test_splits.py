@@ -34,3 +34,14 @@ def test_named_cases_fix_test_and_validation_whatever_the_seed():
 def test_an_unknown_named_case_is_refused_listing_the_known():
     with pytest.raises(GtgmError, match=r"\['zz'\].*\['a', 'b', 'c'\]"):
         make_split(_Cache(["a", "b", "c"]), FinetuneConfig(test_cases=["zz"]))
+
+
+def test_slices_per_case_label_a_few_axial_slices_of_each_training_case():
+    cache = _Cache(["a", "b", "c", "d"])
+    cfg = FinetuneConfig(test_cases=["c"], val_cases=["a"], slices_per_case=3)
+    split = make_split(cache, cfg)
+    assert [p.slices for p in split["train"]] == [[2, 4, 5], [2, 4, 5]]  # spread over z = 0..7, ends left out
+    assert all(p.slices is None for k in ("val", "test") for p in split[k])  # evaluation stays whole
+    block = make_split(cache, FinetuneConfig(test_cases=["c"], slices_per_case=2, label_slices="block"))
+    assert block["train"][0].slices == [3, 4]
+    assert make_split(cache, FinetuneConfig(test_cases=["c"]))["train"][0].slices is None  # default: all

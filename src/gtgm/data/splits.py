@@ -4,7 +4,9 @@ Two split kinds:
 
 * ``cases`` — shuffle (``split_seed``) of the labeled cases into test (``test_fraction``), val
   (``val_fraction``) and train, or fixed ones (``test_cases``, ``val_cases``: case ids; the rest train, and the
-  validation may be empty); the label ratio keeps ``max(1, round(ratio · n_train))`` train cases.
+  validation may be empty); the label ratio keeps ``max(1, round(ratio · n_train))`` train cases, and
+  ``slices_per_case`` > 0 labels only that many axial slices of each (``label_slices``: spread or block) — the
+  label-limited regime where unlabelled data can matter.
 * ``region`` — each labeled volume is cut into slabs along ``region_axis`` (train below
   ``region_bounds[0]``, val between, test above ``region_bounds[1]``, as fractions of the axis), so
   train and test voxels never overlap; image voxels outside a slab are replaced by the pad value when
@@ -68,8 +70,9 @@ def make_split(cache: VolumeCache, cfg: FinetuneConfig) -> dict[str, list[Part]]
         raise GtgmError(f"{cache.root}: no training case left after the val/test split")
     keep = max(1, round(cfg.label_ratio * len(train)))
     whole = lambda i: Part(i, [0, 0, 0], list(cache.shape(i)))  # noqa: E731
+    labelled = lambda i, z: Part(i, [0, 0, 0], z, _pick_slices(0, z[2], cfg.slices_per_case, cfg.label_slices))  # noqa: E731
     return {
-        "train": [whole(i) for i in sorted(train[:keep])],
+        "train": [labelled(i, list(cache.shape(i))) for i in sorted(train[:keep])],
         "val": [whole(i) for i in val],
         "test": [whole(i) for i in test],
     }
@@ -103,13 +106,19 @@ def _region_split(cache: VolumeCache, case: int, cfg: FinetuneConfig) -> dict[st
         )
     train = part(0, cut_a)
     z_lo, z_hi = train.lo[2], train.hi[2]
-    n = max(1, round(cfg.label_ratio * (z_hi - z_lo)))
-    if n < z_hi - z_lo and cfg.label_slices == "block":
-        first = z_lo + (z_hi - z_lo - n) // 2
-        train.slices = list(range(first, first + n))
-    elif n < z_hi - z_lo:
-        train.slices = sorted({int(z) for z in np.linspace(z_lo, z_hi - 1, n + 2)[1:-1].round()})
+    train.slices = _pick_slices(z_lo, z_hi, max(1, round(cfg.label_ratio * (z_hi - z_lo))), cfg.label_slices)
     return {"train": [train], "val": [part(cut_a, cut_b)], "test": [part(cut_b, shape[ax])]}
+
+
+def _pick_slices(z_lo: int, z_hi: int, n: int, mode: str) -> list[int] | None:
+    """``n`` labelled axial slices of ``[z_lo, z_hi)``: evenly spread (``spread``, the ends left out) or a central
+    ``block``; None (all labelled) when ``n`` is 0 or covers the range."""
+    if n <= 0 or n >= z_hi - z_lo:
+        return None
+    if mode == "block":
+        first = z_lo + (z_hi - z_lo - n) // 2
+        return list(range(first, first + n))
+    return sorted({int(z) for z in np.linspace(z_lo, z_hi - 1, n + 2)[1:-1].round()})
 
 
 def usable_mask(p: Part, start: list[int], size: list[int]) -> np.ndarray:
