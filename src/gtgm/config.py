@@ -97,7 +97,8 @@ class CaptionConfig:
     """``gtgm caption``: which patch locations get a caption, and by which captioner backend."""
 
     captioner: Literal["describe", "hf", "openai"] = "describe"
-    content: Literal["full", "position", "intensity"] = "full"  # describe: a content control of the study
+    content: Literal["full", "position", "intensity", "oracle"] = "full"  # describe: the study's content controls
+    oracle_cache: str = ""  # content=oracle: the labelled twin cache (gtgm.text.captioners.oracle)
     # (x, y, z) voxels of the cache: the pretraining patch size, so that a caption describes exactly the voxels
     # the encoder sees, at the voxel size fine-tuning uses (EM: 16 sections, padded to the patch in z)
     patch_size: dict[str, list[int]] = _per_modality([32, 32, 32], [32, 32, 32], [32, 32, 16])
@@ -299,7 +300,7 @@ class EMConfig:
 
 STUDY_ARMS = (
     *("scratch", "pretrained", "supervised", "gtgm", "image_only", "text_only", "shuffled_text", "mae"),
-    *("position_text", "intensity_text"),
+    *("position_text", "intensity_text", "oracle_text"),
 )
 
 

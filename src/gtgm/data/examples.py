@@ -166,6 +166,25 @@ def _sealed(out: Path, n: int, bar: tqdm) -> list[dict[str, Any]]:
     return entries
 
 
+def _write_oracle(folder: Path, entries: list[dict[str, Any]]) -> None:
+    """``oracle/dataset.json``: the unlabelled phantoms with the labels their generator drew (same ids, group
+    ``ct_unlabeled``). Only ``caption.content=oracle`` reads it (after ``gtgm data preprocess``): the study's upper
+    bound of what a caption could tell; fine-tuning and pretraining never see these labels."""
+    labels = {str(k): v for k, v in CT_LABELS.items()}
+    group = {"modality": "CT", "labels": labels, "description": "the ct_unlabeled phantoms with their labels (oracle)"}
+    dataset = {
+        "name": "gtgm-examples-oracle",
+        "description": "labelled twins of the unlabelled CT phantoms, for oracle captions only",
+        "modality": {"0": "CT"},
+        "labels": labels,
+        "groups": {"ct_unlabeled": group},
+        "numTraining": len(entries),
+        "training": entries,
+        "test": [],
+    }
+    write_json(folder / "dataset.json", dataset)
+
+
 def _synthetic(out: Path, n_ct: int, n_ct_unlabeled: int, n_em: int, bar: tqdm) -> list[dict[str, Any]]:
     """CT phantoms with labels (seeds 1000 + i), without (3000 + i) and EM volumes (2000 + i)."""
     entries = []
@@ -176,12 +195,18 @@ def _synthetic(out: Path, n_ct: int, n_ct_unlabeled: int, n_em: int, bar: tqdm) 
         write_nifti(out / label, lab, affine)
         entries.append(_entry(image, label, "ct_phantom", "CT", True, f"gtgm.data.phantom_ct seed {1000 + i}"))
         bar.update(1)
+    oracle = []
     for i in range(n_ct_unlabeled):
-        hu, _, affine = make_ct_phantom(seed=3000 + i)
+        hu, lab, affine = make_ct_phantom(seed=3000 + i)
         image = f"ct_unlabeled/phantom_u{i:04d}.nii.gz"
         write_nifti(out / image, hu, affine)
         entries.append(_entry(image, None, "ct_unlabeled", "CT", True, f"gtgm.data.phantom_ct seed {3000 + i}"))
+        write_nifti(out / "oracle" / f"phantom_u{i:04d}.nii.gz", hu, affine)  # the labelled twin, kept apart
+        write_nifti(out / "oracle" / f"phantom_u{i:04d}_label.nii.gz", lab, affine)
+        oracle.append({**entries[-1], "image": f"phantom_u{i:04d}.nii.gz", "label": f"phantom_u{i:04d}_label.nii.gz"})
         bar.update(1)
+    if oracle:
+        _write_oracle(out / "oracle", oracle)
     for i in range(n_em):
         raw, ids = make_em_volume(seed=2000 + i)
         write_cremi(out / "em" / f"em_{i:03d}.hdf", raw, EM_RESOLUTION_XYZ, labels=ids)

@@ -10,6 +10,8 @@
 * ``mae``: masked image modelling on the same boxes (:mod:`gtgm.models.mim`): the strong image-only control.
 * ``position_text`` / ``intensity_text``: GTGM on content-control captions that keep only the position words or only
   the intensity clauses (``caption.content``; their files in ``study.caption_sets``): what part of the text helps.
+* ``oracle_text``: GTGM on captions that name the organs in each box with their shares, from the generator's labels
+  of the unlabelled phantoms (:mod:`gtgm.text.captioners.oracle`): the upper bound of what any captioner could give.
 * ``shuffled_text``: GTGM with every box paired with another box's caption (``pretrain.text_control=shuffled``):
   the control that shows whether the captions' content, not the extra loss, brings a gain.
 
@@ -40,8 +42,9 @@ PRETRAIN_ARMS: dict[str, list[str]] = {
     "mae": ["pretrain.objective=mim"],
     "position_text": [],  # GTGM on captions of study.caption_sets.position_text (caption.content=position)
     "intensity_text": [],  # ... of study.caption_sets.intensity_text (caption.content=intensity)
+    "oracle_text": [],  # ... of study.caption_sets.oracle_text (caption.content=oracle: the upper bound)
 }
-CAPTION_SET_ARMS = ("position_text", "intensity_text")
+CAPTION_SET_ARMS = ("position_text", "intensity_text", "oracle_text")
 ARMS = STUDY_ARMS
 # (arm, baseline) pairs the report compares, when both arms ran; the positive control first
 COMPARISONS = [
@@ -53,6 +56,8 @@ COMPARISONS = [
     ("gtgm", "mae"),
     ("gtgm", "position_text"),
     ("gtgm", "intensity_text"),
+    ("gtgm", "oracle_text"),
+    ("oracle_text", "scratch"),
     ("mae", "scratch"),
     ("image_only", "scratch"),
     ("text_only", "scratch"),

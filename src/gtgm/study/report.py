@@ -97,7 +97,7 @@ def write_study_report(
             blocks += _group_blocks(group, readouts[group], gcfg, None, title=f"{group}: frozen-encoder readout")
         blocks += probe_blocks((probes or {}).get(group, []))
         summary = summarize(rows)
-        for arm, style in zip(ARMS, ("--o", "-s", "-.P", "-^", "-v", "-D", ":x", "-.*", ":<", ":>")):
+        for arm, style in zip(ARMS, ("--o", "-s", "-.P", "-^", "-v", "-D", ":x", "-.*", ":<", ":>", "-h")):
             pts = sorted((r, s["score"]) for (a, r), s in summary.items() if a == arm)
             if not pts:
                 continue

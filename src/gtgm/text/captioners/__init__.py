@@ -8,6 +8,10 @@ from gtgm.text.captioners.base import Captioner, Patch
 
 def create_captioner(cfg: CaptionConfig, device: str = "auto") -> Captioner:
     """The backend named by ``cfg.captioner``: describe (offline default), hf, or openai."""
+    if cfg.captioner == "describe" and cfg.content == "oracle":
+        from gtgm.text.captioners.oracle import OracleCaptioner
+
+        return OracleCaptioner(cfg.oracle_cache)
     if cfg.captioner == "describe":
         from gtgm.text.captioners.describe import DescribeCaptioner
 
