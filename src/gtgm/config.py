@@ -304,6 +304,13 @@ STUDY_ARMS = (
 )
 
 
+# fine-tuning settings every arm of a study shares (what is evaluated and on which labels): no per-arm override
+SHARED_FINETUNE_KEYS = (
+    *("cache", "group", "task", "split", "split_seed", "test_cases", "val_cases", "val_fraction", "test_fraction"),
+    *("label_ratio", "label_slices", "slices_per_case", "region_axis", "region_bounds", "pretrained", "out"),
+)
+
+
 @dataclass
 class StudyConfig:
     """``gtgm study``: arms x label ratios x seeds (arms: see gtgm.study.arms)."""
@@ -329,6 +336,14 @@ class StudyConfig:
         unknown = sorted(set(self.arm_overrides) - set(STUDY_ARMS))
         if unknown:
             raise ConfigError(f"config key 'study.arm_overrides': unknown arm(s) {unknown}")
+        for arm, items in self.arm_overrides.items():
+            keys = [str(item).split("=", 1)[0].strip() for item in items]
+            bad = [k for k in keys if not k.startswith("finetune.") or k.split(".", 1)[1] in SHARED_FINETUNE_KEYS]
+            if bad:
+                raise ConfigError(
+                    f"config key 'study.arm_overrides.{arm}': {bad[0]} is not a fine-tuning recipe setting (arms "
+                    "share their data, split, labelled subset and model; only finetune.* recipe keys may differ)"
+                )
         if any(not 0 < r <= 1 for r in self.ratios):
             raise ConfigError(f"config key 'study.ratios': label ratios must lie in (0, 1], got {self.ratios}")
 

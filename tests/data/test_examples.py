@@ -86,3 +86,4 @@ def test_sealed_phantoms_come_from_their_own_seeds(tmp_path):
     images = [read_case(cases[k])[0] for k in sorted(cases)]
     assert all(not np.array_equal(a, b) for i, a in enumerate(images) for b in images[i + 1 :] if a.shape == b.shape)
     assert "seed 4000 (sealed)" in cases["sealed_000"].source
+    assert cases["sealed_000"].split == "test" and cases["phantom_000"].split == "train"  # declared test cases

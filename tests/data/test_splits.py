@@ -10,8 +10,8 @@ from gtgm.errors import GtgmError
 class _Cache:
     root = "cache"
 
-    def __init__(self, ids: list[str]):
-        self.entries = [{"id": i} for i in ids]
+    def __init__(self, ids: list[str], declared_test: tuple[str, ...] = ()):
+        self.entries = [{"id": i, "split": "test" if i in declared_test else "train"} for i in ids]
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -45,3 +45,29 @@ def test_slices_per_case_label_a_few_axial_slices_of_each_training_case():
     block = make_split(cache, FinetuneConfig(test_cases=["c"], slices_per_case=2, label_slices="block"))
     assert block["train"][0].slices == [3, 4]
     assert make_split(cache, FinetuneConfig(test_cases=["c"]))["train"][0].slices is None  # default: all
+
+
+def test_declared_test_cases_are_scored_only_when_named():
+    cache = _Cache([f"p{i}" for i in range(10)] + ["s0", "s1"], declared_test=("s0", "s1"))
+    for seed in range(5):  # random splits never draw them
+        split = make_split(cache, FinetuneConfig(split_seed=seed))
+        assert not {10, 11} & {p.case for k in split for p in split[k]}
+    named = make_split(cache, FinetuneConfig(test_cases=["s0", "s1"], val_cases=["p1"]))
+    assert [p.case for p in named["test"]] == [10, 11] and 1 not in [p.case for p in named["train"]]
+    other = make_split(cache, FinetuneConfig(test_cases=["p0"]))  # a declared test case not named: not trained on
+    assert not {10, 11} & {p.case for p in other["train"]}
+
+
+def test_declared_test_cases_are_kept_out_of_pretraining(tmp_path):
+    from gtgm.config import load_config
+    from gtgm.data.patches import VolumeCache
+    from gtgm.fsutil import write_json
+    from gtgm.train.reserved import reserved_regions
+
+    def entry(i, split):
+        return {"id": i, "group": "g", "split": split, "shape": [8, 8, 8], "files": {"image": "x", "label": "y"}}
+
+    cases = [entry(f"p{i}", "train") for i in range(6)] + [entry("s0", "test")]
+    write_json(tmp_path / "index.json", {"cases": cases, "groups": {"g": {"labels": {"1": "a"}}}})
+    regions = reserved_regions(VolumeCache(tmp_path), load_config(None, ["study.groups=[g]"]))["regions"]
+    assert {"volume": "s0", "group": "g", "split": "test", "lo": [0, 0, 0], "hi": [8, 8, 8]} in regions

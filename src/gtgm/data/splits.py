@@ -6,7 +6,8 @@ Two split kinds:
   (``val_fraction``) and train, or fixed ones (``test_cases``, ``val_cases``: case ids; the rest train, and the
   validation may be empty); the label ratio keeps ``max(1, round(ratio · n_train))`` train cases, and
   ``slices_per_case`` > 0 labels only that many axial slices of each (``label_slices``: spread or block) — the
-  label-limited regime where unlabelled data can matter.
+  label-limited regime where unlabelled data can matter. Cases the dataset declares as test (its ``test`` list,
+  e.g. the sealed phantoms) are never drawn into a split: they are scored only when named in ``test_cases``.
 * ``region`` — each labeled volume is cut into slabs along ``region_axis`` (train below
   ``region_bounds[0]``, val between, test above ``region_bounds[1]``, as fractions of the axis), so
   train and test voxels never overlap; image voxels outside a slab are replaced by the pad value when
@@ -50,9 +51,14 @@ def make_split(cache: VolumeCache, cfg: FinetuneConfig) -> dict[str, list[Part]]
     Drawn with ``cfg.split_seed`` only, so runs that differ in their initialisation seed share their test
     and validation cases and their labelled subset (paired comparisons on fixed evaluation cases).
     """
-    cases = list(range(len(cache)))
+    declared_test = {i for i, e in enumerate(cache.entries) if e.get("split") == "test"}
+    cases = [i for i in range(len(cache)) if i not in declared_test] or list(range(len(cache)))
     kind = cfg.split if cfg.split != "auto" else ("region" if len(cases) == 1 else "cases")
     if kind == "region":
+        if cfg.slices_per_case:
+            raise GtgmError(
+                "finetune.slices_per_case applies to a case split; a region split labels slices with label_ratio"
+            )
         parts = [_region_split(cache, i, cfg) for i in cases]
         return {k: [p[k][0] for p in parts] for k in ("train", "val", "test")}
     if len(cases) < 3 and not cfg.test_cases:
@@ -86,7 +92,8 @@ def _named_cases(cache: VolumeCache, cfg: FinetuneConfig) -> tuple[list[int], li
     if unknown:
         raise GtgmError(f"{cache.root}: finetune test/val cases {unknown} are not labelled cases here ({sorted(ids)})")
     test, val = [ids[c] for c in cfg.test_cases], [ids[c] for c in cfg.val_cases]
-    return test, val, [i for i in range(len(cache)) if i not in test and i not in val]
+    held = {i for i, e in enumerate(cache.entries) if e.get("split") == "test"}  # declared test: never trained on
+    return test, val, [i for i in range(len(cache)) if i not in test and i not in val and i not in held]
 
 
 def _region_split(cache: VolumeCache, case: int, cfg: FinetuneConfig) -> dict[str, list[Part]]:

@@ -107,6 +107,7 @@ def arm_config(cfg: Config, arm: str, seed: int, root: Path) -> Config:
                 f"study arm '{arm}' needs its captions and text cache: study.caption_sets.{arm}=[CAPTIONS.jsonl, "
                 f"TEXT_CACHE] (gtgm caption ... caption.content={content}, then gtgm embed-text)"
             )
+        _check_caption_set(arm, paths[0])
         c = with_overrides(c, values={"pretrain.captions": paths[0], "pretrain.text_cache": paths[1]})
     out = str(root / "pretrain" / f"{arm}_seed{seed}")
     c = with_overrides(
@@ -152,3 +153,14 @@ def check_reserved(out: Path, cfg: Config) -> None:
             f"{out} was pretrained without the fine-tuning validation / test regions of another split; "
             "delete it, or choose another study output folder"
         )
+
+
+def _check_caption_set(arm: str, path: str) -> None:
+    """A content-control arm's captions must come from its variant of the describe captioner (``describe:<content>``):
+    full captions there would make the control the gtgm arm under another name."""
+    from gtgm.text.captions import read_captions
+
+    want = f"describe:{arm.removesuffix('_text')}"
+    made_by = {str(r.get("captioner")) for r in read_captions(path)}
+    if made_by != {want}:
+        raise GtgmError(f"{path}: captions by {sorted(made_by)}, but study arm '{arm}' needs '{want}' captions only")

@@ -78,7 +78,8 @@ def write_study_report(
             "text",
             f"Fine-tuning {cfg.model.encoder} (channels {cfg.model.channels}); arms {cfg.study.arms} "
             f"({_arms_phrase(pretrained)}); label ratios {cfg.study.ratios}, seeds {cfg.study.seeds} (per-group "
-            f"changes: {cfg.study.group_overrides or 'none'}); {seconds / 60:.1f} min for this invocation "
+            f"changes: {cfg.study.group_overrides or 'none'}; per-arm fine-tuning recipes: "
+            f"{cfg.study.arm_overrides or 'none'}); {seconds / 60:.1f} min for this invocation "
             "(finished runs are reused, not re-timed). "
             "Test figures, mean ± std over seeds (a single seed is shown as its value). "
             "Segmentation: Dice per class (classes without any test voxels "
@@ -201,6 +202,8 @@ def paired_blocks(rows: list[dict[str, Any]]) -> list:
                 verdict = "one pair: no interval"
             elif max(b["cases"], b["seeds"]) < 3:  # a percentile interval of 2 resampled units is their range
                 verdict = "too few to judge (< 3 resampled)"
+            elif 2 in (b["seeds"], b["pretrain_seeds"]):  # a bootstrap of 2 values halves their variance
+                verdict += " (2 seeds: their spread is underestimated)"
             plural = lambda k, word: f"{k} {word}{'s' if k > 1 else ''}"  # noqa: E731
             sources = f"{plural(b['cases'], 'test case')} × {plural(b['seeds'], 'seed')}"
             if b["pretrain_seeds"] > 1:

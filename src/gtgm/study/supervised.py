@@ -28,6 +28,7 @@ def supervised_config(cfg: Config, group: str, seed: int, root: Path, overrides:
         "finetune.group": group,
         "finetune.label_ratio": 1.0,
         "finetune.pretrained": "",
+        "finetune.freeze_encoder_steps": 0,  # a segmenter trained from scratch: nothing to keep frozen
         "finetune.out": str(out),
     }
     return with_overrides(group_config(cfg, group, [*cfg.study.supervised_overrides, *overrides]), values=values)

@@ -63,6 +63,10 @@ class Finetuner:
         self.net = DistributedDataParallel(self.model) if self.world > 1 else self.model
         enc = set(id(p) for n, p in self.model.named_parameters() if n.startswith(self.model.encoder_prefix))
         self.enc_params = [p for p in self.model.parameters() if id(p) in enc]
+        if not self.enc_params:
+            raise GtgmError(
+                f"model.encoder={cfg.model.encoder}: the segmenter has no parameters under its encoder prefix"
+            )
         rest = [p for p in self.model.parameters() if id(p) not in enc]
         self.opt = torch.optim.AdamW(
             [{"params": self.enc_params, "lr": f.lr * (f.encoder_lr_scale if f.pretrained else 1.0)}, {"params": rest}],

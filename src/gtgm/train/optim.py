@@ -57,11 +57,13 @@ def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float
 
 def encoder_multiplier(step: int, freeze: int, warmup: int, total: int) -> float:
     """LR multiplier of a fine-tuned encoder: 0 while frozen (``step < freeze``), then a fresh linear warm-up over
-    ``warmup`` steps times the run's schedule, ``min(1, (step - freeze + 1) / warmup) * warmup_cosine(step)``.
+    ``warmup`` steps times the run's schedule, ``min(1, (step - freeze + 1) / warmup) * warmup_cosine(step)``;
+    without a freeze (``freeze`` = 0) the run's schedule alone, ``warmup_cosine(step)``.
 
     Without the re-warm-up, Adam's first update after unfreezing moves every encoder weight by about ±lr
     (its moments start at that step's gradient, so m / sqrt(v) = ±1).
     """
     if step < freeze:
         return 0.0
-    return min(1.0, (step - freeze + 1) / max(1, warmup)) * warmup_cosine(step, warmup, total, 0.0)
+    rewarm = min(1.0, (step - freeze + 1) / max(1, warmup)) if freeze > 0 else 1.0  # (no freeze: the run's own)
+    return rewarm * warmup_cosine(step, warmup, total, 0.0)

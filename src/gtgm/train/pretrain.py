@@ -237,7 +237,6 @@ class Pretrainer:
     def export(self, retrieval: dict[str, float]) -> None:
         if self.rank != 0:
             return
-        save_checkpoint(self.out / "encoder.pt", self.model.encoder_weights())
         if self.cfg.pretrain.objective == "gtgm":  # a masked-modelling run has no projection heads to query with
             save_checkpoint(self.out / "heads.pt", self.heads_state())
         m = self.cfg.model
@@ -250,7 +249,8 @@ class Pretrainer:
                 "in_channels": m.in_channels,
                 "channels": m.channels,
                 "feature_size": m.feature_size,
-                "segmenter_prefix": self.model.encoder.segmenter_prefix,
+                # the prefix encoder.pt's keys lack in the segmenter (masked modelling saves segmenter keys: none)
+                "segmenter_prefix": getattr(getattr(self.model, "encoder", None), "segmenter_prefix", ""),
                 "patch_size": self.cfg.pretrain.patch_size,
                 "steps": self.step,
                 "text_encoder": self.pairs.text_cache.encoder,
@@ -266,6 +266,9 @@ class Pretrainer:
                 **({"arch_kwargs": model_arch_kwargs(m)} if m.encoder == "resenc" else {}),
             },
         )
+        save_checkpoint(
+            self.out / "encoder.pt", self.model.encoder_weights()
+        )  # last: its presence marks a finished run
 
     def heads_state(self) -> dict[str, torch.Tensor]:
         """What ``gtgm query`` needs beside ``encoder.pt``: the image and text heads (``image_head.*``,

@@ -46,6 +46,11 @@ def reserved_regions(cache: VolumeCache, cfg: Config) -> dict[str, Any]:
                     }
                     if region not in regions:
                         regions.append(region)
+    for e in cache.entries:  # declared test cases (the dataset's test list) with labels: kept out whole
+        if e.get("split") == "test" and "label" in e["files"]:
+            region = {"volume": e["id"], "group": e["group"], "split": "test", "lo": [0, 0, 0], "hi": list(e["shape"])}
+            if region not in regions:
+                regions.append(region)
     return {"regions": regions, "unsplittable": unsplittable}
 
 

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from gtgm.config import CaptionConfig
+from gtgm.errors import ConfigError
 from gtgm.text.captioners.base import Captioner, Patch
 
 
 def create_captioner(cfg: CaptionConfig, device: str = "auto") -> Captioner:
     """The backend named by ``cfg.captioner``: describe (offline default), hf, or openai."""
+    if cfg.content != "full" and cfg.captioner != "describe":
+        raise ConfigError(
+            f"caption.content={cfg.content} is a variant of the describe captioner, not of {cfg.captioner}"
+        )
     if cfg.captioner == "describe" and cfg.content == "oracle":
         from gtgm.text.captioners.oracle import OracleCaptioner
 
