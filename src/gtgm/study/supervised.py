@@ -1,10 +1,10 @@
 """The study's positive control, arm ``supervised``: an encoder known to be good for the task.
 
 It is the encoder of a segmenter trained from scratch on *every* labelled training case of the group (label
-ratio 1, the group's recipe, seed = the pretraining seed), never on the validation or test cases (the same
-``finetune.split_seed`` chooses them). Only the encoder's tensors are kept (``encoder.pt``, keyed as in the
-segmenter; the decoder starts from random like every other arm's), so the arm is fine-tuned exactly like a
-pretrained one. If it does not beat scratch with few labels, the fine-tuning protocol cannot see a gain from
+ratio 1, all slices labelled, the group's recipe, seed = the pretraining seed), never on the validation or test
+cases (the same ``finetune.split_seed`` chooses them). Only the encoder's tensors are kept (``encoder.pt``, keyed
+as in the segmenter; the decoder starts from random like every other arm's), so the arm is fine-tuned exactly like
+a pretrained one. If it does not beat scratch with few labels, the fine-tuning protocol cannot see a gain from
 a good initialisation, and a null for any pretraining arm says nothing (DESIGN.md §6).
 """
 
@@ -29,6 +29,7 @@ def supervised_config(cfg: Config, group: str, seed: int, root: Path, overrides:
         "finetune.label_ratio": 1.0,
         "finetune.pretrained": "",
         "finetune.freeze_encoder_steps": 0,  # a segmenter trained from scratch: nothing to keep frozen
+        "finetune.slices_per_case": 0,  # every slice of every training case labelled, whatever the arms get
         "finetune.out": str(out),
     }
     return with_overrides(group_config(cfg, group, [*cfg.study.supervised_overrides, *overrides]), values=values)
