@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -63,6 +65,14 @@ def test_supervised_arm_is_trained_on_training_cases_only_and_keeps_the_encoder(
     stamp = (source / "encoder.pt").stat().st_mtime_ns
     run_study(cfg, progress=False)
     assert (source / "encoder.pt").stat().st_mtime_ns == stamp  # reused, not retrained
+    shutil.copytree(root, tmp_path / "moved")  # a study folder moved elsewhere is still reused, not retrained
+    run_study(
+        dataclasses.replace(cfg, study=dataclasses.replace(cfg.study, out=str(tmp_path / "moved"))), progress=False
+    )
+    moved = tmp_path / "moved" / "ct_phantom" / "scratch" / "ratio0.01_seed0" / "best.pt"
+    assert (
+        moved.stat().st_mtime_ns == (root / "ct_phantom" / "scratch" / "ratio0.01_seed0" / "best.pt").stat().st_mtime_ns
+    )
 
 
 def test_arm_overrides_name_known_arms_and_recipe_keys_only():

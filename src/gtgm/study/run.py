@@ -56,7 +56,8 @@ def run_one(
     c = with_overrides(
         group_config(cfg, group, overrides, arm), values={"seed": seed, **run_values, "finetune.pretrained": encoder}
     )
-    check_reuse(out, c, ("seed", "model", "finetune", "em"))
+    # a moved study folder is reused: its run folders and encoder paths moved, the encoders' SHA-256 did not
+    check_reuse(out, c, ("seed", "model", "finetune", "em"), ignore=("finetune.out", "finetune.pretrained"))
     _check_encoder(out, encoder)
     done = out / "test_metrics.json"
     res = (
@@ -68,13 +69,20 @@ def run_one(
 
 
 def _check_encoder(out: Path, encoder: str) -> None:
-    """A run folder is reused only with the encoder file it was made from (its SHA-256, ``pretrained.sha256``):
-    an encoder re-made at the same path (e.g. after deleting a pretraining run) does not inherit old results."""
+    """A run folder is reused only with the encoder file it was made from (its SHA-256, ``pretrained.sha256``), not
+    its path: an encoder re-made at the same path (e.g. after deleting a pretraining run) does not inherit old
+    results, and a study folder moved elsewhere (its encoders with it) is still reused. A run made from scratch is
+    never reused for an encoder, nor the reverse."""
+    record, made = out / "pretrained.sha256", (out / "config.yaml").is_file()
     if not encoder:
+        if record.is_file():
+            raise GtgmError(f"{out} was fine-tuned from an encoder, not from scratch; delete {out} to redo it")
         return
-    record, sha = out / "pretrained.sha256", file_sha256(encoder)
+    sha = file_sha256(encoder)
     if record.is_file() and record.read_text().strip() != sha:
         raise GtgmError(f"{out} was fine-tuned from another {encoder} (its SHA-256 differs); delete {out} to redo it")
+    if not record.is_file() and made:
+        raise GtgmError(f"{out} was fine-tuned from scratch, not from {encoder}; delete {out} to redo it")
     if not record.is_file():
         out.mkdir(parents=True, exist_ok=True)
         write_text(record, sha + "\n")

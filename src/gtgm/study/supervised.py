@@ -43,7 +43,7 @@ def supervised_encoder(
 
     c = supervised_config(cfg, group, seed, root, overrides)
     out = Path(c.finetune.out)
-    check_reuse(out, c, ("seed", "model", "finetune", "em"))
+    check_reuse(out, c, ("seed", "model", "finetune", "em"), ignore=("finetune.out",))
     encoder = out / "encoder.pt"
     if encoder.is_file():
         return encoder
