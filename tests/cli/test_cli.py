@@ -36,7 +36,7 @@ def test_demo_writes_corpus_cache_and_report(demo_run):
     assert "Real CT: not in this run" in headline  # --no-real: the real-CT fine-tuning is left out, with a note
     assert (demo_run / "figures" / "overlays.png").is_file() and "overlays.png" in headline
     assert "Does pretraining help? ct_phantom" in headline and "pretrained − scratch" in headline  # the paired gain
-    assert "Decision rule" in headline and "test cases)" in headline
+    assert "Decision rule" in headline and "test cases ×" in headline
     assert (demo_run / "figures" / "corpus.png").stat().st_size > 10_000
     # the exports, linked from the report: the main CT model as a MONAI bundle, the phantoms for nnU-Net
     assert (demo_run / "exports" / "ct_bundle" / "models" / "model.pt").is_file()
