@@ -154,17 +154,22 @@ def _real_mri(out: Path, bar: tqdm) -> list[dict[str, Any]]:
     return entries
 
 
-def _sealed(out: Path, n: int, bar: tqdm) -> list[dict[str, Any]]:
-    """The sealed CT test phantoms: labelled, seeds 4000 + i, never among the other seeds."""
+def _labelled_phantoms(out: Path, n: int, seed0: int, stem: str, note: str, bar: tqdm) -> list[dict[str, Any]]:
+    """``n`` labelled CT phantoms (group ``ct_phantom``) from seeds ``seed0 + i``, written as ``{stem}_{i:03d}``."""
     entries = []
     for i in range(n):
-        hu, lab, affine = make_ct_phantom(seed=4000 + i)
-        image, label = f"ct_sealed/sealed_{i:03d}.nii.gz", f"ct_sealed/sealed_{i:03d}_label.nii.gz"
+        hu, lab, affine = make_ct_phantom(seed=seed0 + i)
+        image, label = f"{stem}_{i:03d}.nii.gz", f"{stem}_{i:03d}_label.nii.gz"
         write_nifti(out / image, hu, affine)
         write_nifti(out / label, lab, affine)
-        entries.append(_entry(image, label, "ct_phantom", "CT", True, f"gtgm.data.phantom_ct seed {4000 + i} (sealed)"))
+        entries.append(_entry(image, label, "ct_phantom", "CT", True, f"gtgm.data.phantom_ct seed {seed0 + i}{note}"))
         bar.update(1)
     return entries
+
+
+def _sealed(out: Path, n: int, bar: tqdm) -> list[dict[str, Any]]:
+    """The sealed CT test phantoms: labelled, seeds 4000 + i, never among the other seeds."""
+    return _labelled_phantoms(out, n, 4000, "ct_sealed/sealed", " (sealed)", bar)
 
 
 def _write_oracle(folder: Path, entries: list[dict[str, Any]]) -> None:
@@ -188,14 +193,7 @@ def _write_oracle(folder: Path, entries: list[dict[str, Any]]) -> None:
 
 def _synthetic(out: Path, n_ct: int, n_ct_unlabeled: int, n_em: int, bar: tqdm) -> list[dict[str, Any]]:
     """CT phantoms with labels (seeds 1000 + i), without (3000 + i) and EM volumes (2000 + i)."""
-    entries = []
-    for i in range(n_ct):
-        hu, lab, affine = make_ct_phantom(seed=1000 + i)
-        image, label = f"ct/phantom_{i:03d}.nii.gz", f"ct/phantom_{i:03d}_label.nii.gz"
-        write_nifti(out / image, hu, affine)
-        write_nifti(out / label, lab, affine)
-        entries.append(_entry(image, label, "ct_phantom", "CT", True, f"gtgm.data.phantom_ct seed {1000 + i}"))
-        bar.update(1)
+    entries = _labelled_phantoms(out, n_ct, 1000, "ct/phantom", "", bar)
     oracle = []
     for i in range(n_ct_unlabeled):
         hu, lab, affine = make_ct_phantom(seed=3000 + i)
