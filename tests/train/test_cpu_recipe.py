@@ -14,6 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from gtgm.cli import main
 from gtgm.data.phantom_ct import CT_LABELS, make_ct_phantom
@@ -77,3 +78,10 @@ def test_cpu_recipe_learns_which_side_liver_and_spleen_are_on(tiny_ct):
     assert liver.mean() > midline + 4 and spleen.mean() < midline - 4  # voxels of 6 mm
     assert (pred[int(round(midline)) + 1 :] == 2).sum() < 0.2 * spleen.size  # few spleen voxels on the right
     assert (pred[: int(round(midline))] == 1).sum() < 0.2 * liver.size  # few liver voxels on the left
+    # post-processing chosen on validation, stored in best.pt, applied by predict: one component per chosen class
+    best = torch.load(root / "ft" / "best.pt", weights_only=True)
+    chosen = best["postprocess"]["keep_largest"]
+    test = json.loads((root / "ft" / "test_metrics.json").read_text())["test"]
+    assert test["keep_largest"] == chosen and 0.0 <= test["dice_raw"] <= 1.0
+    for c in chosen:
+        assert ndimage.label(pred == c, structure=np.ones((3, 3, 3)))[1] <= 1, f"class {c}: islands left"

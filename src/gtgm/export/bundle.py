@@ -39,6 +39,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path) -> dict[str, Path]:
     if ckpt.get("task", "segmentation") != "segmentation":
         raise GtgmError(f"{checkpoint}: trained for task '{ckpt['task']}'; bundles are written for segmentation models")
     meta = {k: ckpt[k] for k in ("preprocess", "modality", "patch_size")}
+    meta["postprocess"] = ckpt.get("postprocess") or {}  # applied by GtgmRestored as gtgm predict applies it
     labels = {str(k): str(v) for k, v in (ckpt.get("labels") or {}).items()} or {
         str(k): f"class {k}" for k in range(ckpt["num_classes"])
     }

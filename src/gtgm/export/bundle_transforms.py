@@ -19,6 +19,7 @@ from monai.transforms import MapTransform
 
 from gtgm.data.datasets import Case, ImageRef
 from gtgm.data.io import write_nifti
+from gtgm.infer.postprocess import postprocess_label
 from gtgm.infer.prepare import prepare_input, restore_labels, restorer
 from gtgm.infer.sliding import pad_to_patch
 
@@ -69,7 +70,7 @@ class GtgmRestored(MapTransform):
             crop = (slice(None), *(slice(0, int(n)) for n in d["gtgm_shape"]))
             logits = torch.as_tensor(d[key])[crop].float()
             out = logits.softmax(0) if restore.resampled else logits.argmax(0).to(torch.uint8)
-            label = restore_labels(out.cpu().numpy(), restore).astype(np.uint8)
+            label = postprocess_label(restore_labels(out.cpu().numpy(), restore), self.meta).astype(np.uint8)
             ref = nib.load(d["gtgm_path"])  # header and affine only; the voxels were read once, by the preprocessing
             write_nifti(self.output_dir / f"{case.id}.nii.gz", label, ref.affine, ref.header)
             d[key] = label

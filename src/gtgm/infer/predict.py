@@ -25,6 +25,7 @@ from gtgm.data.datasets import Case
 from gtgm.data.io import write_cremi, write_nifti
 from gtgm.em.agglomerate import segment
 from gtgm.errors import GtgmError
+from gtgm.infer.postprocess import postprocess_label
 from gtgm.infer.prepare import input_cases, prepare_input, restore_labels
 from gtgm.infer.sliding import predict_array
 from gtgm.models.checkpoint import has_norm_weights, load_checkpoint, load_weights
@@ -62,10 +63,13 @@ def segment_case(
     When the model works at another spacing, its class probabilities are resampled linearly to the input's
     grid and the label is their argmax there (as nnU-Net does), which keeps boundaries and thin structures
     finer than the model's voxels; one class at a time, so memory stays at two input-sized float arrays.
+    The label is then post-processed as chosen on validation (``best.pt``'s ``postprocess``, see
+    :mod:`gtgm.infer.postprocess`).
     """
     normed, ref, restore = prepare_input(meta, case)
     output = "probabilities" if restore.resampled else "labels"
-    return restore_labels(predict_array(model, normed, meta["patch_size"], device=device, output=output), restore), ref
+    label = restore_labels(predict_array(model, normed, meta["patch_size"], device=device, output=output), restore)
+    return postprocess_label(label, meta), ref
 
 
 def predict_inputs(

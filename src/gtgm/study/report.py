@@ -28,6 +28,9 @@ def summarize(rows: list[dict[str, Any]]) -> dict[tuple[str, float], dict[str, t
             values = [{str(c): v for c, v in r["values"].items()} for r in sel]
             stats = {c: _stat([v[c] for v in values if c in v]) for c in dict.fromkeys(k for v in values for k in v)}
             stats["score"] = _stat([r["score"] for r in sel])
+            raw = [r["score_raw"] for r in sel if r.get("score_raw") is not None]
+            if len(raw) == len(sel):  # segmentation: the mean Dice before post-processing
+                stats["score_raw"] = _stat(raw)
             out[(arm, ratio)] = stats
     return out
 
@@ -127,14 +130,17 @@ def _group_blocks(
     group: str, rows: list[dict[str, Any]], cfg: Config, baseline: dict[str, Any] | None, title: str = ""
 ) -> list:
     summary = summarize(rows)
-    keys = [k for k in next(iter(summary.values())) if k != "score"]
+    keys = [k for k in next(iter(summary.values())) if k not in ("score", "score_raw")]
     em = rows[0]["metric"] == "voi"
+    raw = not em and all("score_raw" in s for s in summary.values())
     names = {} if em else class_names(cfg.finetune.cache, group)
     header = ["arm", "label ratio", *(names.get(c, f"class {c}") for c in keys)] + ([] if em else ["mean"])
+    header += ["mean before post-processing"] if raw else []
     table = []
     for (arm, ratio), s in summary.items():
         cells = [fmt_stat(s[c]) for c in keys]
         table.append([arm, f"{ratio:g}", *cells, *([] if em else [fmt_stat(s["score"])])])
+        table[-1] += [fmt_stat(s["score_raw"])] if raw else []
     if baseline:
         table.append(
             [f"baseline: raw > {baseline['threshold']:g} + components", "-", *[f"{baseline[k]:.3f}" for k in keys]]
@@ -144,6 +150,11 @@ def _group_blocks(
         f"{f.task} task, {f.steps} steps per run, patches {f.patch_size}, batch {f.batch_size}, lr {f.lr}; "
         f"test figures, {seeds_phrase(rows)}."
     )
+    if raw:
+        text += (
+            " Dice after post-processing: each class in a run's validation-chosen list is reduced to its largest "
+            "connected component (gtgm.infer.postprocess); the last column is the mean before it."
+        )
     if baseline:
         text += " The baseline's threshold is the best on the test split itself (in its favour)."
     if title:

@@ -175,6 +175,7 @@ def _row(res: dict[str, Any], arm: str, ratio: float, seed: int, pre_seed: int |
         "metric": test["metric"],
         "values": test["summary"],
         "score": test[test["metric"]],
+        "score_raw": test.get("dice_raw"),  # segmentation: mean Dice before post-processing
         "val_score": res.get("best_val"),
         "cases": case_scores(test),
         **run_diagnostics(res),

@@ -214,6 +214,8 @@ class Finetuner:
                 res = self.task.score(self.model, self.split["val"], self.device)
                 val = res["main"]
                 values = {f"val/{k}": v for k, v in res["summary"].items() if isinstance(v, float)}
+                if "dice_raw" in res:
+                    values["val/dice_raw"] = res["dice_raw"]  # before post-processing
                 self.logger.log(self.step, {**values, "val/score": val})  # score: mean Dice, or −VOI (EM)
                 if val > self.best:
                     self.best = val

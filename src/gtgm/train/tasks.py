@@ -26,6 +26,7 @@ from gtgm.data.splits import Part, part_arrays
 from gtgm.em.affinities import affinities_torch, offsets_xyz
 from gtgm.em.agglomerate import segment, threshold_baseline
 from gtgm.errors import GtgmError
+from gtgm.infer.postprocess import choose_keep_largest, keep_largest
 from gtgm.infer.sliding import predict_array
 from gtgm.metrics import dice_per_class, hd95_per_class, neuron_scores
 from gtgm.models.registry import architecture_kwargs, create_segmenter
@@ -83,6 +84,7 @@ class SegmentationTask:
         _check_labels(cache, f.task_labels, labels)
         _check_declared(cache, labels, metas)
         self.class_weight: torch.Tensor | None = None
+        self.keep_largest: list[int] = []  # classes reduced to their largest component (chosen on validation)
 
     def weigh_classes(self, train: list[Part]) -> None:
         """CE class weights from the labelled voxels of the training parts (``finetune.class_weight_power``)."""
@@ -93,27 +95,51 @@ class SegmentationTask:
         return seg_loss(logits, label, self.class_weight)
 
     def restore(self, ckpt: dict[str, Any]) -> None:
-        """Nothing beyond the weights is chosen on validation."""
+        """The post-processing chosen on validation with the kept weights (none in older checkpoints)."""
+        self.keep_largest = [int(c) for c in (ckpt.get("postprocess") or {}).get("keep_largest") or []]
 
     def meta(self) -> dict[str, Any]:
-        return {"task": self.name, "num_classes": self.outputs, "labels": self.labels}
+        meta = {"task": self.name, "num_classes": self.outputs, "labels": self.labels}
+        return {**meta, "postprocess": {"keep_largest": list(self.keep_largest)}}
 
     def score(self, model: torch.nn.Module, parts: list[Part], device: Any, final: bool = False) -> dict[str, Any]:
         """Per-class Dice (and, when ``final``, HD95 and the confusion counts reference × predicted) of
-        sliding-window predictions on ``parts``, and their means."""
+        sliding-window predictions on ``parts``, and their means, after post-processing.
+
+        Validation (``final`` False) chooses the post-processing (:mod:`gtgm.infer.postprocess`; kept in
+        ``best.pt`` with the weights that scored best); the test split applies the one restored from ``best.pt``.
+        ``dice_raw`` is the mean Dice before post-processing.
+        """
         f, classes = self.cfg.finetune, list(range(1, self.outputs))
+        cases = [(self.cache.entries[p.case], *part_arrays(self.cache, p)) for p in parts]
+        preds = [
+            predict_array(model, image, f.patch_size, f.sw_overlap, f.sw_batch_size, device) for _, image, _ in cases
+        ]
+        labels = [np.asarray(label) for _, _, label in cases]
+        if not final:
+            self.keep_largest = choose_keep_largest(preds, labels, classes) if f.postprocess else []
+        raw = [dice_per_class(pred, label, classes) for pred, label in zip(preds, labels)]
+        preds = [keep_largest(pred, self.keep_largest) for pred in preds]
         rows = []
-        for p in parts:
-            image, label = part_arrays(self.cache, p)
-            pred = predict_array(model, image, f.patch_size, f.sw_overlap, f.sw_batch_size, device)
-            row = {"case": self.cache.entries[p.case]["id"], "dice": dice_per_class(pred, label, classes)}
+        for (entry, _, label), pred, dice_raw in zip(cases, preds, raw):
+            row = {"case": entry["id"], "dice": dice_per_class(pred, label, classes), "dice_raw": dice_raw}
             if final:
-                row["hd95"] = hd95_per_class(pred, label, classes, self.cache.entries[p.case]["spacing"])
+                row["hd95"] = hd95_per_class(pred, label, classes, entry["spacing"])
                 row["confusion"] = confusion_counts(pred, label, self.outputs)
             rows.append(row)
         mean = {c: float(np.mean([r["dice"][c] for r in rows])) for c in classes}
         main = float(np.mean(list(mean.values())))
-        return {"cases": rows, "dice": mean, "mean_dice": main, "summary": mean, "main": main, "metric": self.metric}
+        dice_raw = float(np.mean([np.mean(list(d.values())) for d in raw]))
+        return {
+            "cases": rows,
+            "dice": mean,
+            "mean_dice": main,
+            "dice_raw": dice_raw,
+            "keep_largest": list(self.keep_largest),
+            "summary": mean,
+            "main": main,
+            "metric": self.metric,
+        }
 
 
 class AffinityTask:
