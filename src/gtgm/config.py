@@ -362,6 +362,9 @@ class Config:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     em: EMConfig = field(default_factory=EMConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
+    # axial and coronal figures (overlays, query maps, the corpus montage): "radiological" puts the patient's
+    # right on the image's left (as radiologists read CT and MRI), "neurological" on the right; both mark R / L
+    figures: Literal["radiological", "neurological"] = "radiological"
 
     def __post_init__(self) -> None:
         for section in ("pretrain", "finetune"):

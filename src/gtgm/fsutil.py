@@ -60,6 +60,10 @@ def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp_path, dest)
+    except OSError as exc:  # a full disk, from a writer that names no file (numpy, torch) or the temporary one
+        if getattr(exc, "filename", None) not in (None, str(tmp_path)):
+            raise
+        raise OSError(exc.errno, exc.strerror or str(exc), str(dest)) from exc
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -90,9 +94,10 @@ def check_out(path: str | Path, folder: bool = True) -> None:
         raise InputError(existing, "is not writable (read-only file system or no permission); choose another output")
 
 
-def read_json(path: str | Path, kind: type | None = dict) -> Any:
-    """The JSON document at ``path``; a file that cannot be read as JSON (or whose top level is not ``kind``)
-    is an :class:`~gtgm.errors.InputError` that names the file, the line and the problem."""
+def read_json(path: str | Path, kind: type | None = dict, schema: dict[str, Any] | None = None) -> Any:
+    """The JSON document at ``path``; a file that cannot be read as JSON (or whose top level is not ``kind``, or
+    that does not follow ``schema``, a JSON Schema of :mod:`gtgm.schemas`) is an :class:`~gtgm.errors.InputError`
+    that names the file, the line or field, and the problem."""
     from gtgm.errors import InputError
 
     try:
@@ -105,7 +110,22 @@ def read_json(path: str | Path, kind: type | None = dict) -> Any:
         raise InputError(
             path, f"expected a JSON {'object' if kind is dict else kind.__name__}, got {type(obj).__name__}"
         )
+    if schema is not None:
+        check_schema(obj, schema, path)
     return obj
+
+
+def check_schema(obj: Any, schema: dict[str, Any], path: str | Path) -> None:
+    """``obj`` (read from ``path``) against the JSON Schema ``schema``: the most relevant violation, naming the
+    field (dotted path) and what was expected, as an :class:`~gtgm.errors.InputError`."""
+    import jsonschema
+
+    from gtgm.errors import InputError
+
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(obj))
+    if error is not None:
+        field = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+        raise InputError(path, f"field '{field}': {error.message}")
 
 
 def remove_stale_temps(folder: str | Path) -> list[Path]:
@@ -150,3 +170,27 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+@contextlib.contextmanager
+def single_writer(output: str | Path) -> Iterator[None]:
+    """Hold the lock of ``output`` (a file or a folder) while writing it, so that a second gtgm process writing
+    the same output fails at once instead of interleaving with the first (duplicate captions, mixed
+    checkpoints). The lock is ``.<name>.lock`` beside ``output`` (an OS lock on it: released when the process
+    ends, even by kill -9, so a stale file never blocks a rerun)."""
+    from filelock import FileLock, Timeout
+
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(output.parent / f".{output.name}.lock", timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise GtgmError(
+            f"{output}: another gtgm process is writing it (lock {lock.lock_file}); wait for it to finish, or "
+            "write to another output"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()

@@ -56,3 +56,37 @@ def write_report(out_dir: str | Path, title: str, blocks: list[Block], name: str
     write_text(md_path, "\n".join(md))
     write_text(html_path, page)
     return md_path, html_path
+
+
+CONVENTIONS = ("radiological", "neurological")
+
+
+def orient_lateral(ax: Any, convention: str = "radiological", marks: bool = True) -> None:
+    """Show a view whose horizontal axis is RAS x (an axial or coronal slice drawn as
+    ``imshow(slice.T, origin="lower")``, so x, towards the patient's right, grows to the image's right) in
+    ``convention``:
+
+    * ``radiological`` (the default; how radiologists read axial and coronal images): the patient's right on the
+      image's left, by flipping the horizontal axis;
+    * ``neurological``: the patient's right on the image's right (the array's own order).
+
+    ``marks``: an "R" and an "L" at the two sides of the view, so that no reader has to know the convention.
+    """
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown figure convention '{convention}' (expected one of {', '.join(CONVENTIONS)})")
+    if convention == "radiological":
+        ax.invert_xaxis()
+    if marks:
+        right = 0.04 if convention == "radiological" else 0.96  # where the patient's right is, in axes units
+        for side, x in (("R", right), ("L", 1.0 - right)):
+            ax.text(
+                x,
+                0.5,
+                side,
+                transform=ax.transAxes,
+                color="yellow",
+                fontsize=9,
+                fontweight="bold",
+                ha="center",
+                va="center",
+            )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +28,9 @@ from gtgm.data.phantom_ct import CT_LABELS, make_ct_phantom
 from gtgm.demo.exports import PLANS_NAME
 from gtgm.export.nnunet import (
     architecture_mismatches,
+    dataset_orientation,
     nnunet_axes,
+    nnunet_flips,
     resenc_overrides,
     to_gtgm_axes,
     to_nnunet_order,
@@ -160,8 +163,10 @@ def test_resenc_encoder_loads_into_the_network_nnunet_builds(demo_run, tmp_path,
     net = get_network_from_plans(cm.network_arch_class_name, *kw, 1, len(CT_LABELS), deep_supervision=True)
     load_pretrained_weights(net, str(out / "pretrained_weights.pth"))  # nnU-Net's loader: asserts every key
     state, pretrained = net.state_dict(), torch.load(run / "encoder.pt", weights_only=True)
-    axes = nnunet_axes(json.loads(plans_path.read_text()))
-    assert pretrained and all(torch.equal(state[k], to_nnunet_order(v, axes)) for k, v in pretrained.items())
+    plans = json.loads(plans_path.read_text())
+    orientation = dataset_orientation(plans_path)[0]
+    axes, flips = nnunet_axes(plans, orientation), nnunet_flips(plans, orientation)
+    assert pretrained and all(torch.equal(state[k], to_nnunet_order(v, axes, flips)) for k, v in pretrained.items())
     nnssl = torch.load(out / "nnssl_checkpoint.pth", weights_only=True)
     plan = nnssl["nnssl_adaptation_plan"]
     assert plan["key_to_encoder"] == "encoder.stages" and plan["key_to_stem"] == "encoder.stem"
@@ -204,8 +209,10 @@ def test_demo_exports_a_resenc_encoder_planned_by_nnunet(demo_run):
     load_pretrained_weights(net, str(demo_run / "exports" / "nnunet_resenc" / "pretrained_weights.pth"))
     state = net.state_dict()
     pretrained = torch.load(demo_run / "exports" / "resenc_pretrain" / "encoder.pt", weights_only=True)
-    axes = nnunet_axes(plans)
-    assert pretrained and all(torch.equal(state[k], to_nnunet_order(v, axes)) for k, v in pretrained.items())
+    orientation, where = dataset_orientation(plans_path)  # the phantoms are LPS: x and y kernels mirrored
+    axes, flips = nnunet_axes(plans, orientation), nnunet_flips(plans, orientation)
+    assert "labelsTr" in where and flips == [False, True, True]
+    assert pretrained and all(torch.equal(state[k], to_nnunet_order(v, axes, flips)) for k, v in pretrained.items())
     report = (demo_run / "report.md").read_text()
     for link in ("exports/nnunet_resenc", "exports/resenc_pretrain", f"{PLANS_NAME}.json", "exports/ct_bundle"):
         assert f"]({link}" in report or f"{link})" in report
@@ -226,3 +233,34 @@ def test_export_errors_name_the_file_and_the_cause(demo_run, tmp_path, capsys):
     assert main(["export", "bundle", str(em), "--out", str(tmp_path / "b")]) == 1
     assert "trained for task 'em'; bundles are written for segmentation models" in capsys.readouterr().err
     assert not (tmp_path / "o").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize(
+    "plans_body, field",
+    [
+        ({"configurations": {"3d_fullres": {"architecture": "ResEncUNet"}}}, "configurations.3d_fullres.architecture"),
+        ({"configurations": {"3d_fullres": {}}, "transpose_forward": ["a", "b", "c"]}, "transpose_forward."),
+        ({"configurations": []}, "configurations"),
+    ],
+)
+def test_plans_fields_are_checked_against_their_schema(tmp_path, capsys, plans_body, field):
+    plans = tmp_path / "plans.json"
+    write_json(plans, plans_body)
+    assert main(["export", "resenc-config", "--plans", str(plans)]) == 1
+    err = capsys.readouterr().err
+    assert "plans.json" in err and f"field '{field}" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("change", [{"arch_kwargs": []}, {"in_channels": None}])
+def test_encoder_json_fields_are_checked_against_their_schema(demo_run, tmp_path, capsys, change):
+    src = demo_run / "exports" / "resenc_pretrain"
+    shutil.copy2(src / "encoder.pt", tmp_path / "encoder.pt")
+    meta = json.loads((src / "encoder.json").read_text())
+    meta = {k: v for k, v in (meta | change).items() if v is not None}
+    write_json(tmp_path / "encoder.json", meta)
+    plans = next((demo_run / "exports" / "nnUNet_preprocessed").glob("Dataset501_*")) / f"{PLANS_NAME}.json"
+    argv = ["export", "nnunet", str(tmp_path / "encoder.pt"), "--plans", str(plans), "--out", str(tmp_path / "o")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "encoder.json" in err and ("arch_kwargs" in err or "in_channels" in err) and "Traceback" not in err
+    assert not (tmp_path / "o").exists()

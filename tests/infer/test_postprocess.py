@@ -38,6 +38,9 @@ def test_choice_follows_validation_dice_per_class():
     before, after = dice_per_class(pred, ref, [1, 2]), dice_per_class(keep_largest(pred, [1]), ref, [1, 2])
     assert after[1] == 1.0 > before[1] and after[2] == before[2]
     assert choose_keep_largest([], [], [1, 2]) == []
+    joined = ref.copy()
+    joined[14:20, 8:14, 2:8] = 2  # the two "lungs" joined by a bridge: one component, nothing to remove
+    assert choose_keep_largest([joined], [ref], [1, 2]) == []  # a tie decides nothing
     # the checkpoint's record decides what predict applies; none recorded (older checkpoints): unchanged
     np.testing.assert_array_equal(postprocess_label(pred, {}), pred)
     np.testing.assert_array_equal(

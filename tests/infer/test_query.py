@@ -78,10 +78,6 @@ def test_query_errors_name_the_cause(demo_run, tmp_path, capsys, lps_affine):
     out = tmp_path / "q"
     assert main(["query", str(run), "  ", str(volume), "--out", str(out)]) == 1
     assert "prompt 1 is empty" in capsys.readouterr().err
-    small = _ct_volume(tmp_path / "small.nii.gz", lps_affine, shape=(12, 12, 4))
-    assert main(["query", str(run), "bone", str(small), "--out", str(out)]) == 1
-    err = capsys.readouterr().err
-    assert "small.nii.gz" in err and "smaller than one query window" in err
     other = tmp_path / "other_run"
     shutil.copytree(run, other, ignore=shutil.ignore_patterns("checkpoints", "tb"))
     info = json.loads((other / "encoder.json").read_text())
@@ -189,3 +185,30 @@ def test_stride_beyond_the_window_and_runs_without_text_are_refused(demo_run, tm
     (image_only / "config.yaml").write_text(yaml.safe_dump(cfg))
     assert main(["query", str(image_only), "bone", str(volume), "--out", str(tmp_path / "q")]) == 1
     assert "pretrained without the image-text term" in capsys.readouterr().err
+
+
+def test_thin_volumes_are_padded_and_unseen_modalities_are_named(demo_run, tmp_path, capsys, lps_affine):
+    run = demo_run / "pretrain"
+    thin = _ct_volume(tmp_path / "thin.nii.gz", lps_affine, shape=(24, 24, 4))  # 12 mm thick: under one window
+    out = tmp_path / "q"
+    assert main(["query", str(run), "bone", str(thin), "--out", str(out), "--top-k", "1"]) == 0
+    assert "smaller than one window" in capsys.readouterr().out
+    m = nib.load(out / "thin_q1.nii.gz")
+    src = nib.load(thin)
+    assert m.shape == src.shape and np.array_equal(m.affine, src.affine)
+    assert np.isfinite(np.asarray(m.dataobj)).all()
+    lo, hi = json.loads((out / "thin_top.json").read_text())[0]["top"][0]["input_voxels"]
+    assert all(0 <= a <= b < n for a, b, n in zip(lo, hi, src.shape))
+
+    ct_only = tmp_path / "ct_only"
+    shutil.copytree(run, ct_only, ignore=shutil.ignore_patterns("checkpoints", "tb"))
+    info = json.loads((ct_only / "encoder.json").read_text())
+    info["spacing_by_modality"] = {"CT": info["spacing_by_modality"]["CT"]}
+    (ct_only / "encoder.json").write_text(json.dumps(info))
+    volume = _ct_volume(tmp_path / "v.nii.gz", lps_affine)
+    argv = ["query", str(ct_only), "bone", str(volume), "--out", str(tmp_path / "mr"), "--top-k", "1"]
+    assert main([*argv, "--modality", "MRI"]) == 0
+    assert "pretrained on CT only, not MRI" in capsys.readouterr().out
+    argv[5] = str(tmp_path / "em")
+    assert main([*argv, "--modality", "EM"]) == 1
+    assert "give --spacing" in capsys.readouterr().err and not (tmp_path / "em").exists()

@@ -6,7 +6,9 @@ value ranges. Each case runs ``gtgm.cli.main`` in-process.
 
 from __future__ import annotations
 
+import errno
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -164,3 +166,22 @@ def test_headers_and_spacings_beyond_memory_are_refused_before_allocating(tmp_pa
     argv = ["data", "preprocess", str(tmp_path / "small"), "--modality", "MRI", "--out", str(tmp_path / "c2")]
     fails_cleanly(capsys, [*argv, "preprocess.target_spacing=[0.001,0.001,0.001]"], "preprocess.target_spacing")
     assert not list((tmp_path / "c2").rglob("*.npy"))
+
+
+@pytest.mark.parametrize(
+    "error",
+    [OSError(errno.ENOSPC, "No space left on device"), OSError("Not enough free space to write 46137344 bytes")],
+)
+def test_a_full_disk_names_the_file_being_written(tmp_path, monkeypatch, error):
+    from gtgm.cli import _describe
+    from gtgm.fsutil import write_json
+
+    def full(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(OSError) as caught:
+        write_json(tmp_path / "out" / "summary.json", {"a": 1})
+    message = _describe(caught.value)
+    assert message.startswith(f"{tmp_path / 'out' / 'summary.json'}: ") and "space" in message
+    assert [p.name for p in (tmp_path / "out").iterdir()] == []  # no temporary file left behind

@@ -159,6 +159,23 @@ def k_caption_resume_without_captioner(tmp, inp):
     return ["caption", str(inp.cache), "--out", str(tmp / "c.jsonl")], ["c.jsonl", "captioner"]
 
 
+def _truncated_cache(tmp, inp) -> Path:
+    cache = inp.copy(inp.cache, tmp / "cache")
+    image = cache / "volumes" / "c0.npy"
+    image.write_bytes(image.read_bytes()[:-100])
+    return cache
+
+
+def k_caption_truncated_cached_array(tmp, inp):
+    return ["caption", str(_truncated_cache(tmp, inp)), "--out", str(tmp / "c.jsonl")], ["c0", "damaged cached array"]
+
+
+def k_audit_truncated_cached_array(tmp, inp):
+    cache = _truncated_cache(tmp, inp)
+    argv = ["audit", str(inp.captions), str(cache), "--out", str(tmp / "a")]
+    return argv, ["c0", "damaged cached array"]
+
+
 def k_caption_bad_shard(tmp, inp):
     return ["caption", str(inp.cache), "--out", str(tmp / "c.jsonl"), "--shard", "3/2"], ["--shard", "3/2"]
 
@@ -220,6 +237,21 @@ def _caption_change(tmp, inp, change) -> Path:
 
 def k_pretrain_caption_zero_size(tmp, inp):
     return pretrain_argv(inp, tmp / "run", captions=_caption_change(tmp, inp, {"size": [0, 0, 0]})), ["size"]
+
+
+def k_audit_box_beyond_memory(tmp, inp):
+    captions = _caption_change(tmp, inp, {"size": [100000, 100000, 100000]})
+    return ["audit", str(captions), str(inp.demo_cache), "--out", str(tmp / "a")], ["c.jsonl", "GB to read"]
+
+
+def k_audit_captions_of_another_voxel_size(tmp, inp):
+    captions = _caption_change(tmp, inp, {"spacing": [9.0, 9.0, 9.0]})
+    return ["audit", str(captions), str(inp.demo_cache), "--out", str(tmp / "a")], ["c.jsonl", "voxel size"]
+
+
+def k_pretrain_captions_of_another_voxel_size(tmp, inp):
+    captions = _caption_change(tmp, inp, {"spacing": [9.0, 9.0, 9.0]})
+    return pretrain_argv(inp, tmp / "run", captions=captions), ["voxel size [9.0, 9.0, 9.0]"]
 
 
 def k_pretrain_caption_binary_garbage(tmp, inp):
@@ -286,6 +318,21 @@ def k_predict_best_without_preprocess(tmp, inp):
     torch.save(ckpt, tmp / "best.pt")
     img = inp.copy(inp.raw / "imagesTr" / "c0.nii.gz", tmp / "in" / "c0.nii.gz")
     return ["predict", str(tmp / "best.pt"), str(img), "--out", str(tmp / "pred")], ["best.pt", "preprocess"]
+
+
+def k_predict_em_best_without_em_settings(tmp, inp):
+    ckpt = torch.load(inp.best, weights_only=True)
+    ckpt["task"] = "em"
+    torch.save(ckpt, tmp / "best.pt")
+    img = inp.copy(inp.raw / "imagesTr" / "c0.nii.gz", tmp / "in" / "c0.nii.gz")
+    return ["predict", str(tmp / "best.pt"), str(img), "--out", str(tmp / "pred")], ["best.pt", "EM settings lack"]
+
+
+def k_bundle_architecture_not_the_weights(tmp, inp):
+    ckpt = torch.load(inp.best, weights_only=True)
+    ckpt["model_config"]["channels"] = [c * 2 for c in ckpt["model_config"]["channels"]]
+    torch.save(ckpt, tmp / "best.pt")
+    return ["export", "bundle", str(tmp / "best.pt"), "--out", str(tmp / "b")], ["best.pt", "do not fit"]
 
 
 def k_predict_best_garbage(tmp, inp):

@@ -112,3 +112,29 @@ def test_shard_flag_and_torchrun_env(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "3")
     assert _parse_shard(None) == (2, 3)
     os.environ.pop("RANK")
+
+
+def test_a_second_writer_is_refused_and_repeated_keys_are_named(demo_run, tmp_path, capsys):
+    out = tmp_path / "captions.jsonl"
+    argv = ["caption", str(demo_run / "cache"), "--out", str(out), *SMALL]
+    lock = tmp_path / ".captions.jsonl.lock"
+    hold = f"import sys; from filelock import FileLock; k = FileLock({str(lock)!r}); k.acquire(); print('held')"
+    holder = subprocess.Popen(  # another process holding the output's lock, as a running gtgm caption does
+        [sys.executable, "-u", "-c", hold + "; sys.stdin.read()"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(argv) == 1
+        assert "another gtgm process is writing it" in capsys.readouterr().err and not out.exists()
+    finally:
+        holder.communicate("")
+    assert main(argv) == 0  # the lock is free again once its holder is gone
+    first = out.read_text().splitlines()[0]
+    with open(out, "a") as fh:  # what two writers without a lock would have left
+        fh.write(first + "\n")
+    capsys.readouterr()
+    assert len(read_captions(out)) == len(set(r["key"] for r in read_captions(out))) + 1
+    assert "1 repeated caption key(s)" in capsys.readouterr().out

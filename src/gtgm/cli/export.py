@@ -18,12 +18,18 @@ def add_parsers(sub: argparse._SubParsersAction, names: tuple[str, ...] = NAMES)
     nn.add_argument("--plans", type=Path, required=True, help="nnU-Net plans file, e.g. nnUNetResEncUNetMPlans.json")
     nn.add_argument("--configuration", default="3d_fullres", help="plans configuration (default 3d_fullres)")
     nn.add_argument("--out", type=Path, required=True, help="output folder")
+    nn.add_argument(
+        "--reference",
+        type=Path,
+        help="an image of the dataset, for its orientation (default: the plans' gt_segmentations or nnUNet_raw)",
+    )
     bd = exp_sub.add_parser("bundle", help="a fine-tuned best.pt as a MONAI bundle (configs, model.pt, docs)")
     bd.add_argument("checkpoint", type=Path, help="best.pt from gtgm finetune (segmentation)")
     bd.add_argument("--out", type=Path, required=True, help="bundle folder")
     rc = exp_sub.add_parser("resenc-config", help="print config overrides: a resenc encoder as in a plans file")
     rc.add_argument("--plans", type=Path, required=True, help="nnU-Net plans file")
     rc.add_argument("--configuration", default="3d_fullres", help="plans configuration (default 3d_fullres)")
+    rc.add_argument("--reference", type=Path, help="an image of the dataset, for its orientation")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,10 +42,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"MONAI bundle -> {args.out} ({', '.join(str(p.relative_to(args.out)) for p in files.values())})")
         return 0
     if args.export_command == "resenc-config":
-        print(" ".join(resenc_overrides(args.plans, args.configuration)))
+        print(" ".join(resenc_overrides(args.plans, args.configuration, args.reference)))
         return 0
 
-    written = export_nnunet(args.encoder, args.plans, args.configuration, args.out)
+    written = export_nnunet(args.encoder, args.plans, args.configuration, args.out, args.reference)
     for what, path in written.items():
         print(f"  {what:<20} {path}")
     print(f"nnU-Net: see {written['readme']} for the nnUNetv2_train command")

@@ -61,6 +61,12 @@ def _add_query(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--spacing", type=float, nargs=3, help="voxel size (x y z) to resample to (default: the run's)")
     q.add_argument("--text-encoder", help="path of the run's text encoder if it moved (its identity must match)")
     q.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    q.add_argument(
+        "--convention",
+        default="radiological",
+        choices=["radiological", "neurological"],
+        help="axial/coronal figures: patient's right on the image's left (radiological, default) or right",
+    )
 
 
 def _query(args: argparse.Namespace) -> int:
@@ -82,6 +88,7 @@ def _query(args: argparse.Namespace) -> int:
         modality=args.modality,
         spacing=args.spacing,
         text_encoder=args.text_encoder,
+        convention=args.convention,
     )
     for case, files in written.items():
         maps, top = len(files["maps"]), files["top"].name

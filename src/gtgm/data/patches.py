@@ -59,9 +59,36 @@ class VolumeCache:
         return {**self.__dict__, "_maps": {}}
 
     def _open(self, i: int, kind: str) -> np.ndarray:
+        """Memory map of case ``i``'s ``kind`` array, checked against the index: a missing, truncated or
+        rewritten file (another shape) is an error naming it, at every reader (caption, audit, probe, training)."""
         if (i, kind) not in self._maps:
-            self._maps[(i, kind)] = np.load(self.root / "volumes" / self.entries[i]["files"][kind], mmap_mode="r")
+            path, e = self.root / "volumes" / self.entries[i]["files"][kind], self.entries[i]
+            try:
+                array = np.load(path, mmap_mode="r")
+            except FileNotFoundError:
+                raise GtgmError(f"{path}: cached array missing; re-run `gtgm data preprocess` to rebuild it") from None
+            except (ValueError, OSError, EOFError) as exc:
+                raise GtgmError(
+                    f"{path}: damaged cached array ({str(exc).splitlines()[0]}); re-run `gtgm data preprocess` to "
+                    "rebuild it"
+                ) from None
+            want = [int(e.get("channels") or 1), *e["shape"]] if kind == "image" else list(e["shape"])
+            if kind in ("image", "label") and list(array.shape) != want:
+                raise GtgmError(
+                    f"{path}: cached array of shape {list(array.shape)}, but the cache index says {want}; re-run "
+                    "`gtgm data preprocess` to rebuild it"
+                )
+            self._maps[(i, kind)] = array
         return self._maps[(i, kind)]
+
+    def verify(self) -> None:
+        """Read every case's JSON and open every cached array (a header read each): a damaged one is an error
+        before any work starts (and before a stage writes anything)."""
+        for i, e in enumerate(self.entries):
+            self.meta(i)
+            for kind in ("image", "label"):
+                if kind in e["files"]:
+                    self._open(i, kind)
 
     def image(self, i: int) -> np.ndarray:
         """Memory map of case ``i``'s image, (C, X, Y, Z) float32."""

@@ -3,7 +3,8 @@ a segmentation works (the demo's headline figure).
 
 A panel is ``(title, image (X, Y), reference (X, Y), prediction (X, Y))`` on one axial slice of a RAS array
 (x = patient's right, y = anterior); it is drawn as two images, reference and prediction, with the label
-colours over the grey image and the patient's right on the image's right.
+colours over the grey image, anterior up, in radiological convention by default (the patient's right on the
+image's left; ``gtgm.report.orient_lateral``) with R / L marks.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
+from gtgm.report import orient_lateral
 
 Panel = tuple[str, np.ndarray, np.ndarray, np.ndarray]
 
@@ -21,10 +24,13 @@ def best_axial_slice(label: np.ndarray) -> int:
     return int(max(range(len(scores)), key=lambda z: scores[z]))
 
 
-def overlay_figure(panels: list[Panel], names: list[dict[str, str]], path: str | Path) -> Path:
+def overlay_figure(
+    panels: list[Panel], names: list[dict[str, str]], path: str | Path, convention: str = "radiological"
+) -> Path:
     """Draw each panel as a row (reference | prediction) with a legend of its classes; returns ``path``.
 
     ``names`` (one per panel): class value (string) -> name; class 0 (background) is left uncoloured.
+    ``convention``: ``radiological`` or ``neurological`` (:func:`gtgm.report.orient_lateral`).
     """
     import matplotlib
 
@@ -47,6 +53,7 @@ def overlay_figure(panels: list[Panel], names: list[dict[str, str]], path: str |
             )
             ax.set_title(f"{title}: {what}", fontsize=9)
             ax.axis("off")
+            orient_lateral(ax, convention)
         handles = [Patch(color=cmap(int(c)), label=n) for c, n in classes.items() if int(c) > 0]
         axes[row, 1].legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
     fig.tight_layout()

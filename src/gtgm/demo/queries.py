@@ -85,7 +85,9 @@ def _rho(x: np.ndarray, y: np.ndarray) -> float | None:
     return value if np.isfinite(value) else None
 
 
-def demo_query(out: Path, run: Path, held_out: list[Path], progress: bool) -> dict[str, Any]:
+def demo_query(
+    out: Path, run: Path, held_out: list[Path], progress: bool, convention: str = "radiological"
+) -> dict[str, Any]:
     """Query maps of the first held-out phantom, ρ per class for the run and the random-init control, and the
     audit of the demo's captions; returns what the report shows."""
     from gtgm.fsutil import write_json
@@ -94,7 +96,9 @@ def demo_query(out: Path, run: Path, held_out: list[Path], progress: bool) -> di
 
     prompts = list(CLASS_PROMPTS.values())
     shown, negatives = prompts[:FIGURE_PROMPTS], prompts[FIGURE_PROMPTS:]
-    written = query_volumes(run, shown, held_out[:1], out / "query", negatives=negatives, progress=progress)
+    written = query_volumes(
+        run, shown, held_out[:1], out / "query", negatives=negatives, progress=progress, convention=convention
+    )
     rho = {
         "pretrained": class_rank_correlation(load_query_model(run), held_out),
         "random init": class_rank_correlation(load_query_model(run, random_init=True), held_out),

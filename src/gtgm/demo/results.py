@@ -86,9 +86,12 @@ def headline_blocks(
     if "em_synthetic" in runs:
         blocks += _em_blocks(runs["em_synthetic"], baselines.get("em_synthetic"))
     blocks += _gain_blocks(out / "study" / "study.json")
-    figure = _overlays(out, runs, evaluation)
+    figure = _overlays(out, runs, evaluation, cfg.figures)
     if figure:
-        caption = "Held-out data, one axial slice: reference (left), prediction (right); patient's right on the right"
+        side = (
+            "patient's right on the image's left" if cfg.figures == "radiological" else "patient's right on the right"
+        )
+        caption = f"Held-out data, one axial slice: reference (left), prediction (right); {cfg.figures} view ({side})"
         blocks.append(("figure", (figure, caption)))
     return blocks
 
@@ -127,7 +130,7 @@ def _em_blocks(run: Path, baseline: dict[str, Any] | None) -> list:
     ]
 
 
-def _overlays(out: Path, runs: dict[str, Path], evaluation: dict[str, Any]) -> Path | None:
+def _overlays(out: Path, runs: dict[str, Path], evaluation: dict[str, Any], convention: str) -> Path | None:
     panels: list[Panel] = []
     names = []
     for group, title in (("real_ct_organs", "real CT"), ("ct_phantom", "CT")):
@@ -146,7 +149,7 @@ def _overlays(out: Path, runs: dict[str, Path], evaluation: dict[str, Any]) -> P
         names.append(class_names(out / "cache", "mni152_tissue"))
     if not panels:
         return None
-    return overlay_figure(panels, names, out / "figures" / "overlays.png")
+    return overlay_figure(panels, names, out / "figures" / "overlays.png", convention)
 
 
 def _ras(path: Path) -> np.ndarray:

@@ -28,7 +28,7 @@ from gtgm.demo.pretraining import caption_blocks, caption_stage, pretrain_blocks
 from gtgm.demo.queries import demo_query, query_blocks
 from gtgm.demo.results import headline_blocks
 from gtgm.errors import GtgmError
-from gtgm.report import write_report
+from gtgm.report import orient_lateral, write_report
 
 # group -> folder of its main run's predictions on the raw test files (real CT first: the report's headline)
 PREDICTIONS = {"real_ct_organs": "predictions_real", "ct_phantom": "predictions"}
@@ -76,10 +76,10 @@ def run_demo(
         exports = demo_exports(out, cfg, examples, final_run(out, cfg, "ct_phantom", list(overrides)), progress)
     timings["exports"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    queries = _queries(out, run, evaluation.get("ct_phantom", {}), progress)
+    queries = _queries(out, run, evaluation.get("ct_phantom", {}), progress, cfg.figures)
     timings["query + audit"] = time.perf_counter() - t0
     cache = VolumeCache(out / "cache")
-    montage = _montage(cache, figures / "corpus.png")
+    montage = _montage(cache, figures / "corpus.png", cfg.figures)
     views = two_view_figure(cache, cfg, figures / "two_views.png")
     main_runs = {g: final_run(out, cfg, g, list(overrides)) for g in cfg.study.groups}
     baselines = json.loads((study.parent / "study.json").read_text()).get("baselines", {})
@@ -111,11 +111,11 @@ def run_demo(
     return written
 
 
-def _queries(out: Path, run: Path, evaluation: dict[str, Any], progress: bool) -> dict[str, Any]:
+def _queries(out: Path, run: Path, evaluation: dict[str, Any], progress: bool, convention: str) -> dict[str, Any]:
     """Zero-shot queries on the held-out CT phantoms (the main CT run's test cases) and the caption audit."""
     if not evaluation:
         return {}
-    return demo_query(out, run, list(evaluation["images"].values()), progress)
+    return demo_query(out, run, list(evaluation["images"].values()), progress, convention)
 
 
 def _groups_in_corpus(cfg: Config, dataset: Dataset) -> Config:
@@ -177,7 +177,8 @@ def _blocks(index: dict[str, Any], timings: dict[str, float], montage: Path, vie
     ]
 
 
-def _montage(cache: VolumeCache, path: Path) -> Path:
+def _montage(cache: VolumeCache, path: Path, convention: str) -> Path:
+    """One mid-axial slice per cached volume (labels outlined); CT and MRI in ``convention`` with R / L marks."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -196,6 +197,8 @@ def _montage(cache: VolumeCache, path: Path) -> Path:
             lab = np.asarray(cache.label(i)[:, :, z]).T
             ax.contour(lab > 0, levels=[0.5], colors="orange", linewidths=0.6, origin="lower")
         ax.set_title(cache.entries[i]["id"], fontsize=7)
+        if cache.entries[i]["modality"] != "EM":  # EM sections have no patient sides
+            orient_lateral(ax, convention)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

@@ -38,6 +38,9 @@ def export_bundle(checkpoint: str | Path, out: str | Path) -> dict[str, Path]:
     ckpt = load_checkpoint(checkpoint, keys=keys)
     if ckpt.get("task", "segmentation") != "segmentation":
         raise GtgmError(f"{checkpoint}: trained for task '{ckpt['task']}'; bundles are written for segmentation models")
+    from gtgm.infer.predict import load_segmenter
+
+    load_segmenter(checkpoint, torch.device("cpu"))  # the recorded network must take the weights, as predict needs
     meta = {k: ckpt[k] for k in ("preprocess", "modality", "patch_size")}
     meta["postprocess"] = ckpt.get("postprocess") or {}  # applied by GtgmRestored as gtgm predict applies it
     labels = {str(k): str(v) for k, v in (ckpt.get("labels") or {}).items()} or {

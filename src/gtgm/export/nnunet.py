@@ -9,8 +9,9 @@ Two files, one per route nnU-Net offers:
    a reference to the encoder), the decoder is freshly initialised as nnU-Net initialises it. No
    ``module.`` / ``_orig_mod.`` prefixes. Convolution kernels are permuted from gtgm's (x, y, z) axis order to
    nnU-Net's (SimpleITK's (z, y, x), then the plans' ``transpose_forward``), so each kernel axis keeps seeing
-   the anatomical axis it was trained on (gtgm reorients to RAS, nnU-Net keeps the files' orientation: flips
-   of an axis are not undone).
+   the anatomical axis it was trained on, and mirrored along the axes where the dataset's files run against
+   RAS (gtgm reorients to RAS, nnU-Net keeps the files' orientation; e.g. the first two axes of LPS files), so
+   that nnU-Net's network computes on the file's grid what gtgm's encoder computes on the RAS grid.
 2. ``nnssl_checkpoint.pth`` in the format of MIC-DKFZ/nnssl (for ``nnUNetv2_train_pretrained`` of the nnU-Net
    versions that have it): the same ``network_weights`` plus ``nnssl_adaptation_plan`` (architecture plans,
    the pretraining plan with its spacing and patch size, input channels, ``key_to_encoder``, ``key_to_stem``,
@@ -27,12 +28,14 @@ import copy
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from gtgm.errors import GtgmError
-from gtgm.fsutil import read_json, write_json, write_text
+from gtgm.fsutil import check_schema, read_json, write_json, write_text
 from gtgm.models.checkpoint import load_state_dict, save_checkpoint
 from gtgm.models.resenc import ARCH_CLASS, REQUIRES_IMPORT, build_resenc_unet
+from gtgm.schemas import ENCODER_JSON, NNUNET_PLANS, RESENC_ENCODER_JSON
 
 KEY_TO_ENCODER, KEY_TO_STEM = "encoder.stages", "encoder.stem"
 KEYS_TO_IN_PROJ = ["encoder.stem.convs.0.conv", "encoder.stem.convs.0.all_modules.0"]
@@ -73,13 +76,65 @@ def plans_configuration(plans: dict[str, Any], name: str, where: Path) -> dict[s
     return conf
 
 
-def nnunet_axes(plans: dict[str, Any]) -> list[int]:
+def nnunet_axes(plans: dict[str, Any], orientation: np.ndarray | None = None) -> list[int]:
     """For each axis of nnU-Net's arrays, the gtgm axis (0 = x, 1 = y, 2 = z) it holds.
 
-    nnU-Net reads NIfTI with SimpleITK, whose arrays are (z, y, x) (NibabelIO readers keep (x, y, z)), then
-    applies the plans' ``transpose_forward``; gtgm's arrays are (x, y, z)."""
+    nnU-Net reads NIfTI with SimpleITK, whose arrays are (z, y, x) of the file's voxel axes (NibabelIO keeps
+    (x, y, z); NibabelIOWithReorient first reorients to RAS), then applies the plans' ``transpose_forward``.
+    gtgm's arrays are RAS: ``orientation`` (nibabel's ``io_orientation`` of the dataset's files, 3 × 2: per
+    file axis, its RAS axis and sign; ``None`` = RAS files) maps file axes to gtgm's."""
+    file_axes = _file_axes(plans)
+    if orientation is None or "Reorient" in str(plans.get("image_reader_writer", "")):
+        return file_axes
+    return [int(orientation[f][0]) for f in file_axes]
+
+
+def nnunet_flips(plans: dict[str, Any], orientation: np.ndarray | None = None) -> list[bool]:
+    """For each axis of nnU-Net's arrays, whether it runs against gtgm's RAS direction (a file axis pointing
+    L, P or I, e.g. the first two axes of an LPS file): kernels must be mirrored along it (:func:`to_nnunet_order`)
+    for nnU-Net's network to compute on the file's grid what gtgm's encoder computes on the RAS grid."""
+    if orientation is None or "Reorient" in str(plans.get("image_reader_writer", "")):
+        return [False, False, False]
+    return [bool(orientation[f][1] < 0) for f in _file_axes(plans)]
+
+
+def _file_axes(plans: dict[str, Any]) -> list[int]:
+    """For each axis of nnU-Net's arrays, the file's voxel axis (0 = i, 1 = j, 2 = k) it holds."""
     reader = str(plans.get("image_reader_writer", "SimpleITKIO"))
     return [int(t) if "Nibabel" in reader else 2 - int(t) for t in plans.get("transpose_forward", [0, 1, 2])]
+
+
+def dataset_orientation(plans_path: Path, reference: Path | None = None) -> tuple[np.ndarray | None, str]:
+    """The voxel-axis orientation (nibabel ``io_orientation``, 3 × 2) of the images nnU-Net will read, and
+    where it was read: ``reference`` (an image of the dataset), else the plans' ``gt_segmentations/`` (written
+    by ``nnUNetv2_preprocess``), else the raw dataset's ``labelsTr/`` (``nnUNet_raw`` beside
+    ``nnUNet_preprocessed``, or the ``nnUNet_raw`` environment variable). ``(None, why)`` when none is found.
+    Files of several orientations: the most common one, and the reason says so."""
+    import os
+
+    import nibabel as nib
+
+    if reference is not None:
+        if not reference.is_file():
+            raise GtgmError(f"{reference}: reference image not found")
+        files = [reference]
+    else:
+        name = plans_path.parent.name
+        folders = [plans_path.parent / "gt_segmentations", plans_path.parent.parent.parent / "nnUNet_raw" / name]
+        folders += [Path(os.environ["nnUNet_raw"]) / name] if os.environ.get("nnUNet_raw") else []
+        found = [sorted((f if f.name == "gt_segmentations" else f / "labelsTr").glob("*.nii*")) for f in folders]
+        files = next((f for f in found if f), [])
+    if not files:
+        return None, "no image of the dataset found (give --reference); kernels are not mirrored (RAS files assumed)"
+    try:
+        codes = [tuple(map(tuple, nib.orientations.io_orientation(nib.load(f).affine))) for f in files]
+    except Exception as exc:  # nibabel raises many kinds for a file it cannot read
+        raise GtgmError(f"{files[0].parent}: cannot read an image header ({exc})") from None
+    common = max(set(codes), key=codes.count)
+    where = f"{files[0] if len(files) == 1 else files[0].parent} ({nib.orientations.ornt2axcodes(common)})"
+    if len(set(codes)) > 1:
+        where += f"; {len(codes) - codes.count(common)} of {len(codes)} files have another orientation"
+    return np.asarray(common, dtype=float), where
 
 
 def to_gtgm_axes(per_axis: list[list[int]], axes: list[int]) -> list[list[int]]:
@@ -129,12 +184,13 @@ def _encoder_meta(encoder_pt: Path) -> dict[str, Any]:
     meta_path = encoder_pt.with_suffix(".json")
     if not meta_path.is_file():
         raise GtgmError(f"{encoder_pt}: no {meta_path.name} beside it (write both with gtgm pretrain)")
-    meta = read_json(meta_path)
-    if meta.get("encoder") != "resenc" or "arch_kwargs" not in meta:
+    meta = read_json(meta_path, schema=ENCODER_JSON)
+    if meta.get("encoder") != "resenc":
         raise GtgmError(
             f"{encoder_pt}: pretrained as '{meta.get('encoder')}', but nnU-Net needs a 'resenc' encoder "
             "(pretrain with model.encoder=resenc, e.g. --config pretrain/cpu-resenc)"
         )
+    check_schema(meta, RESENC_ENCODER_JSON, meta_path)
     return meta
 
 
@@ -147,25 +203,33 @@ def _plans_channels(plans_path: Path) -> int | None:
     return len(names) if isinstance(names, dict) else None
 
 
-def to_nnunet_order(tensor: torch.Tensor, axes: list[int]) -> torch.Tensor:
-    """A 3D convolution kernel (out, in, kx, ky, kz) -> (out, in, k_a0, k_a1, k_a2) in nnU-Net's axis order;
-    other tensors unchanged."""
+def to_nnunet_order(tensor: torch.Tensor, axes: list[int], flips: list[bool] | None = None) -> torch.Tensor:
+    """A 3D convolution kernel (out, in, kx, ky, kz) -> (out, in, k_a0, k_a1, k_a2) in nnU-Net's axis order,
+    mirrored along the axes in ``flips`` (cross-correlation with a mirrored kernel on a mirrored grid gives the
+    mirrored features); other tensors unchanged."""
     if tensor.ndim != 5:
         return tensor
-    return tensor.permute(0, 1, *(2 + a for a in axes)).contiguous()
+    out = tensor.permute(0, 1, *(2 + a for a in axes))
+    mirrored = [2 + n for n, f in enumerate(flips or []) if f]
+    return (out.flip(mirrored) if mirrored else out).contiguous()
 
 
 def network_weights(
-    encoder_pt: Path, arch: dict[str, Any], axes: list[int], in_channels: int, classes: int = 2
+    encoder_pt: Path,
+    arch: dict[str, Any],
+    axes: list[int],
+    in_channels: int,
+    classes: int = 2,
+    flips: list[bool] | None = None,
 ) -> dict[str, torch.Tensor]:
     """The state dict of nnU-Net's network for ``arch`` with the pretrained stem and stages put in (kernels
-    permuted to nnU-Net's axis order, :func:`to_nnunet_order`)."""
+    permuted to nnU-Net's axis order and mirrored along ``flips``, :func:`to_nnunet_order`)."""
     net = build_resenc_unet(arch["arch_kwargs"], in_channels, classes, deep_supervision=True)
     pretrained = load_state_dict(encoder_pt)
     encoder_state = {}
     for key, own in net.state_dict().items():
         if key.startswith("encoder."):
-            value = to_nnunet_order(pretrained[key], axes) if key in pretrained else None
+            value = to_nnunet_order(pretrained[key], axes, flips) if key in pretrained else None
             if value is None or value.shape != own.shape:
                 raise GtgmError(f"{encoder_pt}: has no tensor {key} of the plans' shape {tuple(own.shape)}")
             encoder_state[key] = value.float()
@@ -175,22 +239,29 @@ def network_weights(
 
 
 def export_nnunet(
-    encoder_pt: str | Path, plans_path: str | Path, configuration: str, out: str | Path
+    encoder_pt: str | Path,
+    plans_path: str | Path,
+    configuration: str,
+    out: str | Path,
+    reference: str | Path | None = None,
 ) -> dict[str, Path]:
     """Write both routes' files under ``out``; returns their paths. Refuses a plans architecture that is not
-    the encoder's (each mismatch named) before writing anything."""
+    the encoder's (each mismatch named) before writing anything. The kernels follow the orientation of the
+    dataset's files (:func:`dataset_orientation`; ``reference``: one of its images)."""
     encoder_pt, plans_path, out = Path(encoder_pt), Path(plans_path), Path(out)
     for path in (encoder_pt, plans_path):
         if not path.is_file():
             raise GtgmError(f"{path}: file not found")
     meta = _encoder_meta(encoder_pt)
-    plans = read_json(plans_path)
+    plans = read_json(plans_path, schema=NNUNET_PLANS)
     conf = plans_configuration(plans, configuration, plans_path)
-    axes = nnunet_axes(plans)
+    orientation, where = dataset_orientation(plans_path, Path(reference) if reference else None)
+    axes, flips = nnunet_axes(plans, orientation), nnunet_flips(plans, orientation)
+    print(f"[export] orientation of the dataset's files: {where}; kernels mirrored along nnU-Net axes {flips}")
     wrong = architecture_mismatches(meta, conf["architecture"], axes, _plans_channels(plans_path))
     if wrong:
         raise GtgmError(f"{plans_path} ({configuration}) does not match {encoder_pt}: " + "; ".join(wrong))
-    state = network_weights(encoder_pt, conf["architecture"], axes, int(meta["in_channels"]))
+    state = network_weights(encoder_pt, conf["architecture"], axes, int(meta["in_channels"]), flips=flips)
     plan = adaptation_plan(plans, configuration, conf, meta)
     written = {
         "pretrained_weights": out / "pretrained_weights.pth",
@@ -198,7 +269,14 @@ def export_nnunet(
         "adaptation_plan": out / "adaptation_plan.json",
         "readme": out / "README.md",
     }
-    provenance = {"encoder": str(encoder_pt), "plans": str(plans_path), "configuration": configuration}
+    provenance = {
+        "encoder": str(encoder_pt),
+        "plans": str(plans_path),
+        "configuration": configuration,
+        "orientation": where,
+        "nnunet_axes": axes,
+        "mirrored_axes": flips,
+    }
     save_checkpoint(written["pretrained_weights"], {"network_weights": state, "gtgm": provenance})
     nnssl = {"network_weights": state, "nnssl_adaptation_plan": plan, "trainer_name": "gtgm", "gtgm": provenance}
     save_checkpoint(written["nnssl_checkpoint"], nnssl)
@@ -247,13 +325,16 @@ def _readme(plans: dict[str, Any], configuration: str, written: dict[str, Path])
     )
 
 
-def resenc_overrides(plans_path: str | Path, configuration: str = "3d_fullres") -> list[str]:
+def resenc_overrides(
+    plans_path: str | Path, configuration: str = "3d_fullres", reference: str | Path | None = None
+) -> list[str]:
     """``key=value`` config overrides that make gtgm's ``resenc`` encoder the one these plans describe
     (kernel sizes and strides turned to gtgm's (x, y, z) order)."""
     plans_path = Path(plans_path)
-    plans = read_json(plans_path)
+    plans = read_json(plans_path, schema=NNUNET_PLANS)
     conf = plans_configuration(plans, configuration, plans_path)
-    kwargs, axes = conf["architecture"].get("arch_kwargs") or {}, nnunet_axes(plans)
+    orientation = dataset_orientation(plans_path, Path(reference) if reference else None)[0]
+    kwargs, axes = conf["architecture"].get("arch_kwargs") or {}, nnunet_axes(plans, orientation)
 
     def compact(value: Any) -> str:
         return str(value).replace(" ", "")

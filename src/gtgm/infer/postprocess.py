@@ -1,5 +1,5 @@
-"""Post-processing as nnU-Net does it: per class, keep only the largest connected component, where that does
-not lower the mean validation Dice of the class.
+"""Post-processing as nnU-Net does it: per class, keep only the largest connected component, where that raises
+the mean validation Dice of the class.
 
 A segmenter trained on few cases leaves stray islands of a class far from the organ (a second "spleen" in the
 liver's intensity band, a fleck of "kidney" in a vertebra). They cost little Dice but dominate the Hausdorff
@@ -38,13 +38,15 @@ def keep_largest(label: np.ndarray, classes: list[int]) -> np.ndarray:
 
 
 def choose_keep_largest(preds: list[np.ndarray], refs: list[np.ndarray], classes: list[int]) -> list[int]:
-    """The classes whose mean Dice over the cases (``preds[i]`` against ``refs[i]``) does not drop when only
-    their largest component is kept (nnU-Net's rule: applied where it is not worse)."""
+    """The classes whose mean Dice over the cases (``preds[i]`` against ``refs[i]``) rises when only their
+    largest component is kept (nnU-Net's rule, ``determine_postprocessing``: applied only where it improves).
+    A tie is not enough: a class whose validation prediction is one component (both lungs joined by a bridge)
+    tells nothing about the test cases, where keeping the largest would delete a lung."""
     if not preds:
         return []
     raw = [dice_per_class(p, r, classes) for p, r in zip(preds, refs)]
     kept = [dice_per_class(keep_largest(p, classes), r, classes) for p, r in zip(preds, refs)]
-    return [c for c in classes if np.mean([k[c] for k in kept]) >= np.mean([d[c] for d in raw])]
+    return [c for c in classes if np.mean([k[c] for k in kept]) > np.mean([d[c] for d in raw])]
 
 
 def postprocess_label(label: np.ndarray, meta: dict[str, Any]) -> np.ndarray:

@@ -94,6 +94,10 @@ def predict_inputs(
         raise GtgmError(f"{checkpoint}: trained for task '{trained}', not '{task}'")
     cases = input_cases(inputs, modality or meta["modality"])
     if trained == "em":
+        em = meta.get("em")
+        lacking = [k for k in ("threshold", "agglomeration", "offsets") if not isinstance(em, dict) or k not in em]
+        if lacking:
+            raise GtgmError(f"{checkpoint}: trained for task 'em' but its EM settings lack {', '.join(lacking)}")
         return predict_em_cases(model, meta, cases, Path(out), dev, threshold)
     written = []
     for case in tqdm(cases, desc="predict", unit="case"):

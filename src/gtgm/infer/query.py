@@ -35,6 +35,7 @@ from gtgm.config import Config, load_config
 from gtgm.data.patches import grid_starts
 from gtgm.errors import GtgmError
 from gtgm.fsutil import read_json, write_json
+from gtgm.schemas import ENCODER_JSON
 
 
 @dataclass
@@ -115,7 +116,7 @@ def load_query_model(
     from gtgm.text.encoders import TextEncoder, encoder_identity, same_encoder
 
     run = Path(run)
-    info = read_json(_run_file(run, "encoder.json"))
+    info = read_json(_run_file(run, "encoder.json"), schema=ENCODER_JSON)
     cfg = load_config(_run_file(run, "config.yaml"))
     if cfg.loss.text_weight == 0:
         raise GtgmError(
@@ -214,6 +215,17 @@ def query_spacing(qm: QueryModel, modality: str, spacing: list[float] | None) ->
             raise GtgmError(f"--spacing needs 3 positive sizes (x, y, z), got {spacing}")
         return [float(s) for s in spacing]
     by = qm.info.get("spacing_by_modality") or {}
+    if by and modality not in by:  # a modality the run never saw: say so (EM's units are not even millimetres)
+        seen = ", ".join(sorted(by))
+        if modality == "EM" or "EM" in by:
+            raise GtgmError(
+                f"the run was pretrained on {seen} only, and {modality} volumes are measured in other units; "
+                "give --spacing (in the volumes' own units) to query them anyway"
+            )
+        print(
+            f"[query] warning: the run was pretrained on {seen} only, not {modality}; {modality} volumes are "
+            f"resampled to {qm.info.get('spacing')} and the maps may mean little"
+        )
     return by.get(modality) or qm.info.get("spacing")
 
 
@@ -266,6 +278,7 @@ def query_volumes(
     spacing: list[float] | None = None,
     text_encoder: str | None = None,
     progress: bool = True,
+    convention: str = "radiological",
 ) -> dict[str, Any]:
     """Run every prompt over every volume and write the outputs (module docstring); returns what was written."""
     from gtgm.data.io import write_nifti
@@ -298,10 +311,7 @@ def query_volumes(
                 f"{case.images[0].path}: {normed.shape[0]} channel(s), but the run's encoder takes "
                 f"{qm.cfg.model.in_channels}"
             )
-        scores, starts = score_windows(
-            qm, normed, list(texts), list(negatives), step, batch, progress, str(case.images[0].path)
-        )
-        maps = blend(scores, starts, qm.patch, list(normed.shape[1:]))
+        scores, starts, maps = _score_and_blend(qm, normed, texts, negatives, step, batch, progress, case)
         files = [
             write_nifti(
                 out / f"{case.id}_q{k + 1}.nii.gz", restore(maps[k], order=1).astype(np.float32), ref.affine, ref.header
@@ -314,7 +324,7 @@ def query_volumes(
         )
         grid_spacing = np.linalg.norm(np.asarray(restore.geometry["work_affine"])[:3, :3], axis=0)
         figure = query_figure(
-            normed[0], maps, starts, scores, qm.patch, list(texts), out / f"{case.id}.png", grid_spacing
+            normed[0], maps, starts, scores, qm.patch, list(texts), out / f"{case.id}.png", grid_spacing, convention
         )
         written[case.id] = {"maps": files, "top": out / f"{case.id}_top.json", "figure": figure, "windows": len(starts)}
         settings["volumes"][case.id] = {
@@ -328,6 +338,27 @@ def query_volumes(
     return written
 
 
+def _score_and_blend(
+    qm: QueryModel, normed: np.ndarray, texts: Any, negatives: Any, step: list[int], batch: int, progress: bool, case
+) -> tuple[np.ndarray, list[list[int]], np.ndarray]:
+    """Window scores (W, Q), their starts and the (Q, X, Y, Z) maps of one preprocessed volume (C, X, Y, Z).
+
+    A volume smaller than a window along some axis (a thin slab, a head CT at a coarse spacing) is padded at the
+    far end with each channel's minimum, as ``gtgm predict`` pads it; the maps are cropped back to its shape."""
+    from gtgm.infer.sliding import pad_to_patch
+
+    shape, name = list(normed.shape[1:]), str(case.images[0].path)
+    if any(n < p for n, p in zip(shape, qm.patch)):
+        print(
+            f"[query] {name}: {shape} voxels at the query spacing, smaller than one window {qm.patch}; padded at "
+            "the far end with the image's minimum (as gtgm predict pads)"
+        )
+        normed = pad_to_patch(normed, qm.patch)
+    scores, starts = score_windows(qm, normed, list(texts), list(negatives), step, batch, progress, name)
+    maps = blend(scores, starts, qm.patch, list(normed.shape[1:]))
+    return scores, starts, maps[(slice(None), *(slice(0, n) for n in shape))]
+
+
 def query_figure(
     image: np.ndarray,
     maps: np.ndarray,
@@ -337,22 +368,26 @@ def query_figure(
     texts: list[str],
     path: Path,
     spacing: Any = (1.0, 1.0, 1.0),
+    convention: str = "radiological",
 ) -> Path:
-    """Per prompt a row: axial, coronal, sagittal slices (RAS grid: patient's right on the right of the axial view,
-    anterior up) through its best window's centre, map over the image, drawn at the grid's ``spacing`` (x, y, z);
-    written atomically."""
+    """Per prompt a row: axial, coronal, sagittal slices (RAS grid, anterior and superior up) through its best
+    window's centre, map over the image, drawn at the grid's ``spacing`` (x, y, z); axial and coronal views in
+    ``convention`` (radiological: the patient's right on the image's left) with R / L marks, the sagittal with
+    A / P marks; written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from gtgm.fsutil import atomic_path
+    from gtgm.report import orient_lateral
 
     fig, axes = plt.subplots(len(texts), 3, figsize=(11, 3.4 * len(texts)), squeeze=False)
     lo, hi = float(maps.min()), float(maps.max())
     sx, sy, sz = (float(v) for v in spacing)
     for k, text in enumerate(texts):
-        c = [s + p // 2 for s, p in zip(starts[int(np.argmax(scores[:, k]))], patch)]
+        best = starts[int(np.argmax(scores[:, k]))]
+        c = [min(s + p // 2, n - 1) for s, p, n in zip(best, patch, image.shape)]  # inside a padded volume's crop
         views = [
             ("axial", image[:, :, c[2]].T, maps[k][:, :, c[2]].T, sy / sx),
             ("coronal", image[:, c[1], :].T, maps[k][:, c[1], :].T, sz / sx),
@@ -363,6 +398,11 @@ def query_figure(
             shown = ax.imshow(m, cmap="magma", alpha=0.45, origin="lower", vmin=lo, vmax=hi, aspect=aspect)
             ax.set_title(f"{name}: {text[:48]}" if name == "axial" else name, fontsize=8)
             ax.axis("off")
+            if name == "sagittal":  # horizontal axis: y, towards anterior
+                for side, x in (("P", 0.04), ("A", 0.96)):
+                    ax.text(x, 0.5, side, transform=ax.transAxes, color="yellow", fontsize=9, ha="center")
+            else:
+                orient_lateral(ax, convention)
         fig.colorbar(shown, ax=axes[k].tolist(), fraction=0.02)
     with atomic_path(path, ".png") as tmp:
         fig.savefig(tmp, dpi=80, format="png")

@@ -22,6 +22,7 @@ from gtgm.errors import GtgmError
 from gtgm.fsutil import read_json
 from gtgm.models.encoders import ResEncoder, instance_norm
 from gtgm.models.registry import register_segmenter
+from gtgm.schemas import ENCODER_JSON
 
 
 class ResUNet(nn.Module):
@@ -90,7 +91,7 @@ def load_encoder_weights(segmenter: nn.Module, path: str | Path, architecture: s
     path = Path(path)
     meta_path = path.with_suffix(".json")
     if meta_path.is_file():
-        made_for = read_json(meta_path).get("encoder")
+        made_for = read_json(meta_path, schema=ENCODER_JSON).get("encoder")
         if made_for and made_for != architecture:
             raise GtgmError(f"{path}: pretrained for encoder '{made_for}', but the segmenter is '{architecture}'")
     weights = load_state_dict(path)

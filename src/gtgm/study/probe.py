@@ -227,6 +227,7 @@ def run_probe(
     if cfg.finetune.task == "em":
         raise GtgmError(f"group {group}: the probes score label maps; an EM (neuron id) task has none")
     cache = VolumeCache(cfg.finetune.cache, group=group, labeled=True)
+    cache.verify()
     split = make_split(cache, dataclasses.replace(cfg.finetune, group=group))
     labels = cache.index.get("groups", {}).get(group, {}).get("labels", {})
     classes = sorted(int(c) for c in labels)

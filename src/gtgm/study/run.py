@@ -72,8 +72,13 @@ def _check_encoder(out: Path, encoder: str) -> None:
     """A run folder is reused only with the encoder file it was made from (its SHA-256, ``pretrained.sha256``), not
     its path: an encoder re-made at the same path (e.g. after deleting a pretraining run) does not inherit old
     results, and a study folder moved elsewhere (its encoders with it) is still reused. A run made from scratch is
-    never reused for an encoder, nor the reverse."""
-    record, made = out / "pretrained.sha256", (out / "config.yaml").is_file()
+    never reused for an encoder, nor the reverse. A folder where nothing was trained yet (a run that failed before
+    its first checkpoint, e.g. on an encoder that does not fit) binds to nothing: its record is replaced."""
+    record = out / "pretrained.sha256"
+    trained = any((out / f).is_file() for f in ("checkpoints/last.pt", "best.pt", "test_metrics.json"))
+    if not trained:
+        record.unlink(missing_ok=True)
+    made = trained and (out / "config.yaml").is_file()
     if not encoder:
         if record.is_file():
             raise GtgmError(f"{out} was fine-tuned from an encoder, not from scratch; delete {out} to redo it")

@@ -27,7 +27,7 @@ from gtgm.data.patches import VolumeCache
 from gtgm.errors import GtgmError
 from gtgm.fsutil import write_json, write_text
 from gtgm.text.captioners.measure import measure
-from gtgm.text.captions import check_fields, make_patch, read_captions
+from gtgm.text.captions import check_box, check_fields, make_patch, read_captions
 from gtgm.text.claims import check_caption
 
 WORST = 5
@@ -45,6 +45,11 @@ def _locate(records: list[dict[str, Any]], cache: VolumeCache, captions: Path) -
             bad.append(f"{rec['key']} (volume '{rec['volume']}' is not cached)")
         elif any(s < 0 or s >= n for s, n in zip(rec["start"], shape)):
             bad.append(f"{rec['key']} (box start {rec['start']} outside the volume's shape {list(shape)})")
+        else:
+            try:
+                check_box(rec, cache.entries[i])
+            except GtgmError as exc:
+                raise GtgmError(f"{captions}: {exc}") from None
         where.append(i)
     if bad:
         more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
@@ -128,6 +133,7 @@ def run_audit(captions: str | Path, cache_root: str | Path, out: str | Path, pro
     """Audit every caption of ``captions`` against the boxes of the cache at ``cache_root``; writes ``out``."""
     captions, out = Path(captions), Path(out)
     cache = VolumeCache(cache_root)
+    cache.verify()
     records = read_captions(captions)
     if not records:
         raise GtgmError(f"{captions}: no captions to audit")

@@ -3,9 +3,12 @@
 Each line is one JSON object::
 
     {"key": "<volume>:<x>,<y>,<z>:<sx>,<sy>,<sz>", "volume": ..., "start": [x, y, z], "size": [sx, sy, sz],
-     "axes": "xyz", "modality": "CT|MRI|EM", "text": ..., "captioner": ..., "captioner_version": ..., "seed": ...}
+     "axes": "xyz", "spacing": [x, y, z], "modality": "CT|MRI|EM", "text": ..., "captioner": ...,
+     "captioner_version": ..., "seed": ...}
 
-Boxes are in the cache's RAS array order (x, y, z; z = slice axis). Lines are appended one
+Boxes are in the cache's RAS array order (x, y, z; z = slice axis) at its voxel size ``spacing`` (recorded so that
+pretraining and the audit refuse a cache of another voxel size, where the box would name another region; older
+captions without it are read as before). Lines are appended one
 ``write(2)`` each to a file opened with ``O_APPEND``, so an interruption loses at most the line being
 written; a torn last line is cut off on the next run, which then skips every key already present
 (resume). ``--shard i/n`` (or torchrun's RANK/WORLD_SIZE) takes every n-th location and writes
@@ -27,6 +30,7 @@ from tqdm import tqdm
 from gtgm.config import CaptionConfig
 from gtgm.data.patches import VolumeCache, grid_starts, read_patch
 from gtgm.errors import GtgmError, InputError
+from gtgm.fsutil import fits_in_memory, single_writer
 from gtgm.text.captioners.base import Captioner, Patch
 from gtgm.text.captioners.measure import background_mask
 
@@ -55,14 +59,18 @@ def read_captions(path: str | Path) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     for f in files:
         records.extend(_read_lines(f))
+    warn_duplicates(path, records)
     return records
 
 
-def _read_lines(path: Path) -> Iterator[dict[str, Any]]:
+def _read_lines(path: Path, torn_ok: bool = False) -> Iterator[dict[str, Any]]:
+    """The records of one captions file; ``torn_ok``: a last line without its newline is skipped."""
     if path.is_dir():
         raise InputError(path, "is a folder, not a captions file")
     with open(path, "rb") as fh:
         for number, raw in enumerate(fh, 1):
+            if torn_ok and not raw.endswith(b"\n"):
+                continue
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError:
@@ -162,15 +170,68 @@ def run_captioning(
     """
     out = Path(out)
     target = shard_path(out, shard)
-    if repair_tail(target):
-        print(f"[caption] {target}: cut a torn last line left by an interrupted run")
-    done = {r["key"]: r for f in caption_files(out) for r in _read_lines(f)}
+    cache.verify()  # checked before a lock file is written beside the captions
+    _resumable(out, captioner, quiet=True)
+    with single_writer(target):
+        return _caption_locked(cache, captioner, out, target, cfg, seed, shard, progress)
+
+
+def _resumable(out: Path, captioner: Captioner, quiet: bool = False) -> dict[str, dict[str, Any]]:
+    """The captions already in ``out`` (:func:`_finished`), if this captioner may add to them."""
+    done = _finished(out, quiet)
     unnamed = [k for k, r in done.items() if not isinstance(r.get("captioner"), str)]
     if unnamed:
         raise InputError(out, f"caption {unnamed[0]!r} names no 'captioner', so the run cannot be resumed safely")
     other = {r["captioner"] for r in done.values()} - {captioner.name}
     if other:
         raise GtgmError(f"{out} holds captions by {sorted(other)}; write '{captioner.name}' captions to another file")
+    return done
+
+
+def _finished(out: Path, quiet: bool = False) -> dict[str, dict[str, Any]]:
+    """key -> record of the captions already in ``out`` and its shards (each key once: the first). ``quiet``:
+    no warnings, and a torn last line (no newline: an interrupted write, cut when resuming) is left out."""
+    records = [r for f in caption_files(out) for r in _read_lines(f, torn_ok=quiet)]
+    if not quiet:
+        warn_duplicates(out, records)
+    done: dict[str, dict[str, Any]] = {}
+    for r in records:
+        done.setdefault(r["key"], r)
+    return done
+
+
+def warn_duplicates(path: Path, records: list[dict[str, Any]]) -> int:
+    """Print a warning naming ``path`` when a caption key occurs more than once (two writers on one file, or
+    files concatenated); returns the number of repeated records."""
+    keys = [r["key"] for r in records]
+    repeated = len(keys) - len(set(keys))
+    if repeated:
+        first = next(k for k, n in _counts(keys).items() if n > 1)
+        print(f"[captions] warning: {path}: {repeated} repeated caption key(s), e.g. {first!r}; the first is used")
+    return repeated
+
+
+def _counts(keys: list[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for k in keys:
+        counts[k] = counts.get(k, 0) + 1
+    return counts
+
+
+def _caption_locked(
+    cache: VolumeCache,
+    captioner: Captioner,
+    out: Path,
+    target: Path,
+    cfg: CaptionConfig,
+    seed: int,
+    shard: tuple[int, int],
+    progress: bool,
+) -> dict[str, Any]:
+    """:func:`run_captioning` while holding the output's lock (the finished captions are read again under it)."""
+    if repair_tail(target):
+        print(f"[caption] {target}: cut a torn last line left by an interrupted run")
+    done = _resumable(out, captioner)
     plan = [p for j, p in enumerate(plan_locations(cache, cfg)) if j % shard[1] == shard[0]]
     todo = [p for p in plan if caption_key(cache.entries[p[0]]["id"], p[1], p[2]) not in done]
     metas: dict[int, dict[str, Any]] = {}
@@ -183,7 +244,8 @@ def run_captioning(
                 make_patch(cache, i, s, z, metas.setdefault(i, cache.meta(i)))
                 for i, s, z in todo[b : b + cfg.batch_size]
             ]
-            for patch, text in zip(batch, captioner.caption(batch, seed)):
+            cases = [i for i, _, _ in todo[b : b + cfg.batch_size]]
+            for i, patch, text in zip(cases, batch, captioner.caption(batch, seed)):
                 writer.write(
                     {
                         "key": patch.key,
@@ -191,6 +253,7 @@ def run_captioning(
                         "start": patch.start,
                         "size": patch.size,
                         "axes": "xyz",
+                        "spacing": [round(float(v), 6) for v in cache.entries[i]["spacing"]],  # the box's voxel size
                         "modality": patch.modality,
                         "text": text,
                         "captioner": captioner.name,
@@ -280,4 +343,31 @@ def check_fields(rec: dict[str, Any]) -> None:
         raise GtgmError(
             f"caption {rec.get('key')!r}: needs 'volume' (a string), 'start' and 'size' (3 integers each), got "
             f"volume {rec.get('volume')!r}, start {start!r}, size {size!r}"
+        )
+
+
+def check_box(rec: dict[str, Any], entry: dict[str, Any]) -> None:
+    """A caption's box (``start``, ``size``: 3 ints each) must start inside its volume (``entry``: the volume's
+    line in the cache's ``index.json``; the box may run past the end, where it is padded, as the caption grid does
+    on small volumes), have a positive size and fit in memory when read whole (as the audit reads it); a caption
+    that records its cache's voxel size (``spacing``) must be read in a cache of that voxel size, or its box
+    would name another region."""
+    check_fields(rec)
+    start, size, shape = rec["start"], rec["size"], list(entry["shape"])
+    if any(s < 0 or s >= n for s, n in zip(start, shape)) or any(z < 1 for z in size):
+        raise GtgmError(
+            f"caption {rec.get('key')!r}: box start {start} size {size} is not a box inside volume "
+            f"{rec.get('volume')} of shape {shape}"
+        )
+    fits, gb = fits_in_memory([int(entry.get("channels") or 1), *size])
+    if not fits:
+        raise GtgmError(
+            f"caption {rec.get('key')!r}: box size {size} of volume {rec.get('volume')} (shape {shape}) would "
+            f"take {gb:.1f} GB to read; a caption box is a region of its volume"
+        )
+    made = rec.get("spacing")
+    if made is not None and not np.allclose(np.asarray(made, float), np.asarray(entry["spacing"], float), rtol=1e-3):
+        raise GtgmError(
+            f"caption {rec.get('key')!r} was made on a cache of voxel size {made}, but this cache holds volume "
+            f"{rec.get('volume')} at {list(entry['spacing'])}: give the cache the captions were made from"
         )

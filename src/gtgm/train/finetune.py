@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -196,7 +197,8 @@ class Finetuner:
             loss = self.train_step(next(loader))
             done += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}")
+            best = {"best_val": f"{self.best:.3f}"} if math.isfinite(self.best) else {}  # (EM: -VOI)
+            bar.set_postfix(loss=f"{loss:.3f}", **best)
             if self.step % f.log_every == 0:
                 self.logger.log(
                     self.step,

@@ -27,7 +27,7 @@ from gtgm.config import AugmentConfig
 from gtgm.data.augment import TwoViews
 from gtgm.data.patches import VolumeCache, read_patch
 from gtgm.errors import GtgmError
-from gtgm.text.captions import check_fields
+from gtgm.text.captions import check_box
 from gtgm.text.encoders import TextCache
 
 
@@ -36,18 +36,6 @@ def split_records(records: list[dict[str, Any]], holdout_fraction: float) -> tup
     held-out box overlaps a training box."""
     held_out = lambda r: zlib.crc32(str(r["volume"]).encode()) % 10_000 < holdout_fraction * 10_000  # noqa: E731
     return [r for r in records if not held_out(r)], [r for r in records if held_out(r)]
-
-
-def _check_box(rec: dict[str, Any], shape: list[int]) -> None:
-    """A caption's box (``start``, ``size``: 3 ints each) must start inside its volume (it may run past the
-    end, where it is padded, as the caption grid does on small volumes)."""
-    check_fields(rec)
-    start, size = rec["start"], rec["size"]
-    if any(s < 0 or s >= n for s, n in zip(start, shape)) or any(z < 1 for z in size):
-        raise GtgmError(
-            f"caption {rec.get('key')!r}: box start {start} size {size} is not a box inside volume "
-            f"{rec.get('volume')} of shape {list(shape)}"
-        )
 
 
 class CaptionPairs(Dataset):
@@ -72,7 +60,7 @@ class CaptionPairs(Dataset):
         self.cache, self.records, self.seed = cache, records, seed
         self.case = np.array([ids[r["volume"]] for r in records])
         for r, case in zip(records, self.case):
-            _check_box(r, cache.shape(int(case)))
+            check_box(r, cache.entries[int(case)])
         self.rows = text_cache.lookup([r["text"] for r in records])
         if text_control == "shuffled":
             self.rows = self.rows[np.random.default_rng([seed, 11]).permutation(len(self.rows))]

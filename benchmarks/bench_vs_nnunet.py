@@ -1,0 +1,292 @@
+"""gtgm's CPU recipe vs nnU-Net v2 on the same CT phantoms, the same training / validation / test cases, on 2 cores.
+
+    python benchmarks/bench_vs_nnunet.py --work runs/vs_nnunet [--n-ct 10] [--label-ratio 1.0] [--runs ...]
+
+1. ``gtgm data examples`` (CT phantoms only), ``gtgm data preprocess`` with ``finetune/cpu-small`` (5.5 mm);
+2. gtgm: ``gtgm finetune`` with the recipe (test and validation cases fixed below), ``gtgm predict`` on the test
+   cases' raw files;
+3. nnU-Net: ``gtgm data export-nnunet``, nnU-Net's own fingerprint and planner (default ``nnUNetPlans``,
+   PlainConvUNet; ``default``: at nnU-Net's target spacing, ``gtgm``: at gtgm's 5.5 mm via
+   ``-overwrite_target_spacing``), ``nnUNetv2_preprocess``, ``splits_final.json`` whose fold 0 trains on exactly
+   gtgm's training cases and validates on its validation cases, ``nnUNetTrainer`` cut to a fixed budget
+   (``num_epochs`` × ``num_iterations_per_epoch``: equal iterations × batch to gtgm's recipe, or equal wall time
+   from the measured seconds per iteration), with nnU-Net's default mirroring of every axis or with left-right
+   mirroring off (on the phantoms only the side tells liver from spleen); ``nnUNetv2_predict`` on the test cases;
+4. both scored by the same ``gtgm evaluate`` at the native grid; prints per-class Dice, wall and CPU time
+   (this process's children), and the ratios to gtgm. Results: ``WORK/results.json``.
+
+``--runs`` picks the nnU-Net runs (``PLAN:BUDGET:MIRROR``, e.g. ``gtgm:iters:all gtgm:iters:nolr default:wall:all``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+GTGM = [sys.executable, "-m", "gtgm"]
+DATASET_ID, SPACING = 777, 5.5
+TEST = ["phantom_007", "phantom_008", "phantom_009"]
+VAL = ["phantom_006"]
+
+TRAIN = """
+import json, sys, torch
+from nnunetv2.run.run_training import get_trainer_from_args
+dataset, plans = sys.argv[1], sys.argv[2]
+iters, per_epoch, lr_axis = (int(v) for v in sys.argv[3:6])
+t = get_trainer_from_args(dataset, "3d_fullres", 0, "nnUNetTrainer", plans, device=torch.device("cpu"))
+t.num_iterations_per_epoch, t.num_val_iterations_per_epoch = per_epoch, 2
+t.num_epochs = max(1, iters // per_epoch)
+if lr_axis >= 0:  # left-right mirroring off: drop the axis that holds the patient's left-right from the mirror axes
+    configure = t.configure_rotation_dummyDA_mirroring_and_inital_patch_size
+    def no_lr():
+        rot, dummy, initial, axes = configure()
+        axes = tuple(a for a in axes if a != lr_axis)
+        t.inference_allowed_mirroring_axes = axes
+        return rot, dummy, initial, axes
+    t.configure_rotation_dummyDA_mirroring_and_inital_patch_size = no_lr
+t.run_training()
+"""
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None, quiet: bool = True) -> dict[str, float]:
+    """Run ``cmd``; its wall time and the CPU time (user + system) of it and its children."""
+    before, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    out = subprocess.run(cmd, env=env, capture_output=quiet, text=True)
+    wall, after = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
+    if out.returncode != 0:
+        sys.exit(f"failed ({out.returncode}): {' '.join(map(str, cmd))}\n{(out.stderr or '')[-3000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall_s": wall, "cpu_s": cpu}
+
+
+def class_dice(metrics_csv: Path) -> dict[str, float]:
+    """Mean Dice per class over the test cases from ``gtgm evaluate``'s metrics.csv."""
+    import csv
+
+    per: dict[str, list[float]] = {}
+    for row in csv.DictReader(metrics_csv.open()):
+        per.setdefault(row["class"], []).append(float(row["dice"]))
+    return {c: float(np.mean(v)) for c, v in sorted(per.items(), key=lambda kv: int(kv[0]))}
+
+
+def prepare(work: Path, n_ct: int) -> Path:
+    if not (work / "cache" / "index.json").is_file():
+        timed([*GTGM, "data", "examples", "--out", str(work / "examples"), "--n-ct", str(n_ct), "--n-em", "0"])
+        cfg = ["--config", "finetune/cpu-small"]
+        timed([*GTGM, "data", "preprocess", str(work / "examples"), "--out", str(work / "cache"), *cfg])
+    refs = work / "refs"
+    if not refs.is_dir():
+        refs.mkdir()
+        for case in TEST:
+            shutil.copy(work / "examples" / "ct" / f"{case}_label.nii.gz", refs / f"{case}.nii.gz")
+    return refs
+
+
+def run_gtgm(work: Path, ratio: float, refs: Path) -> dict:
+    out = work / "gtgm"
+    shutil.rmtree(out, ignore_errors=True)
+    args = [*GTGM, "finetune", str(work / "cache"), "--group", "ct_phantom", "--out", str(out)]
+    args += ["--config", "finetune/cpu-small", f"finetune.test_cases={TEST}", f"finetune.val_cases={VAL}"]
+    train = timed([*args, f"finetune.label_ratio={ratio}"])
+    images = [str(work / "examples" / "ct" / f"{c}.nii.gz") for c in TEST]
+    pred = timed([*GTGM, "predict", str(out / "best.pt"), *images, "--out", str(out / "pred")])
+    timed([*GTGM, "evaluate", str(out / "pred"), str(refs), "--out", str(out / "pred")])
+    split = json.loads((out / "split.json").read_text())
+    steps = json.loads((out / "test_metrics.json").read_text())["steps"]
+    return {
+        "train": train,
+        "predict": pred,
+        "dice": class_dice(out / "pred" / "metrics.csv"),
+        "steps": steps,
+        "train_cases": [p["id"] for p in split["train"]],
+        "val_cases": [p["id"] for p in split["val"]],
+    }
+
+
+def nnunet_env(work: Path, results: str = "nnUNet_results") -> dict[str, str]:
+    folders = {"nnUNet_raw": "nnUNet_raw", "nnUNet_preprocessed": "nnUNet_preprocessed", "nnUNet_results": results}
+    return {**os.environ, **{k: str(work / v) for k, v in folders.items()}, "nnUNet_n_proc_DA": "2"}
+
+
+def nnunet_tool(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def plan(work: Path, which: str, gtgm_run: dict) -> tuple[str, dict]:
+    """nnU-Net's fingerprint, plans (``which``: default or gtgm spacing), preprocessing and fold-0 split."""
+    env = nnunet_env(work)
+    if not (work / "nnUNet_raw").is_dir():
+        timed(
+            [
+                *GTGM,
+                "data",
+                "export-nnunet",
+                str(work / "examples"),
+                "--group",
+                "ct_phantom",
+                "--id",
+                str(DATASET_ID),
+                "--out",
+                str(work / "nnUNet_raw"),
+            ]
+        )
+        timed([nnunet_tool("nnUNetv2_extract_fingerprint"), "-d", str(DATASET_ID), "-np", "1"], env)
+    name = "nnUNetPlans" if which == "default" else "nnUNetPlans_gtgm_spacing"
+    folder = next((work / "nnUNet_preprocessed").glob(f"Dataset{DATASET_ID}_*"))
+    cost = {"wall_s": 0.0, "cpu_s": 0.0}
+    if not (folder / f"{name}.json").is_file():
+        extra = (
+            []
+            if which == "default"
+            else ["-overwrite_target_spacing", *[str(SPACING)] * 3, "-overwrite_plans_name", name]
+        )
+        steps = [
+            [nnunet_tool("nnUNetv2_plan_experiment"), "-d", str(DATASET_ID), *extra],
+            [
+                nnunet_tool("nnUNetv2_preprocess"),
+                "-d",
+                str(DATASET_ID),
+                "-plans_name",
+                name,
+                "-c",
+                "3d_fullres",
+                "-np",
+                "1",
+            ],
+        ]
+        for c in steps:
+            t = timed(c, env)
+            cost = {k: cost[k] + t[k] for k in cost}
+    split = [{"train": gtgm_run["train_cases"], "val": gtgm_run["val_cases"]}]
+    (folder / "splits_final.json").write_text(json.dumps(split))
+    return name, {**cost, "plans": json.loads((folder / f"{name}.json").read_text())}
+
+
+def run_nnunet(work: Path, plans_name: str, plans: dict, iters: int, lr_axis: int, tag: str, refs: Path) -> dict:
+    results = f"nnUNet_results_{tag}"
+    shutil.rmtree(work / results, ignore_errors=True)
+    env = nnunet_env(work, results)
+    per_epoch = min(50, iters)
+    train = timed(
+        [sys.executable, "-c", TRAIN, str(DATASET_ID), plans_name, str(iters), str(per_epoch), str(lr_axis)], env
+    )
+    inputs = work / "nnunet_test_images"
+    if not inputs.is_dir():
+        inputs.mkdir()
+        raw = next((work / "nnUNet_raw").glob(f"Dataset{DATASET_ID}_*"))
+        for case in TEST:
+            shutil.copy(raw / "imagesTr" / f"{case}_0000.nii.gz", inputs)
+    out = work / f"pred_{tag}"
+    shutil.rmtree(out, ignore_errors=True)
+    pred = timed(
+        [
+            nnunet_tool("nnUNetv2_predict"),
+            "-i",
+            str(inputs),
+            "-o",
+            str(out),
+            "-d",
+            str(DATASET_ID),
+            "-c",
+            "3d_fullres",
+            "-f",
+            "0",
+            "-p",
+            plans_name,
+            "-device",
+            "cpu",
+            "-chk",
+            "checkpoint_final.pth",
+            "-npp",
+            "1",
+            "-nps",
+            "1",
+        ],
+        env,
+    )
+    timed([*GTGM, "evaluate", str(out), str(refs), "--out", str(out / "metrics")])
+    epochs = max(1, iters // per_epoch)
+    return {
+        "train": train,
+        "predict": pred,
+        "dice": class_dice(out / "metrics" / "metrics.csv"),
+        "iterations": epochs * per_epoch,
+        "batch": plans["configurations"]["3d_fullres"]["batch_size"],
+        "patch": plans["configurations"]["3d_fullres"]["patch_size"],
+        "spacing": plans["configurations"]["3d_fullres"]["spacing"],
+    }
+
+
+def lr_axis_of(work: Path, plans: dict) -> int:
+    """The axis of nnU-Net's arrays that holds the patient's left-right (gtgm's x), from the files' orientation."""
+    from gtgm.export.nnunet import dataset_orientation, nnunet_axes
+
+    folder = next((work / "nnUNet_preprocessed").glob(f"Dataset{DATASET_ID}_*"))
+    return nnunet_axes(plans, dataset_orientation(folder / "nnUNetPlans.json")[0]).index(0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, default=Path("runs/vs_nnunet"))
+    ap.add_argument("--n-ct", type=int, default=10)
+    ap.add_argument("--label-ratio", type=float, default=1.0, help="gtgm's label ratio (its training cases)")
+    ap.add_argument("--runs", nargs="+", default=["gtgm:iters:all", "gtgm:iters:nolr", "gtgm:wall:all"])
+    a = ap.parse_args()
+    work = a.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    refs = prepare(work, a.n_ct)
+    print("[bench] gtgm recipe (finetune/cpu-small) ...", flush=True)
+    ours = run_gtgm(work, a.label_ratio, refs)
+    results = {"gtgm": ours, "nnunet": {}}
+    for spec in a.runs:
+        which, budget, mirror = spec.split(":")
+        name, planned = plan(work, which, ours)
+        plans = planned.pop("plans")
+        batch = plans["configurations"]["3d_fullres"]["batch_size"]
+        if budget == "iters":  # equal iterations x batch: the same number of training patches
+            iters = math.ceil(ours["steps"] * 2 / batch)
+        else:  # equal wall time: from the seconds per iteration of this plan's equal-iterations run
+            ref = results["nnunet"].get(f"{which}:iters:{mirror}") or results["nnunet"].get(f"{which}:iters:all")
+            per_iter = ref["train"]["wall_s"] / ref["iterations"] if ref else 2.0
+            iters = max(1, round(ours["train"]["wall_s"] / per_iter))
+        lr_axis = lr_axis_of(work, plans) if mirror == "nolr" else -1
+        print(f"[bench] nnU-Net {spec}: {iters} iterations of batch {batch} ...", flush=True)
+        res = run_nnunet(work, name, plans, iters, lr_axis, spec.replace(":", "_"), refs)
+        results["nnunet"][spec] = {**res, "planning": planned}
+        (work / "results.json").write_text(json.dumps(results, indent=2))
+    report(results)
+
+
+def report(results: dict) -> None:
+    ours = results["gtgm"]
+    classes = list(ours["dice"])
+    head = f"{'run':<22}" + "".join(f"{c:>7}" for c in classes) + f"{'mean':>7}{'wall s':>9}{'cpu s':>9}{'Δmean':>8}"
+    print(head)
+    base = float(np.mean(list(ours["dice"].values())))
+    rows = [("gtgm cpu-small", ours)] + [(f"nnU-Net {k}", v) for k, v in results["nnunet"].items()]
+    for name, r in rows:
+        mean = float(np.mean(list(r["dice"].values())))
+        cells = "".join(f"{r['dice'].get(c, float('nan')):>7.3f}" for c in classes)
+        t = r["train"]
+        print(f"{name:<22}{cells}{mean:>7.3f}{t['wall_s']:>9.0f}{t['cpu_s']:>9.0f}{mean - base:>+8.3f}")
+    for name, r in rows[1:]:
+        ratio = r["train"]["wall_s"] / ours["train"]["wall_s"]
+        print(
+            f"{name}: training wall time {ratio:.2f}x gtgm's, CPU time "
+            f"{r['train']['cpu_s'] / ours['train']['cpu_s']:.2f}x; {r['iterations']} iterations x batch {r['batch']}, "
+            f"patch {r['patch']} at {r['spacing']} mm"
+        )
+
+
+if __name__ == "__main__":
+    main()
