@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 GTGM = [sys.executable, "-m", "gtgm"]
 DATASET_ID, SPACING = 777, 5.5
@@ -75,7 +76,8 @@ def class_dice(metrics_csv: Path) -> dict[str, float]:
 
     per: dict[str, list[float]] = {}
     for row in csv.DictReader(metrics_csv.open()):
-        per.setdefault(row["class"], []).append(float(row["dice"]))
+        if "mean" not in (row["case"], row["class"]):
+            per.setdefault(row["class"], []).append(float(row["dice"]))
     return {c: float(np.mean(v)) for c, v in sorted(per.items(), key=lambda kv: int(kv[0]))}
 
 
@@ -92,12 +94,12 @@ def prepare(work: Path, n_ct: int) -> Path:
     return refs
 
 
-def run_gtgm(work: Path, ratio: float, refs: Path) -> dict:
+def run_gtgm(work: Path, ratio: float, refs: Path, extra: list[str] = ()) -> dict:
     out = work / "gtgm"
     shutil.rmtree(out, ignore_errors=True)
     args = [*GTGM, "finetune", str(work / "cache"), "--group", "ct_phantom", "--out", str(out)]
     args += ["--config", "finetune/cpu-small", f"finetune.test_cases={TEST}", f"finetune.val_cases={VAL}"]
-    train = timed([*args, f"finetune.label_ratio={ratio}"])
+    train = timed([*args, f"finetune.label_ratio={ratio}", *extra])
     images = [str(work / "examples" / "ct" / f"{c}.nii.gz") for c in TEST]
     pred = timed([*GTGM, "predict", str(out / "best.pt"), *images, "--out", str(out / "pred")])
     timed([*GTGM, "evaluate", str(out / "pred"), str(refs), "--out", str(out / "pred")])
@@ -108,6 +110,7 @@ def run_gtgm(work: Path, ratio: float, refs: Path) -> dict:
         "predict": pred,
         "dice": class_dice(out / "pred" / "metrics.csv"),
         "steps": steps,
+        "batch": yaml.safe_load((out / "config.yaml").read_text())["finetune"]["batch_size"],
         "train_cases": [p["id"] for p in split["train"]],
         "val_cases": [p["id"] for p in split["val"]],
     }
@@ -122,24 +125,43 @@ def nnunet_tool(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
+def export_without_test(work: Path) -> None:
+    """``gtgm data export-nnunet`` of the phantoms, then the test cases moved out of ``imagesTr`` (to
+    ``WORK/nnunet_test_images``, what nnUNetv2_predict reads), so that they shape neither nnU-Net's fingerprint
+    (intensity percentiles, median shape) nor its plans, as they shape nothing of gtgm's run."""
+    shutil.rmtree(work / "nnUNet_raw", ignore_errors=True)
+    out = str(work / "nnUNet_raw")
+    timed(
+        [
+            *GTGM,
+            "data",
+            "export-nnunet",
+            str(work / "examples"),
+            "--group",
+            "ct_phantom",
+            "--id",
+            str(DATASET_ID),
+            "--out",
+            out,
+        ]
+    )
+    raw = next((work / "nnUNet_raw").glob(f"Dataset{DATASET_ID}_*"))
+    test_images = work / "nnunet_test_images"
+    shutil.rmtree(test_images, ignore_errors=True)
+    test_images.mkdir()
+    for case in TEST:
+        (raw / "imagesTr" / f"{case}_0000.nii.gz").rename(test_images / f"{case}_0000.nii.gz")
+        (raw / "labelsTr" / f"{case}.nii.gz").unlink()
+    meta = json.loads((raw / "dataset.json").read_text())
+    meta["numTraining"] -= len(TEST)
+    (raw / "dataset.json").write_text(json.dumps(meta, indent=2))
+
+
 def plan(work: Path, which: str, gtgm_run: dict) -> tuple[str, dict]:
     """nnU-Net's fingerprint, plans (``which``: default or gtgm spacing), preprocessing and fold-0 split."""
     env = nnunet_env(work)
-    if not (work / "nnUNet_raw").is_dir():
-        timed(
-            [
-                *GTGM,
-                "data",
-                "export-nnunet",
-                str(work / "examples"),
-                "--group",
-                "ct_phantom",
-                "--id",
-                str(DATASET_ID),
-                "--out",
-                str(work / "nnUNet_raw"),
-            ]
-        )
+    if not next(work.glob(f"nnUNet_preprocessed/Dataset{DATASET_ID}_*/dataset_fingerprint.json"), None):
+        export_without_test(work)
         timed([nnunet_tool("nnUNetv2_extract_fingerprint"), "-d", str(DATASET_ID), "-np", "1"], env)
     name = "nnUNetPlans" if which == "default" else "nnUNetPlans_gtgm_spacing"
     folder = next((work / "nnUNet_preprocessed").glob(f"Dataset{DATASET_ID}_*"))
@@ -181,11 +203,6 @@ def run_nnunet(work: Path, plans_name: str, plans: dict, iters: int, lr_axis: in
         [sys.executable, "-c", TRAIN, str(DATASET_ID), plans_name, str(iters), str(per_epoch), str(lr_axis)], env
     )
     inputs = work / "nnunet_test_images"
-    if not inputs.is_dir():
-        inputs.mkdir()
-        raw = next((work / "nnUNet_raw").glob(f"Dataset{DATASET_ID}_*"))
-        for case in TEST:
-            shutil.copy(raw / "imagesTr" / f"{case}_0000.nii.gz", inputs)
     out = work / f"pred_{tag}"
     shutil.rmtree(out, ignore_errors=True)
     pred = timed(
@@ -241,12 +258,14 @@ def main() -> None:
     ap.add_argument("--n-ct", type=int, default=10)
     ap.add_argument("--label-ratio", type=float, default=1.0, help="gtgm's label ratio (its training cases)")
     ap.add_argument("--runs", nargs="+", default=["gtgm:iters:all", "gtgm:iters:nolr", "gtgm:wall:all"])
+    ap.add_argument("--max-iters", type=int, default=0, help="cap nnU-Net's iterations (a smoke test)")
+    ap.add_argument("overrides", nargs="*", help="gtgm key=value overrides (e.g. finetune.steps=20 for a smoke test)")
     a = ap.parse_args()
     work = a.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     refs = prepare(work, a.n_ct)
     print("[bench] gtgm recipe (finetune/cpu-small) ...", flush=True)
-    ours = run_gtgm(work, a.label_ratio, refs)
+    ours = run_gtgm(work, a.label_ratio, refs, a.overrides)
     results = {"gtgm": ours, "nnunet": {}}
     for spec in a.runs:
         which, budget, mirror = spec.split(":")
@@ -254,11 +273,12 @@ def main() -> None:
         plans = planned.pop("plans")
         batch = plans["configurations"]["3d_fullres"]["batch_size"]
         if budget == "iters":  # equal iterations x batch: the same number of training patches
-            iters = math.ceil(ours["steps"] * 2 / batch)
+            iters = math.ceil(ours["steps"] * ours["batch"] / batch)
         else:  # equal wall time: from the seconds per iteration of this plan's equal-iterations run
             ref = results["nnunet"].get(f"{which}:iters:{mirror}") or results["nnunet"].get(f"{which}:iters:all")
             per_iter = ref["train"]["wall_s"] / ref["iterations"] if ref else 2.0
             iters = max(1, round(ours["train"]["wall_s"] / per_iter))
+        iters = min(iters, a.max_iters) if a.max_iters else iters
         lr_axis = lr_axis_of(work, plans) if mirror == "nolr" else -1
         print(f"[bench] nnU-Net {spec}: {iters} iterations of batch {batch} ...", flush=True)
         res = run_nnunet(work, name, plans, iters, lr_axis, spec.replace(":", "_"), refs)

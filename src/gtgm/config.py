@@ -266,7 +266,7 @@ class FinetuneConfig:
     val_every: int = 50
     sw_overlap: float = 0.25
     sw_batch_size: int = 4
-    postprocess: bool = True  # keep each class's largest component where that does not lower validation Dice
+    postprocess: bool = True  # keep each class's largest component where that raises validation Dice (nnU-Net)
     amp: Literal["auto", "none", "bf16", "fp16"] = "auto"
     num_workers: int = 0
     checkpoint_every: int = 100

@@ -7,6 +7,7 @@ place only when complete, so an interruption or an error never leaves a half-wri
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import math
@@ -61,7 +62,8 @@ def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
         os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp_path, dest)
     except OSError as exc:  # a full disk, from a writer that names no file (numpy, torch) or the temporary one
-        if getattr(exc, "filename", None) not in (None, str(tmp_path)):
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or (exc.errno is None and "space" in str(exc))
+        if not full or getattr(exc, "filename", None) not in (None, str(tmp_path)):
             raise
         raise OSError(exc.errno, exc.strerror or str(exc), str(dest)) from exc
     finally:

@@ -99,7 +99,8 @@ def test_export_refuses_taken_ids_unknown_groups_and_undeclared_labels(tmp_path,
 def test_axis_order_and_mismatch_messages():
     # SimpleITK arrays are (z, y, x); transpose_forward [0, 1, 2] keeps them: nnU-Net axis 0 is gtgm's z
     assert nnunet_axes({"image_reader_writer": "SimpleITKIO", "transpose_forward": [0, 1, 2]}) == [2, 1, 0]
-    assert nnunet_axes({"image_reader_writer": "NibabelIO", "transpose_forward": [2, 0, 1]}) == [2, 0, 1]
+    # nnU-Net's nibabel readers transpose to SimpleITK's order too
+    assert nnunet_axes({"image_reader_writer": "NibabelIO", "transpose_forward": [2, 0, 1]}) == [0, 2, 1]
     assert to_gtgm_axes([[1, 2, 2]], [2, 1, 0]) == [[2, 2, 1]]
     w = torch.arange(2 * 3 * 4).reshape(1, 1, 2, 3, 4).float()
     assert to_nnunet_order(w, [2, 1, 0]).shape == (1, 1, 4, 3, 2)

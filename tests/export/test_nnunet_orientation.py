@@ -1,6 +1,7 @@
 """The nnU-Net export follows the dataset files' orientation: nnU-Net's network, loaded from the export and run on
-a file as nnU-Net reads it (SimpleITK, then ``transpose_forward``), computes the features gtgm's encoder computes
-on the same voxels reoriented to RAS — for an LPS file and an oblique, anisotropic one with permuted axes.
+a file as nnU-Net reads it (each of its 3D readers, then ``transpose_forward``), computes the features gtgm's
+encoder computes on the same voxels reoriented to RAS — for an LPS file and an oblique, anisotropic one with
+permuted axes.
 
 Strides are put on the axes that are not mirrored: nnU-Net's residual blocks need lengths divisible by the stride,
 and a stride-2 layer on a mirrored even-length axis samples the other half of the voxels, so there the features
@@ -15,6 +16,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from nnunetv2.imageio.nibabel_reader_writer import NibabelIO, NibabelIOWithReorient
 from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
@@ -53,8 +55,12 @@ def _to_gtgm(feature: torch.Tensor, axes: list[int], flips: list[bool]) -> torch
     return feature.permute(0, 1, *(2 + axes.index(g) for g in range(3)))
 
 
+READERS = {"SimpleITKIO": SimpleITKIO, "NibabelIO": NibabelIO, "NibabelIOWithReorient": NibabelIOWithReorient}
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_exported_network_computes_gtgms_features_on_the_files_grid(tmp_path, case):
+def test_exported_network_computes_gtgms_features_on_the_files_grid(tmp_path, case, reader):
     directions, spacing, transpose, strides_xyz, shape = CASES[case]
     affine = np.eye(4)
     affine[:3, :3] = directions @ np.diag(spacing)
@@ -74,7 +80,7 @@ def test_exported_network_computes_gtgms_features_on_the_files_grid(tmp_path, ca
     torch.save({k: v for k, v in gtgm_net.state_dict().items() if k.startswith("encoder.")}, tmp_path / "encoder.pt")
     write_json(tmp_path / "encoder.json", {"encoder": "resenc", "in_channels": 1, "arch_kwargs": kwargs_xyz})
 
-    plans = {"image_reader_writer": "SimpleITKIO", "transpose_forward": transpose, "configurations": {}}
+    plans = {"image_reader_writer": reader, "transpose_forward": transpose, "configurations": {}}
     axes, flips = nnunet_axes(plans, ornt), nnunet_flips(plans, ornt)
     inverse = [axes.index(g) for g in range(3)]  # per gtgm axis, the nnU-Net axis: to_gtgm_axes's inverse
     kwargs_nn = {
@@ -93,7 +99,7 @@ def test_exported_network_computes_gtgms_features_on_the_files_grid(tmp_path, ca
 
     nn_net = get_network_from_plans(ARCH_CLASS, kwargs_nn, REQUIRES_IMPORT, 1, 2, deep_supervision=True).eval()
     load_pretrained_weights(nn_net, str(out / "pretrained_weights.pth"))  # nnU-Net's own loader
-    image, _ = SimpleITKIO().read_images([str(tmp_path / "case_0000.nii.gz")])  # (C, z, y, x) of the file
+    image, _ = READERS[reader]().read_images([str(tmp_path / "case_0000.nii.gz")])  # (C, z, y, x) of the file
     image = image.transpose([0, *(t + 1 for t in transpose)])  # nnU-Net's transpose_forward
     with torch.no_grad():
         ours = gtgm_net.encoder(torch.from_numpy(ras)[None, None])

@@ -22,3 +22,18 @@ def test_a_failed_run_binds_to_no_encoder_and_a_trained_one_does(tmp_path):
     with pytest.raises(GtgmError, match="not from scratch"):
         _check_encoder(out, "")
     _check_encoder(out, str(good))  # the same encoder: reused
+
+
+def test_runs_made_before_a_setting_existed_keep_their_old_behaviour(tmp_path):
+    import yaml
+
+    from gtgm.config import load_config
+    from gtgm.study.reuse import check_reuse
+
+    cfg = load_config("finetune/cpu-small")
+    old = cfg.to_dict()
+    del old["finetune"]["postprocess"]  # a run folder written before post-processing existed
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    with pytest.raises(GtgmError, match="finetune.postprocess"):  # it was not post-processed: not the same run
+        check_reuse(tmp_path, cfg, ("finetune",))
+    check_reuse(tmp_path, load_config("finetune/cpu-small", ["finetune.postprocess=false"]), ("finetune",))

@@ -59,36 +59,46 @@ class VolumeCache:
         return {**self.__dict__, "_maps": {}}
 
     def _open(self, i: int, kind: str) -> np.ndarray:
-        """Memory map of case ``i``'s ``kind`` array, checked against the index: a missing, truncated or
-        rewritten file (another shape) is an error naming it, at every reader (caption, audit, probe, training)."""
+        """Memory map of case ``i``'s ``kind`` array (:meth:`_load`), kept open for the next read."""
         if (i, kind) not in self._maps:
-            path, e = self.root / "volumes" / self.entries[i]["files"][kind], self.entries[i]
-            try:
-                array = np.load(path, mmap_mode="r")
-            except FileNotFoundError:
-                raise GtgmError(f"{path}: cached array missing; re-run `gtgm data preprocess` to rebuild it") from None
-            except (ValueError, OSError, EOFError) as exc:
-                raise GtgmError(
-                    f"{path}: damaged cached array ({str(exc).splitlines()[0]}); re-run `gtgm data preprocess` to "
-                    "rebuild it"
-                ) from None
-            want = [int(e.get("channels") or 1), *e["shape"]] if kind == "image" else list(e["shape"])
-            if kind in ("image", "label") and list(array.shape) != want:
-                raise GtgmError(
-                    f"{path}: cached array of shape {list(array.shape)}, but the cache index says {want}; re-run "
-                    "`gtgm data preprocess` to rebuild it"
-                )
-            self._maps[(i, kind)] = array
+            self._maps[(i, kind)] = self._load(i, kind)
         return self._maps[(i, kind)]
 
+    def _load(self, i: int, kind: str) -> np.ndarray:
+        """Memory map of case ``i``'s ``kind`` array, checked first (:meth:`_check`)."""
+        self._check(i, kind)
+        return np.load(self.root / "volumes" / self.entries[i]["files"][kind], mmap_mode="r")
+
+    def _check(self, i: int, kind: str) -> None:
+        """Case ``i``'s ``kind`` array file against the index, from its header and size (no data read, nothing
+        left open): a missing, truncated or rewritten file (another shape) is an error naming it, at every reader
+        (caption, audit, probe, training)."""
+        path, e = self.root / "volumes" / self.entries[i]["files"][kind], self.entries[i]
+        rebuild = "re-run `gtgm data preprocess` to rebuild it"
+        try:
+            with open(path, "rb") as fh:
+                major, _ = np.lib.format.read_magic(fh)
+                read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                shape, _, dtype = read(fh)
+                offset = fh.tell()
+        except FileNotFoundError:
+            raise GtgmError(f"{path}: cached array missing; {rebuild}") from None
+        except (ValueError, OSError, EOFError) as exc:
+            raise GtgmError(f"{path}: damaged cached array ({str(exc).splitlines()[0]}); {rebuild}") from None
+        if path.stat().st_size < offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+            raise GtgmError(f"{path}: damaged cached array (shorter than its header says: truncated?); {rebuild}")
+        want = [int(e.get("channels") or 1), *e["shape"]] if kind == "image" else list(e["shape"])
+        if kind in ("image", "label") and list(shape) != want:
+            raise GtgmError(f"{path}: cached array of shape {list(shape)}, but the cache index says {want}; {rebuild}")
+
     def verify(self) -> None:
-        """Read every case's JSON and open every cached array (a header read each): a damaged one is an error
-        before any work starts (and before a stage writes anything)."""
+        """Read every case's JSON and check every cached array's header and size (:meth:`_check`): a damaged one
+        is an error before any work starts or anything is written."""
         for i, e in enumerate(self.entries):
             self.meta(i)
             for kind in ("image", "label"):
                 if kind in e["files"]:
-                    self._open(i, kind)
+                    self._check(i, kind)
 
     def image(self, i: int) -> np.ndarray:
         """Memory map of case ``i``'s image, (C, X, Y, Z) float32."""

@@ -79,8 +79,9 @@ def plans_configuration(plans: dict[str, Any], name: str, where: Path) -> dict[s
 def nnunet_axes(plans: dict[str, Any], orientation: np.ndarray | None = None) -> list[int]:
     """For each axis of nnU-Net's arrays, the gtgm axis (0 = x, 1 = y, 2 = z) it holds.
 
-    nnU-Net reads NIfTI with SimpleITK, whose arrays are (z, y, x) of the file's voxel axes (NibabelIO keeps
-    (x, y, z); NibabelIOWithReorient first reorients to RAS), then applies the plans' ``transpose_forward``.
+    nnU-Net reads NIfTI with SimpleITK, whose arrays are (z, y, x) of the file's voxel axes (its nibabel readers
+    transpose to the same order; NibabelIOWithReorient first reorients to RAS), then applies the plans'
+    ``transpose_forward``.
     gtgm's arrays are RAS: ``orientation`` (nibabel's ``io_orientation`` of the dataset's files, 3 × 2: per
     file axis, its RAS axis and sign; ``None`` = RAS files) maps file axes to gtgm's."""
     file_axes = _file_axes(plans)
@@ -99,9 +100,10 @@ def nnunet_flips(plans: dict[str, Any], orientation: np.ndarray | None = None) -
 
 
 def _file_axes(plans: dict[str, Any]) -> list[int]:
-    """For each axis of nnU-Net's arrays, the file's voxel axis (0 = i, 1 = j, 2 = k) it holds."""
-    reader = str(plans.get("image_reader_writer", "SimpleITKIO"))
-    return [int(t) if "Nibabel" in reader else 2 - int(t) for t in plans.get("transpose_forward", [0, 1, 2])]
+    """For each axis of nnU-Net's arrays, the file's voxel axis (0 = i, 1 = j, 2 = k) it holds: every 3D reader of
+    nnU-Net v2 gives (k, j, i) arrays (SimpleITK's order; the nibabel readers transpose to it), then the plans'
+    ``transpose_forward`` applies."""
+    return [2 - int(t) for t in plans.get("transpose_forward", [0, 1, 2])]
 
 
 def dataset_orientation(plans_path: Path, reference: Path | None = None) -> tuple[np.ndarray | None, str]:
@@ -122,8 +124,17 @@ def dataset_orientation(plans_path: Path, reference: Path | None = None) -> tupl
         name = plans_path.parent.name
         folders = [plans_path.parent / "gt_segmentations", plans_path.parent.parent.parent / "nnUNet_raw" / name]
         folders += [Path(os.environ["nnUNet_raw"]) / name] if os.environ.get("nnUNet_raw") else []
-        found = [sorted((f if f.name == "gt_segmentations" else f / "labelsTr").glob("*.nii*")) for f in folders]
+        found = [
+            sorted(p for p in (f if f.name == "gt_segmentations" else f / "labelsTr").glob("*") if p.is_file())
+            for f in folders
+        ]
         files = next((f for f in found if f), [])
+        if files and not any(p.name.endswith((".nii", ".nii.gz")) for p in files):
+            raise GtgmError(
+                f"{files[0].parent}: the orientation is read from NIfTI headers, and these are "
+                f"'{''.join(files[0].suffixes)}' files; give --reference with a NIfTI image of the same orientation"
+            )
+        files = [p for p in files if p.name.endswith((".nii", ".nii.gz"))]
     if not files:
         return None, "no image of the dataset found (give --reference); kernels are not mirrored (RAS files assumed)"
     try:

@@ -95,7 +95,8 @@ def predict_inputs(
     cases = input_cases(inputs, modality or meta["modality"])
     if trained == "em":
         em = meta.get("em")
-        lacking = [k for k in ("threshold", "agglomeration", "offsets") if not isinstance(em, dict) or k not in em]
+        needed = ("agglomeration", "offsets") if threshold is not None else ("threshold", "agglomeration", "offsets")
+        lacking = [k for k in needed if not isinstance(em, dict) or k not in em]
         if lacking:
             raise GtgmError(f"{checkpoint}: trained for task 'em' but its EM settings lack {', '.join(lacking)}")
         return predict_em_cases(model, meta, cases, Path(out), dev, threshold)

@@ -217,15 +217,18 @@ def query_spacing(qm: QueryModel, modality: str, spacing: list[float] | None) ->
     by = qm.info.get("spacing_by_modality") or {}
     if by and modality not in by:  # a modality the run never saw: say so (EM's units are not even millimetres)
         seen = ", ".join(sorted(by))
-        if modality == "EM" or "EM" in by:
+        millimetres = [v for k, v in by.items() if k != "EM"]
+        if modality == "EM" or not millimetres:
             raise GtgmError(
                 f"the run was pretrained on {seen} only, and {modality} volumes are measured in other units; "
                 "give --spacing (in the volumes' own units) to query them anyway"
             )
+        spacing = [float(v) for v in np.median(np.asarray(millimetres, dtype=float), axis=0)]
         print(
             f"[query] warning: the run was pretrained on {seen} only, not {modality}; {modality} volumes are "
-            f"resampled to {qm.info.get('spacing')} and the maps may mean little"
+            f"resampled to {spacing} mm and the maps may mean little"
         )
+        return spacing
     return by.get(modality) or qm.info.get("spacing")
 
 

@@ -10,6 +10,9 @@ import yaml
 from gtgm.config import Config
 from gtgm.errors import GtgmError
 
+# settings added after runs were made, with the behaviour those runs had (not the new default)
+LEGACY = {"finetune.postprocess": False}
+
 
 def check_reuse(out: Path, cfg: Config, sections: tuple[str, ...], ignore: tuple[str, ...] = ()) -> None:
     """A run folder is reused (finished or resumed) only when ``out/config.yaml`` agrees with ``cfg`` on every
@@ -18,6 +21,7 @@ def check_reuse(out: Path, cfg: Config, sections: tuple[str, ...], ignore: tuple
     if not path.is_file():
         return
     old, new = _flat(yaml.safe_load(path.read_text())), _flat(yaml.safe_load(yaml.safe_dump(cfg.to_dict())))
+    old = {**LEGACY, **old}  # a run made before a setting existed was made with its old behaviour
     keys = [k for k in old.keys() | new.keys() if k.split(".")[0] in sections and k not in ignore]
     changed = sorted(k for k in keys if old.get(k) != new.get(k))
     if changed:

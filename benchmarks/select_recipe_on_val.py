@@ -1,0 +1,55 @@
+"""Choose each arm's fine-tuning recipe on validation across study folders, then compare the chosen runs.
+
+    python benchmarks/select_recipe_on_val.py STUDY_A STUDY_B [--group ct_phantom]
+
+Each folder is a ``gtgm study`` of the same arms, seeds and test cases with other per-arm recipes (e.g. the
+preset's pretrained-encoder recipe and scratch's, ``study.arm_overrides``). Per arm, the folder whose runs have the
+higher mean best validation score is chosen (ties: the first); the test figures are read only for the chosen runs,
+and the paired differences get the study's hierarchical 95 % interval (test cases × fine-tuning seeds nested in
+pretraining seeds). What configs/study/cpu-label-limited.yaml pre-registers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from gtgm.study.stats import hierarchical_bootstrap, paired_differences
+
+COMPARISONS = [
+    ("supervised", "scratch"),
+    ("gtgm", "scratch"),
+    ("gtgm", "mae"),
+    ("gtgm", "oracle_text"),
+    ("mae", "scratch"),
+    ("oracle_text", "scratch"),
+    ("supervised", "gtgm"),
+]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("studies", nargs="+", type=Path)
+    ap.add_argument("--group", default="ct_phantom")
+    a = ap.parse_args()
+    runs = [json.loads((s / "study.json").read_text())["results"][a.group] for s in a.studies]
+    rows = []
+    for arm in dict.fromkeys(r["arm"] for study in runs for r in study):
+        vals = [np.mean([r["val_score"] for r in study if r["arm"] == arm] or [-np.inf]) for study in runs]
+        best = int(np.argmax(vals))
+        chosen = [r for r in runs[best] if r["arm"] == arm]
+        rows += chosen
+        shown = " / ".join(f"{v:.3f}" for v in vals)
+        print(f"{arm:<12} best val {shown} -> {a.studies[best].name}; test", [round(r["score"], 3) for r in chosen])
+    for arm, base in COMPARISONS:
+        for ratio, pairs in sorted(paired_differences(rows, arm, base, with_cases=True).items()):
+            case, seed, pre, diff = (list(x) for x in zip(*pairs))
+            b = hierarchical_bootstrap(diff, case, seed, pre)
+            print(f"{arm} - {base} (ratio {ratio:g}): {b['mean']:+.3f} [{b['lo']:+.3f}, {b['hi']:+.3f}], n = {b['n']}")
+
+
+if __name__ == "__main__":
+    main()
