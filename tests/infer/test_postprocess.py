@@ -41,6 +41,8 @@ def test_choice_follows_validation_dice_per_class():
     joined = ref.copy()
     joined[14:20, 8:14, 2:8] = 2  # the two "lungs" joined by a bridge: one component, nothing to remove
     assert choose_keep_largest([joined], [ref], [1, 2]) == []  # a tie decides nothing
+    joined[22, 22, 10] = 2  # ... nor an island beside lungs predicted as one: the reference has two lungs
+    assert keep_largest(joined, [2])[22, 22, 10] == 0 and choose_keep_largest([joined], [ref], [1, 2]) == []
     # the checkpoint's record decides what predict applies; none recorded (older checkpoints): unchanged
     np.testing.assert_array_equal(postprocess_label(pred, {}), pred)
     np.testing.assert_array_equal(
