@@ -138,3 +138,24 @@ def test_a_second_writer_is_refused_and_repeated_keys_are_named(demo_run, tmp_pa
     capsys.readouterr()
     assert len(read_captions(out)) == len(set(r["key"] for r in read_captions(out))) + 1
     assert "1 repeated caption key(s)" in capsys.readouterr().out
+
+
+def test_a_second_embed_text_on_one_cache_is_refused(tmp_path, capsys):
+    captions = tmp_path / "c.jsonl"
+    captions.write_text(json.dumps({"key": "v:0,0,0:8,8,8", "text": "CT patch. It is mostly air-density."}) + "\n")
+    lock = tmp_path / ".text.lock"
+    hold = f"import sys; from filelock import FileLock; k = FileLock({str(lock)!r}); k.acquire(); print('held')"
+    holder = subprocess.Popen(
+        [sys.executable, "-u", "-c", hold + "; sys.stdin.read()"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["embed-text", str(captions), "--out", str(tmp_path / "text")]) == 1
+        assert "another gtgm process is writing it" in capsys.readouterr().err
+        assert not (tmp_path / "text" / "index.json").exists()
+    finally:
+        holder.communicate("")
+    assert main(["embed-text", str(captions), "--out", str(tmp_path / "text")]) == 0

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from gtgm.config import TextConfig
 from gtgm.errors import GtgmError, InputError
-from gtgm.fsutil import atomic_path, digest, read_json, remove_stale_temps, write_json
+from gtgm.fsutil import atomic_path, digest, read_json, remove_stale_temps, single_writer, write_json
 from gtgm.runtime import resolve_device
 
 
@@ -218,17 +218,20 @@ def embed_texts(
         }
     encoder = TextEncoder(cfg, device)
     items = list(new.items())
-    chunks = []
-    for b in tqdm(range(0, len(items), cfg.batch_size), desc="embed-text", unit="batch", disable=not progress):
-        chunks.append(encoder.encode([t for _, t in items[b : b + cfg.batch_size]]).astype(np.float16))
-    seconds = time.perf_counter() - t0
-    matrix = np.concatenate(([np.asarray(old.embeddings)] if old is not None else []) + chunks)
-    remove_stale_temps(out)  # left by a killed run
-    with atomic_path(out / "embeddings.npy", ".npy") as tmp:
-        np.save(tmp, matrix)
-    hashes += [h for h, _ in items]
-    index = {"encoder": identity, "dim": int(matrix.shape[1]), "dtype": "float16", "count": len(hashes)}
-    write_json(out / "index.json", {**index, "digest": cache_digest(hashes, matrix), "hashes": hashes})
+    with single_writer(out):  # one writer per text cache: a second embed-text on it stops at once
+        if (out / "index.json").is_file() and (old is None or TextCache(out).index["hashes"] != hashes):
+            raise GtgmError(f"{out}: changed by another gtgm process while this one started; run embed-text again")
+        chunks = []
+        for b in tqdm(range(0, len(items), cfg.batch_size), desc="embed-text", unit="batch", disable=not progress):
+            chunks.append(encoder.encode([t for _, t in items[b : b + cfg.batch_size]]).astype(np.float16))
+        seconds = time.perf_counter() - t0
+        matrix = np.concatenate(([np.asarray(old.embeddings)] if old is not None else []) + chunks)
+        remove_stale_temps(out)  # left by a killed run
+        with atomic_path(out / "embeddings.npy", ".npy") as tmp:
+            np.save(tmp, matrix)
+        hashes += [h for h, _ in items]
+        index = {"encoder": identity, "dim": int(matrix.shape[1]), "dtype": "float16", "count": len(hashes)}
+        write_json(out / "index.json", {**index, "digest": cache_digest(hashes, matrix), "hashes": hashes})
     return {
         "texts": len(texts),
         "unique": len(set(texts)),
