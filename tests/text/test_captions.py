@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -114,12 +116,11 @@ def test_shard_flag_and_torchrun_env(monkeypatch):
     os.environ.pop("RANK")
 
 
-def test_a_second_writer_is_refused_and_repeated_keys_are_named(demo_run, tmp_path, capsys):
-    out = tmp_path / "captions.jsonl"
-    argv = ["caption", str(demo_run / "cache"), "--out", str(out), *SMALL]
-    lock = tmp_path / ".captions.jsonl.lock"
+@contextlib.contextmanager
+def _held(lock: Path):
+    """``lock`` held by another process (as a running gtgm stage holds its output's) while the block runs."""
     hold = f"import sys; from filelock import FileLock; k = FileLock({str(lock)!r}); k.acquire(); print('held')"
-    holder = subprocess.Popen(  # another process holding the output's lock, as a running gtgm caption does
+    holder = subprocess.Popen(
         [sys.executable, "-u", "-c", hold + "; sys.stdin.read()"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -127,10 +128,17 @@ def test_a_second_writer_is_refused_and_repeated_keys_are_named(demo_run, tmp_pa
     )
     try:
         assert holder.stdout.readline().strip() == "held"
-        assert main(argv) == 1
-        assert "another gtgm process is writing it" in capsys.readouterr().err and not out.exists()
+        yield
     finally:
         holder.communicate("")
+
+
+def test_a_second_writer_is_refused_and_repeated_keys_are_named(demo_run, tmp_path, capsys):
+    out = tmp_path / "captions.jsonl"
+    argv = ["caption", str(demo_run / "cache"), "--out", str(out), *SMALL]
+    with _held(tmp_path / ".captions.jsonl.lock"):  # another process holds it, as a running gtgm caption does
+        assert main(argv) == 1
+        assert "another gtgm process is writing it" in capsys.readouterr().err and not out.exists()
     assert main(argv) == 0  # the lock is free again once its holder is gone
     first = out.read_text().splitlines()[0]
     with open(out, "a") as fh:  # what two writers without a lock would have left
@@ -143,19 +151,8 @@ def test_a_second_writer_is_refused_and_repeated_keys_are_named(demo_run, tmp_pa
 def test_a_second_embed_text_on_one_cache_is_refused(tmp_path, capsys):
     captions = tmp_path / "c.jsonl"
     captions.write_text(json.dumps({"key": "v:0,0,0:8,8,8", "text": "CT patch. It is mostly air-density."}) + "\n")
-    lock = tmp_path / ".text.lock"
-    hold = f"import sys; from filelock import FileLock; k = FileLock({str(lock)!r}); k.acquire(); print('held')"
-    holder = subprocess.Popen(
-        [sys.executable, "-u", "-c", hold + "; sys.stdin.read()"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with _held(tmp_path / ".text.lock"):
         assert main(["embed-text", str(captions), "--out", str(tmp_path / "text")]) == 1
         assert "another gtgm process is writing it" in capsys.readouterr().err
         assert not (tmp_path / "text" / "index.json").exists()
-    finally:
-        holder.communicate("")
     assert main(["embed-text", str(captions), "--out", str(tmp_path / "text")]) == 0

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -203,19 +204,12 @@ def _finished(out: Path, quiet: bool = False) -> dict[str, dict[str, Any]]:
 def warn_duplicates(path: Path, records: list[dict[str, Any]]) -> int:
     """Print a warning naming ``path`` when a caption key occurs more than once (two writers on one file, or
     files concatenated); returns the number of repeated records."""
-    keys = [r["key"] for r in records]
-    repeated = len(keys) - len(set(keys))
+    counts = Counter(r["key"] for r in records)
+    repeated = sum(counts.values()) - len(counts)
     if repeated:
-        first = next(k for k, n in _counts(keys).items() if n > 1)
+        first = next(k for k, n in counts.items() if n > 1)
         print(f"[captions] warning: {path}: {repeated} repeated caption key(s), e.g. {first!r}; the first is used")
     return repeated
-
-
-def _counts(keys: list[str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for k in keys:
-        counts[k] = counts.get(k, 0) + 1
-    return counts
 
 
 def _caption_locked(

@@ -111,17 +111,18 @@ class SegmentationTask:
         ``dice_raw`` is the mean Dice before post-processing.
         """
         f, classes = self.cfg.finetune, list(range(1, self.outputs))
-        cases = [(self.cache.entries[p.case], *part_arrays(self.cache, p)) for p in parts]
-        preds = [
-            predict_array(model, image, f.patch_size, f.sw_overlap, f.sw_batch_size, device) for _, image, _ in cases
-        ]
-        labels = [np.asarray(label) for _, _, label in cases]
+        entries, preds, labels = [], [], []
+        for p in parts:  # one image in memory at a time; the uint8 predictions and labels are kept
+            image, label = part_arrays(self.cache, p)
+            preds.append(predict_array(model, image, f.patch_size, f.sw_overlap, f.sw_batch_size, device))
+            entries.append(self.cache.entries[p.case])
+            labels.append(np.asarray(label))
         if not final:
             self.keep_largest = choose_keep_largest(preds, labels, classes) if f.postprocess else []
         raw = [dice_per_class(pred, label, classes) for pred, label in zip(preds, labels)]
         preds = [keep_largest(pred, self.keep_largest) for pred in preds]
         rows = []
-        for (entry, _, label), pred, dice_raw in zip(cases, preds, raw):
+        for entry, label, pred, dice_raw in zip(entries, labels, preds, raw):
             row = {"case": entry["id"], "dice": dice_per_class(pred, label, classes), "dice_raw": dice_raw}
             if final:
                 row["hd95"] = hd95_per_class(pred, label, classes, entry["spacing"])
