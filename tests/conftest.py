@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -44,3 +47,20 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("demo")
     assert main(["demo", "--out", str(out), "--no-real", *TINY_DEMO]) == 0  # hermetic: no package index
     return out
+
+
+@contextlib.contextmanager
+def held_lock(lock: Path):
+    """``lock`` held by another process (as a running gtgm stage holds its output's) while the block runs."""
+    hold = f"import sys; from filelock import FileLock; k = FileLock({str(lock)!r}); k.acquire(); print('held')"
+    holder = subprocess.Popen(
+        [sys.executable, "-u", "-c", hold + "; sys.stdin.read()"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield
+    finally:
+        holder.communicate("")

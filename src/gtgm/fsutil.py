@@ -126,7 +126,8 @@ def check_schema(obj: Any, schema: dict[str, Any], path: str | Path) -> None:
 
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(obj))
     if error is not None:
-        field = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+        field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
+        field = field or "(top level)"  # e.g. training[0].spacing
         raise InputError(path, f"field '{field}': {error.message}")
 
 
@@ -174,24 +175,38 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-@contextlib.contextmanager
-def single_writer(output: str | Path) -> Iterator[None]:
-    """Hold the lock of ``output`` (a file or a folder) while writing it, so that a second gtgm process writing
-    the same output fails at once instead of interleaving with the first (duplicate captions, mixed
-    checkpoints). The lock is ``.<name>.lock`` beside ``output`` (an OS lock on it: released when the process
-    ends, even by kill -9, so a stale file never blocks a rerun)."""
+def hold_lock(lock_file: Path, output: str | Path) -> Any:
+    """Take the OS lock on ``lock_file`` for ``output`` at once (no waiting) and return it (a ``filelock.FileLock``:
+    ``.release()`` it when done; the OS frees it anyway when the process ends, even by kill -9, so a stale lock
+    file never blocks a rerun). Held by another process: a :class:`~gtgm.errors.GtgmError` naming ``output``."""
     from filelock import FileLock, Timeout
 
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(output.parent / f".{output.name}.lock", timeout=0)
+    lock = FileLock(lock_file, timeout=0)
     try:
         lock.acquire()
     except Timeout:
         raise GtgmError(
-            f"{output}: another gtgm process is writing it (lock {lock.lock_file}); wait for it to finish, or "
+            f"{output}: another gtgm process is writing it (lock {lock_file}); wait for it to finish, or "
             "write to another output"
         ) from None
+    return lock
+
+
+def lock_folder(folder: str | Path) -> Any:
+    """The single-writer lock of an existing output folder (``FOLDER/.gtgm.lock``, see :func:`hold_lock`): a
+    training run or a study holds it from the moment its folder exists until it ends, so a second process given
+    the same ``--out`` (with or without ``--resume``) stops at once instead of mixing checkpoints."""
+    return hold_lock(Path(folder) / ".gtgm.lock", folder)
+
+
+@contextlib.contextmanager
+def single_writer(output: str | Path) -> Iterator[None]:
+    """Hold the lock of ``output`` (a file or a folder) while writing it, so that a second gtgm process writing
+    the same output fails at once instead of interleaving with the first (duplicate captions, mixed
+    checkpoints). The lock is ``.<name>.lock`` beside ``output`` (see :func:`hold_lock`)."""
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    lock = hold_lock(output.parent / f".{output.name}.lock", output)
     try:
         yield
     finally:

@@ -65,7 +65,14 @@ def test_declared_test_cases_are_kept_out_of_pretraining(tmp_path):
     from gtgm.train.reserved import reserved_regions
 
     def entry(i, split):
-        return {"id": i, "group": "g", "split": split, "shape": [8, 8, 8], "files": {"image": "x", "label": "y"}}
+        return {
+            "id": i,
+            "group": "g",
+            "split": split,
+            "shape": [8, 8, 8],
+            "files": {"image": "x", "label": "y"},
+            "meta": "m",
+        }
 
     cases = [entry(f"p{i}", "train") for i in range(6)] + [entry("s0", "test")]
     write_json(tmp_path / "index.json", {"cases": cases, "groups": {"g": {"labels": {"1": "a"}}}})

@@ -240,7 +240,7 @@ def test_export_errors_name_the_file_and_the_cause(demo_run, tmp_path, capsys):
     "plans_body, field",
     [
         ({"configurations": {"3d_fullres": {"architecture": "ResEncUNet"}}}, "configurations.3d_fullres.architecture"),
-        ({"configurations": {"3d_fullres": {}}, "transpose_forward": ["a", "b", "c"]}, "transpose_forward."),
+        ({"configurations": {"3d_fullres": {}}, "transpose_forward": ["a", "b", "c"]}, "transpose_forward["),
         ({"configurations": []}, "configurations"),
     ],
 )

@@ -38,7 +38,7 @@ def k_preprocess_out_is_a_file(tmp, inp):
 
 def k_training_is_a_dict(tmp, inp):
     ds = _dataset(tmp, {"modality": {"0": "MRI"}, "training": {"image": "img.nii.gz"}})
-    return ["data", "check", str(ds)], ["dataset.json", "'training'", "list"]
+    return ["data", "check", str(ds)], ["dataset.json", "'training'", "not of type 'array'"]
 
 
 def k_groups_is_a_list(tmp, inp):
@@ -382,6 +382,52 @@ def k_evaluate_out_is_a_file(tmp, inp):
     pred, ref = _pred_and_ref(tmp)
     (tmp / "m").write_text("a file")
     return ["evaluate", str(pred), str(ref), "--out", str(tmp / "m")], [str(tmp / "m"), "not a folder"]
+
+
+# ------------------------------------------------------------- files an earlier stage wrote (see test_schemas)
+def _rewrite(path: Path, change) -> Path:
+    doc = json.loads(path.read_text())
+    change(doc)
+    write_json(path, doc)
+    return path
+
+
+def k_cache_index_case_without_files(tmp, inp):
+    cache = inp.copy(inp.cache, tmp / "cache")
+    _rewrite(cache / "index.json", lambda d: d["cases"][0].pop("files"))
+    return ["caption", str(cache), "--out", str(tmp / "c.jsonl")], ["index.json", "field 'cases[0]'", "'files'"]
+
+
+def k_case_meta_normalization_not_a_list(tmp, inp):
+    cache = inp.copy(inp.cache, tmp / "cache")
+    _rewrite(cache / "volumes" / "c0.json", lambda d: d.update(normalization="z-score"))
+    return ["caption", str(cache), "--out", str(tmp / "c.jsonl")], ["c0.json", "field 'normalization'"]
+
+
+def k_text_index_dim_not_a_number(tmp, inp):
+    text = inp.copy(inp.text, tmp / "text")
+    _rewrite(text / "index.json", lambda d: d.update(dim="384"))
+    return pretrain_argv(inp, tmp / "pre", text=text), ["index.json", "field 'dim'"]
+
+
+def k_finetune_resume_split_box_not_numbers(tmp, inp):
+    run = inp.copy(inp.best.parent, tmp / "ft")
+    _rewrite(run / "split.json", lambda d: d["train"][0].update(lo="0,0,0"))
+    return [*finetune_argv(inp, run), "--resume"], ["split.json", "field 'train[0].lo'"]
+
+
+def k_bundle_metrics_of_another_metric(tmp, inp):
+    best = inp.copy(inp.best, tmp / "run" / "best.pt")
+    write_json(
+        tmp / "run" / "test_metrics.json",
+        {"test": {"metric": "accuracy", "summary": {}}, "train_cases": [], "labelled_slices": []},
+    )
+    return ["export", "bundle", str(best), "--out", str(tmp / "b")], ["test_metrics.json", "field 'test.metric'"]
+
+
+def k_dataset_entry_spacing_not_numbers(tmp, inp):
+    ds = _dataset(tmp, {"modality": {"0": "MRI"}, "training": [{"image": "img.nii.gz", "spacing": "1 mm"}]})
+    return ["data", "check", str(ds)], ["dataset.json", "field 'training[0].spacing'"]
 
 
 # --------------------------------------------------------------------------------------------- study, probe

@@ -10,8 +10,10 @@ import torch.nn.functional as F
 
 from gtgm.cli import main
 from gtgm.config import load_config
+from gtgm.fsutil import check_schema
 from gtgm.models.checkpoint import save_checkpoint
 from gtgm.models.encoders import segmenter_state_dict
+from gtgm.schemas import PROBE_RESULT
 from gtgm.study.probe import auc, load_frozen_encoder, run_probe, sample_features, stage_maps
 
 TINY = ["model.channels=[4,8,16]", "pretrain.patch_size=[16,16,16]"]
@@ -43,6 +45,8 @@ def test_probe_is_deterministic_and_tells_encoders_apart(demo_run, tmp_path, cap
     argv = ["probe", str(demo_run / "cache"), "--encoder", "random", str(tmp_path / "enc.pt"), "--group", "ct_phantom"]
     assert main([*argv, "--out", str(tmp_path / "p"), *small]) == 0
     saved = json.loads((tmp_path / "p" / "probe.json").read_text())
+    for r in saved:
+        check_schema(r, PROBE_RESULT, "probe.json")  # what the study reads back from its probe files
     assert [r["encoder"] for r in saved] == ["random init (seed 0)", str(tmp_path / "enc.pt")]
     assert saved[0] == a  # same encoder, voxels, windows and cases -> the same figures
     assert saved[1]["voxel"] != a["voxel"]  # another encoder, another figure

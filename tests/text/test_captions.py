@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -19,6 +17,7 @@ from gtgm.data.patches import VolumeCache, grid_starts
 from gtgm.errors import GtgmError, InputError
 from gtgm.text.captioners.describe import DescribeCaptioner
 from gtgm.text.captions import plan_locations, read_captions, run_captioning
+from tests.conftest import held_lock
 
 SMALL = ["caption.step.MRI=[24,24,24]", "caption.step.CT=[24,24,16]", "caption.step.EM=[32,32,8]"]
 
@@ -116,27 +115,10 @@ def test_shard_flag_and_torchrun_env(monkeypatch):
     os.environ.pop("RANK")
 
 
-@contextlib.contextmanager
-def _held(lock: Path):
-    """``lock`` held by another process (as a running gtgm stage holds its output's) while the block runs."""
-    hold = f"import sys; from filelock import FileLock; k = FileLock({str(lock)!r}); k.acquire(); print('held')"
-    holder = subprocess.Popen(
-        [sys.executable, "-u", "-c", hold + "; sys.stdin.read()"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        yield
-    finally:
-        holder.communicate("")
-
-
 def test_a_second_writer_is_refused_and_repeated_keys_are_named(demo_run, tmp_path, capsys):
     out = tmp_path / "captions.jsonl"
     argv = ["caption", str(demo_run / "cache"), "--out", str(out), *SMALL]
-    with _held(tmp_path / ".captions.jsonl.lock"):  # another process holds it, as a running gtgm caption does
+    with held_lock(tmp_path / ".captions.jsonl.lock"):  # another process holds it, as a running gtgm caption does
         assert main(argv) == 1
         assert "another gtgm process is writing it" in capsys.readouterr().err and not out.exists()
     assert main(argv) == 0  # the lock is free again once its holder is gone
@@ -151,8 +133,19 @@ def test_a_second_writer_is_refused_and_repeated_keys_are_named(demo_run, tmp_pa
 def test_a_second_embed_text_on_one_cache_is_refused(tmp_path, capsys):
     captions = tmp_path / "c.jsonl"
     captions.write_text(json.dumps({"key": "v:0,0,0:8,8,8", "text": "CT patch. It is mostly air-density."}) + "\n")
-    with _held(tmp_path / ".text.lock"):
+    with held_lock(tmp_path / ".text.lock"):
         assert main(["embed-text", str(captions), "--out", str(tmp_path / "text")]) == 1
         assert "another gtgm process is writing it" in capsys.readouterr().err
         assert not (tmp_path / "text" / "index.json").exists()
     assert main(["embed-text", str(captions), "--out", str(tmp_path / "text")]) == 0
+
+
+def test_captions_that_record_no_voxel_size_are_flagged(tmp_path, capsys):
+    f = tmp_path / "c.jsonl"
+    lines = [{"key": "v:0,0,0:8,8,8", "text": "a"}, {"key": "v:8,0,0:8,8,8", "text": "b", "spacing": [1.0, 1.0, 1.0]}]
+    f.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    assert len(read_captions(f)) == 2
+    assert "1 caption(s) record no voxel size" in capsys.readouterr().out
+    f.write_text(json.dumps(lines[1]) + "\n")
+    read_captions(f)
+    assert "voxel size" not in capsys.readouterr().out

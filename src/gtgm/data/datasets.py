@@ -20,13 +20,14 @@ Every path in a ``dataset.json`` must exist and stay inside the dataset folder; 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gtgm.data.io import CREMI_LABELS, HDF5_SUFFIXES, NIFTI_SUFFIXES, TIFF_SUFFIXES, suffix_of
 from gtgm.errors import InputError
+from gtgm.fsutil import read_json
+from gtgm.schemas import DATASET_JSON
 
 MODALITIES = ("CT", "MRI", "EM")
 
@@ -120,18 +121,8 @@ def check_case_id(case_id: str, source: str | Path) -> str:
     return case_id
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(path, f"not valid JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise InputError(path, "dataset.json must hold a JSON object")
-    return data
-
-
 def _from_json(json_path: Path) -> Dataset:
-    data = _read_json(json_path)
+    data = read_json(json_path, schema=DATASET_JSON)  # field types: gtgm.schemas; paths: resolve_entry
     if "channel_names" in data and "file_ending" in data:
         return _from_nnunet(json_path, data)
     return _from_msd(json_path, data)
@@ -150,16 +141,10 @@ def resolve_entry(json_path: Path, value: Any, where: str) -> Path:
     return target
 
 
-def _typed(json_path: Path, data: dict[str, Any], key: str, kind: type | tuple, default: Any = None) -> Any:
-    """``data[key]`` (``default`` when absent or null) if it has type ``kind``, else an error naming the key."""
+def _field(data: dict[str, Any], key: str, default: Any = None) -> Any:
+    """``data[key]``, or ``default`` when absent or null (types are checked against ``DATASET_JSON`` on reading)."""
     value = data.get(key)
-    if value is None:
-        return default
-    if not isinstance(value, kind) or isinstance(value, bool):
-        names = {list: "a list", dict: "an object", str: "a string", int: "an integer"}
-        wanted = " or ".join(names.get(k, k.__name__) for k in (kind if isinstance(kind, tuple) else (kind,)))
-        raise InputError(json_path, f"'{key}' must be {wanted}, got {type(value).__name__} {value!r:.60}")
-    return value
+    return default if value is None else value
 
 
 def _msd_labels(raw: Any) -> dict[int, str]:
@@ -175,20 +160,18 @@ def _msd_labels(raw: Any) -> dict[int, str]:
 
 
 def _from_msd(json_path: Path, data: dict[str, Any]) -> Dataset:
-    channel_names = _typed(json_path, data, "modality", (dict, str), {"0": "MRI"})
+    channel_names = _field(data, "modality", {"0": "MRI"})
     if isinstance(channel_names, str):
         channel_names = {"0": channel_names}
     default_modality = canonical_modality(next(iter(channel_names.values()), "MRI"))
     groups = {}
-    for name, g in _typed(json_path, data, "groups", dict, {}).items():
-        if not isinstance(g, dict):
-            raise InputError(json_path, f"'groups.{name}' must be an object (modality, labels), got {g!r:.60}")
+    for name, g in _field(data, "groups", {}).items():
         groups[name] = {**g, "labels": _msd_labels(g.get("labels", {}))}
-    labels = _typed(json_path, data, "labels", dict, {})
+    labels = _field(data, "labels", {})
     groups.setdefault("default", {"modality": default_modality, "labels": _msd_labels(labels)})
     cases: list[Case] = []
-    entries = [("training", i, e) for i, e in enumerate(_typed(json_path, data, "training", list, []))]
-    entries += [("test", i, e) for i, e in enumerate(_typed(json_path, data, "test", list, []))]
+    entries = [("training", i, e) for i, e in enumerate(_field(data, "training", []))]
+    entries += [("test", i, e) for i, e in enumerate(_field(data, "test", []))]
     if not entries:
         raise InputError(json_path, "no 'training' or 'test' entries")
     seen: set[str] = set()
@@ -211,8 +194,6 @@ def _msd_case(
 ) -> Case:
     if isinstance(entry, str):
         entry = {"image": entry}
-    if not isinstance(entry, dict):
-        raise InputError(json_path, f"{where}: entry must be an object or a path, got {entry!r}")
     image = resolve_entry(json_path, entry.get("image"), f"{where}.image")
     group = str(entry.get("group", "default"))
     if group not in groups:
@@ -242,10 +223,10 @@ def _msd_case(
 
 
 def _from_nnunet(json_path: Path, data: dict[str, Any]) -> Dataset:
-    root, ending = json_path.parent, _typed(json_path, data, "file_ending", str)
-    names = _typed(json_path, data, "channel_names", dict)
-    if not names or not all(str(k).isdigit() for k in names):
-        raise InputError(json_path, f"'channel_names' must map channel numbers to names, got {names!r:.60}")
+    root, ending = json_path.parent, _field(data, "file_ending")
+    names = _field(data, "channel_names")
+    if not names or ending is None:
+        raise InputError(json_path, "an nnU-Net dataset.json needs 'channel_names' and 'file_ending'")
     channels = sorted(names, key=int)
     modality = canonical_modality(names[channels[0]])
     cases = []
@@ -265,13 +246,13 @@ def _from_nnunet(json_path: Path, data: dict[str, Any]) -> Dataset:
             if lab_dir and (root / lab_dir / f"{cid}{ending}").exists():
                 label = ImageRef(root / lab_dir / f"{cid}{ending}")
             cases.append(Case(cid, images, label, modality, "default", split))
-    expected = _typed(json_path, data, "numTraining", int)
+    expected = _field(data, "numTraining")
     n_train = sum(c.split == "train" for c in cases)
     if expected is not None and expected != n_train:
         raise InputError(json_path, f"numTraining is {expected} but imagesTr holds {n_train} cases")
     if not cases:
         raise InputError(json_path, f"no cases found in imagesTr/ with file ending '{ending}'")
-    groups = {"default": {"modality": modality, "labels": _msd_labels(_typed(json_path, data, "labels", dict, {}))}}
+    groups = {"default": {"modality": modality, "labels": _msd_labels(_field(data, "labels", {}))}}
     return Dataset(root, str(data.get("name", root.name)), cases, groups)
 
 

@@ -26,6 +26,7 @@ from gtgm.config import AugmentConfig, PreprocessConfig, from_dict
 from gtgm.data.augment import TwoViews
 from gtgm.errors import GtgmError
 from gtgm.fsutil import read_json
+from gtgm.schemas import CACHE_INDEX, CASE_META
 
 
 class VolumeCache:
@@ -38,9 +39,7 @@ class VolumeCache:
         index_path = self.root / "index.json"
         if not index_path.is_file():
             raise GtgmError(f"{index_path}: no cache index; run `gtgm data preprocess` first")
-        self.index = read_json(index_path)
-        if not isinstance(self.index.get("cases"), list):
-            raise GtgmError(f"{index_path}: not a gtgm cache index (no 'cases' list); re-run `gtgm data preprocess`")
+        self.index = read_json(index_path, schema=CACHE_INDEX)
         self.entries = [
             e
             for e in self.index["cases"]
@@ -109,7 +108,7 @@ class VolumeCache:
         return self._open(i, "label")
 
     def meta(self, i: int) -> dict[str, Any]:
-        return read_json(self.root / "volumes" / self.entries[i]["meta"])
+        return read_json(self.root / "volumes" / self.entries[i]["meta"], schema=CASE_META)
 
     def preprocess_settings(self, i: int) -> dict[str, Any]:
         """The preprocessing settings case ``i`` was cached with (its group's target spacing included)."""

@@ -32,7 +32,7 @@ from gtgm.data.geometry import resample, to_ras
 from gtgm.data.io import Volume, read_label, read_volume
 from gtgm.data.normalize import normalize
 from gtgm.errors import GtgmError, InputError
-from gtgm.fsutil import atomic_path, digest, file_signature, read_json, remove_stale_temps, write_json
+from gtgm.fsutil import atomic_path, digest, file_signature, lock_folder, read_json, remove_stale_temps, write_json
 
 CACHE_VERSION = 1
 MAX_FG_CLASSES = 64  # more distinct labels (EM instances): one "foreground" class
@@ -47,16 +47,33 @@ def preprocess_dataset(
     another dataset already uses there is refused before anything is written, and temporary files a killed run
     left behind are removed. A run whose cases all fail leaves no empty folder."""
     out = Path(out)
-    old = _previous_index(out, dataset)
     created = [d for d in (out, out / "volumes") if not d.exists()]
-    (out / "volumes").mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(out / "volumes")
-    remove_stale_temps(out)
+    out.mkdir(parents=True, exist_ok=True)
+    lock = lock_folder(out)  # one writer per cache: a second preprocess into it stops here
+    try:
+        (out / "volumes").mkdir(exist_ok=True)
+        old = _previous_index(out, dataset)
+        remove_stale_temps(out / "volumes")
+        remove_stale_temps(out)
+        results = _cache_cases(dataset, out, cfg, workers, progress)
+        return _write_index(out, dataset, cfg, old, results)
+    finally:
+        lock.release()
+        for d in reversed(created):  # nothing cached (every case failed, a full disk...): no empty folder left
+            if d.is_dir() and all(p.name == ".gtgm.lock" for p in d.iterdir()):
+                (d / ".gtgm.lock").unlink(missing_ok=True)
+                d.rmdir()
+
+
+def _cache_cases(
+    dataset: Dataset, out: Path, cfg: PreprocessConfig, workers: int, progress: bool
+) -> list[dict[str, Any]]:
+    """Cache every case (in ``workers`` processes); the index entries of the cases. Failed cases are reported
+    together, after the others are cached."""
     jobs = [(case, out, cfg) for case in dataset.cases]
     results: list[dict[str, Any]] = []
     errors: list[str] = []
-    bar = tqdm(total=len(jobs), desc="preprocess", unit="case", disable=not progress)
-    try:
+    with tqdm(total=len(jobs), desc="preprocess", unit="case", disable=not progress) as bar:
         if workers > 1:
             with ProcessPoolExecutor(workers) as pool:
                 for res in pool.map(_safe_case, jobs):
@@ -64,13 +81,15 @@ def preprocess_dataset(
         else:
             for job in jobs:
                 _collect(_safe_case(job), results, errors, bar)
-    finally:
-        bar.close()
-        for d in reversed(created):  # nothing cached (every case failed, a full disk...): no empty folder left
-            if d.is_dir() and not any(d.iterdir()):
-                d.rmdir()
     if errors:
         raise GtgmError(f"{len(errors)} of {len(jobs)} cases failed (the others are cached):\n  " + "\n  ".join(errors))
+    return results
+
+
+def _write_index(
+    out: Path, dataset: Dataset, cfg: PreprocessConfig, old: dict[str, Any] | None, results: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Write ``out/index.json``: ``results`` (this dataset's cases) merged with the other datasets' cases of ``old``."""
     root = str(dataset.root)
     for entry in results:
         entry["dataset"] = root

@@ -4,13 +4,14 @@ fine-tuning runs."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from gtgm.config import Config
 from gtgm.data.datasets import Dataset
 from gtgm.demo.pretraining import demo_config
+from gtgm.fsutil import read_json
+from gtgm.schemas import SPLIT_JSON, STUDY_JSON
 
 
 def study_stage(out: Path, cfg: Config, run: Path, progress: bool, overrides: list[str]) -> Path:
@@ -41,7 +42,7 @@ def predict_and_evaluate(
     from gtgm.infer.predict import predict_inputs
 
     run = final_run(out, cfg, group, overrides)
-    test_ids = [p["id"] for p in json.loads((run / "split.json").read_text())["test"]]
+    test_ids = [p["id"] for p in read_json(run / "split.json", schema=SPLIT_JSON)["test"]]
     cases = {c.id: c for c in dataset.select(group)}
     images = {case: cases[case].images[0].path for case in test_ids}
     labels = out / dest / "labels"
@@ -55,7 +56,7 @@ def predict_and_evaluate(
 def study_blocks(out: Path, cfg: Config, study_report: Path) -> list:
     from gtgm.study.report import fmt_stat, seeds_phrase, summarize
 
-    study = json.loads((study_report.parent / "study.json").read_text())
+    study = read_json(study_report.parent / "study.json", schema=STUDY_JSON)
     rows = []
     for group, runs in study["results"].items():
         metric = "mean Dice" if runs[0]["metric"] == "mean_dice" else "VOI (lower is better)"

@@ -3,7 +3,6 @@ each, chosen on validation) and prediction-versus-reference overlays of held-out
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,8 @@ import numpy as np
 
 from gtgm.config import Config
 from gtgm.demo.overlays import Panel, best_axial_slice, overlay_figure
+from gtgm.fsutil import read_json
+from gtgm.schemas import SPLIT_JSON, STUDY_JSON, TEST_METRICS
 from gtgm.study.report import class_names, paired_blocks
 
 REAL_CT = "real CT (silver labels)"
@@ -58,7 +59,7 @@ def headline_blocks(
             ]
             rows.append([what, "mean", f"{scores['mean_dice']:.3f}", ""])
     if "mni152_tissue" in runs:
-        test = json.loads((runs["mni152_tissue"] / "test_metrics.json").read_text())["test"]
+        test = read_json(runs["mni152_tissue"] / "test_metrics.json", schema=TEST_METRICS)["test"]
         names = class_names(cache, "mni152_tissue")
         for k, dice in test["dice"].items():
             hd = [c["hd95"][k] for c in test["cases"] if not math.isnan(c["hd95"][k])]
@@ -111,7 +112,7 @@ def _gain_blocks(study_json: Path) -> list:
     if not study_json.is_file():
         return []
     blocks: list = []
-    for group, rows in json.loads(study_json.read_text())["results"].items():
+    for group, rows in read_json(study_json, schema=STUDY_JSON)["results"].items():
         if len({r["arm"] for r in rows}) < 2:
             continue
         blocks += [("heading", f"Does pretraining help? {group}"), *paired_blocks(rows)]
@@ -119,7 +120,7 @@ def _gain_blocks(study_json: Path) -> list:
 
 
 def _em_blocks(run: Path, baseline: dict[str, Any] | None) -> list:
-    test = json.loads((run / "test_metrics.json").read_text())["test"]
+    test = read_json(run / "test_metrics.json", schema=TEST_METRICS)["test"]
     keys = [k for k in ("voi", "voi_split", "voi_merge", "arand", "cremi") if k in test["summary"]]
     rows = [["model (affinities + agglomeration)", *(f"{test['summary'][k]:.3f}" for k in keys)]]
     if baseline:
@@ -166,7 +167,7 @@ def _test_slab_panel(cache_root: Path, group: str, run: Path) -> Panel:
     from gtgm.infer.sliding import predict_array
 
     cache = VolumeCache(cache_root, group=group, labeled=True)
-    p = json.loads((run / "split.json").read_text())["test"][0]
+    p = read_json(run / "split.json", schema=SPLIT_JSON)["test"][0]
     image, label = part_arrays(cache, Part(p["case"], p["lo"], p["hi"]))
     model, meta = load_segmenter(run / "best.pt", torch.device("cpu"))
     z = best_axial_slice(label)

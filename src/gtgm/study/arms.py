@@ -32,6 +32,7 @@ from pathlib import Path
 from gtgm.config import STUDY_ARMS, Config, with_overrides
 from gtgm.errors import GtgmError
 from gtgm.fsutil import read_json
+from gtgm.schemas import RESERVED_JSON
 from gtgm.study.reuse import check_reuse
 
 PRETRAIN_ARMS: dict[str, list[str]] = {
@@ -147,7 +148,7 @@ def check_reserved(out: Path, cfg: Config) -> None:
     if not path.is_file():
         return
     now = reserved_regions(VolumeCache(cfg.finetune.cache or cfg.pretrain.cache), cfg)["regions"]
-    kept_out = read_json(path).get("regions", [])
+    kept_out = read_json(path, schema=RESERVED_JSON)["regions"]
     if any(r not in kept_out for r in now if r["group"] in cfg.study.groups):
         raise GtgmError(
             f"{out} was pretrained without the fine-tuning validation / test regions of another split; "

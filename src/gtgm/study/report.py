@@ -11,6 +11,7 @@ import numpy as np
 from gtgm.config import Config, group_config
 from gtgm.fsutil import read_json
 from gtgm.report import write_report
+from gtgm.schemas import CACHE_INDEX
 from gtgm.study.arms import ARMS, COMPARISONS
 from gtgm.study.diagnostics import class_blocks, curve_blocks, drift_blocks
 from gtgm.study.stats import hierarchical_bootstrap, paired_differences
@@ -48,7 +49,7 @@ def fmt_stat(stat: tuple[float, float, int]) -> str:
 def class_names(cache_root: str | Path, group: str) -> dict[str, str]:
     """Class value (as a string) -> name, from the labels of the cache's ``index.json`` (from ``dataset.json``);
     ``{}`` when the group declares none."""
-    index = read_json(Path(cache_root) / "index.json")
+    index = read_json(Path(cache_root) / "index.json", schema=CACHE_INDEX)
     return dict(index.get("groups", {}).get(group, {}).get("labels", {}))
 
 

@@ -22,7 +22,8 @@ from gtgm.config import Config, group_config, with_overrides
 from gtgm.data.patches import VolumeCache
 from gtgm.data.splits import make_split
 from gtgm.errors import GtgmError
-from gtgm.fsutil import digest, file_sha256, read_json, write_json, write_text
+from gtgm.fsutil import digest, file_sha256, lock_folder, read_json, write_json, write_text
+from gtgm.schemas import PROBE_RESULT, TEST_METRICS
 from gtgm.study.arms import PRETRAIN_ARMS, arm_encoder, check_arm_inputs
 from gtgm.study.diagnostics import run_diagnostics
 from gtgm.study.report import write_study_report
@@ -61,7 +62,7 @@ def run_one(
     _check_encoder(out, encoder)
     done = out / "test_metrics.json"
     res = (
-        read_json(done)
+        read_json(done, schema=TEST_METRICS)
         if done.is_file()
         else finetune(c, resume=(out / "checkpoints" / "last.pt").exists(), progress=progress)
     )
@@ -110,10 +111,6 @@ def run_study(cfg: Config, pretrained: str = "", progress: bool = True, override
     trained once and its result reported for both.
     """
     root = Path(cfg.study.out)
-    results: dict[str, Any] = {}
-    readouts: dict[str, Any] = {}
-    seen: dict[tuple, dict[str, Any]] = {}
-    t0 = time.perf_counter()
     plan = [
         (group, ratio, i, seed, arm, False)
         for group in cfg.study.groups
@@ -133,6 +130,22 @@ def run_study(cfg: Config, pretrained: str = "", progress: bool = True, override
             for arm in gs.arms
         ]
     check_arm_inputs(cfg, {p[4] for p in plan}, pretrained)
+    root.mkdir(parents=True, exist_ok=True)
+    lock = lock_folder(root)  # one study per folder: a second process on this --out stops here
+    try:
+        return _run_plan(cfg, plan, pretrained, progress, overrides)
+    finally:
+        lock.release()
+
+
+def _run_plan(cfg: Config, plan: list[tuple], pretrained: str, progress: bool, overrides: list[str]) -> Path:
+    """Run each (group, ratio, seed index, seed, arm, readout) of ``plan``, then write ``study.json`` and the
+    report; returns the report's path."""
+    root = Path(cfg.study.out)
+    results: dict[str, Any] = {}
+    readouts: dict[str, Any] = {}
+    seen: dict[tuple, dict[str, Any]] = {}
+    t0 = time.perf_counter()
     for n, (group, ratio, i, seed, arm, readout) in enumerate(plan, 1):
         seeds = group_config(cfg, group, overrides).study.pretrain_seeds
         pre_seed = seeds[i % len(seeds)] if arm in (*PRETRAIN_ARMS, "supervised") else None
@@ -225,7 +238,7 @@ def study_probes(
                 if progress:
                     print(f"[study] probing {group} {arm} ({tag})", flush=True)
                 write_json(path, {"arm": arm, **run_probe(gcfg, encoder, group, seed)})
-            out.setdefault(group, []).append(read_json(path))
+            out.setdefault(group, []).append(read_json(path, schema=PROBE_RESULT))
     return out
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from gtgm.config import Config, group_config, with_overrides
 from gtgm.fsutil import read_json, write_json
 from gtgm.models.checkpoint import load_checkpoint, save_checkpoint
+from gtgm.schemas import TEST_METRICS
 from gtgm.study.reuse import check_reuse
 
 
@@ -63,7 +64,7 @@ def export_encoder(out: Path, cfg: Config) -> None:
     best = load_checkpoint(out / "best.pt", keys=("model",))
     prefix = build_segmenter(cfg, 2, cfg.finetune.task).encoder_prefix
     weights = {k: v for k, v in best["model"].items() if k.startswith(prefix)}
-    run: dict[str, Any] = read_json(out / "test_metrics.json")
+    run: dict[str, Any] = read_json(out / "test_metrics.json", schema=TEST_METRICS)
     m = cfg.model
     write_json(
         out / "encoder.json",

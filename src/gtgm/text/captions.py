@@ -61,6 +61,12 @@ def read_captions(path: str | Path) -> list[dict[str, Any]]:
     for f in files:
         records.extend(_read_lines(f))
     warn_duplicates(path, records)
+    unsized = sum("spacing" not in r for r in records)
+    if unsized:  # captions of an older gtgm, or written by hand
+        print(
+            f"[captions] warning: {path}: {unsized} caption(s) record no voxel size ('spacing'), so whether they were "
+            "made on this cache cannot be checked; re-run gtgm caption on the cache to record it"
+        )
     return records
 
 

@@ -27,6 +27,7 @@ from gtgm.config import TextConfig
 from gtgm.errors import GtgmError, InputError
 from gtgm.fsutil import atomic_path, digest, read_json, remove_stale_temps, single_writer, write_json
 from gtgm.runtime import resolve_device
+from gtgm.schemas import TEXT_INDEX
 
 
 def text_hash(text: str) -> str:
@@ -139,10 +140,10 @@ class TextCache:
         index = self.root / "index.json"
         if not index.is_file():
             raise GtgmError(f"{index}: no text cache here; run `gtgm embed-text` first")
-        self.index = read_json(index)
-        hashes, count = self.index.get("hashes"), self.index.get("count")
-        if not isinstance(hashes, list) or not isinstance(count, int) or len(hashes) != count:
-            raise InputError(index, "not a gtgm text cache index ('hashes' and 'count' disagree or are missing)")
+        self.index = read_json(index, schema=TEXT_INDEX)
+        hashes, count = self.index["hashes"], self.index["count"]
+        if len(hashes) != count:
+            raise InputError(index, f"lists {len(hashes)} text hashes but 'count' is {count}")
         self.rows = {h: i for i, h in enumerate(hashes)}
         array = self.root / "embeddings.npy"
         try:

@@ -27,10 +27,11 @@ from gtgm.config import Config
 from gtgm.data.patches import VolumeCache
 from gtgm.data.splits import make_split
 from gtgm.errors import GtgmError
-from gtgm.fsutil import read_json, remove_stale_temps, write_json, write_text
+from gtgm.fsutil import lock_folder, read_json, remove_stale_temps, write_json, write_text
 from gtgm.models.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from gtgm.models.segmenters import load_encoder_weights
 from gtgm.runtime import resolve_device
+from gtgm.schemas import SPLIT_JSON
 from gtgm.train.diagnostics import encoder_drift, encoder_weights
 from gtgm.train.logs import RunLogger
 from gtgm.train.optim import amp_setup, encoder_multiplier, optimizer_step, warmup_cosine
@@ -89,6 +90,7 @@ class Finetuner:
         elif (self.out / "checkpoints" / "last.pt").exists():
             raise GtgmError(f"{self.out} already holds a run; pass --resume or choose another --out")
         self.out.mkdir(parents=True, exist_ok=True)
+        self.lock = lock_folder(self.out) if runtime.rank() == 0 else None  # a second process on this --out stops
         if runtime.rank() == 0:
             for folder in (self.out, self.out / "checkpoints"):
                 remove_stale_temps(folder)  # left by a killed run
@@ -115,7 +117,7 @@ class Finetuner:
         if not path.is_file():
             return
         keys = ("case", "lo", "hi", "slices")
-        old = {k: [{f: p.get(f) for f in keys} for p in v] for k, v in read_json(path).items()}
+        old = {k: [{f: p.get(f) for f in keys} for p in v] for k, v in read_json(path, schema=SPLIT_JSON).items()}
         new = {k: [{f: getattr(p, f) for f in keys} for p in v] for k, v in self.split.items()}
         if old != new:
             raise GtgmError(
@@ -254,4 +256,8 @@ def finetune(cfg: Config, resume: bool = False, progress: bool = True) -> dict[s
             f"[finetune] {cfg.finetune.pretrained}: {s['matched']} tensors loaded, {s['missing']} encoder "
             f"tensors missing, {s['unexpected']} unexpected"
         )
-    return tuner.run()
+    try:
+        return tuner.run()
+    finally:
+        if tuner.lock is not None:
+            tuner.lock.release()

@@ -30,7 +30,7 @@ from gtgm import runtime
 from gtgm.config import Config
 from gtgm.data.patches import VolumeCache
 from gtgm.errors import GtgmError
-from gtgm.fsutil import remove_stale_temps, write_json, write_text
+from gtgm.fsutil import lock_folder, remove_stale_temps, write_json, write_text
 from gtgm.models.checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
 from gtgm.models.mim import build_mim_model
 from gtgm.models.resenc import model_arch_kwargs
@@ -119,8 +119,10 @@ class Pretrainer:
             self.load(last)
         elif last.exists():
             raise GtgmError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out")
+        self.lock = None
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
+            self.lock = lock_folder(self.out)  # one writer: a second process on this --out stops here
             for folder in (self.out, self.out / "checkpoints"):
                 remove_stale_temps(folder)  # left by a killed run
             write_text(self.out / "config.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
@@ -294,7 +296,11 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True, stop_afte
     ``stop_after``: leave after that many steps with a checkpoint (e.g. to fit a cluster time limit);
     ``resume=True`` continues later.
     """
+    trainer = None
     try:
-        return Pretrainer(cfg, resume, progress).run(stop_after)
+        trainer = Pretrainer(cfg, resume, progress)
+        return trainer.run(stop_after)
     finally:
+        if trainer is not None and trainer.lock is not None:
+            trainer.lock.release()
         runtime.cleanup()
