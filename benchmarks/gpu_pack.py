@@ -99,8 +99,9 @@ def check_fingerprint(made: dict[str, dict[str, Any]], recorded: dict[str, dict[
         got = made[vid]
         same = got["shape"] == want["shape"] and np.allclose(got["spacing"], want["spacing"], rtol=1e-5)
         same = same and abs(got["mean"] - want["mean"]) <= TOLERANCE * max(1.0, abs(want["mean"]))
+        same = same and set(got.get("labels", {})) == set(want.get("labels", {}))
         for k, n in want.get("labels", {}).items():
-            same = same and abs(got.get("labels", {}).get(k, 0) - n) <= TOLERANCE * max(n, 1000)
+            same = same and abs(got["labels"][k] - n) <= TOLERANCE * max(n, 1000)
         if not same:
             raise SystemExit(
                 f"gpu_pack: volume {vid} differs from the one the pack's captions describe: {got} vs {want}"
@@ -109,6 +110,8 @@ def check_fingerprint(made: dict[str, dict[str, Any]], recorded: dict[str, dict[
 
 def prepare(pack: Path, corpus: list[int], overrides: list[str], wheels: Path | None) -> None:
     """Build the pack (see the module docstring); ``pack`` ends up with captions, text caches and ``pack.json``."""
+    if pack.exists() and any(pack.iterdir()):
+        raise SystemExit(f"gpu_pack: {pack} is not empty (caption and embed-text would resume from it); give a new one")
     work = pack / "work"
     cache = make_corpus(work, corpus, overrides, 1)
     cfg = ["--config", PRESET, *overrides]
@@ -136,8 +139,36 @@ def collect(study: Path) -> list[dict[str, Any]]:
         res = read_json(path, schema=TEST_METRICS)
         group, arm, run = path.parts[-4:-1]
         test = res["test"]
-        rows.append({"group": group, "arm": arm, "run": run, "test": test[test["metric"]], "val": res.get("best_val")})
+        seed = int(run.rsplit("seed", 1)[-1]) if run.rsplit("seed", 1)[-1].isdigit() else None
+        row = {"group": group, "arm": arm, "run": run, "seed": seed, "test": test[test["metric"]]}
+        rows.append({**row, "val": res.get("best_val")})
     return rows
+
+
+def supervise(child: subprocess.Popen, t0: float, budget_s: float, study: Path, results: Path) -> int:
+    """Wait for the study ``child``, writing ``results/results.json`` (:func:`collect`) every 20 s; past
+    ``budget_s`` seconds from ``t0`` stop it (SIGTERM, then SIGKILL after 30 s); never leave it running."""
+    code = None
+    try:
+        while code is None:
+            code = child.poll()
+            if code is None and time.perf_counter() - t0 > budget_s:
+                child.terminate()  # out of time: keep what finished
+                try:
+                    code = child.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    code = child.wait()
+            runs = collect(study)
+            write_json(
+                results / "results.json", {"seconds": time.perf_counter() - t0, "finished": code == 0, "runs": runs}
+            )
+            if code is None:
+                time.sleep(2 if time.perf_counter() - t0 < 30 else 20)
+    finally:
+        if child.poll() is None:  # the driver failed or was interrupted
+            child.kill()
+    return code
 
 
 def run(pack: Path, out: Path, results: Path, budget_s: float, overrides: list[str], workers: int) -> int:
@@ -151,20 +182,9 @@ def run(pack: Path, out: Path, results: Path, budget_s: float, overrides: list[s
     argv = [sys.executable, "-m", "gtgm", "study", str(out / "cache"), "--config", PRESET, "--out", str(out / "study")]
     argv += ["--captions", str(pack / "captions.jsonl"), "--text-cache", str(pack / "text"), sets, *overrides]
     results.mkdir(parents=True, exist_ok=True)
-    child = subprocess.Popen(argv)
-    code = None
-    while code is None:
-        code = child.poll()
-        if code is None and time.perf_counter() - t0 > budget_s:
-            child.terminate()  # out of time: keep what finished
-            code = child.wait()
-        write_json(
-            results / "results.json",
-            {"seconds": time.perf_counter() - t0, "finished": code == 0, "runs": collect(out / "study")},
-        )
-        if code is None:
-            time.sleep(2 if time.perf_counter() - t0 < 30 else 20)
-    for name in ("study.json", "report.md"):
+    code = supervise(subprocess.Popen(argv), t0, budget_s, out / "study", results)
+    names = ["study.json", "report.md", *(p.name for p in (out / "study").glob("*.png"))]
+    for name in names[:7]:  # the device returns at most 8 files (results.json is one)
         if (out / "study" / name).is_file():
             shutil.copyfile(out / "study" / name, results / name)
     print(f"gpu_pack: study exit {code} after {time.perf_counter() - t0:.0f} s; results -> {results}")

