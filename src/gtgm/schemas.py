@@ -17,6 +17,13 @@ PER_AXIS = {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0},
 PER_STAGE_AXES = {"type": "array", "items": {"type": "array", "items": POSITIVE_INT, "minItems": 2, "maxItems": 3}}
 INTS = {"type": "array", "items": POSITIVE_INT}
 
+
+def _maybe(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` (one with a ``type``) or JSON null, for a reader that treats null as absent."""
+    kinds = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+    return {**schema, "type": [*kinds, "null"]}
+
+
 # nnU-Net v2 plans (nnUNetPlans.json, nnUNetResEncUNet*Plans.json): what gtgm export nnunet / resenc-config read
 NNUNET_PLANS: dict[str, Any] = {
     "type": "object",
@@ -74,7 +81,7 @@ ENCODER_JSON: dict[str, Any] = {
         "patch_size": INTS,
         "steps": {"type": "integer", "minimum": 0},
         "segmenter_prefix": {"type": "string"},
-        "spacing": {"anyOf": [XYZ, {"type": "null"}]},
+        "spacing": _maybe(XYZ),
         "spacing_by_modality": {"type": "object", "additionalProperties": XYZ},
         "preprocess": {"type": "object"},
         "text_encoder": {"type": "object"},
@@ -90,12 +97,6 @@ SHAPE = {"type": "array", "items": POSITIVE_INT, "minItems": 3, "maxItems": 3}
 CORNER = {"type": "array", "items": NONNEG_INT, "minItems": 3, "maxItems": 3}
 TEXT = {"type": "string"}
 NAMES = {"type": "object", "additionalProperties": TEXT}  # class value or channel number -> name
-
-
-def _maybe(schema: dict[str, Any]) -> dict[str, Any]:
-    """``schema`` (one with a ``type``) or JSON null, for a reader that treats null as absent."""
-    kinds = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
-    return {**schema, "type": [*kinds, "null"]}
 
 
 # dataset.json as gtgm reads it: MSD (modality, labels, training, test; gtgm's groups) or nnU-Net v2 (channel_names,
