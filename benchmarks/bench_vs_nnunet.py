@@ -1,8 +1,15 @@
-"""gtgm's CPU recipe vs nnU-Net v2 on the same CT phantoms, the same training / validation / test cases, on 2 cores.
+"""gtgm's CPU recipe vs nnU-Net v2 on the same CT volumes, the same training / validation / test cases, on 2 cores.
 
-    python benchmarks/bench_vs_nnunet.py --work runs/vs_nnunet [--n-ct 10] [--label-ratio 1.0] [--runs ...]
+    python benchmarks/bench_vs_nnunet.py --work runs/vs_nnunet [--task phantoms|real] [--n-ct 10]
+        [--label-ratio 1.0] [--runs ...]
 
-1. ``gtgm data examples`` (CT phantoms only), ``gtgm data preprocess`` with ``finetune/cpu-small`` (5.5 mm);
+``--task phantoms`` (default): the CT phantoms of ``gtgm data examples``, recipe ``finetune/cpu-small`` at 5.5 mm,
+6 training, 1 validation, 3 test phantoms. ``--task real``: ``real_ct_organs`` of ``gtgm data fetch-real`` (real CT,
+TotalSegmentator's silver labels), recipe ``finetune/cpu-real-ct`` at 5 mm, trained on the chest CT and the DICOM
+series, tested on the abdomen-pelvis CT; gtgm keeps no validation case there, so nnU-Net's fold 0 "validates" on
+its training cases (it only logs that; both sides use their last checkpoint).
+
+1. the task's data (``gtgm data examples`` / ``fetch-real``), ``gtgm data preprocess`` with the task's recipe;
 2. gtgm: ``gtgm finetune`` with the recipe (test and validation cases fixed below), ``gtgm predict`` on the test
    cases' raw files;
 3. nnU-Net: ``gtgm data export-nnunet``, nnU-Net's own fingerprint and planner (default ``nnUNetPlans``,
@@ -11,7 +18,8 @@
    gtgm's training cases and validates on its validation cases, ``nnUNetTrainer`` cut to a fixed budget
    (``num_epochs`` × ``num_iterations_per_epoch``: equal iterations × batch to gtgm's recipe, or equal wall time
    from the measured seconds per iteration), with nnU-Net's default mirroring of every axis or with left-right
-   mirroring off (on the phantoms only the side tells liver from spleen); ``nnUNetv2_predict`` on the test cases;
+   mirroring off (on the phantoms only the side tells liver from spleen); ``nnUNetv2_predict`` on the test cases
+   (the plans' spacing at ``gtgm``: the task's);
 4. both scored by the same ``gtgm evaluate`` at the native grid; prints per-class Dice, wall and CPU time
    (this process's children), and the ratios to gtgm. Results: ``WORK/results.json``.
 
@@ -30,15 +38,48 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import yaml
 
 GTGM = [sys.executable, "-m", "gtgm"]
-DATASET_ID, SPACING = 777, 5.5
-TEST = ["phantom_007", "phantom_008", "phantom_009"]
-VAL = ["phantom_006"]
+DATASET_ID = 777
+
+
+@dataclass(frozen=True)
+class Task:
+    """One comparison: the group, gtgm's recipe and spacing, the fixed test and validation cases, and where the
+    raw volumes lie under WORK (``{data}/{folder}/{case}.nii.gz`` and ``..._label.nii.gz``)."""
+
+    group: str
+    preset: str
+    spacing: float
+    test: tuple[str, ...]
+    val: tuple[str, ...]
+    data: str
+    folder: str
+
+    def image(self, work: Path, case: str) -> Path:
+        return work / self.data / self.folder / f"{case}.nii.gz"
+
+    def label(self, work: Path, case: str) -> Path:
+        return work / self.data / self.folder / f"{case}_label.nii.gz"
+
+
+TASKS = {
+    "phantoms": Task(
+        "ct_phantom",
+        "finetune/cpu-small",
+        5.5,
+        ("phantom_007", "phantom_008", "phantom_009"),
+        ("phantom_006",),
+        "examples",
+        "ct",
+    ),
+    "real": Task("real_ct_organs", "finetune/cpu-real-ct", 5.0, ("ts_abdomen_ct",), (), "data", "real_ct_organs"),
+}
 
 TRAIN = """
 import json, sys, torch
@@ -82,26 +123,31 @@ def class_dice(metrics_csv: Path) -> dict[str, float]:
     return {c: float(np.mean(v)) for c, v in sorted(per.items(), key=lambda kv: int(kv[0]))}
 
 
-def prepare(work: Path, n_ct: int) -> Path:
+def prepare(work: Path, task: Task, n_ct: int) -> Path:
+    """The task's raw data and gtgm's cache under WORK (reused when there); returns the folder of test labels."""
+    data = work / task.data
+    if not (data / "dataset.json").is_file():
+        if task.data == "examples":
+            timed([*GTGM, "data", "examples", "--out", str(data), "--n-ct", str(n_ct), "--n-em", "0", "--no-mri"])
+        else:
+            timed([*GTGM, "data", "fetch-real", "--out", str(data)])
     if not (work / "cache" / "index.json").is_file():
-        timed([*GTGM, "data", "examples", "--out", str(work / "examples"), "--n-ct", str(n_ct), "--n-em", "0"])
-        cfg = ["--config", "finetune/cpu-small"]
-        timed([*GTGM, "data", "preprocess", str(work / "examples"), "--out", str(work / "cache"), *cfg])
+        timed([*GTGM, "data", "preprocess", str(data), "--out", str(work / "cache"), "--config", task.preset])
     refs = work / "refs"
     if not refs.is_dir():
         refs.mkdir()
-        for case in TEST:
-            shutil.copy(work / "examples" / "ct" / f"{case}_label.nii.gz", refs / f"{case}.nii.gz")
+        for case in task.test:
+            shutil.copy(task.label(work, case), refs / f"{case}.nii.gz")
     return refs
 
 
-def run_gtgm(work: Path, ratio: float, refs: Path, extra: list[str] = ()) -> dict:
+def run_gtgm(work: Path, task: Task, ratio: float, refs: Path, extra: list[str] = ()) -> dict:
     out = work / "gtgm"
     shutil.rmtree(out, ignore_errors=True)
-    args = [*GTGM, "finetune", str(work / "cache"), "--group", "ct_phantom", "--out", str(out)]
-    args += ["--config", "finetune/cpu-small", f"finetune.test_cases={TEST}", f"finetune.val_cases={VAL}"]
+    args = [*GTGM, "finetune", str(work / "cache"), "--group", task.group, "--out", str(out), "--config", task.preset]
+    args += [f"finetune.test_cases={list(task.test)}", f"finetune.val_cases={list(task.val)}"]
     train = timed([*args, f"finetune.label_ratio={ratio}", *extra])
-    images = [str(work / "examples" / "ct" / f"{c}.nii.gz") for c in TEST]
+    images = [str(task.image(work, c)) for c in task.test]
     pred = timed([*GTGM, "predict", str(out / "best.pt"), *images, "--out", str(out / "pred")])
     timed([*GTGM, "evaluate", str(out / "pred"), str(refs), "--out", str(out / "pred")])
     split = json.loads((out / "split.json").read_text())
@@ -126,8 +172,8 @@ def nnunet_tool(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def export_without_test(work: Path) -> None:
-    """``gtgm data export-nnunet`` of the phantoms, then the test cases moved out of ``imagesTr`` (to
+def export_without_test(work: Path, task: Task) -> None:
+    """``gtgm data export-nnunet`` of the task's group, then the test cases moved out of ``imagesTr`` (to
     ``WORK/nnunet_test_images``, what nnUNetv2_predict reads), so that they shape neither nnU-Net's fingerprint
     (intensity percentiles, median shape) nor its plans, as they shape nothing of gtgm's run."""
     shutil.rmtree(work / "nnUNet_raw", ignore_errors=True)
@@ -137,9 +183,9 @@ def export_without_test(work: Path) -> None:
             *GTGM,
             "data",
             "export-nnunet",
-            str(work / "examples"),
+            str(work / task.data),
             "--group",
-            "ct_phantom",
+            task.group,
             "--id",
             str(DATASET_ID),
             "--out",
@@ -150,19 +196,20 @@ def export_without_test(work: Path) -> None:
     test_images = work / "nnunet_test_images"
     shutil.rmtree(test_images, ignore_errors=True)
     test_images.mkdir()
-    for case in TEST:
+    for case in task.test:
         (raw / "imagesTr" / f"{case}_0000.nii.gz").rename(test_images / f"{case}_0000.nii.gz")
         (raw / "labelsTr" / f"{case}.nii.gz").unlink()
     meta = json.loads((raw / "dataset.json").read_text())
-    meta["numTraining"] -= len(TEST)
+    meta["numTraining"] -= len(task.test)
     (raw / "dataset.json").write_text(json.dumps(meta, indent=2))
 
 
-def plan(work: Path, which: str, gtgm_run: dict) -> tuple[str, dict]:
-    """nnU-Net's fingerprint, plans (``which``: default or gtgm spacing), preprocessing and fold-0 split."""
+def plan(work: Path, task: Task, which: str, gtgm_run: dict) -> tuple[str, dict]:
+    """nnU-Net's fingerprint, plans (``which``: default or gtgm spacing), preprocessing and fold-0 split (gtgm's
+    training cases; its validation cases, or its training cases where it keeps none)."""
     env = nnunet_env(work)
     if not next(work.glob(f"nnUNet_preprocessed/Dataset{DATASET_ID}_*/dataset_fingerprint.json"), None):
-        export_without_test(work)
+        export_without_test(work, task)
         timed([nnunet_tool("nnUNetv2_extract_fingerprint"), "-d", str(DATASET_ID), "-np", "1"], env)
     name = "nnUNetPlans" if which == "default" else "nnUNetPlans_gtgm_spacing"
     folder = next((work / "nnUNet_preprocessed").glob(f"Dataset{DATASET_ID}_*"))
@@ -171,7 +218,7 @@ def plan(work: Path, which: str, gtgm_run: dict) -> tuple[str, dict]:
         extra = (
             []
             if which == "default"
-            else ["-overwrite_target_spacing", *[str(SPACING)] * 3, "-overwrite_plans_name", name]
+            else ["-overwrite_target_spacing", *[str(task.spacing)] * 3, "-overwrite_plans_name", name]
         )
         steps = [
             [nnunet_tool("nnUNetv2_plan_experiment"), "-d", str(DATASET_ID), *extra],
@@ -190,7 +237,7 @@ def plan(work: Path, which: str, gtgm_run: dict) -> tuple[str, dict]:
         for c in steps:
             t = timed(c, env)
             cost = {k: cost[k] + t[k] for k in cost}
-    split = [{"train": gtgm_run["train_cases"], "val": gtgm_run["val_cases"]}]
+    split = [{"train": gtgm_run["train_cases"], "val": gtgm_run["val_cases"] or gtgm_run["train_cases"]}]
     (folder / "splits_final.json").write_text(json.dumps(split))
     return name, {**cost, "plans": json.loads((folder / f"{name}.json").read_text())}
 
@@ -256,28 +303,37 @@ def lr_axis_of(work: Path, plans: dict) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("runs/vs_nnunet"))
-    ap.add_argument("--n-ct", type=int, default=10)
+    ap.add_argument("--task", choices=sorted(TASKS), default="phantoms", help="CT phantoms or real CT")
+    ap.add_argument("--n-ct", type=int, default=10, help="phantoms: how many")
     ap.add_argument("--label-ratio", type=float, default=1.0, help="gtgm's label ratio (its training cases)")
     # the default pair took 37 min on 2 cores (2026-12-02); gtgm:iters:nolr adds ~31 min, default:wall:all ~15
     ap.add_argument("--runs", nargs="+", default=["gtgm:iters:all", "gtgm:wall:all"])
     ap.add_argument("--max-iters", type=int, default=0, help="cap nnU-Net's iterations (a smoke test)")
+    ap.add_argument(
+        "--seconds-per-iteration",
+        type=float,
+        default=0.0,
+        help="nnU-Net's measured training seconds per iteration, for a wall-time run without its equal-iterations "
+        "run (e.g. from an earlier, longer run's log)",
+    )
     ap.add_argument("overrides", nargs="*", help="gtgm key=value overrides (e.g. finetune.steps=20 for a smoke test)")
     a = ap.parse_args()
     work = a.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    refs = prepare(work, a.n_ct)
-    print("[bench] gtgm recipe (finetune/cpu-small) ...", flush=True)
-    ours = run_gtgm(work, a.label_ratio, refs, a.overrides)
+    task = TASKS[a.task]
+    refs = prepare(work, task, a.n_ct)
+    print(f"[bench] gtgm recipe ({task.preset}) on {task.group} ...", flush=True)
+    ours = run_gtgm(work, task, a.label_ratio, refs, a.overrides)
     results = {"gtgm": ours, "nnunet": {}}
     for spec in a.runs:
         which, budget, mirror = spec.split(":")
-        name, planned = plan(work, which, ours)
+        name, planned = plan(work, task, which, ours)
         plans = planned.pop("plans")
         batch = plans["configurations"]["3d_fullres"]["batch_size"]
         if budget == "iters":  # equal iterations x batch: the same number of training patches
             iters = math.ceil(ours["steps"] * ours["batch"] / batch)
         else:  # equal wall time: from the seconds per iteration of this plan's equal-iterations run
-            per_iter = seconds_per_iteration(results["nnunet"], which, mirror, plans)
+            per_iter = a.seconds_per_iteration or seconds_per_iteration(results["nnunet"], which, mirror, plans)
             iters = max(1, round(ours["train"]["wall_s"] / per_iter))
         iters = min(iters, a.max_iters) if a.max_iters else iters
         lr_axis = lr_axis_of(work, plans) if mirror == "nolr" else -1
@@ -285,7 +341,7 @@ def main() -> None:
         res = run_nnunet(work, name, plans, iters, lr_axis, spec.replace(":", "_"), refs)
         results["nnunet"][spec] = {**res, "planning": planned}
         (work / "results.json").write_text(json.dumps(results, indent=2))
-    report(results)
+    report(results, task)
 
 
 def seconds_per_iteration(runs: dict, which: str, mirror: str, plans: dict) -> float:
@@ -302,13 +358,13 @@ def seconds_per_iteration(runs: dict, which: str, mirror: str, plans: dict) -> f
     return 3.4 * voxels / (56 * 64 * 64)
 
 
-def report(results: dict) -> None:
+def report(results: dict, task: Task) -> None:
     ours = results["gtgm"]
     classes = list(ours["dice"])
     head = f"{'run':<22}" + "".join(f"{c:>7}" for c in classes) + f"{'mean':>7}{'wall s':>9}{'cpu s':>9}{'Δmean':>8}"
     print(head)
     base = float(np.mean(list(ours["dice"].values())))
-    rows = [("gtgm cpu-small", ours)] + [(f"nnU-Net {k}", v) for k, v in results["nnunet"].items()]
+    rows = [(f"gtgm {task.preset.split('/')[-1]}", ours)] + [(f"nnU-Net {k}", v) for k, v in results["nnunet"].items()]
     for name, r in rows:
         mean = float(np.mean(list(r["dice"].values())))
         cells = "".join(f"{r['dice'].get(c, float('nan')):>7.3f}" for c in classes)

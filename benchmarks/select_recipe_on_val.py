@@ -6,7 +6,9 @@ Each folder is a ``gtgm study`` of the same arms, seeds and test cases with othe
 preset's pretrained-encoder recipe and scratch's, ``study.arm_overrides``). Per arm, the folder whose runs have the
 higher mean best validation score is chosen (ties: the first); the test figures are read only for the chosen runs,
 and the paired differences get the study's hierarchical 95 % interval (test cases × fine-tuning seeds nested in
-pretraining seeds). What configs/study/cpu-label-limited.yaml pre-registers.
+pretraining seeds). GTGM's variants (``gtgm``, ``gtgm_vicreg``) are then chosen the same way: the one whose chosen
+runs have the higher mean best validation score is ``gtgm_best``, compared with scratch, mae and oracle_text. What
+configs/study/cpu-label-limited.yaml pre-registers.
 """
 
 from __future__ import annotations
@@ -27,7 +29,14 @@ COMPARISONS = [
     ("mae", "scratch"),
     ("oracle_text", "scratch"),
     ("supervised", "gtgm"),
+    ("gtgm_vicreg", "scratch"),
+    ("gtgm_vicreg", "gtgm"),
+    ("gtgm_vicreg", "mae"),
+    ("gtgm_best", "scratch"),
+    ("gtgm_best", "mae"),
+    ("gtgm_best", "oracle_text"),
 ]
+VARIANTS = ("gtgm", "gtgm_vicreg")  # GTGM's variants: the best on validation is judged
 
 
 def main() -> None:
@@ -36,14 +45,24 @@ def main() -> None:
     ap.add_argument("--group", default="ct_phantom")
     a = ap.parse_args()
     runs = [json.loads((s / "study.json").read_text())["results"][a.group] for s in a.studies]
-    rows = []
+    rows, chosen_val = [], {}
     for arm in dict.fromkeys(r["arm"] for study in runs for r in study):
         vals = [np.mean([r["val_score"] for r in study if r["arm"] == arm] or [-np.inf]) for study in runs]
         best = int(np.argmax(vals))
         chosen = [r for r in runs[best] if r["arm"] == arm]
         rows += chosen
+        chosen_val[arm] = vals[best]
         shown = " / ".join(f"{v:.3f}" for v in vals)
         print(f"{arm:<12} best val {shown} -> {a.studies[best].name}; test", [round(r["score"], 3) for r in chosen])
+    variants = [v for v in VARIANTS if v in chosen_val]
+    if variants:
+        best_variant = max(variants, key=lambda v: chosen_val[v])  # ties: the first (gtgm)
+        print(
+            f"GTGM variant chosen on validation: {best_variant} ("
+            + ", ".join(f"{v} {chosen_val[v]:.3f}" for v in variants)
+            + ")"
+        )
+        rows += [{**r, "arm": "gtgm_best"} for r in rows if r["arm"] == best_variant]
     for arm, base in COMPARISONS:
         for ratio, pairs in sorted(paired_differences(rows, arm, base, with_cases=True).items()):
             case, seed, pre, diff = (list(x) for x in zip(*pairs))

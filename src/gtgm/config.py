@@ -297,7 +297,7 @@ class EMConfig:
 
 
 STUDY_ARMS = (
-    *("scratch", "pretrained", "supervised", "gtgm", "image_only", "text_only", "shuffled_text", "mae"),
+    *("scratch", "pretrained", "supervised", "gtgm", "gtgm_vicreg", "image_only", "text_only", "shuffled_text", "mae"),
     *("position_text", "intensity_text", "oracle_text"),
 )
 

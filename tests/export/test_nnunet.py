@@ -174,6 +174,12 @@ def test_resenc_encoder_loads_into_the_network_nnunet_builds(demo_run, tmp_path,
     assert plan["pretrain_num_input_channels"] == 1
     assert next(iter(plan["pretrain_plan"]["configurations"].values()))["patch_size"] == [32, 32, 32]
     assert all(f"{k}.weight" in nnssl["network_weights"] for k in plan["keys_to_in_proj"])
+    again = tmp_path / "export_again"  # reproducible: the decoder's initialisation is seeded too
+    assert main(["export", "nnunet", str(run / "encoder.pt"), "--plans", str(plans_path), "--out", str(again)]) == 0
+    first, second = (
+        torch.load(d / "pretrained_weights.pth", weights_only=True)["network_weights"] for d in (out, again)
+    )
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
     # nnU-Net trains from them on CPU (a few iterations)
     _nnunet(

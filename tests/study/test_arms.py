@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 import yaml
 
 from gtgm.config import load_config
@@ -90,3 +91,22 @@ def test_encoder_lr_scale_applies_to_pretrained_encoders_only(demo_run, tmp_path
     )
     assert [g["initial_lr"] for g in scratch.opt.param_groups] == [0.01, 0.01]
     assert [g["initial_lr"] for g in pretrained.opt.param_groups] == pytest.approx([0.001, 0.01])
+
+
+def test_gtgm_vicreg_arm_differs_from_gtgm_in_its_image_image_term_only(tmp_path):
+    from gtgm.study.arms import COMPARISONS, arm_config
+    from gtgm.train.losses import GTGMLoss, vicreg_loss
+
+    cfg = load_config(
+        "study/cpu-label-limited",
+        ["pretrain.captions=c.jsonl", "pretrain.text_cache=t", "finetune.cache=cache", f"study.out={tmp_path}"],
+    )
+    vic, gtgm = (arm_config(cfg, arm, 1, tmp_path).to_dict() for arm in ("gtgm_vicreg", "gtgm"))
+    assert (vic["loss"]["image_image"], vic["loss"]["image_weight"]) == ("vicreg", 0.05)
+    assert gtgm["loss"]["image_image"] == "barlow"
+    assert vic["pretrain"].pop("out").endswith("gtgm_vicreg_seed1") and gtgm["pretrain"].pop("out")
+    assert {**vic, "loss": None} == {**gtgm, "loss": None}
+    assert ("gtgm_vicreg", "scratch") in COMPARISONS and ("gtgm_vicreg", "gtgm") in COMPARISONS
+    z1, z2, text = torch.randn(8, 16), torch.randn(8, 16), torch.randn(8, 16)
+    terms = GTGMLoss(arm_config(cfg, "gtgm_vicreg", 1, tmp_path).loss, text_views=1)(z1, z2, text)
+    assert terms["views_loss"].item() == pytest.approx(0.05 * vicreg_loss(z1, z2).item(), rel=1e-6)

@@ -232,10 +232,15 @@ def network_weights(
     in_channels: int,
     classes: int = 2,
     flips: list[bool] | None = None,
+    seed: int = 0,
 ) -> dict[str, torch.Tensor]:
     """The state dict of nnU-Net's network for ``arch`` with the pretrained stem and stages put in (kernels
-    permuted to nnU-Net's axis order and mirrored along ``flips``, :func:`to_nnunet_order`)."""
-    net = build_resenc_unet(arch["arch_kwargs"], in_channels, classes, deep_supervision=True)
+    permuted to nnU-Net's axis order and mirrored along ``flips``, :func:`to_nnunet_order`). The decoder, which
+    nnU-Net's ``load_pretrained_weights`` loads too (all but the segmentation layers), is initialised from
+    ``seed``: the same encoder gives the same file, and the caller's random state is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = build_resenc_unet(arch["arch_kwargs"], in_channels, classes, deep_supervision=True)
     pretrained = load_state_dict(encoder_pt)
     encoder_state = {}
     for key, own in net.state_dict().items():

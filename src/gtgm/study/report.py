@@ -193,7 +193,7 @@ def probe_blocks(probes: list[dict[str, Any]]) -> list:
 def _arms_phrase(pretrained: str) -> str:
     given = f"pretrained: {pretrained}; " if pretrained else ""
     return (
-        f"{given}gtgm, image_only, text_only, shuffled_text and mae are pretrained by the study itself, "
+        f"{given}gtgm, gtgm_vicreg, image_only, text_only, shuffled_text and mae are pretrained by the study itself, "
         "see gtgm.study.arms, on volumes and regions disjoint from the fine-tuning validation and test cases; "
         "supervised, the positive control, is the encoder of a segmenter trained with every labelled training case"
     )
