@@ -24,7 +24,9 @@ its training cases (it only logs that; both sides use their last checkpoint).
    (this process's children), and the ratios to gtgm. Results: ``WORK/results.json``.
 
 ``--runs`` picks the nnU-Net runs (``PLAN:BUDGET:MIRROR``, e.g. ``gtgm:iters:all gtgm:iters:nolr default:wall:all``;
-default ``gtgm:iters:all gtgm:wall:all``, 37 min on 2 cores; measured figures in the README, "gtgm vs nnU-Net").
+default ``gtgm:iters:all gtgm:wall:all``, 37 min on 2 cores for the phantoms; measured figures in the README, "gtgm vs
+nnU-Net"). On real CT nnU-Net's plan takes about 23 s per iteration on 2 cores, so its equal-iterations run takes about
+4 h there: ``--task real --runs gtgm:wall:all --seconds-per-iteration 18.6`` (19 min) is the run the README reports.
 """
 
 from __future__ import annotations
