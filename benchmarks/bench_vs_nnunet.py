@@ -126,7 +126,12 @@ def class_dice(metrics_csv: Path) -> dict[str, float]:
 
 
 def prepare(work: Path, task: Task, n_ct: int) -> Path:
-    """The task's raw data and gtgm's cache under WORK (reused when there); returns the folder of test labels."""
+    """The task's raw data and gtgm's cache under WORK (reused when there); returns the folder of test labels.
+    A WORK made for another task is refused (its cache, references and nnU-Net dataset would be reused)."""
+    stamp = work / "task.json"
+    if stamp.is_file() and json.loads(stamp.read_text())["group"] != task.group:
+        sys.exit(f"{work} holds the {json.loads(stamp.read_text())['group']} comparison; give another --work")
+    stamp.write_text(json.dumps({"group": task.group}))
     data = work / task.data
     if not (data / "dataset.json").is_file():
         if task.data == "examples":
@@ -315,8 +320,8 @@ def main() -> None:
         "--seconds-per-iteration",
         type=float,
         default=0.0,
-        help="nnU-Net's measured training seconds per iteration, for a wall-time run without its equal-iterations "
-        "run (e.g. from an earlier, longer run's log)",
+        help="nnU-Net's training seconds per iteration of the gtgm-spacing plan, measured elsewhere (e.g. an earlier, "
+        "longer run's log), for a wall-time run of that plan whose equal-iterations run is not in this call",
     )
     ap.add_argument("overrides", nargs="*", help="gtgm key=value overrides (e.g. finetune.steps=20 for a smoke test)")
     a = ap.parse_args()
@@ -335,7 +340,8 @@ def main() -> None:
         if budget == "iters":  # equal iterations x batch: the same number of training patches
             iters = math.ceil(ours["steps"] * ours["batch"] / batch)
         else:  # equal wall time: from the seconds per iteration of this plan's equal-iterations run
-            per_iter = a.seconds_per_iteration or seconds_per_iteration(results["nnunet"], which, mirror, plans)
+            given = a.seconds_per_iteration if which == "gtgm" else 0.0
+            per_iter = seconds_per_iteration(results["nnunet"], which, mirror, plans, given)
             iters = max(1, round(ours["train"]["wall_s"] / per_iter))
         iters = min(iters, a.max_iters) if a.max_iters else iters
         lr_axis = lr_axis_of(work, plans) if mirror == "nolr" else -1
@@ -346,13 +352,16 @@ def main() -> None:
     report(results, task)
 
 
-def seconds_per_iteration(runs: dict, which: str, mirror: str, plans: dict) -> float:
-    """Training seconds per iteration of plan ``which``: measured by its equal-iterations run, else another
-    plan's measured figure scaled by the patch volumes (a rough guess: the wall-time run's table shows its real
-    wall time), else 3.4 s (a 56 x 64 x 64 patch, batch 2, on 2 cores)."""
+def seconds_per_iteration(runs: dict, which: str, mirror: str, plans: dict, given: float = 0.0) -> float:
+    """Training seconds per iteration of plan ``which``: measured by its equal-iterations run in this call, else
+    ``given`` (``--seconds-per-iteration``), else another plan's measured figure scaled by the patch volumes (a
+    rough guess: the wall-time run's table shows its real wall time), else 3.4 s (a 56 x 64 x 64 patch, batch 2,
+    on 2 cores)."""
     ref = runs.get(f"{which}:iters:{mirror}") or runs.get(f"{which}:iters:all")
     if ref:
         return ref["train"]["wall_s"] / ref["iterations"]
+    if given > 0:
+        return given
     voxels = float(np.prod(plans["configurations"]["3d_fullres"]["patch_size"]))
     other = next((r for k, r in runs.items() if ":iters:" in k), None)
     if other:

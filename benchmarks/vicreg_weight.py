@@ -53,7 +53,7 @@ def main() -> None:
         with torch.no_grad():
             for _ in range(a.batches):
                 batch = next(batches)
-                out = trainer.model(batch["view1"], batch["view2"], batch["text"])
+                out = trainer.model(*(batch[k].to(trainer.device) for k in ("view1", "view2", "text")))
                 z1, z2 = out["image_features_1"].float(), out["image_features_2"].float()
                 bt.append(float(barlow_twins_loss(z1, z2, cfg.loss.barlow_lambda)))
                 vic.append(float(vicreg_loss(z1, z2)))

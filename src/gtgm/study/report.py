@@ -3,6 +3,7 @@ their bootstrap intervals (:mod:`gtgm.study.stats`), the probes, and a figure of
 
 from __future__ import annotations
 
+from itertools import cycle
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,9 @@ def write_study_report(
             blocks += _group_blocks(group, readouts[group], gcfg, None, title=f"{group}: frozen-encoder readout")
         blocks += probe_blocks((probes or {}).get(group, []))
         summary = summarize(rows)
-        for arm, style in zip(ARMS, ("--o", "-s", "-.P", "-^", "-v", "-D", ":x", "-.*", ":<", ":>", "-h")):
+        for arm, style in zip(
+            ARMS, cycle(("--o", "-s", "-.P", "-^", "-v", "-D", ":x", "-.*", ":<", ":>", "-h", "--d"))
+        ):
             pts = sorted((r, s["score"]) for (a, r), s in summary.items() if a == arm)
             if not pts:
                 continue
