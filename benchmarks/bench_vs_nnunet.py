@@ -7,7 +7,8 @@
 6 training, 1 validation, 3 test phantoms. ``--task real``: ``real_ct_organs`` of ``gtgm data fetch-real`` (real CT,
 TotalSegmentator's silver labels), recipe ``finetune/cpu-real-ct`` at 5 mm, trained on the chest CT and the DICOM
 series, tested on the abdomen-pelvis CT; gtgm keeps no validation case there, so nnU-Net's fold 0 "validates" on
-its training cases (it only logs that; both sides use their last checkpoint).
+its training cases (that chooses nothing, both sides use their last checkpoint, but its validation counts in nnU-Net's
+training time).
 
 1. the task's data (``gtgm data examples`` / ``fetch-real``), ``gtgm data preprocess`` with the task's recipe;
 2. gtgm: ``gtgm finetune`` with the recipe (test and validation cases fixed below), ``gtgm predict`` on the test
@@ -129,8 +130,9 @@ def prepare(work: Path, task: Task, n_ct: int) -> Path:
     """The task's raw data and gtgm's cache under WORK (reused when there); returns the folder of test labels.
     A WORK made for another task is refused (its cache, references and nnU-Net dataset would be reused)."""
     stamp = work / "task.json"
-    if stamp.is_file() and json.loads(stamp.read_text())["group"] != task.group:
-        sys.exit(f"{work} holds the {json.loads(stamp.read_text())['group']} comparison; give another --work")
+    made_for = json.loads(stamp.read_text())["group"] if stamp.is_file() else task.group
+    if made_for != task.group:
+        sys.exit(f"{work} holds the {made_for} comparison; give another --work")
     stamp.write_text(json.dumps({"group": task.group}))
     data = work / task.data
     if not (data / "dataset.json").is_file():

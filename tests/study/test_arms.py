@@ -101,12 +101,13 @@ def test_gtgm_vicreg_arm_differs_from_gtgm_in_its_image_image_term_only(tmp_path
         "study/cpu-label-limited",
         ["pretrain.captions=c.jsonl", "pretrain.text_cache=t", "finetune.cache=cache", f"study.out={tmp_path}"],
     )
-    vic, gtgm = (arm_config(cfg, arm, 1, tmp_path).to_dict() for arm in ("gtgm_vicreg", "gtgm"))
+    configs = {arm: arm_config(cfg, arm, 1, tmp_path) for arm in ("gtgm_vicreg", "gtgm")}
+    vic, gtgm = (configs[arm].to_dict() for arm in ("gtgm_vicreg", "gtgm"))
     assert (vic["loss"]["image_image"], vic["loss"]["image_weight"]) == ("vicreg", 0.008)
     assert gtgm["loss"]["image_image"] == "barlow"
     assert vic["pretrain"].pop("out").endswith("gtgm_vicreg_seed1") and gtgm["pretrain"].pop("out")
     assert {**vic, "loss": None} == {**gtgm, "loss": None}
     assert ("gtgm_vicreg", "scratch") in COMPARISONS and ("gtgm_vicreg", "gtgm") in COMPARISONS
     z1, z2, text = torch.randn(8, 16), torch.randn(8, 16), torch.randn(8, 16)
-    terms = GTGMLoss(arm_config(cfg, "gtgm_vicreg", 1, tmp_path).loss, text_views=1)(z1, z2, text)
+    terms = GTGMLoss(configs["gtgm_vicreg"].loss, text_views=1)(z1, z2, text)
     assert terms["views_loss"].item() == pytest.approx(0.008 * vicreg_loss(z1, z2).item(), rel=1e-6)
