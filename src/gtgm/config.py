@@ -206,7 +206,9 @@ class PretrainConfig:
     holdout_fraction: float = 0.1  # share of volumes (not boxes) held out for the retrieval check
     exclude_finetune_eval: bool = True  # drop caption boxes overlapping a fine-tuning val/test part (reserved.json)
     text_control: Literal["none", "shuffled"] = "none"  # shuffled: each box gets another box's caption (control)
-    objective: Literal["gtgm", "mim"] = "gtgm"  # mim: masked image modelling, the image-only control (models/mim)
+    # mim: masked image modelling, the image-only control (models/mim); region / region_facts: region-level alignment
+    # at the fine-tuning field of view against the caption bank, or its no-text control (train/regions)
+    objective: Literal["gtgm", "mim", "region", "region_facts"] = "gtgm"
     mask_ratio: float = 0.6  # mim: share of blocks hidden
     mask_block: int = 4  # mim: block side, voxels
     tensorboard: bool = True
@@ -298,7 +300,7 @@ class EMConfig:
 
 STUDY_ARMS = (
     *("scratch", "pretrained", "supervised", "gtgm", "gtgm_vicreg", "image_only", "text_only", "shuffled_text", "mae"),
-    *("position_text", "intensity_text", "oracle_text"),
+    *("position_text", "intensity_text", "oracle_text", "region_text", "region_facts"),
 )
 
 

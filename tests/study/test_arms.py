@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -111,3 +112,21 @@ def test_gtgm_vicreg_arm_differs_from_gtgm_in_its_image_image_term_only(tmp_path
     z1, z2, text = torch.randn(8, 16), torch.randn(8, 16), torch.randn(8, 16)
     terms = GTGMLoss(configs["gtgm_vicreg"].loss, text_views=1)(z1, z2, text)
     assert terms["views_loss"].item() == pytest.approx(0.008 * vicreg_loss(z1, z2).item(), rel=1e-6)
+
+
+def test_region_arms_differ_in_their_target_only_and_see_as_many_voxels_as_gtgm(tmp_path):
+    from gtgm.study.arms import COMPARISONS, arm_config
+
+    cfg = load_config(
+        "study/cpu-label-limited",
+        ["pretrain.captions=c.jsonl", "pretrain.text_cache=t", "finetune.cache=cache", f"study.out={tmp_path}"],
+    )
+    text, facts, gtgm = (arm_config(cfg, arm, 0, tmp_path).to_dict() for arm in ("region_text", "region_facts", "gtgm"))
+    assert (text["pretrain"]["objective"], facts["pretrain"]["objective"]) == ("region", "region_facts")
+    for c in (text, facts):
+        c["pretrain"].pop("objective"), c["pretrain"].pop("out")
+    assert text == facts
+    crop, box = cfg.finetune.patch_size, gtgm["pretrain"]["patch_size"]
+    voxels = lambda c, side: c["pretrain"]["batch_size"] * math.prod(side)  # noqa: E731
+    assert voxels(text, crop) == 2 * voxels(gtgm, box)  # one view of 4 crops = two views of 8 boxes
+    assert ("region_text", "region_facts") in COMPARISONS and ("region_text", "scratch") in COMPARISONS

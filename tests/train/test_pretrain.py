@@ -95,13 +95,14 @@ def test_text_cache_from_another_encoder_is_refused(demo_run, tmp_path):
         pretrain(cfg, progress=False)
 
 
-# Mean rank of a held-out box's own caption after 300 steps, as a share of its chance level; see the test.
-MEAN_RANK_BAR = 0.8
+# Mean rank of a held-out box's own caption after 150 steps, as a share of its chance level; see the test. Measured
+# (2026-12-02, 2 cores): 4.74 of chance 14.0 at 150 steps (0.34), 3.33 at 300 steps (0.24), 7.44 at 100 steps (0.53).
+MEAN_RANK_BAR = 0.6
 
 
 @pytest.mark.slow
 def test_short_cpu_pretraining_learns_retrieval(demo_run, tmp_path, capsys):
-    """cpu-small preset as the demo runs it, 300 steps on the example corpus (~2.5 min on 2 cores).
+    """cpu-small preset as the demo runs it, for half the demo's 300 steps, on the example corpus (~1 min on 2 cores).
 
     The retrieval check holds out whole volumes (here phantom_009's 27 boxes, all CT, so modality does not
     help). Top-k counts over 27 boxes move by a few boxes from one machine's float rounding to another's (top-5
@@ -121,8 +122,8 @@ def test_short_cpu_pretraining_learns_retrieval(demo_run, tmp_path, capsys):
             str(demo_run / "text"),
             "--out",
             str(tmp_path / "run"),
-            "pretrain.steps=300",
-            "pretrain.eval_every=300",
+            "pretrain.steps=150",
+            "pretrain.eval_every=150",
             "pretrain.num_workers=0",
         ]
     )
@@ -130,7 +131,7 @@ def test_short_cpu_pretraining_learns_retrieval(demo_run, tmp_path, capsys):
     info = json.loads((tmp_path / "run" / "encoder.json").read_text())
     r = info["retrieval"]
     with capsys.disabled():
-        print(f"\nretrieval after 300 steps: {r}")
+        print(f"\nretrieval after 150 steps: {r}")
     assert r["n"] >= 20  # held-out caption boxes of whole held-out volumes
     assert r["mean_rank"] < MEAN_RANK_BAR * r["chance_mean_rank"], r
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]

@@ -18,6 +18,11 @@
   the intensity clauses (``caption.content``; their files in ``study.caption_sets``): what part of the text helps.
 * ``oracle_text``: GTGM on captions that name the organs in each box with their shares, from the generator's labels
   of the unlabelled phantoms (:mod:`gtgm.text.captioners.oracle`): the upper bound of what any captioner could give.
+* ``region_text``: region-level alignment at the fine-tuning field of view (:mod:`gtgm.train.regions`): the
+  encoder sees a whole fine-tuning crop, each caption box in it is pooled and contrasted against the whole caption
+  bank (same-content captions masked). Batch 4 crops of the CT preset's 64 × 64 × 32 hold as many voxels per step
+  as gtgm's 8 boxes of 32³ in two views.
+* ``region_facts``: its control: the same crops and pooled features regress the boxes' measured facts, no text.
 * ``shuffled_text``: GTGM with every box paired with another box's caption (``pretrain.text_control=shuffled``):
   the control that shows whether the captions' content, not the extra loss, brings a gain.
 
@@ -51,6 +56,8 @@ PRETRAIN_ARMS: dict[str, list[str]] = {
     "position_text": [],  # GTGM on captions of study.caption_sets.position_text (caption.content=position)
     "intensity_text": [],  # ... of study.caption_sets.intensity_text (caption.content=intensity)
     "oracle_text": [],  # ... of study.caption_sets.oracle_text (caption.content=oracle: the upper bound)
+    "region_text": ["pretrain.objective=region", "pretrain.batch_size=4"],
+    "region_facts": ["pretrain.objective=region_facts", "pretrain.batch_size=4"],
 }
 CAPTION_SET_ARMS = ("position_text", "intensity_text", "oracle_text")
 ARMS = STUDY_ARMS
@@ -62,6 +69,10 @@ COMPARISONS = [
     ("gtgm_vicreg", "scratch"),
     ("gtgm_vicreg", "gtgm"),
     ("gtgm_vicreg", "mae"),
+    ("region_text", "scratch"),
+    ("region_text", "region_facts"),
+    ("region_text", "gtgm"),
+    ("region_text", "gtgm_vicreg"),
     ("gtgm", "image_only"),
     ("gtgm", "shuffled_text"),
     ("gtgm", "mae"),
@@ -73,6 +84,7 @@ COMPARISONS = [
     ("image_only", "scratch"),
     ("text_only", "scratch"),
     ("shuffled_text", "scratch"),
+    ("region_facts", "scratch"),
 ]
 
 

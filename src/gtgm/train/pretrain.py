@@ -33,6 +33,7 @@ from gtgm.errors import GtgmError
 from gtgm.fsutil import lock_folder, remove_stale_temps, write_json, write_text
 from gtgm.models.checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
 from gtgm.models.mim import build_mim_model
+from gtgm.models.regions import build_region_model
 from gtgm.models.resenc import model_arch_kwargs
 from gtgm.models.vlp import build_model
 from gtgm.runtime import resolve_device
@@ -43,11 +44,15 @@ from gtgm.train.logs import RunLogger
 from gtgm.train.losses import GTGMLoss, MaskedReconstructionLoss
 from gtgm.train.optim import amp_setup, optimizer_step, warmup_cosine
 from gtgm.train.pairs import CaptionPairs, StepSampler, split_records
+from gtgm.train.regions import RegionCrops, RegionLoss
 from gtgm.train.reserved import drop_reserved, reserved_regions
 
+REGION_TARGETS = {"region": "text", "region_facts": "facts"}  # pretrain.objective -> what each region is matched to
 
-def load_data(cfg: Config) -> tuple[CaptionPairs, CaptionPairs | None, dict[str, Any]]:
-    """Training pairs, held-out pairs (whole volumes) and the record of what was reserved for fine-tuning."""
+
+def load_data(cfg: Config, progress: bool = False) -> tuple[Any, CaptionPairs | None, dict[str, Any]]:
+    """Training samples (:class:`CaptionPairs`, or :class:`RegionCrops` for the region objectives), held-out pairs
+    (whole volumes) and the record of what was reserved for fine-tuning."""
     p = cfg.pretrain
     for key in ("cache", "captions", "text_cache"):
         if not getattr(p, key):
@@ -65,7 +70,11 @@ def load_data(cfg: Config) -> tuple[CaptionPairs, CaptionPairs | None, dict[str,
     reserved["dropped_volumes"] = sorted({r["volume"] for r in dropped})
     train, held = split_records(records, p.holdout_fraction)
     reserved["retrieval_volumes"] = sorted({r["volume"] for r in held})
-    pairs = CaptionPairs(cache, train, text_cache, p.patch_size, cfg.augment, cfg.seed, p.text_control)
+    if p.objective in REGION_TARGETS:
+        target = REGION_TARGETS[p.objective]
+        pairs = RegionCrops(cache, train, text_cache, cfg.finetune.patch_size, cfg.augment, target, cfg.seed, progress)
+    else:
+        pairs = CaptionPairs(cache, train, text_cache, p.patch_size, cfg.augment, cfg.seed, p.text_control)
     if not held:
         return pairs, None, reserved
     rng = torch.Generator().manual_seed(cfg.seed)
@@ -94,11 +103,17 @@ class Pretrainer:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", self.world))))
         self.out = Path(cfg.pretrain.out)
         torch.manual_seed(cfg.seed)
-        self.pairs, self.held, self.reserved = load_data(cfg)
+        self.pairs, self.held, self.reserved = load_data(cfg, progress and self.rank == 0)
         p = cfg.pretrain
         if p.objective == "mim":  # the image-only control: masked reconstruction, no text, no retrieval check
             self.model = build_mim_model(cfg.model, p.mask_ratio, p.mask_block).to(self.device)
             self.loss_fn, self.held = MaskedReconstructionLoss().to(self.device), None
+        elif p.objective in REGION_TARGETS:  # region-level alignment at the fine-tuning field of view, or its control
+            target = REGION_TARGETS[p.objective]
+            bank = getattr(self.pairs, "bank", None)
+            self.model = build_region_model(cfg.model, target, self.pairs.dim, bank).to(self.device)
+            self.loss_fn = RegionLoss(cfg.loss.temperature, getattr(self.pairs, "content", None)).to(self.device)
+            self.held = self.held if target == "text" else None
         else:
             self.model = build_model(cfg.model, self.pairs.text_cache.index["dim"]).to(self.device)
             text_views = 1 if cfg.augment.caption_consistent else 2
@@ -170,6 +185,7 @@ class Pretrainer:
     def train_step(self, batches: Any) -> dict[str, float]:
         """One optimiser step over ``grad_accum`` micro-batches; returns the mean of each loss term."""
         accum, terms = self.cfg.pretrain.grad_accum, {}
+        inputs = getattr(self.model, "inputs", ("view1", "view2", "text"))
         self.opt.zero_grad(set_to_none=True)
         for a in range(accum):
             batch = next(batches)
@@ -178,13 +194,12 @@ class Pretrainer:
                 sync,
                 torch.autocast(self.device.type, self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None),
             ):
-                out = self.net(*(batch[k].to(self.device, non_blocking=True) for k in ("view1", "view2", "text")))
-                losses = self.loss_fn(**{k: v.float() for k, v in out.items()})
+                out = self.net(*(batch[k].to(self.device, non_blocking=True) for k in inputs))
+                losses = self.loss_fn(**{k: v.float() if v.is_floating_point() else v for k, v in out.items()})
                 total = sum(losses.values()) / accum
-            if (
-                a == 0 and "image_features_1" in out and out["image_features_1"].shape[0] > 1
-            ):  # collapse shows here before any probe
-                terms.update(feature_stats(out["image_features_1"]))
+            feats = out.get("image_features_1", out.get("region_features"))
+            if a == 0 and feats is not None and feats.shape[0] > 1:  # collapse shows here before any probe
+                terms.update(feature_stats(feats))
             (self.scaler.scale(total) if self.scaler else total).backward()
             for k, v in losses.items():
                 terms[k] = terms.get(k, 0.0) + float(v.detach()) / accum

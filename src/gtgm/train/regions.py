@@ -1,0 +1,208 @@
+"""Region-level alignment at the fine-tuning field of view (``pretrain.objective=region`` / ``region_facts``).
+
+Sample ``i`` (drawn from ``numpy.random.default_rng([seed, i])``, as :class:`~gtgm.train.pairs.CaptionPairs`):
+a caption box, and a crop of ``finetune.patch_size`` placed on the caption grid around it (the box at a random
+multiple of its size from the crop's corner, the crop then moved inside the volume); every caption box of that
+volume wholly inside the crop is a region (at most ``max_regions``). The crop gets view 1's augmentation (the
+caption-consistent one: intensity only, nothing that moves the content), so each region still matches its caption.
+
+Targets (:class:`RegionLoss`):
+
+* ``region`` (arm ``region_text``): each region's feature against the **whole caption bank** — the frozen
+  embedding of every distinct training caption, through the text head — not the batch's few captions:
+  ``-log softmax(s · z_r · t_j / τ)`` at its own caption, where bank captions that state the same facts as the
+  region's own (the same statements by :func:`gtgm.text.claims.check_caption`, in other words) are masked out
+  as false negatives.
+* ``region_facts`` (its control, no text): the same pooled features regress the box's measured facts
+  (:func:`box_facts`: what the describe captioner's text is made from), standardised over the training boxes, by
+  mean squared error. ``region_text`` − ``region_facts``: what going through text adds to the facts themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from gtgm.config import AugmentConfig
+from gtgm.data.augment import apply_ops, sample_ops, text_view_pipeline
+from gtgm.data.patches import VolumeCache, read_patch
+from gtgm.errors import GtgmError
+from gtgm.text.captioners.measure import measure
+from gtgm.text.captions import make_patch
+from gtgm.text.claims import check_caption
+from gtgm.text.encoders import TextCache
+
+MODALITIES = ("CT", "MRI", "EM")
+
+
+def box_facts(m: dict[str, Any]) -> np.ndarray:
+    """(24,) float32 from :func:`~gtgm.text.captioners.measure.measure` output: position fractions (3), edge
+    share, symmetry, log(1 + bright structures), CT band shares (6), MRI background / bright / dark shares, tissue
+    SD and mean (5), EM membrane share, log(1 + cells), log(1 + diameter), persistence (4), modality one-hot (3);
+    the entries of the other modalities are 0."""
+    ct = list((m.get("ct") or {}).values()) or [0.0] * 6
+    mri = m.get("mri") or {}
+    mri = [mri.get(k, 0.0) for k in ("background", "bright", "dark", "tissue_std", "tissue_mean")]
+    em = m.get("em") or {}
+    em = [em.get("membrane", 0.0), np.log1p(em.get("cells", 0)), np.log1p(em.get("diameter", 0.0))] + [
+        em.get("persistence", 0.0)
+    ]
+    onehot = [float(m["modality"] == k) for k in MODALITIES]
+    head = [*m["position"]["fraction"], m["edges"], m["symmetry"], np.log1p(m["components"])]
+    return np.asarray(head + ct + mri + em + onehot, dtype=np.float32)
+
+
+def content_key(text: str, m: dict[str, Any]) -> frozenset:
+    """What a caption states, wording aside: its statements as (kind, claim) pairs (:mod:`gtgm.text.claims`)."""
+    return frozenset((s["kind"], repr(s["claim"])) for s in check_caption(text, m)["statements"])
+
+
+class RegionCrops(Dataset):
+    """``{"image": (C, *crop), "boxes": (R, 6) int64, "valid": (R,) bool, "target": (R,) bank row | (R, F),
+    "index": (R,) record of each region (-1: padding)}``; boxes are ``lo`` and ``hi`` (exclusive) in the crop.
+
+    ``target="text"``: ``bank`` (N, D) holds the distinct captions' embeddings, ``content`` (N,) an id per
+    distinct statement set; ``target="facts"``: ``facts`` (n_records, F) standardised measured facts."""
+
+    def __init__(
+        self,
+        cache: VolumeCache,
+        records: list[dict[str, Any]],
+        text_cache: TextCache,
+        crop: list[int],
+        augment: AugmentConfig | None,
+        target: str,
+        seed: int = 0,
+        progress: bool = False,
+    ):
+        if not records:
+            raise GtgmError("no captions to pretrain on (after the held-out split)")
+        self.cache, self.records, self.crop, self.target, self.seed = cache, records, list(crop), target, seed
+        self.text_cache = text_cache
+        ids = {e["id"]: i for i, e in enumerate(cache.entries)}
+        self.case = np.array([ids[r["volume"]] for r in records])
+        self.start = np.array([r["start"] for r in records], dtype=np.int64)
+        self.size = np.array([r["size"] for r in records], dtype=np.int64)
+        if np.any(self.size > np.asarray(self.crop)):
+            raise GtgmError(f"caption boxes of up to {self.size.max(0).tolist()} voxels do not fit the crop {crop}")
+        self.by_case = {int(c): np.flatnonzero(self.case == c) for c in np.unique(self.case)}
+        self.max_regions = self._most_inside()
+        self.pipeline = text_view_pipeline(augment) if augment is not None else []
+        measured = self._measure(progress)
+        if target == "text":
+            rows = text_cache.lookup([r["text"] for r in records])
+            distinct, self.row = np.unique(rows, return_inverse=True)
+            self.bank = np.asarray(text_cache.embeddings[distinct], dtype=np.float32)
+            keys: dict[frozenset, int] = {}
+            first = {int(b): k for k, b in reversed(list(enumerate(self.row)))}
+            self.content = np.array(
+                [
+                    keys.setdefault(content_key(records[first[b]]["text"], measured[first[b]]), len(keys))
+                    for b in range(len(distinct))
+                ]
+            )
+        else:
+            facts = np.stack([box_facts(m) for m in measured])
+            self.facts = (facts - facts.mean(0)) / np.where(facts.std(0) > 1e-6, facts.std(0), 1.0)
+
+    def _most_inside(self) -> int:
+        """The most caption boxes one crop holds: at any box's start, the boxes of its volume wholly inside."""
+        most = 1
+        for same in self.by_case.values():
+            lo, hi = self.start[same], self.start[same] + self.size[same]
+            inside = np.all((lo[None] >= lo[:, None]) & (hi[None] <= lo[:, None] + self.crop), axis=2)
+            most = max(most, int(inside.sum(1).max()))
+        return most
+
+    def _measure(self, progress: bool) -> list[dict[str, Any]]:
+        """:func:`measure` of every record's box (as the describe captioner measured it)."""
+        metas, out = {}, []
+        for k in tqdm(range(len(self.records)), desc="measure boxes", unit="box", disable=not progress):
+            c = int(self.case[k])
+            meta = metas.setdefault(c, self.cache.meta(c))
+            out.append(measure(make_patch(self.cache, c, self.start[k].tolist(), self.size[k].tolist(), meta)))
+        return out
+
+    @property
+    def dim(self) -> int:
+        """Width of the targets: the text embedding (``text``) or the number of facts."""
+        return int(self.bank.shape[1] if self.target == "text" else self.facts.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def place(self, k: int, rng: np.random.Generator) -> np.ndarray:
+        """Crop start (3,) around record ``k``'s box on the caption grid, moved inside the volume where it fits."""
+        crop, size, start = np.asarray(self.crop), self.size[k], self.start[k]
+        steps = (crop - size) // size  # how many box sizes the box may sit from the crop's corner, per axis
+        lo = start - size * np.array([rng.integers(s + 1) for s in steps])
+        shape = np.asarray(self.cache.entries[int(self.case[k])]["shape"])
+        return np.clip(lo, 0, np.maximum(shape - crop, 0))
+
+    def regions(self, k: int, lo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Records of ``k``'s volume whose boxes lie wholly inside the crop at ``lo`` (``k`` first when it does)."""
+        same = self.by_case[int(self.case[k])]
+        inside = np.all((self.start[same] >= lo) & (self.start[same] + self.size[same] <= lo + self.crop), axis=1)
+        found = same[inside]
+        found = found[rng.permutation(len(found))]
+        return np.concatenate([[k], found[found != k]]) if k in found else found
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, i])
+        k = int(rng.integers(len(self.records)))
+        lo = self.place(k, rng)
+        found = self.regions(k, lo, rng)
+        if not len(found):  # the box runs past the volume's end: the crop starts at the box and is padded
+            lo, found = self.start[k], np.array([k])
+        found = found[: self.max_regions]
+        case, n, r = int(self.case[k]), len(found), self.max_regions
+        image = read_patch(self.cache.image(case), lo.tolist(), self.crop, self.cache.pad_value(case))
+        image = apply_ops(
+            torch.from_numpy(np.ascontiguousarray(image)), sample_ops(self.pipeline, rng, tuple(self.crop))
+        )
+        boxes = np.zeros((r, 6), dtype=np.int64)
+        boxes[:n, :3] = self.start[found] - lo
+        boxes[:n, 3:] = boxes[:n, :3] + self.size[found]
+        valid = np.arange(r) < n
+        if self.target == "text":
+            target = torch.from_numpy(np.pad(self.row[found], (0, r - n)))
+        else:
+            target = torch.from_numpy(np.pad(self.facts[found], ((0, r - n), (0, 0))))
+        index = torch.from_numpy(np.pad(found, (0, r - n), constant_values=-1))
+        return {
+            "image": image.contiguous(),
+            "boxes": torch.from_numpy(boxes),
+            "valid": torch.from_numpy(valid),
+            "target": target,
+            "index": index,
+        }
+
+
+class RegionLoss(nn.Module):
+    """The region objectives on :class:`~gtgm.models.regions.RegionModel`'s outputs (keys ending in ``_loss``).
+
+    ``text``: ``region_loss`` = mean over regions of ``CE(z_r · T^T / τ, own row)`` with the bank rows of the same
+    content (``content``, (N,)) but another wording masked to -inf; z and T L2-normalised. ``facts``:
+    ``facts_loss`` = mean squared error over regions and facts."""
+
+    def __init__(self, temperature: float, content: np.ndarray | None = None):
+        super().__init__()
+        self.temperature = temperature
+        if content is not None:
+            self.register_buffer("content", torch.as_tensor(content, dtype=torch.int64), persistent=False)
+
+    def forward(self, **out: torch.Tensor) -> dict[str, torch.Tensor]:
+        if "predicted" in out:
+            return {"facts_loss": F.mse_loss(out["predicted"], out["facts"])}
+        z, bank = F.normalize(out["region_features"], dim=-1), F.normalize(out["bank_features"], dim=-1)
+        target = out["target"]
+        logits = z @ bank.T / self.temperature
+        rows = torch.arange(bank.shape[0], device=z.device)
+        same = (self.content[None, :] == self.content[target][:, None]) & (rows[None, :] != target[:, None])
+        return {"region_loss": F.cross_entropy(logits.masked_fill(same, float("-inf")), target)}
