@@ -211,6 +211,7 @@ class PretrainConfig:
     objective: Literal["gtgm", "mim", "region", "region_facts"] = "gtgm"
     mask_ratio: float = 0.6  # mim: share of blocks hidden
     mask_block: int = 4  # mim: block side, voxels
+    region_crop: list[int] = field(default_factory=list)  # region objectives: crop side; empty = finetune.patch_size
     tensorboard: bool = True
 
     def __post_init__(self) -> None:

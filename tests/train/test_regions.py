@@ -18,7 +18,8 @@ from gtgm.text.captioners.measure import measure
 from gtgm.text.captions import make_patch, read_captions
 from gtgm.text.encoders import TextCache
 from gtgm.train.pretrain import pretrain
-from gtgm.train.regions import RegionCrops, RegionLoss, content_key
+from gtgm.train.regions import RegionCrops, RegionLoss, content_ids, content_key
+from gtgm.train.reserved import drop_reserved
 from tests.train.test_pretrain import _cfg
 
 CROP = [64, 64, 32]  # the CT preset's fine-tuning field of view
@@ -41,21 +42,32 @@ def test_pool_regions_is_the_mean_over_each_boxs_cells():
 
 def test_each_region_of_a_crop_holds_exactly_its_caption_box(demo_run):
     cache = VolumeCache(demo_run / "cache")
-    records = [r for r in read_captions(demo_run / "captions.jsonl") if r["modality"] == "CT"]
-    crops = RegionCrops(cache, records, TextCache(demo_run / "text"), CROP, None, "text")
-    counts = []
-    for i in range(12):
+    ct = [r for r in read_captions(demo_run / "captions.jsonl") if r["modality"] == "CT"]
+    volume = ct[0]["volume"]
+    # a fine-tuning test slab through the volume: boxes touching it are dropped (as pretraining does), and crops that
+    # reach it around the kept boxes see the pad value there
+    x = next(e["shape"][0] for e in cache.entries if e["id"] == volume)
+    slab = {"volume": volume, "lo": [x - 8, 0, 0], "hi": [x, 10_000, 10_000]}  # its last 8 sagittal slices
+    records, dropped = drop_reserved([r for r in ct if r["volume"] == volume], [slab])
+    assert dropped and records
+    crops = RegionCrops(cache, records, TextCache(demo_run / "text"), CROP, None, "text", reserved=[slab])
+    pad = cache.pad_value(int(crops.case[0]))[0]
+    counts, blanked = [], 0
+    for i in range(16):
         s = crops[i]
         image, n = s["image"].numpy(), int(s["valid"].sum())
         counts.append(n)
         assert n >= 1 and image.shape[1:] == tuple(CROP)
+        x0 = np.clip(x - 8 - int(s["crop_start"][0]), 0, CROP[0])
+        blanked += int(x0 < CROP[0])
+        assert (image[:, x0:] == pad).all()
         for box, k, row in zip(s["boxes"][:n].tolist(), s["index"][:n].tolist(), s["target"][:n].tolist()):
             lo, hi = np.array(box[:3]), np.array(box[3:])
-            assert (lo >= 0).all() and (hi <= CROP).all() and (hi - lo == crops.size[k]).all()
-            assert crops.case[k] == crops.case[int(s["index"][0])] and row == crops.row[k]
+            assert (lo >= 0).all() and (hi <= CROP).all() and (hi - lo == crops.size[k]).all() and row == crops.row[k]
+            assert (crops.start[k] - lo == s["crop_start"].numpy()).all()
             box_pixels = read_patch(cache.image(int(crops.case[k])), crops.start[k].tolist(), crops.size[k].tolist())
             np.testing.assert_array_equal(image[:, lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], box_pixels)
-    assert max(counts) > 1  # a crop at the fine-tuning field of view holds several caption boxes
+    assert max(counts) > 1 and blanked  # a crop at the fine-tuning field of view holds several boxes, and the slab
     assert crops.bank.shape[0] == len(set(crops.row.tolist())) <= len(records)
 
 
@@ -69,6 +81,7 @@ def test_same_content_in_other_words_has_one_key_and_is_masked(demo_run):
     assert a != b  # two wordings of one box's facts
     m0, m1 = measure(patches[0]), measure(patches[1])
     assert content_key(a, m0) == content_key(b, m0) != content_key(other, m1)
+    assert content_ids([a, b, other, "", ""], [m0, m0, m1, m0, m0]).tolist() == [0, 0, 1, 2, 3]  # nothing read: alone
 
     bank = F.normalize(torch.randn(3, 8), dim=-1)
     region = bank[1:2] * 5  # closest to row 1: the same content as its own row 0, in other words

@@ -40,13 +40,18 @@ def cell_masks(boxes: torch.Tensor, crop: tuple[int, int, int], grid: tuple[int,
 
 
 def pool_regions(feats: list[torch.Tensor], boxes: torch.Tensor, crop: tuple[int, ...], pooling: str) -> torch.Tensor:
-    """[(B, c_k, x_k, y_k, z_k)] and boxes (B, R, 6) -> (B, R, D): the mean of each map over each box's cells;
-    ``last`` uses the deepest map (D = c_K), ``stages`` concatenates every stage's (D = Σ c_k)."""
+    """[(B, c_k, x_k, y_k, z_k)] and boxes (B, R, 6) -> (B, R, D) float32: the mean of each map over each box's
+    cells; ``last`` uses the deepest map (D = c_K), ``stages`` concatenates every stage's (D = Σ c_k). Summed in
+    float32 (a float16 sum over a large box's cells would overflow)."""
+    if pooling not in ("last", "stages"):
+        raise ValueError(f"unknown pooling {pooling!r} (known: last, stages)")
     used = feats[-1:] if pooling == "last" else feats
     out = []
-    for f in used:
-        mask = cell_masks(boxes, tuple(crop), tuple(f.shape[2:])).to(f.dtype)
-        out.append(torch.einsum("bcxyz,brxyz->brc", f, mask) / mask.sum(dim=(2, 3, 4))[..., None])
+    with torch.autocast(boxes.device.type, enabled=False):
+        for f in used:
+            mask = cell_masks(boxes, tuple(crop), tuple(f.shape[2:]))
+            weights = mask / mask.sum(dim=(2, 3, 4), keepdim=True)
+            out.append(torch.einsum("bcxyz,brxyz->brc", f.float(), weights))
     return torch.cat(out, dim=-1)
 
 

@@ -21,7 +21,7 @@
 * ``region_text``: region-level alignment at the fine-tuning field of view (:mod:`gtgm.train.regions`): the
   encoder sees a whole fine-tuning crop, each caption box in it is pooled and contrasted against the whole caption
   bank (same-content captions masked). Batch 4 crops of the CT preset's 64 × 64 × 32 hold as many voxels per step
-  as gtgm's 8 boxes of 32³ in two views.
+  as gtgm's 8 boxes of 32³ in two views (the batch is sized for that preset: a larger crop needs a smaller batch).
 * ``region_facts``: its control: the same crops and pooled features regress the boxes' measured facts, no text.
 * ``shuffled_text``: GTGM with every box paired with another box's caption (``pretrain.text_control=shuffled``):
   the control that shows whether the captions' content, not the extra loss, brings a gain.
@@ -132,6 +132,8 @@ def arm_config(cfg: Config, arm: str, seed: int, root: Path) -> Config:
             )
         _check_caption_set(arm, paths[0])
         c = with_overrides(c, values={"pretrain.captions": paths[0], "pretrain.text_cache": paths[1]})
+    if c.pretrain.objective.startswith("region") and not c.pretrain.region_crop:  # recorded, so that reuse compares it
+        c = with_overrides(c, values={"pretrain.region_crop": list(c.finetune.patch_size)})
     out = str(root / "pretrain" / f"{arm}_seed{seed}")
     c = with_overrides(
         c, values={"seed": seed, "pretrain.out": out, "pretrain.cache": c.pretrain.cache or c.finetune.cache}

@@ -38,6 +38,21 @@ def split_records(records: list[dict[str, Any]], holdout_fraction: float) -> tup
     return [r for r in records if not held_out(r)], [r for r in records if held_out(r)]
 
 
+def locate_records(cache: VolumeCache, records: list[dict[str, Any]]) -> np.ndarray:
+    """The cache index of each caption record's volume (n,); an error names a record whose volume the cache lacks
+    or whose box is not a box of its volume (:func:`~gtgm.text.captions.check_box`)."""
+    if not records:
+        raise GtgmError("no captions to pretrain on (after the held-out split)")
+    ids = {e["id"]: i for i, e in enumerate(cache.entries)}
+    missing = sorted({r["volume"] for r in records} - set(ids))
+    if missing:
+        raise GtgmError(f"captions name volumes not in the cache {cache.root}: {', '.join(missing[:5])}")
+    case = np.array([ids[r["volume"]] for r in records])
+    for r, c in zip(records, case):
+        check_box(r, cache.entries[int(c)])
+    return case
+
+
 class CaptionPairs(Dataset):
     """``{"view1", "view2": (C, *patch_size), "text": (D,), "index": record index}`` for sample ``i``."""
 
@@ -51,16 +66,8 @@ class CaptionPairs(Dataset):
         seed: int = 0,
         text_control: str = "none",
     ):
-        if not records:
-            raise GtgmError("no captions to pretrain on (after the held-out split)")
-        ids = {e["id"]: i for i, e in enumerate(cache.entries)}
-        missing = sorted({r["volume"] for r in records} - set(ids))
-        if missing:
-            raise GtgmError(f"captions name volumes not in the cache {cache.root}: {', '.join(missing[:5])}")
         self.cache, self.records, self.seed = cache, records, seed
-        self.case = np.array([ids[r["volume"]] for r in records])
-        for r, case in zip(records, self.case):
-            check_box(r, cache.entries[int(case)])
+        self.case = locate_records(cache, records)
         self.rows = text_cache.lookup([r["text"] for r in records])
         if text_control == "shuffled":
             self.rows = self.rows[np.random.default_rng([seed, 11]).permutation(len(self.rows))]

@@ -71,8 +71,11 @@ def load_data(cfg: Config, progress: bool = False) -> tuple[Any, CaptionPairs | 
     train, held = split_records(records, p.holdout_fraction)
     reserved["retrieval_volumes"] = sorted({r["volume"] for r in held})
     if p.objective in REGION_TARGETS:
-        target = REGION_TARGETS[p.objective]
-        pairs = RegionCrops(cache, train, text_cache, cfg.finetune.patch_size, cfg.augment, target, cfg.seed, progress)
+        _check_region_settings(cfg)
+        target, crop = REGION_TARGETS[p.objective], p.region_crop or cfg.finetune.patch_size
+        pairs = RegionCrops(
+            cache, train, text_cache, crop, cfg.augment, target, cfg.seed, progress, reserved["regions"]
+        )
     else:
         pairs = CaptionPairs(cache, train, text_cache, p.patch_size, cfg.augment, cfg.seed, p.text_control)
     if not held:
@@ -80,6 +83,16 @@ def load_data(cfg: Config, progress: bool = False) -> tuple[Any, CaptionPairs | 
     rng = torch.Generator().manual_seed(cfg.seed)
     held = [held[i] for i in torch.randperm(len(held), generator=rng)[: p.eval_patches].tolist()]
     return pairs, CaptionPairs(cache, held, text_cache, p.patch_size, None, cfg.seed), reserved
+
+
+def _check_region_settings(cfg: Config) -> None:
+    """Settings the region objectives do not implement are refused rather than ignored."""
+    p, loss = cfg.pretrain, cfg.loss
+    if p.text_control != "none" or loss.learnable_temperature:
+        raise GtgmError(
+            f"pretrain.objective={p.objective} has no pretrain.text_control and no loss.learnable_temperature "
+            "(set them to none / false)"
+        )
 
 
 def _optimizer(model: torch.nn.Module, loss_fn: torch.nn.Module, cfg: Config) -> torch.optim.AdamW:
@@ -118,7 +131,9 @@ class Pretrainer:
             self.model = build_model(cfg.model, self.pairs.text_cache.index["dim"]).to(self.device)
             text_views = 1 if cfg.augment.caption_consistent else 2
             self.loss_fn = GTGMLoss(cfg.loss, gather=self.world > 1, text_views=text_views).to(self.device)
-        self.net = DistributedDataParallel(self.model) if self.world > 1 else self.model
+        # the region model's caption bank is a buffer every process builds alike: not re-sent at each step
+        ddp = {"broadcast_buffers": False} if p.objective in REGION_TARGETS else {}
+        self.net = DistributedDataParallel(self.model, **ddp) if self.world > 1 else self.model
         self.opt = _optimizer(self.model, self.loss_fn, cfg)
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, lambda s: warmup_cosine(s, p.warmup_steps, p.steps, p.min_lr / p.lr if p.lr else 0.0)
@@ -268,7 +283,7 @@ class Pretrainer:
                 "feature_size": m.feature_size,
                 # the prefix encoder.pt's keys lack in the segmenter (masked modelling saves segmenter keys: none)
                 "segmenter_prefix": getattr(getattr(self.model, "encoder", None), "segmenter_prefix", ""),
-                "patch_size": self.cfg.pretrain.patch_size,
+                "patch_size": getattr(self.pairs, "crop", self.cfg.pretrain.patch_size),  # what the encoder saw
                 "steps": self.step,
                 "text_encoder": self.pairs.text_cache.encoder,
                 "retrieval": retrieval,

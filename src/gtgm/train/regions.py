@@ -1,18 +1,21 @@
 """Region-level alignment at the fine-tuning field of view (``pretrain.objective=region`` / ``region_facts``).
 
 Sample ``i`` (drawn from ``numpy.random.default_rng([seed, i])``, as :class:`~gtgm.train.pairs.CaptionPairs`):
-a caption box, and a crop of ``finetune.patch_size`` placed on the caption grid around it (the box at a random
-multiple of its size from the crop's corner, the crop then moved inside the volume); every caption box of that
-volume wholly inside the crop is a region (at most ``max_regions``). The crop gets view 1's augmentation (the
-caption-consistent one: intensity only, nothing that moves the content), so each region still matches its caption.
+a caption box, and a crop placed on the caption grid around it (the box at a random multiple of its size from the
+crop's corner, the crop then moved inside the volume). The crop is ``pretrain.region_crop``, by default
+``finetune.patch_size`` (the default group's field of view, not a group's override). Every caption box of that
+volume wholly inside the crop is a region (at most ``max_regions``, the most a crop at a box's corner holds; any
+more are left out at random). Fine-tuning validation and test voxels inside a crop are set to the pad value. The
+crop gets view 1's augmentation (the caption-consistent one: intensity only, nothing that moves the content), so
+each region still matches its caption.
 
 Targets (:class:`RegionLoss`):
 
 * ``region`` (arm ``region_text``): each region's feature against the **whole caption bank** — the frozen
   embedding of every distinct training caption, through the text head — not the batch's few captions:
-  ``-log softmax(s · z_r · t_j / τ)`` at its own caption, where bank captions that state the same facts as the
-  region's own (the same statements by :func:`gtgm.text.claims.check_caption`, in other words) are masked out
-  as false negatives.
+  ``-log softmax_j(z_r · t_j / τ)`` at its own caption (z, t L2-normalised, τ = ``loss.temperature``), where
+  bank captions that state the same facts as the region's own (the same statements by
+  :func:`gtgm.text.claims.check_caption`, in other words) are masked out as false negatives.
 * ``region_facts`` (its control, no text): the same pooled features regress the box's measured facts
   (:func:`box_facts`: what the describe captioner's text is made from), standardised over the training boxes, by
   mean squared error. ``region_text`` − ``region_facts``: what going through text adds to the facts themselves.
@@ -33,10 +36,10 @@ from gtgm.config import AugmentConfig
 from gtgm.data.augment import apply_ops, sample_ops, text_view_pipeline
 from gtgm.data.patches import VolumeCache, read_patch
 from gtgm.errors import GtgmError
-from gtgm.text.captioners.measure import measure
-from gtgm.text.captions import make_patch
+from gtgm.text.audit import box_measurements
 from gtgm.text.claims import check_caption
 from gtgm.text.encoders import TextCache
+from gtgm.train.pairs import locate_records
 
 MODALITIES = ("CT", "MRI", "EM")
 
@@ -59,13 +62,24 @@ def box_facts(m: dict[str, Any]) -> np.ndarray:
 
 
 def content_key(text: str, m: dict[str, Any]) -> frozenset:
-    """What a caption states, wording aside: its statements as (kind, claim) pairs (:mod:`gtgm.text.claims`)."""
-    return frozenset((s["kind"], repr(s["claim"])) for s in check_caption(text, m)["statements"])
+    """What a caption states, wording aside: its statements as (kind, claim) pairs (:mod:`gtgm.text.claims`), and
+    the sentences from which no statement is read, verbatim."""
+    checked = check_caption(text, m)
+    return frozenset([(s["kind"], repr(s["claim"])) for s in checked["statements"]] + checked["not_checkable"])
+
+
+def content_ids(texts: list[str], measured: list[dict[str, Any]]) -> np.ndarray:
+    """(N,) int64: one id per distinct :func:`content_key` of (text, its box's measurements); a caption of which
+    nothing is read (an empty key) gets an id of its own, so it never masks another."""
+    ids: dict[Any, int] = {}
+    keys = [content_key(t, m) or ("unread", i) for i, (t, m) in enumerate(zip(texts, measured))]
+    return np.array([ids.setdefault(k, len(ids)) for k in keys], dtype=np.int64)
 
 
 class RegionCrops(Dataset):
     """``{"image": (C, *crop), "boxes": (R, 6) int64, "valid": (R,) bool, "target": (R,) bank row | (R, F),
-    "index": (R,) record of each region (-1: padding)}``; boxes are ``lo`` and ``hi`` (exclusive) in the crop.
+    "index": (R,) record of each region (-1: padding), "crop_start": (3,)}``; boxes are ``lo`` and ``hi``
+    (exclusive) in the crop, whose corner is ``crop_start`` in the volume.
 
     ``target="text"``: ``bank`` (N, D) holds the distinct captions' embeddings, ``content`` (N,) an id per
     distinct statement set; ``target="facts"``: ``facts`` (n_records, F) standardised measured facts."""
@@ -80,13 +94,14 @@ class RegionCrops(Dataset):
         target: str,
         seed: int = 0,
         progress: bool = False,
+        reserved: list[dict[str, Any]] = (),
     ):
-        if not records:
-            raise GtgmError("no captions to pretrain on (after the held-out split)")
         self.cache, self.records, self.crop, self.target, self.seed = cache, records, list(crop), target, seed
         self.text_cache = text_cache
-        ids = {e["id"]: i for i, e in enumerate(cache.entries)}
-        self.case = np.array([ids[r["volume"]] for r in records])
+        self.case = locate_records(cache, records)
+        self.reserved: dict[str, list[dict[str, Any]]] = {}
+        for region in reserved:
+            self.reserved.setdefault(region["volume"], []).append(region)
         self.start = np.array([r["start"] for r in records], dtype=np.int64)
         self.size = np.array([r["size"] for r in records], dtype=np.int64)
         if np.any(self.size > np.asarray(self.crop)):
@@ -99,13 +114,10 @@ class RegionCrops(Dataset):
             rows = text_cache.lookup([r["text"] for r in records])
             distinct, self.row = np.unique(rows, return_inverse=True)
             self.bank = np.asarray(text_cache.embeddings[distinct], dtype=np.float32)
-            keys: dict[frozenset, int] = {}
             first = {int(b): k for k, b in reversed(list(enumerate(self.row)))}
-            self.content = np.array(
-                [
-                    keys.setdefault(content_key(records[first[b]]["text"], measured[first[b]]), len(keys))
-                    for b in range(len(distinct))
-                ]
+            self.content = content_ids(
+                [records[first[b]]["text"] for b in range(len(distinct))],
+                [measured[first[b]] for b in range(len(distinct))],
             )
         else:
             facts = np.stack([box_facts(m) for m in measured])
@@ -121,13 +133,24 @@ class RegionCrops(Dataset):
         return most
 
     def _measure(self, progress: bool) -> list[dict[str, Any]]:
-        """:func:`measure` of every record's box (as the describe captioner measured it)."""
+        """The describe measurements of every record's box (:func:`~gtgm.text.audit.box_measurements`)."""
         metas, out = {}, []
         for k in tqdm(range(len(self.records)), desc="measure boxes", unit="box", disable=not progress):
             c = int(self.case[k])
-            meta = metas.setdefault(c, self.cache.meta(c))
-            out.append(measure(make_patch(self.cache, c, self.start[k].tolist(), self.size[k].tolist(), meta)))
+            out.append(box_measurements(self.cache, c, self.records[k], metas.setdefault(c, self.cache.meta(c))))
         return out
+
+    def blank_reserved(self, image: np.ndarray, case: int, lo: np.ndarray) -> np.ndarray:
+        """``image`` (C, *crop) at ``lo`` with every fine-tuning validation / test voxel inside it set to the pad
+        value: the crop reaches past its caption boxes, and pretraining must not see the voxels fine-tuning is scored
+        on (:mod:`gtgm.train.reserved`)."""
+        for region in self.reserved.get(self.cache.entries[case]["id"], []):
+            a = np.maximum(np.asarray(region["lo"]) - lo, 0)
+            b = np.minimum(np.asarray(region["hi"]) - lo, self.crop)
+            if np.all(b > a):
+                pad = np.asarray(self.cache.pad_value(case), dtype=image.dtype).reshape(-1, 1, 1, 1)
+                image[:, a[0] : b[0], a[1] : b[1], a[2] : b[2]] = pad
+        return image
 
     @property
     def dim(self) -> int:
@@ -163,6 +186,7 @@ class RegionCrops(Dataset):
         found = found[: self.max_regions]
         case, n, r = int(self.case[k]), len(found), self.max_regions
         image = read_patch(self.cache.image(case), lo.tolist(), self.crop, self.cache.pad_value(case))
+        image = self.blank_reserved(image, case, lo)
         image = apply_ops(
             torch.from_numpy(np.ascontiguousarray(image)), sample_ops(self.pipeline, rng, tuple(self.crop))
         )
@@ -181,6 +205,7 @@ class RegionCrops(Dataset):
             "valid": torch.from_numpy(valid),
             "target": target,
             "index": index,
+            "crop_start": torch.from_numpy(np.asarray(lo, dtype=np.int64)),
         }
 
 
