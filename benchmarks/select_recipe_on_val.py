@@ -1,6 +1,6 @@
 """Choose each arm's fine-tuning recipe on validation across study folders, then compare the chosen runs.
 
-    python benchmarks/select_recipe_on_val.py STUDY_A STUDY_B [--group ct_phantom]
+    python benchmarks/select_recipe_on_val.py STUDY_A STUDY_B [--more STUDY_C ...] [--group ct_phantom]
 
 Each folder is a ``gtgm study`` of the same arms, seeds and test cases with other per-arm recipes (e.g. the
 preset's pretrained-encoder recipe and scratch's, ``study.arm_overrides``). Per arm, the folder whose runs have the
@@ -9,6 +9,9 @@ and the paired differences get the study's hierarchical 95 % interval (test case
 pretraining seeds). GTGM's variants (``gtgm``, ``gtgm_vicreg``, ``region_text``) are then chosen the same way: the
 one whose chosen runs have the higher mean best validation score is ``gtgm_best``, compared with scratch, mae and
 oracle_text. What configs/study/cpu-label-limited.yaml and configs/study/cpu-region.yaml pre-register.
+
+``--more``: folders of further seeds, each arm run with the recipe chosen here (the choice is not revisited); their
+runs join the chosen ones in the comparisons.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("studies", nargs="+", type=Path)
     ap.add_argument("--group", default="ct_phantom")
+    ap.add_argument("--more", nargs="*", type=Path, default=[], help="folders of more seeds with the chosen recipes")
     a = ap.parse_args()
     runs = [json.loads((s / "study.json").read_text())["results"][a.group] for s in a.studies]
     rows, chosen_val = [], {}
@@ -48,6 +52,16 @@ def main() -> None:
         chosen_val[arm] = vals[best]
         shown = " / ".join(f"{v:.3f}" for v in vals)
         print(f"{arm:<12} best val {shown} -> {a.studies[best].name}; test", [round(r["score"], 3) for r in chosen])
+    for folder in a.more:
+        extra = [
+            r for r in json.loads((folder / "study.json").read_text())["results"][a.group] if r["arm"] in chosen_val
+        ]
+        rows += extra
+        for arm in dict.fromkeys(r["arm"] for r in extra):
+            print(
+                f"{arm:<12} more seeds from {folder.name}; test",
+                [round(r["score"], 3) for r in extra if r["arm"] == arm],
+            )
     variants = [v for v in VARIANTS if v in chosen_val]
     if variants and len(variants) < len(VARIANTS):
         print(f"GTGM variants not in these folders (not compared): {', '.join(sorted(set(VARIANTS) - set(variants)))}")
