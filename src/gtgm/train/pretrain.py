@@ -122,8 +122,7 @@ class Pretrainer:
             self.model = build_mim_model(cfg.model, p.mask_ratio, p.mask_block).to(self.device)
             self.loss_fn, self.held = MaskedReconstructionLoss().to(self.device), None
         elif p.objective in REGION_TARGETS:  # region-level alignment at the fine-tuning field of view, or its control
-            target = REGION_TARGETS[p.objective]
-            bank = getattr(self.pairs, "bank", None)
+            target, bank = self.pairs.target, getattr(self.pairs, "bank", None)
             self.model = build_region_model(cfg.model, target, self.pairs.dim, bank).to(self.device)
             self.loss_fn = RegionLoss(cfg.loss.temperature, getattr(self.pairs, "content", None)).to(self.device)
             self.held = self.held if target == "text" else None

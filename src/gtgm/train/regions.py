@@ -53,8 +53,11 @@ def box_facts(m: dict[str, Any]) -> np.ndarray:
     mri = m.get("mri") or {}
     mri = [mri.get(k, 0.0) for k in ("background", "bright", "dark", "tissue_std", "tissue_mean")]
     em = m.get("em") or {}
-    em = [em.get("membrane", 0.0), np.log1p(em.get("cells", 0)), np.log1p(em.get("diameter", 0.0))] + [
-        em.get("persistence", 0.0)
+    em = [
+        em.get("membrane", 0.0),
+        np.log1p(em.get("cells", 0)),
+        np.log1p(em.get("diameter", 0.0)),
+        em.get("persistence", 0.0),
     ]
     onehot = [float(m["modality"] == k) for k in MODALITIES]
     head = [*m["position"]["fraction"], m["edges"], m["symmetry"], np.log1p(m["components"])]
@@ -112,25 +115,22 @@ class RegionCrops(Dataset):
         measured = self._measure(progress)
         if target == "text":
             rows = text_cache.lookup([r["text"] for r in records])
-            distinct, self.row = np.unique(rows, return_inverse=True)
+            distinct, first, self.row = np.unique(rows, return_index=True, return_inverse=True)
             self.bank = np.asarray(text_cache.embeddings[distinct], dtype=np.float32)
-            first = {int(b): k for k, b in reversed(list(enumerate(self.row)))}
-            self.content = content_ids(
-                [records[first[b]]["text"] for b in range(len(distinct))],
-                [measured[first[b]] for b in range(len(distinct))],
-            )
+            self.content = content_ids([records[k]["text"] for k in first], [measured[k] for k in first])
         else:
             facts = np.stack([box_facts(m) for m in measured])
             self.facts = (facts - facts.mean(0)) / np.where(facts.std(0) > 1e-6, facts.std(0), 1.0)
 
     def _most_inside(self) -> int:
         """The most caption boxes one crop holds: at any box's start, the boxes of its volume wholly inside."""
-        most = 1
-        for same in self.by_case.values():
-            lo, hi = self.start[same], self.start[same] + self.size[same]
-            inside = np.all((lo[None] >= lo[:, None]) & (hi[None] <= lo[:, None] + self.crop), axis=2)
-            most = max(most, int(inside.sum(1).max()))
-        return most
+        return max(int(self._inside(same, self.start[same]).sum(1).max()) for same in self.by_case.values())
+
+    def _inside(self, same: np.ndarray, corners: np.ndarray) -> np.ndarray:
+        """(n_corners, len(same)) bool: record ``same[j]``'s box lies wholly inside the crop at ``corners[i]``."""
+        lo, hi = self.start[same][None], (self.start[same] + self.size[same])[None]
+        corners = np.atleast_2d(corners)[:, None]
+        return np.all((lo >= corners) & (hi <= corners + self.crop), axis=2)
 
     def _measure(self, progress: bool) -> list[dict[str, Any]]:
         """The describe measurements of every record's box (:func:`~gtgm.text.audit.box_measurements`)."""
@@ -171,8 +171,7 @@ class RegionCrops(Dataset):
     def regions(self, k: int, lo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Records of ``k``'s volume whose boxes lie wholly inside the crop at ``lo`` (``k`` first when it does)."""
         same = self.by_case[int(self.case[k])]
-        inside = np.all((self.start[same] >= lo) & (self.start[same] + self.size[same] <= lo + self.crop), axis=1)
-        found = same[inside]
+        found = same[self._inside(same, lo)[0]]
         found = found[rng.permutation(len(found))]
         return np.concatenate([[k], found[found != k]]) if k in found else found
 
