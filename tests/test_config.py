@@ -107,6 +107,16 @@ def test_study_group_overrides_and_command_line_precedence():
         with_overrides(cfg, ["finetune.stepz=3"])
 
 
+def test_replacing_a_preset_mapping_warns_which_entries_it_drops(capsys):
+    whole = load_config("study/cpu-label-limited", ["study.arm_overrides={mae: []}"])
+    assert whole.study.arm_overrides == {"mae": []}
+    out = capsys.readouterr().out
+    assert "[config] warning" in out and "supervised" in out and "study.arm_overrides.ENTRY=VALUE" in out
+    one = load_config("study/cpu-label-limited", ["study.arm_overrides.mae=[]"])
+    assert one.study.arm_overrides["mae"] == [] and one.study.arm_overrides["supervised"]
+    assert "warning" not in capsys.readouterr().out
+
+
 def test_the_study_runs_real_ct_with_the_real_ct_recipe():
     """cpu-small's study.group_overrides of real_ct_organs repeat finetune/cpu-real-ct: the two must agree."""
     from dataclasses import asdict

@@ -382,8 +382,23 @@ def load_config(preset: str | Path | None = None, overrides: list[str] | tuple[s
     raw = _load_yaml(resolve_preset(preset)) if preset else {}
     for item in overrides:
         key, value = _parse_override(item)
+        _warn_dropped_entries(raw, key, value)
         _set_dotted(raw, key, value)
     return from_dict(Config, raw)
+
+
+def _warn_dropped_entries(raw: dict[str, Any], key: str, value: Any) -> None:
+    """Warn when ``key={...}`` replaces a preset's mapping and so drops some of its entries (e.g.
+    ``study.arm_overrides={mae: []}`` also removes every other arm's recipe); ``key.entry=value`` changes one."""
+    node: Any = raw
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, dict) and isinstance(value, dict) and set(node) - set(value):
+        dropped = ", ".join(sorted(map(str, set(node) - set(value))))
+        print(
+            f"[config] warning: '{key}={{...}}' replaces the preset's whole '{key}', so these entries are dropped: "
+            f"{dropped}; to change one entry and keep the others, write '{key}.ENTRY=VALUE'"
+        )
 
 
 def with_overrides(

@@ -1,0 +1,242 @@
+"""nnU-Net trained from gtgm's weights vs from scratch, with one labelled CT phantom (issue 24's moonshot).
+
+    python benchmarks/bench_nnunet_pretrained.py --work runs/nnunet_pretrained [--seeds 0 1] [--pretrain-steps 300]
+        [--finetune-steps 300] [--n-ct 10]
+
+1. the CT phantoms and gtgm's cache at 5.5 mm (``bench_vs_nnunet.prepare``: 6 training, 1 validation, 3 test
+   phantoms); the one labelled case is the first training case of gtgm's split at ``finetune.label_ratio=0.01``;
+2. nnU-Net's fingerprint (test phantoms left out) and its ResEnc-M planner at gtgm's 5.5 mm with the demo's CPU
+   memory target (``gtgm.demo.exports``: 3 stages, 32 / 64 / 128 features) with its patch set to gtgm's field of
+   view (:data:`PATCH`), ``nnUNetv2_preprocess``;
+   ``splits_final.json``: fold 0 trains on the one labelled case and validates on gtgm's validation case;
+3. per seed: captions of the cache (describe) embedded with MiniLM once, then ``gtgm pretrain`` of the encoder those
+   plans describe with GTGM's chosen variant (``gtgm_vicreg``; the validation and test phantoms are reserved, as in
+   the study), exported with ``gtgm export nnunet`` (kernels permuted and mirrored to nnU-Net's grid);
+4. per seed, four fine-tuning runs on the one labelled case: nnU-Net (``nnUNetTrainer`` with ``num_epochs`` cut to
+   equal iterations × batch to gtgm's recipe, every default kept: mirroring, lr 0.01, poly schedule) from scratch
+   and from the export (``load_pretrained_weights``, as ``nnUNetv2_train -pretrained_weights``); gtgm's own
+   fine-tuning (``finetune/cpu-small``, the same resenc network) from scratch and from ``encoder.pt``;
+5. every run's test predictions scored by the same ``gtgm evaluate`` at the native grid; paired differences
+   (pretrained − scratch) per (seed, test case) with the study's hierarchical 95 % interval (test cases × seeds,
+   each seed with its own pretraining run). Results: ``WORK/moonshot.json`` (written after every run; finished runs
+   are reused when the script is run again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from bench_vs_nnunet import DATASET_ID, GTGM, TASKS, export_without_test, nnunet_env, nnunet_tool, prepare, timed
+
+TASK = TASKS["phantoms"]
+PLANS = "nnUNetResEncUNetCPUPlans_gtgm_spacing"
+PLAN = """
+import sys
+from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiments
+ids = [int(sys.argv[1])]
+extract_fingerprints(ids, num_processes=1, check_dataset_integrity=True, show_progress_bar=False)
+plan_experiments(ids, "nnUNetPlannerResEncM", gpu_memory_target_in_gb=float(sys.argv[2]),
+                 overwrite_target_spacing=(float(sys.argv[3]),) * 3, overwrite_plans_name=sys.argv[4])
+"""
+TRAIN = """
+import random, sys
+import numpy as np, torch
+from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
+from nnunetv2.run.run_training import get_trainer_from_args
+dataset, plans, weights = sys.argv[1], sys.argv[2], sys.argv[6]
+iters, per_epoch, seed = (int(v) for v in sys.argv[3:6])
+random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
+t = get_trainer_from_args(dataset, "3d_fullres", 0, "nnUNetTrainer", plans, device=torch.device("cpu"))
+t.num_iterations_per_epoch, t.num_val_iterations_per_epoch = per_epoch, 2
+t.num_epochs = max(1, iters // per_epoch)
+if weights:  # what nnUNetv2_train -pretrained_weights does
+    t.initialize()
+    load_pretrained_weights(t.network, weights, verbose=False)
+t.run_training()
+"""
+# nnU-Net's (z, y, x) patch: gtgm's fine-tuning field of view (64 x 64 x 32 in x, y, z). The CPU memory target
+# plans 20 x 28 x 28 (110 x 154 mm), which cannot see both sides of the body (the only cue that tells liver from
+# spleen on the phantoms) and takes ~8 min per test phantom to predict on 2 cores; the 3-stage network is kept.
+PATCH = [32, 64, 64]
+VICREG = ["loss.image_image=vicreg", "loss.image_weight=0.008"]  # gtgm.study.arms.PRETRAIN_ARMS["gtgm_vicreg"]
+
+
+def one_case_split(work: Path) -> dict[str, list[str]]:
+    """gtgm's split of the phantoms with one labelled training case (the cases nnU-Net's fold 0 gets too)."""
+    import dataclasses
+
+    from gtgm.config import load_config
+    from gtgm.data.patches import VolumeCache
+    from gtgm.data.splits import make_split
+
+    cfg = load_config(TASK.preset, splits_overrides())
+    cache = VolumeCache(work / "cache", group=TASK.group, labeled=True)
+    split = make_split(cache, dataclasses.replace(cfg.finetune, group=TASK.group))
+    return {k: [cache.entries[p.case]["id"] for p in v] for k, v in split.items()}
+
+
+def splits_overrides() -> list[str]:
+    return [
+        f"finetune.test_cases={list(TASK.test)}",
+        f"finetune.val_cases={list(TASK.val)}",
+        "finetune.label_ratio=0.01",
+    ]
+
+
+def plan_resenc(work: Path, split: dict[str, list[str]]) -> Path:
+    """nnU-Net's ResEnc-M plan at gtgm's spacing (CPU memory target), preprocessed, with the one-case fold 0."""
+    from gtgm.demo.exports import CPU_MEMORY_TARGET_GB
+
+    env = nnunet_env(work)
+    found = list(work.glob(f"nnUNet_preprocessed/Dataset{DATASET_ID}_*/{PLANS}.json"))
+    if not found:
+        export_without_test(work, TASK)
+        cmd = [sys.executable, "-c", PLAN, str(DATASET_ID), str(CPU_MEMORY_TARGET_GB), str(TASK.spacing), PLANS]
+        timed(cmd, env)
+        planned = next(work.glob(f"nnUNet_preprocessed/Dataset{DATASET_ID}_*/{PLANS}.json"))
+        plans = json.loads(planned.read_text())
+        plans["configurations"]["3d_fullres"]["patch_size"] = PATCH
+        planned.write_text(json.dumps(plans, indent=2))
+        pre = [nnunet_tool("nnUNetv2_preprocess"), "-d", str(DATASET_ID), "-plans_name", PLANS, "-c", "3d_fullres"]
+        timed([*pre, "-np", "1"], env)
+        found = list(work.glob(f"nnUNet_preprocessed/Dataset{DATASET_ID}_*/{PLANS}.json"))
+    plans = found[0]
+    (plans.parent / "splits_final.json").write_text(json.dumps([{"train": split["train"], "val": split["val"]}]))
+    return plans
+
+
+def resenc_model(plans: Path) -> list[str]:
+    """The gtgm overrides of the resenc encoder the plans describe (``gtgm export resenc-config``)."""
+    import subprocess
+
+    out = subprocess.run([*GTGM, "export", "resenc-config", "--plans", str(plans)], capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"gtgm export resenc-config failed: {out.stderr[-2000:]}")
+    return out.stdout.split()
+
+
+def pretrain(work: Path, plans: Path, model: list[str], seed: int, steps: int) -> Path:
+    """GTGM (gtgm_vicreg) pretraining of the planned encoder; returns the nnU-Net export's weights file."""
+    if not (work / "text").is_dir():
+        timed([*GTGM, "caption", str(work / "cache"), "--out", str(work / "captions.jsonl")])
+        timed([*GTGM, "embed-text", str(work / "captions.jsonl"), "--out", str(work / "text")])
+    run = work / f"pretrain_seed{seed}"
+    if not (run / "encoder.pt").is_file():
+        args = [*GTGM, "pretrain", "--config", "pretrain/cpu-small", "--cache", str(work / "cache")]
+        args += ["--captions", str(work / "captions.jsonl"), "--text-cache", str(work / "text"), "--out", str(run)]
+        args += [*model, *VICREG, f"seed={seed}", f"pretrain.steps={steps}", f"pretrain.eval_every={steps}"]
+        timed([*args, *splits_overrides()])
+    weights = run / "nnunet" / "pretrained_weights.pth"
+    if not weights.is_file():
+        timed([*GTGM, "export", "nnunet", str(run / "encoder.pt"), "--plans", str(plans), "--out", str(run / "nnunet")])
+    return weights
+
+
+def case_dice(metrics_csv: Path) -> dict[str, float]:
+    """Per test case, the mean Dice over classes from ``gtgm evaluate``'s metrics.csv."""
+    import csv
+
+    per: dict[str, list[float]] = {}
+    for row in csv.DictReader(metrics_csv.open()):
+        if "mean" not in (row["case"], row["class"]):
+            per.setdefault(row["case"], []).append(float(row["dice"]))
+    return {c: float(np.mean(v)) for c, v in sorted(per.items())}
+
+
+def run_nnunet(work: Path, iters: int, seed: int, weights: Path | None) -> dict:
+    tag = f"nnunet_{'gtgm' if weights else 'scratch'}_seed{seed}"
+    env = nnunet_env(work, f"results_{tag}")
+    out = work / f"pred_{tag}"
+    if not (out / "metrics" / "metrics.csv").is_file():
+        shutil.rmtree(work / f"results_{tag}", ignore_errors=True)
+        per_epoch = min(50, iters)
+        cmd = [sys.executable, "-c", TRAIN, str(DATASET_ID), PLANS, str(iters), str(per_epoch), str(seed)]
+        train = timed([*cmd, str(weights or "")], env)
+        shutil.rmtree(out, ignore_errors=True)
+        predict = [nnunet_tool("nnUNetv2_predict"), "-i", str(work / "nnunet_test_images"), "-o", str(out)]
+        predict += ["-d", str(DATASET_ID), "-c", "3d_fullres", "-f", "0", "-p", PLANS, "-device", "cpu"]
+        timed([*predict, "-chk", "checkpoint_final.pth", "-npp", "1", "-nps", "1"], env)
+        timed([*GTGM, "evaluate", str(out), str(work / "refs"), "--out", str(out / "metrics")])
+        (out / "train.json").write_text(json.dumps(train))
+    return {"cases": case_dice(out / "metrics" / "metrics.csv"), "train": json.loads((out / "train.json").read_text())}
+
+
+def run_gtgm(work: Path, model: list[str], steps: int, seed: int, encoder: Path | None) -> dict:
+    out = work / f"gtgm_{'gtgm' if encoder else 'scratch'}_seed{seed}"
+    if not (out / "pred" / "metrics.csv").is_file():
+        shutil.rmtree(out, ignore_errors=True)
+        args = [*GTGM, "finetune", str(work / "cache"), "--group", TASK.group, "--out", str(out)]
+        args += ["--config", TASK.preset, *model, *splits_overrides(), f"finetune.steps={steps}", f"seed={seed}"]
+        train = timed([*args, *(["--pretrained", str(encoder)] if encoder else [])])
+        images = [str(TASK.image(work, c)) for c in TASK.test]
+        timed([*GTGM, "predict", str(out / "best.pt"), *images, "--out", str(out / "pred")])
+        timed([*GTGM, "evaluate", str(out / "pred"), str(work / "refs"), "--out", str(out / "pred")])
+        (out / "train.json").write_text(json.dumps(train))
+    return {"cases": case_dice(out / "pred" / "metrics.csv"), "train": json.loads((out / "train.json").read_text())}
+
+
+def compare(runs: dict[str, dict[int, dict]], arm: str, base: str) -> dict:
+    """``arm`` − ``base`` per (seed, test case), with the study's hierarchical interval."""
+    from gtgm.study.stats import hierarchical_bootstrap
+
+    diffs, cases, seeds = [], [], []
+    for seed, r in runs[arm].items():
+        for case, dice in r["cases"].items():
+            diffs.append(dice - runs[base][seed]["cases"][case])
+            cases.append(case)
+            seeds.append(seed)
+    return hierarchical_bootstrap(diffs, cases, seeds)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, default=Path("runs/nnunet_pretrained"))
+    ap.add_argument("--n-ct", type=int, default=10)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--pretrain-steps", type=int, default=300)
+    ap.add_argument("--finetune-steps", type=int, default=300, help="gtgm's steps (batch 2); nnU-Net: equal x batch")
+    a = ap.parse_args()
+    work = a.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    prepare(work, TASK, a.n_ct)
+    split = one_case_split(work)
+    plans = plan_resenc(work, split)
+    model = resenc_model(plans)
+    conf = json.loads(plans.read_text())["configurations"]["3d_fullres"]
+    iters = max(1, round(a.finetune_steps * 2 / conf["batch_size"]))
+    print(
+        f"[bench] one labelled case {split['train']}; nnU-Net {iters} iterations x batch {conf['batch_size']}, "
+        f"patch {conf['patch_size']}; gtgm {a.finetune_steps} steps x batch 2",
+        flush=True,
+    )
+    runs: dict[str, dict[int, dict]] = {k: {} for k in ("nnunet_scratch", "nnunet_gtgm", "gtgm_scratch", "gtgm_gtgm")}
+    result = {"split": split, "plans": str(plans), "iterations": iters, "runs": runs}
+    for seed in a.seeds:
+        weights = pretrain(work, plans, model, seed, a.pretrain_steps)
+        encoder = weights.parent.parent / "encoder.pt"
+        runs["nnunet_scratch"][seed] = run_nnunet(work, iters, seed, None)
+        runs["nnunet_gtgm"][seed] = run_nnunet(work, iters, seed, weights)
+        runs["gtgm_scratch"][seed] = run_gtgm(work, model, a.finetune_steps, seed, None)
+        runs["gtgm_gtgm"][seed] = run_gtgm(work, model, a.finetune_steps, seed, encoder)
+        (work / "moonshot.json").write_text(json.dumps(result, indent=2))
+        for name, r in runs.items():
+            print(
+                f"[bench] seed {seed} {name:<15} mean Dice {np.mean(list(r[seed]['cases'].values())):.3f} "
+                f"({r[seed]['train']['wall_s']:.0f} s)",
+                flush=True,
+            )
+    for arm, base in (("nnunet_gtgm", "nnunet_scratch"), ("gtgm_gtgm", "gtgm_scratch")):
+        d = compare(runs, arm, base)
+        result[f"{arm} - {base}"] = d
+        print(f"{arm} - {base}: {d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}] ({d['n']} pairs)")
+    (work / "moonshot.json").write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
