@@ -18,8 +18,11 @@
    fine-tuning (``finetune/cpu-small``, the same resenc network) from scratch and from ``encoder.pt``;
 5. every run's test predictions scored by the same ``gtgm evaluate`` at the native grid; paired differences
    (pretrained − scratch) per (seed, test case) with the study's hierarchical 95 % interval (test cases × seeds,
-   each seed with its own pretraining run). Results: ``WORK/moonshot.json`` (written after every run; finished runs
-   are reused when the script is run again).
+   each seed with its own pretraining run). Results: ``WORK/moonshot.json`` (written after every seed). Each run's
+   folder names its seed and budget (and pretraining), so a rerun reuses only finished runs of the same settings.
+
+The seed sets the network's initialisation and nnU-Net's patch sampling and augmentation (``nnUNet_n_proc_DA=0``:
+in the training process, whose NumPy stream is seeded); the export's decoder is initialised from a fixed seed.
 """
 
 from __future__ import annotations
@@ -94,19 +97,22 @@ def plan_resenc(work: Path, split: dict[str, list[str]]) -> Path:
     from gtgm.demo.exports import CPU_MEMORY_TARGET_GB
 
     env = nnunet_env(work)
-    found = list(work.glob(f"nnUNet_preprocessed/Dataset{DATASET_ID}_*/{PLANS}.json"))
-    if not found:
+    done = work / "nnunet_planned.json"  # written once the plans are preprocessed: a torn step is redone
+    if not done.is_file():
+        shutil.rmtree(work / "nnUNet_preprocessed", ignore_errors=True)
         export_without_test(work, TASK)
         cmd = [sys.executable, "-c", PLAN, str(DATASET_ID), str(CPU_MEMORY_TARGET_GB), str(TASK.spacing), PLANS]
         timed(cmd, env)
         planned = next(work.glob(f"nnUNet_preprocessed/Dataset{DATASET_ID}_*/{PLANS}.json"))
         plans = json.loads(planned.read_text())
         plans["configurations"]["3d_fullres"]["patch_size"] = PATCH
+        # its own preprocessed folder: the default plans' "nnUNetPlans_3d_fullres" may hold another spacing
+        plans["configurations"]["3d_fullres"]["data_identifier"] = f"{PLANS}_3d_fullres"
         planned.write_text(json.dumps(plans, indent=2))
         pre = [nnunet_tool("nnUNetv2_preprocess"), "-d", str(DATASET_ID), "-plans_name", PLANS, "-c", "3d_fullres"]
         timed([*pre, "-np", "1"], env)
-        found = list(work.glob(f"nnUNet_preprocessed/Dataset{DATASET_ID}_*/{PLANS}.json"))
-    plans = found[0]
+        done.write_text(json.dumps({"plans": str(planned)}))
+    plans = Path(json.loads(done.read_text())["plans"])
     (plans.parent / "splits_final.json").write_text(json.dumps([{"train": split["train"], "val": split["val"]}]))
     return plans
 
@@ -126,14 +132,15 @@ def pretrain(work: Path, plans: Path, model: list[str], seed: int, steps: int) -
     if not (work / "text").is_dir():
         timed([*GTGM, "caption", str(work / "cache"), "--out", str(work / "captions.jsonl")])
         timed([*GTGM, "embed-text", str(work / "captions.jsonl"), "--out", str(work / "text")])
-    run = work / f"pretrain_seed{seed}"
+    run = work / f"pretrain_seed{seed}_steps{steps}"
     if not (run / "encoder.pt").is_file():
+        resume = ["--resume"] if (run / "checkpoints" / "last.pt").is_file() else []
         args = [*GTGM, "pretrain", "--config", "pretrain/cpu-small", "--cache", str(work / "cache")]
         args += ["--captions", str(work / "captions.jsonl"), "--text-cache", str(work / "text"), "--out", str(run)]
         args += [*model, *VICREG, f"seed={seed}", f"pretrain.steps={steps}", f"pretrain.eval_every={steps}"]
-        timed([*args, *splits_overrides()])
+        timed([*args, *splits_overrides(), *resume])
     weights = run / "nnunet" / "pretrained_weights.pth"
-    if not weights.is_file():
+    if not weights.is_file() or weights.stat().st_mtime < (run / "encoder.pt").stat().st_mtime:
         timed([*GTGM, "export", "nnunet", str(run / "encoder.pt"), "--plans", str(plans), "--out", str(run / "nnunet")])
     return weights
 
@@ -150,12 +157,13 @@ def case_dice(metrics_csv: Path) -> dict[str, float]:
 
 
 def run_nnunet(work: Path, iters: int, seed: int, weights: Path | None) -> dict:
-    tag = f"nnunet_{'gtgm' if weights else 'scratch'}_seed{seed}"
-    env = nnunet_env(work, f"results_{tag}")
+    per_epoch = max(d for d in range(1, min(50, iters) + 1) if iters % d == 0)  # epochs x per_epoch = iters
+    tag = f"nnunet_{'from_' + weights.parent.parent.name if weights else 'scratch'}_seed{seed}_it{iters}"
+    # augmentation in this process (nnUNet_n_proc_DA=0): its workers would draw their own unseeded streams
+    env = {**nnunet_env(work, f"results_{tag}"), "nnUNet_n_proc_DA": "0"}
     out = work / f"pred_{tag}"
     if not (out / "metrics" / "metrics.csv").is_file():
         shutil.rmtree(work / f"results_{tag}", ignore_errors=True)
-        per_epoch = min(50, iters)
         cmd = [sys.executable, "-c", TRAIN, str(DATASET_ID), PLANS, str(iters), str(per_epoch), str(seed)]
         train = timed([*cmd, str(weights or "")], env)
         shutil.rmtree(out, ignore_errors=True)
@@ -168,7 +176,7 @@ def run_nnunet(work: Path, iters: int, seed: int, weights: Path | None) -> dict:
 
 
 def run_gtgm(work: Path, model: list[str], steps: int, seed: int, encoder: Path | None) -> dict:
-    out = work / f"gtgm_{'gtgm' if encoder else 'scratch'}_seed{seed}"
+    out = work / f"gtgm_{'from_' + encoder.parent.name if encoder else 'scratch'}_seed{seed}_steps{steps}"
     if not (out / "pred" / "metrics.csv").is_file():
         shutil.rmtree(out, ignore_errors=True)
         args = [*GTGM, "finetune", str(work / "cache"), "--group", TASK.group, "--out", str(out)]
