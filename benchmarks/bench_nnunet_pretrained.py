@@ -35,7 +35,18 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_vs_nnunet import DATASET_ID, GTGM, TASKS, export_without_test, nnunet_env, nnunet_tool, prepare, timed
+from bench_vs_nnunet import (
+    DATASET_ID,
+    GTGM,
+    TASKS,
+    class_dice,
+    export_without_test,
+    nnunet_env,
+    nnunet_tool,
+    prepare,
+    timed,
+)
+from gtgm.study.arms import PRETRAIN_ARMS
 
 TASK = TASKS["phantoms"]
 PLANS = "nnUNetResEncUNetCPUPlans_gtgm_spacing"
@@ -67,7 +78,7 @@ t.run_training()
 # plans 20 x 28 x 28 (110 x 154 mm), which cannot see both sides of the body (the only cue that tells liver from
 # spleen on the phantoms) and takes ~8 min per test phantom to predict on 2 cores; the 3-stage network is kept.
 PATCH = [32, 64, 64]
-VICREG = ["loss.image_image=vicreg", "loss.image_weight=0.008"]  # gtgm.study.arms.PRETRAIN_ARMS["gtgm_vicreg"]
+VICREG = PRETRAIN_ARMS["gtgm_vicreg"]  # GTGM's variant chosen on validation in the study
 
 
 def one_case_split(work: Path) -> dict[str, list[str]]:
@@ -145,15 +156,9 @@ def pretrain(work: Path, plans: Path, model: list[str], seed: int, steps: int) -
     return weights
 
 
-def case_dice(metrics_csv: Path) -> dict[str, float]:
-    """Per test case, the mean Dice over classes from ``gtgm evaluate``'s metrics.csv."""
-    import csv
-
-    per: dict[str, list[float]] = {}
-    for row in csv.DictReader(metrics_csv.open()):
-        if "mean" not in (row["case"], row["class"]):
-            per.setdefault(row["case"], []).append(float(row["dice"]))
-    return {c: float(np.mean(v)) for c, v in sorted(per.items())}
+def finished(out: Path, metrics: Path) -> dict:
+    """A finished run: mean Dice per test case and its training time (``out/train.json``)."""
+    return {"cases": class_dice(metrics, by="case"), "train": json.loads((out / "train.json").read_text())}
 
 
 def run_nnunet(work: Path, iters: int, seed: int, weights: Path | None) -> dict:
@@ -172,7 +177,7 @@ def run_nnunet(work: Path, iters: int, seed: int, weights: Path | None) -> dict:
         timed([*predict, "-chk", "checkpoint_final.pth", "-npp", "1", "-nps", "1"], env)
         timed([*GTGM, "evaluate", str(out), str(work / "refs"), "--out", str(out / "metrics")])
         (out / "train.json").write_text(json.dumps(train))
-    return {"cases": case_dice(out / "metrics" / "metrics.csv"), "train": json.loads((out / "train.json").read_text())}
+    return finished(out, out / "metrics" / "metrics.csv")
 
 
 def run_gtgm(work: Path, model: list[str], steps: int, seed: int, encoder: Path | None) -> dict:
@@ -186,7 +191,7 @@ def run_gtgm(work: Path, model: list[str], steps: int, seed: int, encoder: Path 
         timed([*GTGM, "predict", str(out / "best.pt"), *images, "--out", str(out / "pred")])
         timed([*GTGM, "evaluate", str(out / "pred"), str(work / "refs"), "--out", str(out / "pred")])
         (out / "train.json").write_text(json.dumps(train))
-    return {"cases": case_dice(out / "pred" / "metrics.csv"), "train": json.loads((out / "train.json").read_text())}
+    return finished(out, out / "pred" / "metrics.csv")
 
 
 def compare(runs: dict[str, dict[int, dict]], arm: str, base: str) -> dict:

@@ -115,15 +115,17 @@ def timed(cmd: list[str], env: dict[str, str] | None = None, quiet: bool = True)
     return {"wall_s": wall, "cpu_s": cpu}
 
 
-def class_dice(metrics_csv: Path) -> dict[str, float]:
-    """Mean Dice per class over the test cases from ``gtgm evaluate``'s metrics.csv."""
+def class_dice(metrics_csv: Path, by: str = "class") -> dict[str, float]:
+    """Mean Dice per class over the test cases (``by="case"``: per test case over the classes) from ``gtgm
+    evaluate``'s metrics.csv."""
     import csv
 
     per: dict[str, list[float]] = {}
     for row in csv.DictReader(metrics_csv.open()):
         if "mean" not in (row["case"], row["class"]):
-            per.setdefault(row["class"], []).append(float(row["dice"]))
-    return {c: float(np.mean(v)) for c, v in sorted(per.items(), key=lambda kv: int(kv[0]))}
+            per.setdefault(row[by], []).append(float(row["dice"]))
+    order = (lambda kv: int(kv[0])) if by == "class" else None
+    return {c: float(np.mean(v)) for c, v in sorted(per.items(), key=order)}
 
 
 def prepare(work: Path, task: Task, n_ct: int) -> Path:
