@@ -1,7 +1,7 @@
 """nnU-Net trained from gtgm's weights vs from scratch, with one labelled CT phantom (issue 24's moonshot).
 
-    python benchmarks/bench_nnunet_pretrained.py --work runs/nnunet_pretrained [--seeds 0 1] [--pretrain-steps 300]
-        [--finetune-steps 300] [--n-ct 10]
+    python benchmarks/bench_nnunet_pretrained.py --work runs/nnunet_pretrained [--seeds 0 1] [--pretrain-steps 20 150]
+        [--finetune-steps 200] [--n-ct 10]
 
 1. the CT phantoms and gtgm's cache at 5.5 mm (``bench_vs_nnunet.prepare``: 6 training, 1 validation, 3 test
    phantoms); the one labelled case is the first training case of gtgm's split at ``finetune.label_ratio=0.01``;
@@ -9,13 +9,14 @@
    memory target (``gtgm.demo.exports``: 3 stages, 32 / 64 / 128 features) with its patch set to gtgm's field of
    view (:data:`PATCH`), ``nnUNetv2_preprocess``;
    ``splits_final.json``: fold 0 trains on the one labelled case and validates on gtgm's validation case;
-3. per seed: captions of the cache (describe) embedded with MiniLM once, then ``gtgm pretrain`` of the encoder those
-   plans describe with GTGM's chosen variant (``gtgm_vicreg``; the validation and test phantoms are reserved, as in
-   the study), exported with ``gtgm export nnunet`` (kernels permuted and mirrored to nnU-Net's grid);
-4. per seed, four fine-tuning runs on the one labelled case: nnU-Net (``nnUNetTrainer`` with ``num_epochs`` cut to
+3. per seed and pretraining length (``--pretrain-steps``; default the demo's resenc pretraining, 20 steps, and a
+   longer one, 150): captions of the cache (describe) embedded with MiniLM once, then ``gtgm pretrain`` of the
+   encoder those plans describe with GTGM's chosen variant (``gtgm_vicreg``; the validation and test phantoms are
+   reserved, as in the study), exported with ``gtgm export nnunet`` (kernels permuted and mirrored to nnU-Net's grid);
+4. per seed, fine-tuning runs on the one labelled case: nnU-Net (``nnUNetTrainer`` with ``num_epochs`` cut to
    equal iterations × batch to gtgm's recipe, every default kept: mirroring, lr 0.01, poly schedule) from scratch
-   and from the export (``load_pretrained_weights``, as ``nnUNetv2_train -pretrained_weights``); gtgm's own
-   fine-tuning (``finetune/cpu-small``, the same resenc network) from scratch and from ``encoder.pt``;
+   and from each export (``load_pretrained_weights``, as ``nnUNetv2_train -pretrained_weights``); gtgm's own
+   fine-tuning (``finetune/cpu-small``, the same resenc network) from scratch and from each ``encoder.pt``;
 5. every run's test predictions scored by the same ``gtgm evaluate`` at the native grid; paired differences
    (pretrained − scratch) per (seed, test case) with the study's hierarchical 95 % interval (test cases × seeds,
    each seed with its own pretraining run). Results: ``WORK/moonshot.json`` (written after every seed). Each run's
@@ -41,7 +42,9 @@ from bench_vs_nnunet import (
     TASKS,
     class_dice,
     export_without_test,
+    gtgm_finetune,
     nnunet_env,
+    nnunet_predict,
     nnunet_tool,
     prepare,
     timed,
@@ -50,14 +53,6 @@ from gtgm.study.arms import PRETRAIN_ARMS
 
 TASK = TASKS["phantoms"]
 PLANS = "nnUNetResEncUNetCPUPlans_gtgm_spacing"
-PLAN = """
-import sys
-from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiments
-ids = [int(sys.argv[1])]
-extract_fingerprints(ids, num_processes=1, check_dataset_integrity=True, show_progress_bar=False)
-plan_experiments(ids, "nnUNetPlannerResEncM", gpu_memory_target_in_gb=float(sys.argv[2]),
-                 overwrite_target_spacing=(float(sys.argv[3]),) * 3, overwrite_plans_name=sys.argv[4])
-"""
 TRAIN = """
 import random, sys
 import numpy as np, torch
@@ -78,6 +73,7 @@ t.run_training()
 # plans 20 x 28 x 28 (110 x 154 mm), which cannot see both sides of the body (the only cue that tells liver from
 # spleen on the phantoms) and takes ~8 min per test phantom to predict on 2 cores; the 3-stage network is kept.
 PATCH = [32, 64, 64]
+NETS = ("nnunet", "gtgm")  # who fine-tunes: nnU-Net's trainer, gtgm's finetune/cpu-small
 VICREG = PRETRAIN_ARMS["gtgm_vicreg"]  # GTGM's variant chosen on validation in the study
 
 
@@ -105,14 +101,14 @@ def splits_overrides() -> list[str]:
 
 def plan_resenc(work: Path, split: dict[str, list[str]]) -> Path:
     """nnU-Net's ResEnc-M plan at gtgm's spacing (CPU memory target), preprocessed, with the one-case fold 0."""
-    from gtgm.demo.exports import CPU_MEMORY_TARGET_GB
+    from gtgm.demo.exports import CPU_MEMORY_TARGET_GB, PLAN
 
     env = nnunet_env(work)
     done = work / "nnunet_planned.json"  # written once the plans are preprocessed: a torn step is redone
     if not done.is_file():
         shutil.rmtree(work / "nnUNet_preprocessed", ignore_errors=True)
         export_without_test(work, TASK)
-        cmd = [sys.executable, "-c", PLAN, str(DATASET_ID), str(CPU_MEMORY_TARGET_GB), str(TASK.spacing), PLANS]
+        cmd = [sys.executable, "-c", PLAN, str(DATASET_ID), str(CPU_MEMORY_TARGET_GB), PLANS, str(TASK.spacing)]
         timed(cmd, env)
         planned = next(work.glob(f"nnUNet_preprocessed/Dataset{DATASET_ID}_*/{PLANS}.json"))
         plans = json.loads(planned.read_text())
@@ -171,11 +167,7 @@ def run_nnunet(work: Path, iters: int, seed: int, weights: Path | None) -> dict:
         shutil.rmtree(work / f"results_{tag}", ignore_errors=True)
         cmd = [sys.executable, "-c", TRAIN, str(DATASET_ID), PLANS, str(iters), str(per_epoch), str(seed)]
         train = timed([*cmd, str(weights or "")], env)
-        shutil.rmtree(out, ignore_errors=True)
-        predict = [nnunet_tool("nnUNetv2_predict"), "-i", str(work / "nnunet_test_images"), "-o", str(out)]
-        predict += ["-d", str(DATASET_ID), "-c", "3d_fullres", "-f", "0", "-p", PLANS, "-device", "cpu"]
-        timed([*predict, "-chk", "checkpoint_final.pth", "-npp", "1", "-nps", "1"], env)
-        timed([*GTGM, "evaluate", str(out), str(work / "refs"), "--out", str(out / "metrics")])
+        nnunet_predict(work, PLANS, out, work / "refs", env)
         (out / "train.json").write_text(json.dumps(train))
     return finished(out, out / "metrics" / "metrics.csv")
 
@@ -183,13 +175,10 @@ def run_nnunet(work: Path, iters: int, seed: int, weights: Path | None) -> dict:
 def run_gtgm(work: Path, model: list[str], steps: int, seed: int, encoder: Path | None) -> dict:
     out = work / f"gtgm_{'from_' + encoder.parent.name if encoder else 'scratch'}_seed{seed}_steps{steps}"
     if not (out / "pred" / "metrics.csv").is_file():
-        shutil.rmtree(out, ignore_errors=True)
-        args = [*GTGM, "finetune", str(work / "cache"), "--group", TASK.group, "--out", str(out)]
-        args += ["--config", TASK.preset, *model, *splits_overrides(), f"finetune.steps={steps}", f"seed={seed}"]
-        train = timed([*args, *(["--pretrained", str(encoder)] if encoder else [])])
-        images = [str(TASK.image(work, c)) for c in TASK.test]
-        timed([*GTGM, "predict", str(out / "best.pt"), *images, "--out", str(out / "pred")])
-        timed([*GTGM, "evaluate", str(out / "pred"), str(work / "refs"), "--out", str(out / "pred")])
+        extra = [*model, "finetune.label_ratio=0.01", f"finetune.steps={steps}", f"seed={seed}"]
+        train, _ = gtgm_finetune(
+            work, TASK, out, work / "refs", [*extra, *(["--pretrained", str(encoder)] if encoder else [])]
+        )
         (out / "train.json").write_text(json.dumps(train))
     return finished(out, out / "pred" / "metrics.csv")
 
@@ -208,12 +197,20 @@ def compare(runs: dict[str, dict[int, dict]], arm: str, base: str) -> dict:
 
 
 def main() -> None:
+    from gtgm.demo.exports import RESENC_STEPS
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("runs/nnunet_pretrained"))
     ap.add_argument("--n-ct", type=int, default=10)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    ap.add_argument("--pretrain-steps", type=int, default=300)
-    ap.add_argument("--finetune-steps", type=int, default=300, help="gtgm's steps (batch 2); nnU-Net: equal x batch")
+    ap.add_argument(
+        "--pretrain-steps",
+        type=int,
+        nargs="+",
+        default=[RESENC_STEPS, 150],
+        help="one pretraining per length and seed (default: the demo's resenc pretraining and a longer one)",
+    )
+    ap.add_argument("--finetune-steps", type=int, default=200, help="gtgm's steps (batch 2); nnU-Net: equal x batch")
     a = ap.parse_args()
     work = a.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -225,29 +222,30 @@ def main() -> None:
     iters = max(1, round(a.finetune_steps * 2 / conf["batch_size"]))
     print(
         f"[bench] one labelled case {split['train']}; nnU-Net {iters} iterations x batch {conf['batch_size']}, "
-        f"patch {conf['patch_size']}; gtgm {a.finetune_steps} steps x batch 2",
+        f"patch {conf['patch_size']}; gtgm {a.finetune_steps} steps x batch 2; pretraining {a.pretrain_steps} steps",
         flush=True,
     )
-    runs: dict[str, dict[int, dict]] = {k: {} for k in ("nnunet_scratch", "nnunet_gtgm", "gtgm_scratch", "gtgm_gtgm")}
+    arms = [f"{who}_{start}" for start in ["scratch", *(f"gtgm{n}" for n in a.pretrain_steps)] for who in NETS]
+    runs: dict[str, dict[int, dict]] = {arm: {} for arm in arms}
     result = {"split": split, "plans": str(plans), "iterations": iters, "runs": runs}
     for seed in a.seeds:
-        weights = pretrain(work, plans, model, seed, a.pretrain_steps)
-        encoder = weights.parent.parent / "encoder.pt"
         runs["nnunet_scratch"][seed] = run_nnunet(work, iters, seed, None)
-        runs["nnunet_gtgm"][seed] = run_nnunet(work, iters, seed, weights)
         runs["gtgm_scratch"][seed] = run_gtgm(work, model, a.finetune_steps, seed, None)
-        runs["gtgm_gtgm"][seed] = run_gtgm(work, model, a.finetune_steps, seed, encoder)
-        (work / "moonshot.json").write_text(json.dumps(result, indent=2))
-        for name, r in runs.items():
-            print(
-                f"[bench] seed {seed} {name:<15} mean Dice {np.mean(list(r[seed]['cases'].values())):.3f} "
-                f"({r[seed]['train']['wall_s']:.0f} s)",
-                flush=True,
+        for steps in a.pretrain_steps:
+            weights = pretrain(work, plans, model, seed, steps)
+            runs[f"nnunet_gtgm{steps}"][seed] = run_nnunet(work, iters, seed, weights)
+            runs[f"gtgm_gtgm{steps}"][seed] = run_gtgm(
+                work, model, a.finetune_steps, seed, weights.parent.parent / "encoder.pt"
             )
-    for arm, base in (("nnunet_gtgm", "nnunet_scratch"), ("gtgm_gtgm", "gtgm_scratch")):
-        d = compare(runs, arm, base)
-        result[f"{arm} - {base}"] = d
-        print(f"{arm} - {base}: {d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}] ({d['n']} pairs)")
+        (work / "moonshot.json").write_text(json.dumps(result, indent=2))
+        for arm, r in runs.items():
+            dice, wall = np.mean(list(r[seed]["cases"].values())), r[seed]["train"]["wall_s"]
+            print(f"[bench] seed {seed} {arm:<17} mean Dice {dice:.3f} ({wall:.0f} s)", flush=True)
+    for arm in arms:
+        base = arm.split("_")[0] + "_scratch"
+        if arm != base:
+            d = result[f"{arm} - {base}"] = compare(runs, arm, base)
+            print(f"{arm} - {base}: {d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}] ({d['n']} pairs)")
     (work / "moonshot.json").write_text(json.dumps(result, indent=2))
 
 

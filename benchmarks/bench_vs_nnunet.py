@@ -152,15 +152,23 @@ def prepare(work: Path, task: Task, n_ct: int) -> Path:
     return refs
 
 
-def run_gtgm(work: Path, task: Task, ratio: float, refs: Path, extra: list[str] = ()) -> dict:
-    out = work / "gtgm"
+def gtgm_finetune(work: Path, task: Task, out: Path, refs: Path, extra: list[str] = ()) -> tuple[dict, dict]:
+    """``gtgm finetune`` into OUT with the task's recipe and test / validation cases (``extra``: more overrides,
+    options last), ``gtgm predict`` of the test cases' raw files into OUT/pred, scored against REFS by ``gtgm
+    evaluate`` (OUT/pred/metrics.csv); returns the training and prediction times."""
     shutil.rmtree(out, ignore_errors=True)
     args = [*GTGM, "finetune", str(work / "cache"), "--group", task.group, "--out", str(out), "--config", task.preset]
     args += [f"finetune.test_cases={list(task.test)}", f"finetune.val_cases={list(task.val)}"]
-    train = timed([*args, f"finetune.label_ratio={ratio}", *extra])
+    train = timed([*args, *extra])
     images = [str(task.image(work, c)) for c in task.test]
     pred = timed([*GTGM, "predict", str(out / "best.pt"), *images, "--out", str(out / "pred")])
     timed([*GTGM, "evaluate", str(out / "pred"), str(refs), "--out", str(out / "pred")])
+    return train, pred
+
+
+def run_gtgm(work: Path, task: Task, ratio: float, refs: Path, extra: list[str] = ()) -> dict:
+    out = work / "gtgm"
+    train, pred = gtgm_finetune(work, task, out, refs, [f"finetune.label_ratio={ratio}", *extra])
     split = json.loads((out / "split.json").read_text())
     steps = json.loads((out / "test_metrics.json").read_text())["steps"]
     return {
@@ -261,36 +269,8 @@ def run_nnunet(work: Path, plans_name: str, plans: dict, iters: int, lr_axis: in
     train = timed(
         [sys.executable, "-c", TRAIN, str(DATASET_ID), plans_name, str(iters), str(per_epoch), str(lr_axis)], env
     )
-    inputs = work / "nnunet_test_images"
     out = work / f"pred_{tag}"
-    shutil.rmtree(out, ignore_errors=True)
-    pred = timed(
-        [
-            nnunet_tool("nnUNetv2_predict"),
-            "-i",
-            str(inputs),
-            "-o",
-            str(out),
-            "-d",
-            str(DATASET_ID),
-            "-c",
-            "3d_fullres",
-            "-f",
-            "0",
-            "-p",
-            plans_name,
-            "-device",
-            "cpu",
-            "-chk",
-            "checkpoint_final.pth",
-            "-npp",
-            "1",
-            "-nps",
-            "1",
-        ],
-        env,
-    )
-    timed([*GTGM, "evaluate", str(out), str(refs), "--out", str(out / "metrics")])
+    pred = nnunet_predict(work, plans_name, out, refs, env)
     epochs = max(1, iters // per_epoch)
     return {
         "train": train,
@@ -301,6 +281,17 @@ def run_nnunet(work: Path, plans_name: str, plans: dict, iters: int, lr_axis: in
         "patch": plans["configurations"]["3d_fullres"]["patch_size"],
         "spacing": plans["configurations"]["3d_fullres"]["spacing"],
     }
+
+
+def nnunet_predict(work: Path, plans_name: str, out: Path, refs: Path, env: dict[str, str]) -> dict:
+    """``nnUNetv2_predict`` of the test images with fold 0's final checkpoint (``env``: its nnU-Net folders) into
+    OUT, scored against REFS by ``gtgm evaluate`` (OUT/metrics/metrics.csv); returns the prediction time."""
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [nnunet_tool("nnUNetv2_predict"), "-i", str(work / "nnunet_test_images"), "-o", str(out)]
+    cmd += ["-d", str(DATASET_ID), "-c", "3d_fullres", "-f", "0", "-p", plans_name, "-device", "cpu"]
+    pred = timed([*cmd, "-chk", "checkpoint_final.pth", "-npp", "1", "-nps", "1"], env)
+    timed([*GTGM, "evaluate", str(out), str(refs), "--out", str(out / "metrics")])
+    return pred
 
 
 def lr_axis_of(work: Path, plans: dict) -> int:

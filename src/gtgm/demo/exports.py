@@ -32,8 +32,9 @@ import sys
 from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiments
 ids = [int(sys.argv[1])]
 extract_fingerprints(ids, num_processes=1, check_dataset_integrity=True, show_progress_bar=False)
+spacing = {"overwrite_target_spacing": (float(sys.argv[4]),) * 3} if len(sys.argv) > 4 else {}
 plan_experiments(ids, "nnUNetPlannerResEncM", gpu_memory_target_in_gb=float(sys.argv[2]),
-                 overwrite_plans_name=sys.argv[3])
+                 overwrite_plans_name=sys.argv[3], **spacing)
 """
 
 
