@@ -211,6 +211,7 @@ def main() -> None:
         help="one pretraining per length and seed (default: the demo's resenc pretraining and a longer one)",
     )
     ap.add_argument("--finetune-steps", type=int, default=200, help="gtgm's steps (batch 2); nnU-Net: equal x batch")
+    ap.add_argument("--nets", nargs="+", choices=NETS, default=list(NETS), help="who fine-tunes (default: both)")
     a = ap.parse_args()
     work = a.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -225,18 +226,22 @@ def main() -> None:
         f"patch {conf['patch_size']}; gtgm {a.finetune_steps} steps x batch 2; pretraining {a.pretrain_steps} steps",
         flush=True,
     )
-    arms = [f"{who}_{start}" for start in ["scratch", *(f"gtgm{n}" for n in a.pretrain_steps)] for who in NETS]
+    arms = [f"{who}_{start}" for start in ["scratch", *(f"gtgm{n}" for n in a.pretrain_steps)] for who in a.nets]
     runs: dict[str, dict[int, dict]] = {arm: {} for arm in arms}
     result = {"split": split, "plans": str(plans), "iterations": iters, "runs": runs}
     for seed in a.seeds:
-        runs["nnunet_scratch"][seed] = run_nnunet(work, iters, seed, None)
-        runs["gtgm_scratch"][seed] = run_gtgm(work, model, a.finetune_steps, seed, None)
+        nnunet = "nnunet" in a.nets
+        if nnunet:
+            runs["nnunet_scratch"][seed] = run_nnunet(work, iters, seed, None)
+        if "gtgm" in a.nets:
+            runs["gtgm_scratch"][seed] = run_gtgm(work, model, a.finetune_steps, seed, None)
         for steps in a.pretrain_steps:
             weights = pretrain(work, plans, model, seed, steps)
-            runs[f"nnunet_gtgm{steps}"][seed] = run_nnunet(work, iters, seed, weights)
-            runs[f"gtgm_gtgm{steps}"][seed] = run_gtgm(
-                work, model, a.finetune_steps, seed, weights.parent.parent / "encoder.pt"
-            )
+            if nnunet:
+                runs[f"nnunet_gtgm{steps}"][seed] = run_nnunet(work, iters, seed, weights)
+            if "gtgm" in a.nets:
+                encoder = weights.parent.parent / "encoder.pt"
+                runs[f"gtgm_gtgm{steps}"][seed] = run_gtgm(work, model, a.finetune_steps, seed, encoder)
         (work / "moonshot.json").write_text(json.dumps(result, indent=2))
         for arm, r in runs.items():
             dice, wall = np.mean(list(r[seed]["cases"].values())), r[seed]["train"]["wall_s"]
