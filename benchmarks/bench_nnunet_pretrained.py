@@ -208,7 +208,7 @@ def main() -> None:
         type=int,
         nargs="+",
         default=[RESENC_STEPS, 150],
-        help="one pretraining per length and seed (default: the demo's resenc pretraining and a longer one)",
+        help="one pretraining per length and seed (default: the demo's resenc length, 20 steps, and a longer one)",
     )
     ap.add_argument("--finetune-steps", type=int, default=200, help="gtgm's steps (batch 2); nnU-Net: equal x batch")
     ap.add_argument("--nets", nargs="+", choices=NETS, default=list(NETS), help="who fine-tunes (default: both)")
@@ -228,6 +228,9 @@ def main() -> None:
     )
     arms = [f"{who}_{start}" for start in ["scratch", *(f"gtgm{n}" for n in a.pretrain_steps)] for who in a.nets]
     runs: dict[str, dict[int, dict]] = {arm: {} for arm in arms}
+    if (work / "moonshot.json").is_file():  # keep the other arms' results (e.g. an earlier call's other --nets)
+        old = json.loads((work / "moonshot.json").read_text())["runs"]
+        runs |= {arm: {int(s): r for s, r in by_seed.items()} for arm, by_seed in old.items() if arm not in runs}
     result = {"split": split, "plans": str(plans), "iterations": iters, "runs": runs}
     for seed in a.seeds:
         nnunet = "nnunet" in a.nets

@@ -32,7 +32,8 @@ def test_supervised_arm_is_trained_on_training_cases_only_and_keeps_the_encoder(
             "study.curve_steps=[2, 4]",
             "study.arm_overrides={supervised: [finetune.freeze_encoder_steps=2]}",
             "study.readout=true",
-            "study.supervised_overrides=[finetune.steps=4]",  # the preset's 300-step sources, validated every 2: minutes
+            # the preset's 300-step source segmenters, validated every 2 steps, took minutes
+            "study.supervised_overrides=[finetune.steps=4]",
             *TINY,
             "finetune.steps=4",
         ],
