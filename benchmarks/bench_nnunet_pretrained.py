@@ -9,7 +9,7 @@
    memory target (``gtgm.demo.exports``: 3 stages, 32 / 64 / 128 features) with its patch set to gtgm's field of
    view (:data:`PATCH`), ``nnUNetv2_preprocess``;
    ``splits_final.json``: fold 0 trains on the one labelled case and validates on gtgm's validation case;
-3. per seed and pretraining length (``--pretrain-steps``; default the demo's resenc pretraining, 20 steps, and a
+3. per seed and pretraining length (``--pretrain-steps``; default the demo's resenc length, 20 steps, and a
    longer one, 150): captions of the cache (describe) embedded with MiniLM once, then ``gtgm pretrain`` of the
    encoder those plans describe with GTGM's chosen variant (``gtgm_vicreg``; the validation and test phantoms are
    reserved, as in the study), exported with ``gtgm export nnunet`` (kernels permuted and mirrored to nnU-Net's grid);
@@ -232,22 +232,22 @@ def main() -> None:
         old = json.loads((work / "moonshot.json").read_text())["runs"]
         runs |= {arm: {int(s): r for s, r in by_seed.items()} for arm, by_seed in old.items() if arm not in runs}
     result = {"split": split, "plans": str(plans), "iterations": iters, "runs": runs}
+    fine_tune = {  # who fine-tunes, from a pretraining's nnU-Net weights file (None: from scratch)
+        "nnunet": lambda seed, weights: run_nnunet(work, iters, seed, weights),
+        "gtgm": lambda seed, weights: run_gtgm(
+            work, model, a.finetune_steps, seed, weights and weights.parent.parent / "encoder.pt"
+        ),
+    }
     for seed in a.seeds:
-        nnunet = "nnunet" in a.nets
-        if nnunet:
-            runs["nnunet_scratch"][seed] = run_nnunet(work, iters, seed, None)
-        if "gtgm" in a.nets:
-            runs["gtgm_scratch"][seed] = run_gtgm(work, model, a.finetune_steps, seed, None)
+        for who in a.nets:
+            runs[f"{who}_scratch"][seed] = fine_tune[who](seed, None)
         for steps in a.pretrain_steps:
             weights = pretrain(work, plans, model, seed, steps)
-            if nnunet:
-                runs[f"nnunet_gtgm{steps}"][seed] = run_nnunet(work, iters, seed, weights)
-            if "gtgm" in a.nets:
-                encoder = weights.parent.parent / "encoder.pt"
-                runs[f"gtgm_gtgm{steps}"][seed] = run_gtgm(work, model, a.finetune_steps, seed, encoder)
+            for who in a.nets:
+                runs[f"{who}_gtgm{steps}"][seed] = fine_tune[who](seed, weights)
         (work / "moonshot.json").write_text(json.dumps(result, indent=2))
-        for arm, r in runs.items():
-            dice, wall = np.mean(list(r[seed]["cases"].values())), r[seed]["train"]["wall_s"]
+        for arm in arms:  # this call's arms: kept ones from an earlier call may lack this seed
+            dice, wall = np.mean(list(runs[arm][seed]["cases"].values())), runs[arm][seed]["train"]["wall_s"]
             print(f"[bench] seed {seed} {arm:<17} mean Dice {dice:.3f} ({wall:.0f} s)", flush=True)
     for arm in arms:
         base = arm.split("_")[0] + "_scratch"
