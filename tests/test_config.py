@@ -118,14 +118,24 @@ def test_replacing_a_preset_mapping_warns_which_entries_it_drops(capsys):
 
 
 def test_the_study_runs_real_ct_with_the_real_ct_recipe():
-    """cpu-small's study.group_overrides of real_ct_organs repeat finetune/cpu-real-ct: the two must agree."""
+    """cpu-small's study.group_presets gives real_ct_organs the recipe of finetune/cpu-real-ct (its model, finetune
+    and seg_augment sections), while the run's own cache / out / pretrained stay; the demo shortens it only."""
     from dataclasses import asdict
 
-    from gtgm.config import group_config
+    from gtgm.config import group_config, with_overrides
 
-    study = asdict(group_config(load_config("finetune/cpu-small"), "real_ct_organs").finetune)
-    preset = asdict(load_config("finetune/cpu-real-ct").finetune)
-    assert {k: v for k, v in study.items() if k != "group"} == {k: v for k, v in preset.items() if k != "group"}
+    base = with_overrides(load_config("finetune/cpu-small"), values={"finetune.cache": "C", "finetune.out": "O"})
+    preset = load_config("finetune/cpu-real-ct")
+    study = group_config(base, "real_ct_organs")
+    for section in ("model", "seg_augment"):
+        assert asdict(getattr(study, section)) == asdict(getattr(preset, section))
+    got, want = asdict(study.finetune), asdict(preset.finetune)
+    assert (got.pop("cache"), got.pop("out"), want.pop("cache"), want.pop("out")) == ("C", "O", "", "runs/finetune")
+    assert got == want and study.model.ct_windows and study.finetune.body_crop
+    assert asdict(group_config(base, "ct_phantom").model) == asdict(base.model)  # other groups keep cpu-small's
+    demo = asdict(group_config(load_config("demo"), "real_ct_organs").finetune)
+    shorter = {k for k, v in demo.items() if v != asdict(preset.finetune)[k]}
+    assert shorter <= {"steps", "val_every", "checkpoint_every"}, shorter
 
 
 def test_every_preset_loads_and_fits_its_networks():

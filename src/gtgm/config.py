@@ -32,6 +32,7 @@ class PreprocessConfig:
     mri_foreground_fraction: float = 0.05  # foreground: x > lo + f * (p99.5 - lo), lo = min
     image_interpolation_order: int = 1  # spline order when resampling images (labels always use 0)
     max_foreground_locations: int = 10000  # per class, stored for foreground-oversampled patch sampling
+    body_threshold: float = -500.0  # CT: the body mask is HU > this, largest component, holes filled (gtgm.data.body)
 
     def __post_init__(self) -> None:
         for key, spacing in [("target_spacing", self.target_spacing), *self.group_spacing.items()]:
@@ -161,6 +162,10 @@ class ModelConfig:
     feature_size: int = 48  # swinunetr
     use_checkpoint: bool = False  # swinunetr activation checkpointing (saves memory, costs time)
     norm_affine: bool = True  # resunet InstanceNorm with a learnt scale/shift (False: checkpoints made before it)
+    # CT segmenters: the HU windows the network takes as input channels, computed inside it from the cached channel
+    # (e.g. [[-1000, 1000], [-200, 300]]: wide + soft tissue); empty = the cached channels as they are
+    ct_windows: list[list[float]] = field(default_factory=list)
+    ct_source_window: list[float] | None = None  # the cache's own HU window, set by finetune from the cache
     pooling: Literal["last", "stages"] = "last"  # the pooled feature the heads see (gtgm.models.encoders)
     embed_dim: int = 512  # shared image-text space
     head_hidden: int = 1024
@@ -252,8 +257,11 @@ class FinetuneConfig:
     test_fraction: float = 0.3
     test_cases: list[str] = field(default_factory=list)  # case split: these ids are the test cases (fractions unused)
     val_cases: list[str] = field(default_factory=list)  # ... and these the validation ones (may stay empty)
+    train_cases: list[str] = field(default_factory=list)  # ... and these the training ones (empty: all the others)
     region_axis: int = 0  # region split: train | val | test slabs along this axis (0 = left-right)
-    region_bounds: list[float] = field(default_factory=lambda: [0.45, 0.55])  # train < a <= val < b <= test
+    region_bounds: list[float] = field(
+        default_factory=lambda: [0.45, 0.55]
+    )  # train < a <= val < b <= test; a > b: reversed
     patch_size: list[int] = field(default_factory=lambda: [32, 32, 32])
     batch_size: int = 4
     steps: int = 200
@@ -265,7 +273,14 @@ class FinetuneConfig:
     foreground_ratio: float = 0.5
     class_weight_power: float = 0.0  # CE weight of class k ∝ (share of k in the training labels)^-p; 0 = none
     augment: bool = False  # random flips + in-plane quarter turns of training patches (EM presets: on)
-    class_shift: float = 0.0  # each labelled class of a training patch shifted by its own U(-a, a) (normalised units)
+    # the old per-class intensity shift U(-a, a) inside each label (normalised units), kept to reproduce the real-CT
+    # attribution table's baseline; seg_augment's contrast-phase augmentation replaces it
+    class_shift: float = 0.0
+    fg_position: Literal["uniform", "centre"] = "uniform"  # where a sampled foreground voxel lands in its patch
+    case_weights: Literal["uniform", "voxels"] = "uniform"  # draw cases uniformly, or by their usable voxels
+    body_crop: bool = False  # CT: train and infer inside the body's box (+ margin); background outside the body
+    body_margin_mm: float = 10.0
+    single_component: list[str] = field(default_factory=list)  # classes kept as their largest component, a priori
     val_every: int = 50
     sw_overlap: float = 0.25
     sw_batch_size: int = 4
@@ -283,7 +298,49 @@ class FinetuneConfig:
             at_least_one=("batch_size", "steps", "val_every", "checkpoint_every", "log_every", "sw_batch_size"),
             ratios=("label_ratio",),
             sizes=("patch_size",),
-            non_negative=("class_shift", "slices_per_case"),
+            non_negative=("class_shift", "slices_per_case", "body_margin_mm"),
+        )
+
+
+@dataclass
+class SegAugmentConfig:
+    """Fine-tuning augmentation beyond flips (:mod:`gtgm.train.ctaug`); every probability 0 = off.
+
+    Contrast phase (CT): each class named in ``enhancing`` (its unenhanced HU) keeps a share U(``phase_keep``) of its
+    enhancement (patch median − unenhanced HU, if positive), shifted by U(±``phase_jitter``) HU, its internal
+    contrast scaled by U(``phase_compress``); the change fades to 0 over ``phase_ramp`` voxels inside the label, so no
+    step falls on a label boundary and no voxel of another class (lungs, bone) changes. Intensity (CT, in HU,
+    nnU-Net's set, each op with ``intensity_prob``): contrast about 40 HU, brightness, gamma over [-200, 300] HU,
+    Gaussian noise, blur. Spatial (any modality): a rotation of U(±``rotate_deg``) about each axis and a scale
+    U(``scale``), with ``spatial_prob``; no mirroring (left and right differ).
+    """
+
+    enhancing: dict[str, float] = field(default_factory=dict)
+    phase_prob: float = 0.0
+    phase_keep: list[float] = field(default_factory=lambda: [0.0, 1.0])
+    phase_jitter: float = 15.0
+    phase_compress: list[float] = field(default_factory=lambda: [0.5, 1.0])
+    phase_ramp: float = 2.0
+    intensity_prob: float = 0.0
+    contrast: list[float] = field(default_factory=lambda: [0.75, 1.25])
+    brightness_hu: float = 25.0
+    gamma: list[float] = field(default_factory=lambda: [0.7, 1.5])
+    noise_hu: float = 25.0
+    blur_sigma: list[float] = field(default_factory=lambda: [0.5, 1.0])
+    spatial_prob: float = 0.0
+    rotate_deg: float = 15.0
+    scale: list[float] = field(default_factory=lambda: [0.85, 1.15])
+
+    def __post_init__(self) -> None:
+        for key in ("phase_prob", "intensity_prob", "spatial_prob"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise ConfigError(f"config key 'seg_augment.{key}': a probability in [0, 1], got {getattr(self, key)}")
+        for key in ("phase_keep", "phase_compress", "contrast", "gamma", "blur_sigma", "scale"):
+            lo, hi = getattr(self, key)
+            if not 0 <= lo <= hi:
+                raise ConfigError(f"config key 'seg_augment.{key}': needs 0 <= low <= high, got {[lo, hi]}")
+        check_ranges(
+            "seg_augment", self, non_negative=("phase_jitter", "phase_ramp", "brightness_hu", "noise_hu", "rotate_deg")
         )
 
 
@@ -322,6 +379,7 @@ class StudyConfig:
     ratios: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     groups: list[str] = field(default_factory=lambda: ["ct_phantom", "mni152_tissue"])
+    group_presets: dict[str, str] = field(default_factory=dict)  # group -> a preset whose fine-tuning recipe it takes
     group_overrides: dict[str, list[str]] = field(default_factory=dict)  # group -> ["finetune.task=em", ...]
     arm_overrides: dict[str, list[str]] = field(default_factory=dict)  # arm -> its fine-tuning recipe (after groups)
     supervised_overrides: list[str] = field(default_factory=list)  # the positive control's source segmenter run
@@ -363,6 +421,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    seg_augment: SegAugmentConfig = field(default_factory=SegAugmentConfig)
     em: EMConfig = field(default_factory=EMConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
     # axial and coronal figures (overlays, query maps, the corpus montage): "radiological" puts the patient's
@@ -416,10 +475,23 @@ def with_overrides(
     return from_dict(Config, raw)
 
 
+RECIPE_SECTIONS = ("model", "finetune", "seg_augment")  # what a group preset gives its group
+RUN_KEYS = ("cache", "out", "pretrained")  # finetune keys that say where a run reads and writes: kept from cfg
+
+
 def group_config(cfg: Config, group: str, overrides: list[str] = (), arm: str = "") -> Config:
-    """``cfg`` with the group's ``study.group_overrides`` applied, then the ``arm``'s ``study.arm_overrides`` (its
-    fine-tuning recipe), then ``overrides`` (the command line's, so that what the user typed wins over a preset's
-    per-group and per-arm settings)."""
+    """``cfg`` with the fine-tuning recipe of the group's ``study.group_presets`` entry (that preset's model,
+    finetune and seg_augment sections; ``cfg``'s own cache, out and pretrained kept), then the group's
+    ``study.group_overrides``, then the ``arm``'s ``study.arm_overrides`` (its fine-tuning recipe), then
+    ``overrides`` (the command line's, so that what the user typed wins over a preset's per-group and per-arm
+    settings)."""
+    preset = cfg.study.group_presets.get(group)
+    if preset:
+        raw, recipe = cfg.to_dict(), load_config(preset).to_dict()
+        for section in RECIPE_SECTIONS:
+            keep = {k: raw[section][k] for k in RUN_KEYS if section == "finetune"}
+            raw[section] = {**recipe[section], **keep}
+        cfg = from_dict(Config, raw)
     return with_overrides(
         cfg, [*cfg.study.group_overrides.get(group, []), *cfg.study.arm_overrides.get(arm, []), *overrides]
     )

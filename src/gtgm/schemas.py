@@ -94,6 +94,7 @@ RESENC_ENCODER_JSON: dict[str, Any] = {"allOf": [ENCODER_JSON, {"required": ["ar
 
 NONNEG_INT = {"type": "integer", "minimum": 0}
 SHAPE = {"type": "array", "items": POSITIVE_INT, "minItems": 3, "maxItems": 3}
+XYZ_INT = {"type": "array", "items": NONNEG_INT, "minItems": 3, "maxItems": 3}
 CORNER = {"type": "array", "items": NONNEG_INT, "minItems": 3, "maxItems": 3}
 TEXT = {"type": "string"}
 NAMES = {"type": "object", "additionalProperties": TEXT}  # class value or channel number -> name
@@ -116,6 +117,7 @@ DATASET_ENTRY = {  # a path, or an object (minLength applies to a path, properti
         "synthetic": {"type": "boolean"},
         "source": TEXT,
         "spacing": _maybe(XYZ),
+        "label_classes": _maybe({"type": "array", "items": TEXT, "minItems": 1}),
     },
 }
 DATASET_JSON: dict[str, Any] = {
@@ -168,6 +170,8 @@ CACHE_INDEX: dict[str, Any] = {
                         "additionalProperties": {"type": "string", "minLength": 1},
                     },
                     "meta": {"type": "string", "minLength": 1},
+                    "body_box": {"type": "array", "items": XYZ_INT, "minItems": 2, "maxItems": 2},
+                    "label_classes": {"type": "array", "items": NONNEG_INT, "minItems": 1},
                 },
             },
         },
@@ -228,7 +232,7 @@ TEST_METRICS: dict[str, Any] = {
     "properties": {
         "task": TEXT,
         "test": {
-            "type": "object",
+            "type": ["object", "null"],  # null: a selection run that named no test case
             "required": ["metric", "summary"],
             "properties": {
                 "metric": {"enum": ["mean_dice", "voi"]},

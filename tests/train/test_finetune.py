@@ -142,7 +142,7 @@ def test_region_split_is_spatially_disjoint(demo_run):
     train, val, test = split["train"][0], split["val"][0], split["test"][0]
     assert train.hi[0] <= val.lo[0] and val.hi[0] <= test.lo[0]  # slabs along x never overlap
     assert len(train.slices) == round(0.1 * cache.shape(0)[2])
-    data = SegPatches(cache, split["train"], [24, 24, 24], foreground_ratio=0.5, seed=0)
+    data = SegPatches(cache, split["train"], FinetuneConfig(patch_size=[24, 24, 24], foreground_ratio=0.5), seed=0)
     gap = min(b - a for a, b in zip(train.slices, train.slices[1:]))
     for i in range(6):
         label = data[i]["label"][0].numpy()
@@ -155,8 +155,9 @@ def test_region_split_is_spatially_disjoint(demo_run):
 def test_class_shift_moves_each_organ_by_its_own_offset(demo_run):
     cache = VolumeCache(demo_run / "cache", group="ct_phantom", labeled=True)
     parts = make_split(cache, FinetuneConfig())["train"]
-    plain = SegPatches(cache, parts, [32, 32, 32], foreground_ratio=1.0, seed=0)
-    shifted = SegPatches(cache, parts, [32, 32, 32], foreground_ratio=1.0, seed=0, class_shift=0.2)
+    f = FinetuneConfig(patch_size=[32, 32, 32], foreground_ratio=1.0)
+    plain = SegPatches(cache, parts, f, seed=0)
+    shifted = SegPatches(cache, parts, dataclasses.replace(f, class_shift=0.2), seed=0)
     offsets = []
     for i in range(3):
         a, b = plain[i], shifted[i]

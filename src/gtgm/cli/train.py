@@ -86,12 +86,15 @@ def _finetune(args: argparse.Namespace) -> int:
     if not result:  # a non-zero torchrun rank
         return 0
     t, model = result["test"], Path(cfg.finetune.out) / "best.pt"
+    val = "no validation cases" if result["best_val"] is None else f"best val {result['best_val']:.4f}"
+    if t is None:
+        print(f"no test cases named: nothing scored on a test volume ({val}); model: {model}")
+        return 0
     if result["task"] == "em":
         print(
             f"test VOI split {t['voi_split']:.4f} + merge {t['voi_merge']:.4f} = {t['voi']:.4f}, adapted Rand "
             f"{t['arand']:.4f}, CREMI score {t['cremi']:.4f} at threshold {t['threshold']:g}; model: {model}"
         )
         return 0
-    val = "no validation cases" if result["best_val"] is None else f"best val {result['best_val']:.4f}"
     print(f"test mean Dice {t['mean_dice']:.4f} over classes {list(t['dice'])} ({val}); model: {model}")
     return 0

@@ -57,6 +57,7 @@ class Case:
     synthetic: bool = False
     source: str = ""
     spacing: list[float] | None = None  # TIFF stacks carry no voxel size
+    label_classes: list[int] | None = None  # partial labels: the only classes annotated (None = every class)
 
 
 @dataclass
@@ -209,6 +210,7 @@ def _msd_case(
     if entry.get("label") is not None:
         label = ImageRef(resolve_entry(json_path, entry["label"], f"{where}.label"), None, entry.get("label_key"))
     case_id = str(entry.get("id") or _strip_suffix(image.name))
+    partial = _label_classes(json_path, entry, where, groups[group].get("labels", {}))
     return Case(
         case_id,
         images,
@@ -219,7 +221,23 @@ def _msd_case(
         bool(entry.get("synthetic", False)),
         str(entry.get("source", "")),
         entry.get("spacing"),
+        partial,
     )
+
+
+def _label_classes(json_path: Path, entry: dict[str, Any], where: str, labels: dict[int, str]) -> list[int] | None:
+    """An entry's ``label_classes`` (names of its group's classes, the only ones its label map annotates) as label
+    values; None when absent (every class annotated). A name the group does not declare is an error."""
+    names = entry.get("label_classes")
+    if names is None:
+        return None
+    if entry.get("label") is None:
+        raise InputError(json_path, f"{where}: label_classes without a label")
+    ids = {str(n): int(k) for k, n in labels.items()}
+    unknown = [n for n in names if n not in ids]
+    if unknown:
+        raise InputError(json_path, f"{where}.label_classes: {unknown} are not classes of its group ({sorted(ids)})")
+    return sorted(ids[n] for n in names)
 
 
 def _from_nnunet(json_path: Path, data: dict[str, Any]) -> Dataset:

@@ -88,7 +88,7 @@ class VolumeCache:
         if path.stat().st_size < offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
             raise GtgmError(f"{path}: damaged cached array (shorter than its header says: truncated?); {rebuild}")
         want = [int(e.get("channels") or 1), *e["shape"]] if kind == "image" else list(e["shape"])
-        if kind in ("image", "label") and list(shape) != want:
+        if kind in ("image", "label", "body") and list(shape) != want:
             raise GtgmError(f"{path}: cached array of shape {list(shape)}, but the cache index says {want}; {rebuild}")
 
     def verify(self) -> None:
@@ -96,7 +96,7 @@ class VolumeCache:
         is an error before any work starts or anything is written."""
         for i, e in enumerate(self.entries):
             self.meta(i)
-            for kind in ("image", "label"):
+            for kind in ("image", "label", "body"):
                 if kind in e["files"]:
                     self._check(i, kind)
 
@@ -126,6 +126,19 @@ class VolumeCache:
         """Stored foreground voxel indices per class: ``{"class_<v>": (N, 3) int32}``."""
         with np.load(self.root / "volumes" / self.entries[i]["files"]["foreground"]) as data:
             return {k: data[k] for k in data.files}
+
+    def body(self, i: int) -> np.ndarray | None:
+        """Memory map of case ``i``'s body mask (X, Y, Z) uint8 (CT), or None (other modalities, older caches)."""
+        return self._open(i, "body") if "body" in self.entries[i]["files"] else None
+
+    def body_box(self, i: int) -> tuple[list[int], list[int]] | None:
+        """``[lo, hi)`` voxel box of case ``i``'s body (CT), or None."""
+        box = self.entries[i].get("body_box")
+        return (list(box[0]), list(box[1])) if box else None
+
+    def label_classes(self, i: int) -> list[int] | None:
+        """The classes case ``i``'s label map annotates (partial labels), or None (every class)."""
+        return self.entries[i].get("label_classes")
 
     def pad_value(self, i: int) -> list[float]:
         """Per-channel value for voxels outside the volume (the channel's minimum)."""

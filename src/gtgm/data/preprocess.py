@@ -7,6 +7,7 @@ Cache layout (``OUT/``)::
     volumes/<id>.npy           image, float32 (C, X, Y, Z), RAS array order
     volumes/<id>.label.npy     label map, smallest unsigned int type, (X, Y, Z)        [labeled cases]
     volumes/<id>.fg.npz        up to N foreground voxel indices per class, int32 (N, 3) [labeled cases]
+    volumes/<id>.body.npy      body mask, uint8 (X, Y, Z) (:mod:`gtgm.data.body`)         [CT]
     volumes/<id>.json          geometry (original, RAS, resampled), normalisation, fingerprint
 
 Each case is written through temporary files and renamed; its JSON goes last and carries a fingerprint
@@ -27,6 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from gtgm.config import PreprocessConfig
+from gtgm.data.body import body_mask, mask_box
 from gtgm.data.datasets import Case, Dataset
 from gtgm.data.geometry import resample, to_ras
 from gtgm.data.io import Volume, read_label, read_volume
@@ -167,6 +169,7 @@ def case_fingerprint(case: Case, cfg: PreprocessConfig) -> str:
             "inputs": [{**r.to_dict(), "signature": file_signature(r.path)} for r in refs],
             "modality": case.modality,
             "spacing": case.spacing,
+            "label_classes": case.label_classes,
             "config": {k: v for k, v in asdict(cfg.for_group(case.group)).items() if k != "group_spacing"},
         }
     )
@@ -252,6 +255,11 @@ def preprocess_case(case: Case, out: Path, cfg: PreprocessConfig) -> dict[str, A
         "normalization": list(records),
         "pad_value": [float(c.min()) for c in image_final],
     }
+    if case.modality == "CT":  # on the HU of the first channel, before normalisation
+        body = body_mask(image_out[0], cfg.body_threshold)
+        files["body"] = f"{case.id}.body.npy"
+        _save_npy(vol_dir / files["body"], body.astype(np.uint8))
+        meta["body_box"] = list(mask_box(body))
     if label_ras is not None:
         files["label"] = f"{case.id}.label.npy"
         files["foreground"] = f"{case.id}.fg.npz"
@@ -259,6 +267,7 @@ def preprocess_case(case: Case, out: Path, cfg: PreprocessConfig) -> dict[str, A
         values, fg = foreground_locations(label_ras, cfg.max_foreground_locations)
         meta["num_labels"] = len(values)
         meta["label_values"] = values if len(values) <= MAX_FG_CLASSES + 1 else None
+        meta["label_classes"] = case.label_classes
         with atomic_path(vol_dir / files["foreground"], ".npz") as tmp:
             np.savez(tmp, **fg)
     meta["files"] = files
@@ -329,7 +338,8 @@ def _index_entry(meta: dict[str, Any]) -> dict[str, Any]:
         "unit",
         "pad_value",
     )
-    return {**{k: meta[k] for k in keys}, "files": meta["files"], "meta": f"{meta['id']}.json"}
+    extra = {k: meta[k] for k in ("body_box", "label_classes") if meta.get(k) is not None}
+    return {**{k: meta[k] for k in keys}, **extra, "files": meta["files"], "meta": f"{meta['id']}.json"}
 
 
 def check_dataset(dataset: Dataset, progress: bool = True) -> list[str]:

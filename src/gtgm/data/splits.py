@@ -7,9 +7,12 @@ Two split kinds:
   validation may be empty); the label ratio keeps ``max(1, round(ratio · n_train))`` train cases, and
   ``slices_per_case`` > 0 labels only that many axial slices of each (``label_slices``: spread or block) — the
   label-limited regime where unlabelled data can matter. Cases the dataset declares as test (its ``test`` list,
-  e.g. the sealed phantoms) are never drawn into a split: they are scored only when named in ``test_cases``.
+  e.g. the sealed phantoms) are never drawn into a split: they are scored only when named in ``test_cases``. Named
+  cases (any of ``test_cases``, ``val_cases``, ``train_cases``) fix the split; the test may then stay empty (a
+  selection run that never reads a test volume).
 * ``region`` — each labeled volume is cut into slabs along ``region_axis`` (train below
-  ``region_bounds[0]``, val between, test above ``region_bounds[1]``, as fractions of the axis), so
+  ``region_bounds[0]``, val between, test above ``region_bounds[1]``, as fractions of the axis; reversed bounds
+  ``[a, b]`` with a > b train above a and test below b), so
   train and test voxels never overlap; image voxels outside a slab are replaced by the pad value when
   sampling, so no training patch sees test intensities either. The label ratio keeps that share of the
   train slab's axial (z) slices as labelled (``label_slices``: ``spread`` = evenly spaced, ``block`` =
@@ -59,13 +62,20 @@ def make_split(cache: VolumeCache, cfg: FinetuneConfig) -> dict[str, list[Part]]
             raise GtgmError(
                 "finetune.slices_per_case applies to a case split; a region split labels slices with label_ratio"
             )
+        if cfg.train_cases:  # the named volumes only
+            ids = {e["id"]: i for i, e in enumerate(cache.entries)}
+            unknown = [c for c in cfg.train_cases if c not in ids]
+            if unknown:
+                raise GtgmError(f"{cache.root}: finetune.train_cases {unknown} are not labelled cases here")
+            cases = [ids[c] for c in cfg.train_cases]
         parts = [_region_split(cache, i, cfg) for i in cases]
         return {k: [p[k][0] for p in parts] for k in ("train", "val", "test")}
-    if len(cases) < 3 and not cfg.test_cases:
+    named = bool(cfg.test_cases or cfg.val_cases or cfg.train_cases)
+    if len(cases) < 3 and not named:
         raise GtgmError(
             f"{cache.root}: a case split needs at least 3 labeled cases (has {len(cases)}); use split=region"
         )
-    if cfg.test_cases:
+    if named:
         test, val, train = _named_cases(cache, cfg)
     else:
         order = [int(i) for i in np.random.default_rng([cfg.split_seed, 7]).permutation(cases)]
@@ -85,14 +95,20 @@ def make_split(cache: VolumeCache, cfg: FinetuneConfig) -> dict[str, list[Part]]
 
 
 def _named_cases(cache: VolumeCache, cfg: FinetuneConfig) -> tuple[list[int], list[int], list[int]]:
-    """``finetune.test_cases`` / ``val_cases`` (case ids) as test / val, the other labelled cases as train (in
-    cache order); an unknown id is an error that lists the known ones."""
+    """``finetune.test_cases`` / ``val_cases`` (case ids) as test / val, ``train_cases`` (or, when empty, the other
+    labelled cases) as train, in cache order; an unknown id, or a case in two of them, is an error."""
     ids = {e["id"]: i for i, e in enumerate(cache.entries)}
-    unknown = [c for c in [*cfg.test_cases, *cfg.val_cases] if c not in ids]
+    unknown = [c for c in [*cfg.test_cases, *cfg.val_cases, *cfg.train_cases] if c not in ids]
     if unknown:
-        raise GtgmError(f"{cache.root}: finetune test/val cases {unknown} are not labelled cases here ({sorted(ids)})")
+        raise GtgmError(f"{cache.root}: finetune cases {unknown} are not labelled cases here ({sorted(ids)})")
+    named = [*cfg.test_cases, *cfg.val_cases, *cfg.train_cases]
+    twice = sorted({c for c in named if named.count(c) > 1})
+    if twice:
+        raise GtgmError(f"finetune test/val/train cases: {twice} named in more than one of them")
     test, val = [ids[c] for c in cfg.test_cases], [ids[c] for c in cfg.val_cases]
     held = {i for i, e in enumerate(cache.entries) if e.get("split") == "test"}  # declared test: never trained on
+    if cfg.train_cases:
+        return test, val, sorted(ids[c] for c in cfg.train_cases)
     return test, val, [i for i in range(len(cache)) if i not in test and i not in val and i not in held]
 
 
@@ -106,15 +122,18 @@ def _region_split(cache: VolumeCache, case: int, cfg: FinetuneConfig) -> dict[st
         lo[ax], hi[ax] = lo_ax, hi_ax
         return Part(case, lo, hi, slices)
 
-    if not 0 < cut_a < cut_b < shape[ax]:
+    if not 0 < min(cut_a, cut_b) < max(cut_a, cut_b) < shape[ax]:
         raise GtgmError(
             f"{cache.root}: case {cache.entries[case]['id']} (shape {shape}) is too small for region_bounds "
             f"{cfg.region_bounds} along axis {ax}"
         )
-    train = part(0, cut_a)
+    if cut_a < cut_b:
+        train, val, test = part(0, cut_a), part(cut_a, cut_b), part(cut_b, shape[ax])
+    else:  # reversed bounds: train above a, val between b and a, test below b
+        train, val, test = part(cut_a, shape[ax]), part(cut_b, cut_a), part(0, cut_b)
     z_lo, z_hi = train.lo[2], train.hi[2]
     train.slices = _pick_slices(z_lo, z_hi, max(1, round(cfg.label_ratio * (z_hi - z_lo))), cfg.label_slices)
-    return {"train": [train], "val": [part(cut_a, cut_b)], "test": [part(cut_b, shape[ax])]}
+    return {"train": [train], "val": [val], "test": [test]}
 
 
 def _pick_slices(z_lo: int, z_hi: int, n: int, mode: str) -> list[int] | None:

@@ -44,6 +44,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path) -> dict[str, Path]:
     load_segmenter(checkpoint, torch.device("cpu"))  # the recorded network must take the weights, as predict needs
     meta = {k: ckpt[k] for k in ("preprocess", "modality", "patch_size")}
     meta["postprocess"] = ckpt.get("postprocess") or {}  # applied by GtgmRestored as gtgm predict applies it
+    meta["body_crop"] = ckpt.get("body_crop")  # CT: the network sees the body's box; background outside the body
     labels = {str(k): str(v) for k, v in (ckpt.get("labels") or {}).items()} or {
         str(k): f"class {k}" for k in range(ckpt["num_classes"])
     }

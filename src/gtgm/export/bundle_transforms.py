@@ -19,6 +19,7 @@ from monai.transforms import MapTransform
 
 from gtgm.data.datasets import Case, ImageRef
 from gtgm.data.io import write_nifti
+from gtgm.infer.body import body_box, body_from_image, paste_in_body
 from gtgm.infer.postprocess import postprocess_label
 from gtgm.infer.prepare import prepare_input, restore_labels, restorer
 from gtgm.infer.sliding import pad_to_patch
@@ -48,10 +49,24 @@ class GtgmPreprocessd(MapTransform):
         for key in self.key_iterator(d):
             path = str(d[key])
             normed, _, restore = prepare_input(self.meta, _case(path, self.meta))
+            d["gtgm_geometry"] = dict(restore.geometry)
+            body = self.meta.get("body_crop")
+            if body and self.meta["modality"] == "CT":  # as gtgm predict: the network sees the body's box only
+                threshold = self.meta["preprocess"].get("body_threshold", -500.0)
+                inside = body_from_image(normed, restore.normalization[0], threshold)
+                box = body_box(
+                    inside, body["margin_mm"], self.meta["preprocess"]["target_spacing"] or _spacing(restore)
+                )
+                d["gtgm_geometry"].update(body=inside, box=np.array([[b.start, b.stop] for b in box]))
+                normed = normed[(slice(None), *box)]
             d[key] = torch.from_numpy(pad_to_patch(normed, self.meta["patch_size"]))
             d["gtgm_path"], d["gtgm_shape"] = path, torch.tensor(normed.shape[1:])
-            d["gtgm_geometry"] = restore.geometry
         return d
+
+
+def _spacing(restore: Any) -> list[float]:
+    """Voxel sizes of the grid the network sees (the RAS grid when the model keeps the input's spacing)."""
+    return [float(v) for v in np.linalg.norm(np.asarray(restore.geometry["work_affine"])[:3, :3], axis=0)]
 
 
 class GtgmRestored(MapTransform):
@@ -66,11 +81,20 @@ class GtgmRestored(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             case = _case(d["gtgm_path"], self.meta)
-            restore = restorer({k: torch.as_tensor(v).cpu().numpy() for k, v in d["gtgm_geometry"].items()})
+            geometry = {k: torch.as_tensor(v).cpu().numpy() for k, v in d["gtgm_geometry"].items()}
+            body, box = geometry.pop("body", None), geometry.pop("box", None)
+            restore = restorer(geometry)
             crop = (slice(None), *(slice(0, int(n)) for n in d["gtgm_shape"]))
             logits = torch.as_tensor(d[key])[crop].float()
-            out = logits.softmax(0) if restore.resampled else logits.argmax(0).to(torch.uint8)
-            label = postprocess_label(restore_labels(out.cpu().numpy(), restore), self.meta).astype(np.uint8)
+            out = (logits.softmax(0) if restore.resampled else logits.argmax(0).to(torch.uint8)).cpu().numpy()
+            if body is not None:  # back onto the whole grid: background outside the body
+                body = body.astype(bool)
+                out = paste_in_body(out, tuple(slice(int(a), int(b)) for a, b in box), body,
+                                    "probabilities" if restore.resampled else "labels")  # fmt: skip
+            label = restore_labels(out, restore)
+            if body is not None:
+                label[restore(body.astype(np.uint8)) == 0] = 0
+            label = postprocess_label(label, self.meta).astype(np.uint8)
             ref = nib.load(d["gtgm_path"])  # header and affine only; the voxels were read once, by the preprocessing
             write_nifti(self.output_dir / f"{case.id}.nii.gz", label, ref.affine, ref.header)
             d[key] = label

@@ -25,6 +25,7 @@ from gtgm.data.datasets import Case
 from gtgm.data.io import write_cremi, write_nifti
 from gtgm.em.agglomerate import segment
 from gtgm.errors import GtgmError
+from gtgm.infer.body import body_from_image, predict_in_body
 from gtgm.infer.postprocess import postprocess_label
 from gtgm.infer.prepare import input_cases, prepare_input, restore_labels
 from gtgm.infer.sliding import predict_array
@@ -68,7 +69,19 @@ def segment_case(
     """
     normed, ref, restore = prepare_input(meta, case)
     output = "probabilities" if restore.resampled else "labels"
-    label = restore_labels(predict_array(model, normed, meta["patch_size"], device=device, output=output), restore)
+    body = meta.get("body_crop")
+    if body and meta["modality"] == "CT":  # inside the body only; background outside it
+        threshold = meta["preprocess"].get("body_threshold", -500.0)
+        inside = body_from_image(normed, restore.normalization[0], threshold)
+        spacing = meta["preprocess"].get("target_spacing") or np.linalg.norm(
+            restore.geometry["work_affine"][:3, :3], axis=0
+        )
+        out = predict_in_body(model, normed, inside, body["margin_mm"], list(spacing), meta["patch_size"], output,
+                              device=device)  # fmt: skip
+        label = restore_labels(out, restore)
+        label[restore(inside.astype(np.uint8)) == 0] = 0
+    else:
+        label = restore_labels(predict_array(model, normed, meta["patch_size"], device=device, output=output), restore)
     return postprocess_label(label, meta), ref
 
 

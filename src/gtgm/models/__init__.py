@@ -3,7 +3,7 @@
 Importing this package registers every builder (the registry itself imports no model).
 """
 
-from gtgm.models import encoders, resenc, segmenters  # noqa: F401  (each registers its builders)
+from gtgm.models import encoders, resenc, segmenters, windows  # noqa: F401  (each registers its builders)
 from gtgm.models.registry import create_encoder, create_segmenter, list_encoders, list_segmenters
 
 __all__ = ["create_encoder", "create_segmenter", "list_encoders", "list_segmenters"]

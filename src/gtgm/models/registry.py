@@ -48,6 +48,21 @@ def list_segmenters() -> list[str]:
     return sorted(_SEGMENTERS)
 
 
+_INPUT_LAYERS: list[tuple[tuple[str, ...], Callable[..., nn.Module]]] = []
+
+
+def register_input_layer(*keys: str) -> Callable:
+    """A function ``fn(net, **{key: value})`` that puts a layer in front of every segmenter built with these keyword
+    arguments (``create_segmenter`` hands them to it, not to the builder), e.g. the CT windows of
+    ``gtgm.models.windows``."""
+
+    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        _INPUT_LAYERS.append((keys, fn))
+        return fn
+
+    return deco
+
+
 TASKS = ("segmentation", "affinity")
 
 
@@ -55,7 +70,11 @@ def architecture_kwargs(model: Any) -> dict[str, Any]:
     """The keyword arguments every encoder / segmenter builder takes from a ``ModelConfig`` (each uses its own)."""
     keys = ("in_channels", "channels", "feature_size", "use_checkpoint", "norm_affine")
     keys += ("kernel_sizes", "strides", "blocks_per_stage", "decoder_convs")
-    return {k: getattr(model, k) for k in keys}
+    kwargs = {k: getattr(model, k) for k in keys}
+    windows = getattr(model, "ct_windows", None)
+    if windows:  # the network sees one channel per CT window (gtgm.models.windows)
+        kwargs.update(in_channels=len(windows), ct_windows=windows, ct_source_window=model.ct_source_window)
+    return kwargs
 
 
 def create_segmenter(name: str, num_classes: int, task: str = "segmentation", **overrides: Any) -> nn.Module:
@@ -70,6 +89,9 @@ def create_segmenter(name: str, num_classes: int, task: str = "segmentation", **
         raise ConfigError(f"unknown segmenter '{name}' (known: {', '.join(names)})")
     if task not in TASKS:
         raise ConfigError(f"unknown segmenter task '{task}' (known: {', '.join(TASKS)})")
+    layers = [(fn, {k: overrides.pop(k, None) for k in keys}) for keys, fn in _INPUT_LAYERS]
     net = _SEGMENTERS[name](num_classes=num_classes, **overrides)
+    for fn, kwargs in layers:
+        net = fn(net, **kwargs)
     net.task = task
     return net

@@ -96,6 +96,8 @@ def load_encoder_weights(segmenter: nn.Module, path: str | Path, architecture: s
             raise GtgmError(f"{path}: pretrained for encoder '{made_for}', but the segmenter is '{architecture}'")
     weights = load_state_dict(path)
     own = segmenter.state_dict()
+    if hasattr(segmenter, "input_windows"):
+        weights = widen_stem(weights, own)
     shape_mismatch = [k for k, v in weights.items() if k in own and own[k].shape != v.shape]
     if shape_mismatch:
         k = shape_mismatch[0]
@@ -110,3 +112,24 @@ def load_encoder_weights(segmenter: nn.Module, path: str | Path, architecture: s
     missing = [k for k in own if k.startswith(prefix) and k not in matched]
     segmenter.load_state_dict(matched, strict=False)
     return {"matched": len(matched), "missing": len(missing), "unexpected": len(weights) - len(matched)}
+
+
+def widen_stem(weights: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A one-channel encoder's first convolutions widened for a segmenter fed several CT windows
+    (:mod:`gtgm.models.windows`): a kernel (O, 1, ...) where the segmenter has (O, n, ...) keeps its weights on input
+    channel 0 (the first window, the cache's own when the preset lists it first) and gets zeros on the others, so
+    the loaded encoder computes at the start what it computed in pretraining; the other windows are learnt."""
+    out = dict(weights)
+    for k, v in weights.items():
+        target = own.get(k)
+        if (
+            target is not None
+            and v.ndim == 5
+            and v.shape[1] == 1
+            and target.shape[1] > 1
+            and target.shape[0] == v.shape[0]
+        ):
+            wide = torch.zeros(target.shape, dtype=v.dtype)
+            wide[:, :1] = v
+            out[k] = wide
+    return out

@@ -50,6 +50,8 @@ class Finetuner:
         self.rank, self.world = runtime.rank(), runtime.world_size()
         torch.manual_seed(cfg.seed)
         self.cache = VolumeCache(f.cache, group=f.group, labeled=True)
+        if cfg.model.ct_windows:
+            cfg = self.cfg = with_ct_source(cfg, self.cache)
         channels = self.cache.entries[0]["channels"]
         if channels != cfg.model.in_channels:
             raise GtgmError(
@@ -169,7 +171,7 @@ class Finetuner:
         self.opt.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             logits = self.net(batch["image"].to(self.device))
-        loss = self.task.loss(logits, batch["label"].to(self.device))
+        loss = self.task.loss(logits, batch["label"].to(self.device), batch.get("classes"))
         (self.scaler.scale(loss) if self.scaler else loss).backward()
         if frozen:
             for p in self.enc_params:
@@ -181,8 +183,9 @@ class Finetuner:
 
     def run(self) -> dict[str, Any]:
         f = self.cfg.finetune
+        enhancing = getattr(self.task, "enhancing", {})
         data = SegPatches(
-            self.cache, self.split["train"], f.patch_size, f.foreground_ratio, self.cfg.seed, f.augment, f.class_shift
+            self.cache, self.split["train"], f, self.cfg.seed, self.cfg.seg_augment, enhancing, self.task.outputs
         )
         loader = iter(
             DataLoader(
@@ -232,7 +235,7 @@ class Finetuner:
         best = load_checkpoint(self.out / "best.pt", self.device)
         self.model.load_state_dict(best["model"])
         self.task.restore(best)
-        test = self.task.score(self.model, self.split["test"], self.device, final=True)
+        test = self.task.score(self.model, self.split["test"], self.device, final=True) if self.split["test"] else None
         result = {
             "task": self.task.name,
             "test": test,
@@ -246,6 +249,26 @@ class Finetuner:
         write_json(self.out / "test_metrics.json", json.loads(json.dumps(result, default=float)))
         self.logger.close()
         return result
+
+
+def with_ct_source(cfg: Config, cache: VolumeCache) -> Config:
+    """``cfg`` with ``model.ct_source_window`` set to the HU window the cache's CT cases were normalised with (the
+    one channel the network's CT windows are computed from, :mod:`gtgm.models.windows`)."""
+    windows = set()
+    for i, e in enumerate(cache.entries):
+        records = cache.meta(i).get("normalization") or [{}]
+        if e["modality"] != "CT" or len(records) != 1 or records[0].get("method") != "ct_window":
+            raise GtgmError(
+                f"{cache.root}: model.ct_windows needs one CT channel normalised with an HU window per case; case "
+                f"{e['id']} is {e['modality']} with {len(records)} channel(s)"
+            )
+        windows.add(tuple(records[0]["window"]))
+    if len(windows) != 1:
+        raise GtgmError(f"{cache.root}: the CT cases were cached with different HU windows {sorted(windows)}")
+    source = list(windows.pop())
+    if cfg.model.ct_source_window not in (None, source):
+        raise GtgmError(f"model.ct_source_window {cfg.model.ct_source_window} is not the cache's window {source}")
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, ct_source_window=source))
 
 
 def finetune(cfg: Config, resume: bool = False, progress: bool = True) -> dict[str, Any]:

@@ -168,24 +168,39 @@ class MaskedReconstructionLoss(nn.Module):
         return {"mim_loss": err.sum() / (mask.sum() * target.shape[1]).clamp_min(1.0)}
 
 
-_dice = DiceLoss(include_background=True, softmax=False, to_onehot_y=False)
+_dice = DiceLoss(include_background=True, softmax=False, to_onehot_y=False, reduction="none")
 
 
-def seg_loss(logits: torch.Tensor, target: torch.Tensor, class_weight: torch.Tensor | None = None) -> torch.Tensor:
+def seg_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    class_weight: torch.Tensor | None = None,
+    classes: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Dice + CE over labelled voxels. ``logits`` (B, K, ...), ``target`` (B, 1, ...) int64 (IGNORE = -1).
 
-    Dice: MONAI's soft Dice per sample and class (background included), averaged. CE: mean over labelled
-    voxels, optionally with per-class weights ``class_weight`` (K,) (:func:`gtgm.train.tasks.class_weights`).
+    Dice: soft Dice per sample and class (background included), averaged. CE: mean over labelled voxels, optionally
+    with per-class weights ``class_weight`` (K,) (:func:`gtgm.train.tasks.class_weights`).
+
+    Partial labels: ``classes`` (B, K) bool marks the classes each sample's labels annotate. The others are left
+    out of that sample's softmax (their logits replaced by a constant, so their gradient is exactly 0), of its CE
+    and of its Dice mean: a voxel labelled 0 there is "none of the annotated classes", not background.
     """
     valid = (target != IGNORE).float()
     t = target.clamp_min(0)
     w = None if class_weight is None else class_weight.to(logits.device)
-    ce = F.cross_entropy(
-        logits.float(), torch.where(target[:, 0] == IGNORE, -100, t[:, 0]), weight=w, ignore_index=-100
-    )
-    probs = logits.float().softmax(1) * valid
+    x = logits.float()
+    if classes is not None:
+        keep = classes.to(logits.device).bool()
+        x = torch.where(keep.view(*keep.shape, *([1] * (x.ndim - 2))), x, torch.full_like(x, -1e4))
+    ce = F.cross_entropy(x, torch.where(target[:, 0] == IGNORE, -100, t[:, 0]), weight=w, ignore_index=-100)
+    probs = x.softmax(1) * valid
     onehot = F.one_hot(t[:, 0], logits.shape[1]).movedim(-1, 1).float() * valid
-    return _dice(probs, onehot) + ce
+    dice = _dice(probs, onehot).reshape(logits.shape[0], logits.shape[1])  # (B, K)
+    if classes is None:
+        return dice.mean() + ce
+    keep = classes.to(dice.device).float()
+    return (dice * keep).sum() / keep.sum().clamp_min(1) + ce
 
 
 def affinity_loss(

@@ -26,6 +26,7 @@ from gtgm.data.splits import Part, part_arrays
 from gtgm.em.affinities import affinities_torch, offsets_xyz
 from gtgm.em.agglomerate import segment, threshold_baseline
 from gtgm.errors import GtgmError
+from gtgm.infer.body import predict_in_body
 from gtgm.infer.postprocess import choose_keep_largest, keep_largest
 from gtgm.infer.sliding import predict_array
 from gtgm.metrics import dice_per_class, hd95_per_class, neuron_scores
@@ -84,15 +85,19 @@ class SegmentationTask:
         _check_labels(cache, f.task_labels, labels)
         _check_declared(cache, labels, metas)
         self.class_weight: torch.Tensor | None = None
-        self.keep_largest: list[int] = []  # classes reduced to their largest component (chosen on validation)
+        self.single = class_ids(labels, f.single_component, "finetune.single_component")  # one component, a priori
+        self.enhancing = dict(zip(class_ids(labels, list(cfg.seg_augment.enhancing), "seg_augment.enhancing"),
+                                  cfg.seg_augment.enhancing.values()))  # fmt: skip
+        self.keep_largest: list[int] = list(self.single)  # + the classes validation adds (choose_keep_largest)
 
     def weigh_classes(self, train: list[Part]) -> None:
         """CE class weights from the labelled voxels of the training parts (``finetune.class_weight_power``)."""
         power = self.cfg.finetune.class_weight_power
         self.class_weight = class_weights(label_counts(self.cache, train, self.outputs), power) if power else None
 
-    def loss(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        return seg_loss(logits, label, self.class_weight)
+    def loss(self, logits: torch.Tensor, label: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
+        partial = classes is not None and not bool(classes.all())
+        return seg_loss(logits, label, self.class_weight, classes if partial else None)
 
     def restore(self, ckpt: dict[str, Any]) -> None:
         """The post-processing chosen on validation with the kept weights (none in older checkpoints)."""
@@ -100,7 +105,8 @@ class SegmentationTask:
 
     def meta(self) -> dict[str, Any]:
         meta = {"task": self.name, "num_classes": self.outputs, "labels": self.labels}
-        return {**meta, "postprocess": {"keep_largest": list(self.keep_largest)}}
+        body = {"margin_mm": self.cfg.finetune.body_margin_mm} if self.cfg.finetune.body_crop else None
+        return {**meta, "postprocess": {"keep_largest": list(self.keep_largest)}, "body_crop": body}
 
     def score(self, model: torch.nn.Module, parts: list[Part], device: Any, final: bool = False) -> dict[str, Any]:
         """Per-class Dice (and, when ``final``, HD95 and the confusion counts reference × predicted) of
@@ -114,11 +120,12 @@ class SegmentationTask:
         entries, preds, labels = [], [], []
         for p in parts:  # one image in memory at a time; the uint8 predictions and labels are kept
             image, label = part_arrays(self.cache, p)
-            preds.append(predict_array(model, image, f.patch_size, f.sw_overlap, f.sw_batch_size, device))
+            preds.append(self._predict(model, p, image, device))
             entries.append(self.cache.entries[p.case])
             labels.append(np.asarray(label))
         if not final:
-            self.keep_largest = choose_keep_largest(preds, labels, classes) if f.postprocess else []
+            chosen = choose_keep_largest(preds, labels, [c for c in classes if c not in self.single])
+            self.keep_largest = sorted({*self.single, *(chosen if f.postprocess else [])})
         raw = [dice_per_class(pred, label, classes) for pred, label in zip(preds, labels)]
         preds = [keep_largest(pred, self.keep_largest) for pred in preds]
         rows = []
@@ -142,6 +149,28 @@ class SegmentationTask:
             "metric": self.metric,
         }
 
+    def _predict(self, model: torch.nn.Module, p: Part, image: np.ndarray, device: Any) -> np.ndarray:
+        """Labels of part ``p`` (its box of the volume): inside the body only when ``body_crop`` (CT)."""
+        f = self.cfg.finetune
+        sliding = {"overlap": f.sw_overlap, "sw_batch": f.sw_batch_size, "device": device}
+        body = self.cache.body(p.case) if f.body_crop else None
+        if body is None:
+            return predict_array(model, image, f.patch_size, **sliding)
+        box = tuple(slice(lo, hi) for lo, hi in zip(p.lo, p.hi))
+        spacing = self.cache.entries[p.case]["spacing"]
+        return predict_in_body(
+            model, image, np.asarray(body[box], bool), f.body_margin_mm, spacing, f.patch_size, **sliding
+        )
+
+
+def class_ids(labels: dict[str, str], names: list[str], key: str) -> list[int]:
+    """The label values of class ``names`` (``labels``: value -> name); a name not among them is an error."""
+    ids = {str(n): int(k) for k, n in labels.items()}
+    unknown = [n for n in names if n not in ids]
+    if unknown:
+        raise GtgmError(f"config key '{key}': {unknown} are not classes of this data ({sorted(ids)})")
+    return [ids[n] for n in names]
+
 
 class AffinityTask:
     name = "em"
@@ -158,7 +187,7 @@ class AffinityTask:
     def weigh_classes(self, train: list[Part]) -> None:
         """Nothing to count: affinity classes are balanced within each batch (``em.balance``)."""
 
-    def loss(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    def loss(self, logits: torch.Tensor, label: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
         target, mask = affinities_torch(label[:, 0], self.offsets)
         return affinity_loss(logits, target, mask, self.em.loss, self.em.balance)
 

