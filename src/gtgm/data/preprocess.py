@@ -170,7 +170,11 @@ def case_fingerprint(case: Case, cfg: PreprocessConfig) -> str:
             "modality": case.modality,
             "spacing": case.spacing,
             "label_classes": case.label_classes,
-            "config": {k: v for k, v in asdict(cfg.for_group(case.group)).items() if k != "group_spacing"},
+            "config": {
+                k: v
+                for k, v in asdict(cfg.for_group(case.group)).items()
+                if k != "group_spacing" and (k != "body_threshold" or case.modality == "CT")
+            },
         }
     )
 

@@ -18,10 +18,11 @@ from gtgm.study.report import class_names, paired_blocks
 
 REAL_CT = "real CT (silver labels)"
 REAL_CT_NOTE = (
-    "Real CT (group real_ct_organs of gtgm data fetch-real, recipe finetune/cpu-real-ct): trained on two CTs "
-    "(a chest CT and an upper-abdomen DICOM series, both with contrast), tested on a third patient's "
-    "abdomen-pelvis CT without contrast; its reference labels are TotalSegmentator's output ('silver'), so the "
-    "figures measure agreement with that model, and three volumes are far too few for a general model."
+    "Real CT (group real_ct_organs of gtgm data fetch-real, recipe finetune/cpu-real-ct, fold A; the demo runs it "
+    "shorter: configs/demo.yaml): trained on a chest + upper-abdomen CT in arterial phase and two partial-label crops "
+    "(a LiTS liver, a lumbar spine), validated on an upper-abdomen DICOM slab (portal phase), tested on a third "
+    "patient's abdomen-pelvis CT without contrast; its reference labels are TotalSegmentator's output ('silver'), so "
+    "the figures measure agreement with that model. The recipe of record and its attribution: docs/results.md."
 )
 REAL_CT_MISSING = (
     "Real CT: not in this run (gtgm demo --no-real, or the package index could not be reached); "
@@ -58,6 +59,8 @@ def headline_blocks(
                 for k, v in scores["mean"].items()
             ]
             rows.append([what, "mean", f"{scores['mean_dice']:.3f}", ""])
+            if group == "real_ct_organs":
+                rows.append([what, "predicted voxels outside the body", f"{_outside_body(scores):.2%}", ""])
     if "mni152_tissue" in runs:
         test = read_json(runs["mni152_tissue"] / "test_metrics.json", schema=TEST_METRICS)["test"]
         names = class_names(cache, "mni152_tissue")
@@ -95,6 +98,19 @@ def headline_blocks(
         caption = f"Held-out data, one axial slice: reference (left), prediction (right); {cfg.figures} view ({side})"
         blocks.append(("figure", (figure, caption)))
     return blocks
+
+
+def _outside_body(evaluation: dict[str, Any]) -> float:
+    """Share of the predicted foreground voxels of the evaluated cases that lie outside the body (HU > -500, largest
+    component, holes filled: :func:`gtgm.data.body.body_mask`) of their raw image."""
+    from gtgm.data.body import body_mask
+
+    outside = total = 0
+    for case in evaluation["cases"]:
+        pred = _ras(evaluation["folder"] / f"{case}.nii.gz") > 0
+        body = body_mask(_ras(evaluation["images"][case]))
+        outside, total = outside + int((pred & ~body).sum()), total + int(pred.sum())
+    return outside / max(total, 1)
 
 
 def _arm_phrase(runs: dict[str, Path]) -> str:

@@ -8,7 +8,8 @@ Layout written (nnU-Net v2's ``dataset_format.md``)::
         labelsTr/CASE.nii.gz
 
 Every labelled case of the group goes to ``imagesTr`` (nnU-Net makes its own cross-validation folds);
-unlabelled cases are left out. Images keep their voxels and geometry (the affine of the file they came
+unlabelled cases, and partial-label cases (``label_classes``: nnU-Net would take their unannotated organs for
+background), are left out. Images keep their voxels and geometry (the affine of the file they came
 from, whatever its format); labels are written as unsigned integers with the image's affine. The folder is
 written under a temporary name and renamed at the end, so a failure leaves nothing half-written.
 """
@@ -84,6 +85,10 @@ def export_nnunet_raw(dataset: Dataset, group: str | None, dataset_id: int, out:
             raise GtgmError(f"{dataset.root}: choose a group with --group (labelled groups: {', '.join(groups)})")
         group = groups[0]
     cases = dataset.select(group, labeled=True)
+    partial = [c.id for c in cases if c.label_classes is not None]
+    if partial:  # nnU-Net takes every unlabelled voxel as background: a partial label map would teach it wrong
+        print(f"[export] {', '.join(partial)}: partial labels (label_classes), which nnU-Net cannot take; left out")
+        cases = [c for c in cases if c.label_classes is None]
     if not cases:
         raise GtgmError(f"{dataset.root}: no labelled cases in group '{group}' (labelled groups: {', '.join(groups)})")
     info = dataset.groups.get(group, {})

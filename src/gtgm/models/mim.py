@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from gtgm.models.registry import architecture_kwargs, create_segmenter
+from gtgm.models.windows import refuse_in_pretraining
 
 
 def block_mask(
@@ -52,5 +53,6 @@ class MIMModel(nn.Module):
 
 def build_mim_model(model: Any, mask_ratio: float, block: int) -> MIMModel:
     """The segmenter of a model section with ``in_channels`` outputs, wrapped for masked reconstruction."""
+    refuse_in_pretraining(model)
     seg = create_segmenter(model.encoder, model.in_channels, **architecture_kwargs(model))
     return MIMModel(seg, mask_ratio, block)

@@ -12,10 +12,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from gtgm.errors import ConfigError
 from gtgm.models.encoders import segmenter_state_dict
 from gtgm.models.heads import ProjectionHead
 from gtgm.models.registry import architecture_kwargs, create_encoder
+from gtgm.models.windows import refuse_in_pretraining
 
 
 class VLPModel(nn.Module):
@@ -42,11 +42,7 @@ class VLPModel(nn.Module):
 def build_encoder(model: Any) -> nn.Module:
     """The 3D encoder a model section (:class:`gtgm.config.ModelConfig`) describes: registry name, channels /
     feature size, norm, pooling."""
-    if getattr(model, "ct_windows", None):
-        raise ConfigError(
-            "model.ct_windows applies to fine-tuning: a pretraining encoder takes the cached channel (a segmenter fed "
-            "several windows takes its weights on the first window); remove model.ct_windows here"
-        )
+    refuse_in_pretraining(model)
     return create_encoder(model.encoder, pooling=model.pooling, **architecture_kwargs(model))
 
 

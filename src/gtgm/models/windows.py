@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gtgm.errors import ConfigError
 from gtgm.models.registry import register_input_layer
 
 
@@ -48,6 +49,15 @@ def attach_ct_windows(
     net.input_windows = CTWindows(source, windows)
     net.register_forward_pre_hook(_windows_hook)
     return net
+
+
+def refuse_in_pretraining(model: Any) -> None:
+    """Pretraining encoders take the cached channel: a model section with ``ct_windows`` is refused in one line."""
+    if getattr(model, "ct_windows", None):
+        raise ConfigError(
+            "model.ct_windows applies to fine-tuning: a pretraining encoder takes the cached channel (a segmenter fed "
+            "several windows takes its weights on the first window); remove model.ct_windows here"
+        )
 
 
 def _windows_hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:

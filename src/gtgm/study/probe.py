@@ -39,7 +39,7 @@ def load_frozen_encoder(cfg: Config, path: str, seed: int = 0) -> torch.nn.Modul
 
     m = cfg.model
     torch.manual_seed(seed)
-    enc = build_encoder(cfg.model)
+    enc = build_encoder(dataclasses.replace(m, ct_windows=[]))  # a probe reads the cached channel as pretraining did
     if path:
         from gtgm.models.checkpoint import load_state_dict
 

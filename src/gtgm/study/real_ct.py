@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from gtgm.errors import GtgmError
+
 PRESET = "finetune/cpu-real-ct"
 PARTIAL = ["lits_liver_crop", "tptbox_lumbar_ct"]
 VAL = "ts_upper_abdomen_ct"
@@ -57,9 +59,10 @@ ATTRIBUTION: list[tuple[str, tuple[str, ...]]] = [
 
 
 def selection(fold: str = "A") -> list[str]:
-    """A fold's overrides for a selection run: its training and validation cases, no test case."""
+    """A fold's overrides for a selection run: its training and validation cases, no test case. Fold z has none: its
+    test is a slab of its training volume, so it runs the recipe chosen on fold A."""
     if fold == "z":
-        return list(FOLDS["z"])
+        raise GtgmError("fold z has no selection run (its test slab is part of its training volume); select on A or B")
     return [o for o in FOLDS[fold] if not o.startswith("finetune.test_cases")] + ["finetune.test_cases=[]"]
 
 

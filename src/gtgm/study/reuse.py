@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from gtgm.config import Config
+from gtgm.config import Config, SegAugmentConfig
 from gtgm.errors import GtgmError
 
 # settings added after runs were made, with the behaviour those runs had (not the new default)
-LEGACY = {"finetune.postprocess": False}
+LEGACY = {
+    "finetune.postprocess": False,
+    "finetune.fg_position": "centre",  # before it: the centre (uniform only with finetune.augment)
+    "finetune.case_weights": "uniform",
+    "finetune.body_crop": False,
+    "finetune.body_margin_mm": 10.0,
+    "finetune.single_component": [],
+    "finetune.train_cases": [],
+    "model.ct_windows": [],
+    **{f"seg_augment.{k}": v for k, v in asdict(SegAugmentConfig()).items()},  # every probability 0: none of it
+}
 
 
 def check_reuse(out: Path, cfg: Config, sections: tuple[str, ...], ignore: tuple[str, ...] = ()) -> None:

@@ -58,7 +58,8 @@ def run_one(
         group_config(cfg, group, overrides, arm), values={"seed": seed, **run_values, "finetune.pretrained": encoder}
     )
     # a moved study folder is reused: its run folders and encoder paths moved, the encoders' SHA-256 did not
-    check_reuse(out, c, ("seed", "model", "finetune", "em"), ignore=("finetune.out", "finetune.pretrained"))
+    sections = ("seed", "model", "finetune", "seg_augment", "em")
+    check_reuse(out, c, sections, ignore=("finetune.out", "finetune.pretrained"))
     _check_encoder(out, encoder)
     done = out / "test_metrics.json"
     res = (

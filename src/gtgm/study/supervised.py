@@ -10,6 +10,7 @@ a good initialisation, and a null for any pretraining arm says nothing (DESIGN.m
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ def supervised_encoder(
 
     c = supervised_config(cfg, group, seed, root, overrides)
     out = Path(c.finetune.out)
-    check_reuse(out, c, ("seed", "model", "finetune", "em"), ignore=("finetune.out",))
+    check_reuse(out, c, ("seed", "model", "finetune", "seg_augment", "em"), ignore=("finetune.out",))
     encoder = out / "encoder.pt"
     if encoder.is_file():
         return encoder
@@ -62,7 +63,8 @@ def export_encoder(out: Path, cfg: Config) -> None:
     from gtgm.train.tasks import build_segmenter
 
     best = load_checkpoint(out / "best.pt", keys=("model",))
-    prefix = build_segmenter(cfg, 2, cfg.finetune.task).encoder_prefix
+    bare = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, ct_windows=[]))  # (no CT window source here)
+    prefix = build_segmenter(bare, 2, cfg.finetune.task).encoder_prefix
     weights = {k: v for k, v in best["model"].items() if k.startswith(prefix)}
     run: dict[str, Any] = read_json(out / "test_metrics.json", schema=TEST_METRICS)
     m = cfg.model

@@ -46,6 +46,7 @@ class Finetuner:
         if not f.cache:
             raise GtgmError("finetune.cache is not set (give the preprocessed cache folder)")
         self.cfg, self.progress, self.out = cfg, progress, Path(f.out)
+        written = cfg  # config.yaml holds the settings as given (a study compares them when it reuses the run)
         self.device = runtime.setup(resolve_device(cfg.device))
         self.rank, self.world = runtime.rank(), runtime.world_size()
         torch.manual_seed(cfg.seed)
@@ -61,6 +62,7 @@ class Finetuner:
         self.split = make_split(self.cache, f)
         self.task.weigh_classes(self.split["train"])
         self._check_spacing()
+        self._check_cases()
         self.model = build_segmenter(cfg, self.task.outputs, f.task).to(self.device)
         self.loaded = load_encoder_weights(self.model, f.pretrained, cfg.model.encoder) if f.pretrained else None
         self.start = encoder_weights(self.model, self.model.encoder_prefix)  # for the drift the study reports
@@ -96,7 +98,7 @@ class Finetuner:
         if runtime.rank() == 0:
             for folder in (self.out, self.out / "checkpoints"):
                 remove_stale_temps(folder)  # left by a killed run
-        write_text(self.out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        write_text(self.out / "config.yaml", yaml.safe_dump(written.to_dict(), sort_keys=False))
         write_json(
             self.out / "split.json",
             {k: [p.to_dict() | {"id": self.cache.entries[p.case]["id"]} for p in v] for k, v in self.split.items()},
@@ -112,6 +114,29 @@ class Finetuner:
                 f"{self.cache.root}: the cases were cached at different spacings ({', '.join(sorted(spacing))}); "
                 "choose one finetune.group, or preprocess them with one target spacing"
             )
+
+    def _check_cases(self) -> None:
+        """What the split's cases must have: a body mask (with ``body_crop``, for CT) whose threshold lies inside the
+        HU window (prediction recomputes it from the normalised image), and every class annotated in the
+        validation and test cases (a partial-label case only trains)."""
+        f, cases = self.cfg.finetune, sorted({p.case for parts in self.split.values() for p in parts})
+        for i in cases if f.body_crop else []:
+            e, pre = self.cache.entries[i], self.cache.preprocess_settings(i)
+            if e["modality"] != "CT":
+                continue
+            if "body" not in e["files"]:
+                raise GtgmError(f"{self.cache.root}: case {e['id']} has no body mask (cached before it existed); "
+                                "re-run gtgm data preprocess, or set finetune.body_crop=false")  # fmt: skip
+            lo, hi = pre.get("ct_window", [-1000.0, 1000.0])
+            if not lo < pre.get("body_threshold", -500.0) < hi:
+                raise GtgmError(
+                    f"finetune.body_crop: the body threshold {pre.get('body_threshold')} HU is outside the CT window "
+                    f"[{lo:g}, {hi:g}] of case {e['id']}; widen preprocess.ct_window or turn body_crop off"
+                )
+        partial = [self.cache.entries[p.case]["id"] for k in ("val", "test") for p in self.split[k]
+                   if self.cache.label_classes(p.case) is not None]  # fmt: skip
+        if partial:
+            raise GtgmError(f"{', '.join(partial)}: partial labels (label_classes) can train, not validate or test")
 
     def _check_split(self) -> None:
         """A resumed run must keep its cases: the split recorded in ``split.json`` is recomputed exactly."""

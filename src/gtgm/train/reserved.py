@@ -3,9 +3,9 @@
 For every labelled group of the fine-tuning cache, the fine-tuning split
 (:func:`~gtgm.data.splits.make_split`, drawn with ``finetune.split_seed``) names its validation and test
 parts: whole cases for a case split, slabs of a volume for a region split. Both the split with the group's
-``study.group_overrides`` and the one without them are reserved (a command-line setting may win over a
-group's), so either way fine-tuning is evaluated on voxels pretraining did not see. A caption box that
-overlaps one of them is dropped from pretraining, so an encoder never learns from the voxels it is
+settings (``study.group_presets``, ``study.group_overrides``) and the one without them are reserved (a command-line
+setting may win over a group's), so either way fine-tuning is evaluated on voxels pretraining did not see. A caption
+box that overlaps one of them is dropped from pretraining, so an encoder never learns from the voxels it is
 later scored on. The rule and what it dropped are recorded in the run (``reserved.json``).
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from gtgm.config import Config, with_overrides
+from gtgm.config import Config, group_config
 from gtgm.data.patches import VolumeCache
 from gtgm.data.splits import make_split
 from gtgm.errors import GtgmError
@@ -29,7 +29,7 @@ def reserved_regions(cache: VolumeCache, cfg: Config) -> dict[str, Any]:
     groups = sorted({e["group"] for e in cache.entries if "label" in e["files"]})
     for group in groups:
         sub = VolumeCache(cache.root, group=group, labeled=True)
-        for gcfg in (with_overrides(cfg, cfg.study.group_overrides.get(group, [])), cfg):
+        for gcfg in (group_config(cfg, group), cfg):
             try:
                 split = make_split(sub, dataclasses.replace(gcfg.finetune, group=group))
             except GtgmError as exc:  # a split fine-tuning cannot make either: nothing of it is evaluated

@@ -30,8 +30,8 @@ class SegPatches(Dataset):
     3. its place in the patch: uniform (``fg_position: uniform``) or the centre;
     4. with ``seg_augment.spatial_prob``, a rotation and scale about that voxel (:func:`rotation_scale`; image
        linear, label nearest); with ``augment``, flips and in-plane quarter turns (:func:`flip_rotate`, EM);
-    5. CT: the contrast-phase and intensity ops of :mod:`gtgm.train.ctaug` in HU (``enhancing``: class id -> its
-       unenhanced HU), or the old per-class shift ``class_shift`` (:func:`shift_classes`).
+    5. ``class_shift``: the old per-class shift (:func:`shift_classes`); CT: the contrast-phase and intensity ops of
+       :mod:`gtgm.train.ctaug` in HU (``enhancing``: class id -> its unenhanced HU), padding left as it is.
 
     ``classes[k]`` is False for the classes a partial-label case does not annotate (the loss ignores them there;
     label values of such classes in its map, if any, become IGNORE).
@@ -65,7 +65,10 @@ class SegPatches(Dataset):
         margin = margin_voxels(self.f.body_margin_mm, self.cache.entries[p.case]["spacing"])
         lo = [max(a, b - m) for a, b, m in zip(p.lo, box[0], margin)]
         hi = [min(a, b + m) for a, b, m in zip(p.hi, box[1], margin)]
-        return Part(p.case, lo, [max(h, lo_ + 1) for h, lo_ in zip(hi, lo)], p.slices)
+        slices = None if p.slices is None else [z for z in p.slices if lo[2] <= z < hi[2]]
+        if any(a >= b for a, b in zip(lo, hi)) or slices == []:  # the body misses the part: keep the part
+            return p
+        return Part(p.case, lo, hi, slices)
 
     def _usable_voxels(self, k: int) -> float:
         """Voxels of part ``k`` the loss sees: in its region, on its labelled slices, inside the body (when cropped)."""
@@ -173,9 +176,10 @@ class SegPatches(Dataset):
         if not ops.phase and ops.intensity is None:
             return
         record = self.cache.meta(case)["normalization"][0]
+        pad = image[0] <= np.float32(self.cache.pad_value(case)[0])  # padding stays what inference pads with
         hu = ops(hu_of(image[0], record), label, self.aug.phase_ramp)
         lo, hi = record["window"]
-        image[0] = (np.clip(hu, lo, hi) - lo) / (hi - lo)
+        image[0] = np.where(pad, image[0], (np.clip(hu, lo, hi) - lo) / (hi - lo))
 
     def _classes(self, r: Part) -> torch.Tensor:
         """(K,) bool: the classes case ``r.case`` annotates (background always); all when it labels every class."""

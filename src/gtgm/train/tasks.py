@@ -49,13 +49,18 @@ def class_weights(counts: np.ndarray, power: float) -> torch.Tensor:
 
 
 def label_counts(cache: VolumeCache, parts: list[Part], num_classes: int) -> np.ndarray:
-    """Labelled voxels per class (K,) inside ``parts`` (their boxes and labelled slices)."""
+    """Labelled voxels per class (K,) inside ``parts`` (their boxes and labelled slices); a partial-label case counts
+    only the classes it annotates (its 0 is "none of them", not background)."""
     counts = np.zeros(num_classes, dtype=np.int64)
     for p in parts:
         label = np.asarray(part_arrays(cache, p)[1])
         if p.slices is not None:
             label = label[:, :, [z - p.lo[2] for z in p.slices]]
-        counts += np.bincount(label.ravel(), minlength=num_classes)[:num_classes]
+        n = np.bincount(label.ravel(), minlength=num_classes)[:num_classes]
+        known = cache.label_classes(p.case)
+        if known is not None:
+            n = np.where(np.isin(np.arange(num_classes), known), n, 0)
+        counts += n
     return counts
 
 
