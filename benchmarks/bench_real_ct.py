@@ -25,11 +25,14 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
+
 from gtgm.config import load_config
 from gtgm.data.datasets import load_dataset
 from gtgm.data.preprocess import preprocess_dataset
 from gtgm.data.real import fetch_real
 from gtgm.fsutil import read_json, write_json
+from gtgm.infer.body import outside_body
 from gtgm.infer.evaluate import evaluate_folders
 from gtgm.infer.predict import predict_inputs
 from gtgm.study.real_ct import ATTRIBUTION, FOLDS, PRESET, attribution_overrides, held_classes, selection
@@ -107,16 +110,20 @@ def _final(work: Path, name: str, overrides: list[str], dataset: dict, data: Pat
     run = work / "runs" / name
     metrics = read_json(run / "test_metrics.json")
     if metrics["test"] and any(o.startswith("finetune.split=region") for o in overrides):  # fold z: the 5 mm grid
-        names = held_classes(dataset, GROUP, metrics["train_cases"])
-        test = {v: metrics["test"]["dice"][k] for k, v in names.items() if k in metrics["test"]["dice"]}
+        names = dataset["groups"][GROUP]["labels"]
+        held = [k for k, n in enumerate(np.asarray(metrics["test"]["cases"][0]["confusion"]).sum(1)) if k and n]
+        test = {names[str(k)]: metrics["test"]["dice"][str(k)] for k in held}  # classes the test part holds
         out["test"] = {"grid": "5 mm cache", "dice": test, "mean": sum(test.values()) / len(test)}
         print(f"test (lower part, 5 mm grid): mean {out['test']['mean']:.3f} " + _fmt(test))
         return out
     test_ids = [c["case"] for c in metrics["test"]["cases"]] if metrics["test"] else []
     for what, ids in [*((f"fit {c}", [c]) for c in metrics["train_cases"]), *(("test", [c]) for c in test_ids)]:
-        dice = _native(run / "best.pt", data, ids, work / "predictions" / name / ids[0], dataset)
-        out[what] = {"dice": dice, "mean": sum(dice.values()) / len(dice)}
+        pred = work / "predictions" / name / ids[0]
+        dice = _native(run / "best.pt", data, ids, pred, dataset)
+        outside, total = outside_body(pred / f"{ids[0]}.nii.gz", data / GROUP / f"{ids[0]}.nii.gz")
+        out[what] = {"dice": dice, "mean": sum(dice.values()) / len(dice), "outside_body": [outside, total]}
         print(f"{what} at the native grid (classes it holds): mean {out[what]['mean']:.3f} " + _fmt(dice))
+        print(f"    predicted voxels outside the body: {outside} of {total}")
     return out
 
 

@@ -51,7 +51,8 @@ class FinetuneConfig:
     # the old per-class intensity shift U(-a, a) inside each label (normalised units), kept to reproduce the real-CT
     # attribution table's baseline; seg_augment's contrast-phase augmentation replaces it
     class_shift: float = 0.0
-    fg_position: Literal["uniform", "centre"] = "uniform"  # where a sampled foreground voxel lands in its patch
+    # where a sampled foreground voxel lands in its patch: uniform, centre, or auto (uniform with augment, as before)
+    fg_position: Literal["uniform", "centre", "auto"] = "auto"
     case_weights: Literal["uniform", "voxels"] = "uniform"  # draw cases uniformly, or by their usable voxels
     body_crop: bool = False  # CT: train and infer inside the body's box (+ margin); background outside the body
     body_margin_mm: float = 10.0

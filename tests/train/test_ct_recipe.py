@@ -15,6 +15,7 @@ from gtgm.data.patches import VolumeCache
 from gtgm.data.phantom_ct import CT_LABELS, make_ct_phantom
 from gtgm.data.splits import IGNORE, make_split
 from gtgm.fsutil import write_json
+from gtgm.infer.body import outside_body
 from gtgm.infer.predict import load_segmenter
 from gtgm.infer.sliding import predict_array
 from gtgm.models.checkpoint import save_checkpoint
@@ -146,10 +147,10 @@ def test_foreground_placement_is_uniform_inside_the_patch(tmp_path):
     f = FinetuneConfig(split="cases", patch_size=[16, 16, 8], foreground_ratio=1.0, train_cases=["a"])
     parts = make_split(cache, f)["train"]
     where = {}
-    for mode in ("uniform", "centre"):
+    for mode in ("uniform", "centre", "auto"):  # auto without augment: the centre (the behaviour before the option)
         data = SegPatches(cache, parts, FinetuneConfig(**{**f.__dict__, "fg_position": mode}), seed=1)
         where[mode] = np.array([np.argwhere(data[i]["label"][0].numpy() == 1)[0] for i in range(400)])
-    assert np.all(where["centre"] == [8, 8, 4])
+    assert np.all(where["centre"] == [8, 8, 4]) and np.all(where["auto"] == [8, 8, 4])
     for axis, s in enumerate(f.patch_size):  # every place drawn, none far above its share
         counts = np.bincount(where["uniform"][:, axis], minlength=s)
         assert counts.min() > 0 and counts.max() < 2.5 * 400 / s
@@ -219,6 +220,8 @@ def test_two_windows_and_the_body_round_trip_through_predict(ct_cache, tmp_path)
 
     same = pred == postprocess_label(expected, meta)  # (an untrained net: a few argmax ties may flip with float order)
     assert same.mean() > 0.999 and not pred[~body].any() and pred[body].any()
+    outside, total = outside_body(tmp_path / "p" / "ct_1.nii.gz", ct_cache / "raw" / "ct_1.nii.gz")
+    assert outside == 0 and total > 0  # on the input's own grid
 
 
 def test_attribution_steps_release_the_old_recipe_one_item_at_a_time():
@@ -255,3 +258,20 @@ def test_named_splits_and_reversed_region_bounds(ct_cache):
     with pytest.raises(GtgmError, match="more than one"):
         make_split(cache, FinetuneConfig(train_cases=["ct_0"], test_cases=["ct_0"]))
     assert IGNORE < 0
+
+
+def test_the_selection_score_leaves_out_classes_absent_from_reference_and_prediction():
+    from gtgm.metrics import dice_per_class
+    from gtgm.train.tasks import present_mean
+
+    ref = np.zeros((6, 6, 6), np.uint8)
+    ref[:3] = 1
+    pred = ref.copy()
+    dice = [dice_per_class(pred, ref, [1, 2, 3])]  # classes 2 and 3 absent from both: Dice 1.0 each
+    assert present_mean(dice, [pred], [ref]) == 1.0 and present_mean(dice, [None], [ref]) == 1.0
+    pred[5, 5, 5] = 2  # a false positive of an absent class counts 0
+    dice = [dice_per_class(pred, ref, [1, 2, 3])]
+    assert present_mean(dice, [pred], [ref]) == pytest.approx(0.5)
+    half = pred.copy()
+    half[:3] = 0
+    assert present_mean([dice_per_class(half, ref, [1, 2, 3])], [half], [ref]) == 0.0  # (not 2/3 from the empties)

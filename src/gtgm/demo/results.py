@@ -101,16 +101,12 @@ def headline_blocks(
 
 
 def _outside_body(evaluation: dict[str, Any]) -> float:
-    """Share of the predicted foreground voxels of the evaluated cases that lie outside the body (HU > -500, largest
-    component, holes filled: :func:`gtgm.data.body.body_mask`) of their raw image."""
-    from gtgm.data.body import body_mask
+    """Share of the predicted foreground voxels of the evaluated cases that lie outside the body of their raw image
+    (:func:`gtgm.infer.body.outside_body`)."""
+    from gtgm.infer.body import outside_body
 
-    outside = total = 0
-    for case in evaluation["cases"]:
-        pred = _ras(evaluation["folder"] / f"{case}.nii.gz") > 0
-        body = body_mask(_ras(evaluation["images"][case]))
-        outside, total = outside + int((pred & ~body).sum()), total + int(pred.sum())
-    return outside / max(total, 1)
+    counts = [outside_body(evaluation["folder"] / f"{c}.nii.gz", evaluation["images"][c]) for c in evaluation["cases"]]
+    return sum(o for o, _ in counts) / max(sum(t for _, t in counts), 1)
 
 
 def _arm_phrase(runs: dict[str, Path]) -> str:

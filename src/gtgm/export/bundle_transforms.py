@@ -19,7 +19,7 @@ from monai.transforms import MapTransform
 
 from gtgm.data.datasets import Case, ImageRef
 from gtgm.data.io import write_nifti
-from gtgm.infer.body import body_box, body_from_image, paste_in_body
+from gtgm.infer.body import body_box, paste_in_body
 from gtgm.infer.postprocess import postprocess_label
 from gtgm.infer.prepare import prepare_input, restore_labels, restorer
 from gtgm.infer.sliding import pad_to_patch
@@ -50,14 +50,10 @@ class GtgmPreprocessd(MapTransform):
             path = str(d[key])
             normed, _, restore = prepare_input(self.meta, _case(path, self.meta))
             d["gtgm_geometry"] = dict(restore.geometry)
-            body = self.meta.get("body_crop")
-            if body and self.meta["modality"] == "CT":  # as gtgm predict: the network sees the body's box only
-                threshold = self.meta["preprocess"].get("body_threshold", -500.0)
-                inside = body_from_image(normed, restore.normalization[0], threshold)
-                box = body_box(
-                    inside, body["margin_mm"], self.meta["preprocess"]["target_spacing"] or _spacing(restore)
-                )
-                d["gtgm_geometry"].update(body=inside, box=np.array([[b.start, b.stop] for b in box]))
+            if restore.body is not None:  # as gtgm predict: the network sees the body's box only
+                box = body_box(restore.body["work"], self.meta["body_crop"]["margin_mm"], _spacing(restore))
+                d["gtgm_geometry"].update(body=restore.body["work"], body_input=restore.body["input"])
+                d["gtgm_geometry"]["box"] = np.array([[b.start, b.stop] for b in box])
                 normed = normed[(slice(None), *box)]
             d[key] = torch.from_numpy(pad_to_patch(normed, self.meta["patch_size"]))
             d["gtgm_path"], d["gtgm_shape"] = path, torch.tensor(normed.shape[1:])
@@ -82,7 +78,7 @@ class GtgmRestored(MapTransform):
         for key in self.key_iterator(d):
             case = _case(d["gtgm_path"], self.meta)
             geometry = {k: torch.as_tensor(v).cpu().numpy() for k, v in d["gtgm_geometry"].items()}
-            body, box = geometry.pop("body", None), geometry.pop("box", None)
+            body, box, body_input = (geometry.pop(k, None) for k in ("body", "box", "body_input"))
             restore = restorer(geometry)
             crop = (slice(None), *(slice(0, int(n)) for n in d["gtgm_shape"]))
             logits = torch.as_tensor(d[key])[crop].float()
@@ -92,8 +88,8 @@ class GtgmRestored(MapTransform):
                 out = paste_in_body(out, tuple(slice(int(a), int(b)) for a, b in box), body,
                                     "probabilities" if restore.resampled else "labels")  # fmt: skip
             label = restore_labels(out, restore)
-            if body is not None:
-                label[restore(body.astype(np.uint8)) == 0] = 0
+            if body_input is not None:  # on the input's own grid
+                label[~body_input.astype(bool)] = 0
             label = postprocess_label(label, self.meta).astype(np.uint8)
             ref = nib.load(d["gtgm_path"])  # header and affine only; the voxels were read once, by the preprocessing
             write_nifti(self.output_dir / f"{case.id}.nii.gz", label, ref.affine, ref.header)

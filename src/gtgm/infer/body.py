@@ -1,24 +1,20 @@
 """Inference inside the body (CT): crop to the body's box, predict there, background everywhere else.
 
 A model fine-tuned with ``finetune.body_crop`` records it in ``best.pt`` (``body_crop: {"margin_mm": m}``); its
-validation and test scores, ``gtgm predict`` and the MONAI bundle all crop with :func:`body_box` and paste back with
-:func:`paste_in_body`, so no voxel outside the body (:mod:`gtgm.data.body`) is ever labelled — the air around the
-patient is never "lung".
+validation and test scores (the cached body masks), ``gtgm predict`` and the MONAI bundle (masks from the input's HU,
+:func:`gtgm.infer.prepare.prepare_input`) all crop with :func:`body_box` and paste back with :func:`paste_in_body`,
+so no voxel outside the body (:mod:`gtgm.data.body`) is ever labelled — the air around the patient is never "lung".
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from gtgm.data.body import body_mask, hu_of, margin_voxels, mask_box
+from gtgm.data.body import body_mask, margin_voxels, mask_box
 from gtgm.infer.sliding import predict_array
-
-
-def body_from_image(image: np.ndarray, record: dict[str, Any], threshold: float) -> np.ndarray:
-    """The body mask (X, Y, Z) bool of a normalised CT image (C, X, Y, Z), from channel 0 and its record."""
-    return body_mask(hu_of(image[0], record), threshold)
 
 
 def body_box(body: np.ndarray, margin_mm: float, spacing: list[float]) -> tuple[slice, ...]:
@@ -40,6 +36,16 @@ def paste_in_body(inside: np.ndarray, box: tuple[slice, ...], body: np.ndarray, 
     out[:, ~body] = 0.0
     out[0][~body] = 1.0
     return out
+
+
+def outside_body(prediction: str | Path, image: str | Path, threshold: float = -500.0) -> tuple[int, int]:
+    """(voxels, of all labelled voxels) of the label map ``prediction`` that lie outside the body of the CT ``image``
+    (the same grid; :func:`gtgm.data.body.body_mask` of its HU)."""
+    import nibabel as nib
+
+    pred = np.asarray(nib.as_closest_canonical(nib.load(str(prediction))).dataobj) > 0
+    hu = np.asarray(nib.as_closest_canonical(nib.load(str(image))).dataobj, dtype=np.float32)
+    return int((pred & ~body_mask(hu, threshold)).sum()), int(pred.sum())
 
 
 def predict_in_body(

@@ -25,7 +25,7 @@ from gtgm.data.datasets import Case
 from gtgm.data.io import write_cremi, write_nifti
 from gtgm.em.agglomerate import segment
 from gtgm.errors import GtgmError
-from gtgm.infer.body import body_from_image, predict_in_body
+from gtgm.infer.body import predict_in_body
 from gtgm.infer.postprocess import postprocess_label
 from gtgm.infer.prepare import input_cases, prepare_input, restore_labels
 from gtgm.infer.sliding import predict_array
@@ -64,22 +64,18 @@ def segment_case(
     When the model works at another spacing, its class probabilities are resampled linearly to the input's
     grid and the label is their argmax there (as nnU-Net does), which keeps boundaries and thin structures
     finer than the model's voxels; one class at a time, so memory stays at two input-sized float arrays.
-    The label is then post-processed as chosen on validation (``best.pt``'s ``postprocess``, see
-    :mod:`gtgm.infer.postprocess`).
+    A model fine-tuned with ``body_crop`` (CT) sees the body's box only and labels nothing outside the body, on
+    the input's own grid. The label is then post-processed as chosen on validation (``best.pt``'s ``postprocess``,
+    see :mod:`gtgm.infer.postprocess`).
     """
     normed, ref, restore = prepare_input(meta, case)
     output = "probabilities" if restore.resampled else "labels"
-    body = meta.get("body_crop")
-    if body and meta["modality"] == "CT":  # inside the body only; background outside it
-        threshold = meta["preprocess"].get("body_threshold", -500.0)
-        inside = body_from_image(normed, restore.normalization[0], threshold)
-        spacing = meta["preprocess"].get("target_spacing") or np.linalg.norm(
-            restore.geometry["work_affine"][:3, :3], axis=0
-        )
-        out = predict_in_body(model, normed, inside, body["margin_mm"], list(spacing), meta["patch_size"], output,
-                              device=device)  # fmt: skip
+    if restore.body is not None:  # inside the body only; background outside it (on the input's own grid too)
+        spacing = list(np.linalg.norm(restore.geometry["work_affine"][:3, :3], axis=0))
+        margin, patch = meta["body_crop"]["margin_mm"], meta["patch_size"]
+        out = predict_in_body(model, normed, restore.body["work"], margin, spacing, patch, output, device=device)
         label = restore_labels(out, restore)
-        label[restore(inside.astype(np.uint8)) == 0] = 0
+        label[~restore.body["input"]] = 0
     else:
         label = restore_labels(predict_array(model, normed, meta["patch_size"], device=device, output=output), restore)
     return postprocess_label(label, meta), ref

@@ -3,7 +3,9 @@ map the model's output back to the input's own geometry.
 
 The input is reoriented to RAS, resampled to the training spacing and normalised with the settings stored in
 ``best.pt``; :func:`restorer` undoes the resampling (nearest neighbour for labels, linear for probabilities) and
-the reorientation, so a prediction has the input's shape and affine.
+the reorientation, so a prediction has the input's shape and affine. For a model fine-tuned with ``body_crop`` (CT),
+``restore.body`` holds the body mask (:mod:`gtgm.data.body`) on the grid the model sees (``work``) and on the input's
+own grid (``input``), both from the input's HU.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from gtgm.config import PreprocessConfig, from_dict
+from gtgm.data.body import body_mask
 from gtgm.data.datasets import Case, ImageRef, check_case_id, load_dataset
 from gtgm.data.geometry import from_ras, resample, to_ras
 from gtgm.data.io import read_volume, suffix_of
@@ -49,6 +52,13 @@ def prepare_input(meta: dict[str, Any], case: Case) -> tuple[np.ndarray, Any, Ca
     }
     restore = restorer(geometry)
     restore.normalization = [n[1] for n in normalized]  # per channel, as the cache records it (CT: its HU window)
+    restore.body = None
+    if meta.get("body_crop") and meta["modality"] == "CT":  # from the HU, before the window clips them
+        threshold = pre.body_threshold
+        restore.body = {
+            "work": body_mask(work[0], threshold),
+            "input": from_ras(body_mask(ras[0], threshold), transform),
+        }
     return normed, ref, restore
 
 

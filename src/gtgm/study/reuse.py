@@ -14,7 +14,7 @@ from gtgm.errors import GtgmError
 # settings added after runs were made, with the behaviour those runs had (not the new default)
 LEGACY = {
     "finetune.postprocess": False,
-    "finetune.fg_position": "centre",  # before it: the centre (uniform only with finetune.augment)
+    "finetune.fg_position": "auto",  # before it: the centre, uniform only with finetune.augment
     "finetune.case_weights": "uniform",
     "finetune.body_crop": False,
     "finetune.body_margin_mm": 10.0,

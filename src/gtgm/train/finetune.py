@@ -116,23 +116,16 @@ class Finetuner:
             )
 
     def _check_cases(self) -> None:
-        """What the split's cases must have: a body mask (with ``body_crop``, for CT) whose threshold lies inside the
-        HU window (prediction recomputes it from the normalised image), and every class annotated in the
+        """What the split's cases must have: a body mask (with ``body_crop``, for CT), and every class annotated in the
         validation and test cases (a partial-label case only trains)."""
         f, cases = self.cfg.finetune, sorted({p.case for parts in self.split.values() for p in parts})
         for i in cases if f.body_crop else []:
-            e, pre = self.cache.entries[i], self.cache.preprocess_settings(i)
+            e = self.cache.entries[i]
             if e["modality"] != "CT":
                 continue
             if "body" not in e["files"]:
                 raise GtgmError(f"{self.cache.root}: case {e['id']} has no body mask (cached before it existed); "
                                 "re-run gtgm data preprocess, or set finetune.body_crop=false")  # fmt: skip
-            lo, hi = pre.get("ct_window", [-1000.0, 1000.0])
-            if not lo < pre.get("body_threshold", -500.0) < hi:
-                raise GtgmError(
-                    f"finetune.body_crop: the body threshold {pre.get('body_threshold')} HU is outside the CT window "
-                    f"[{lo:g}, {hi:g}] of case {e['id']}; widen preprocess.ct_window or turn body_crop off"
-                )
         partial = [self.cache.entries[p.case]["id"] for k in ("val", "test") for p in self.split[k]
                    if self.cache.label_classes(p.case) is not None]  # fmt: skip
         if partial:

@@ -27,7 +27,7 @@ class SegPatches(Dataset):
     2. a centre: with ``foreground_ratio`` a stored foreground voxel of the part, else a uniform voxel (z on a
        labelled slice); with ``body_crop`` both inside the body's box grown by ``body_margin_mm``, and voxels
        outside that box are padding (as at inference);
-    3. its place in the patch: uniform (``fg_position: uniform``) or the centre;
+    3. its place in the patch: uniform (``fg_position: uniform``, or ``auto`` with ``augment``) or the centre;
     4. with ``seg_augment.spatial_prob``, a rotation and scale about that voxel (:func:`rotation_scale`; image
        linear, label nearest); with ``augment``, flips and in-plane quarter turns (:func:`flip_rotate`, EM);
     5. ``class_shift``: the old per-class shift (:func:`shift_classes`); CT: the contrast-phase and intensity ops of
@@ -112,7 +112,7 @@ class SegPatches(Dataset):
         k = int(rng.integers(n)) if self.f.case_weights == "uniform" else int(rng.choice(n, p=self.weights))
         r = self.regions[k]
         centre = self._centre(k, rng)
-        uniform = self.f.fg_position == "uniform"
+        uniform = self.f.fg_position == "uniform" or (self.f.fg_position == "auto" and self.f.augment)
         where = np.array([int(rng.integers(s)) if uniform else s // 2 for s in self.size])
         spatial = self.aug.spatial_prob > 0 and rng.random() < self.aug.spatial_prob
         if spatial:

@@ -119,7 +119,9 @@ class SegmentationTask:
 
         Validation (``final`` False) chooses the post-processing (:mod:`gtgm.infer.postprocess`; kept in
         ``best.pt`` with the weights that scored best); the test split applies the one restored from ``best.pt``.
-        ``dice_raw`` is the mean Dice before post-processing.
+        ``dice_raw`` is the mean Dice before post-processing. The means (``main``, the figure validation selects on)
+        leave out a class absent from both a case's reference and its prediction (:func:`present_mean`): an 8-slice
+        validation slab without kidneys must not reward a model for predicting none there.
         """
         f, classes = self.cfg.finetune, list(range(1, self.outputs))
         entries, preds, labels = [], [], []
@@ -141,8 +143,8 @@ class SegmentationTask:
                 row["confusion"] = confusion_counts(pred, label, self.outputs)
             rows.append(row)
         mean = {c: float(np.mean([r["dice"][c] for r in rows])) for c in classes}
-        main = float(np.mean(list(mean.values())))
-        dice_raw = float(np.mean([np.mean(list(d.values())) for d in raw]))
+        main = present_mean([r["dice"] for r in rows], preds, labels)
+        dice_raw = present_mean(raw, [None] * len(raw), labels)
         return {
             "cases": rows,
             "dice": mean,
@@ -166,6 +168,19 @@ class SegmentationTask:
         return predict_in_body(
             model, image, np.asarray(body[box], bool), f.body_margin_mm, spacing, f.patch_size, **sliding
         )
+
+
+def present_mean(dice: list[dict[int, float]], preds: list[np.ndarray | None], labels: list[np.ndarray]) -> float:
+    """Mean of the per-case, per-class Dice over the (case, class) pairs where the class is in the reference or the
+    prediction (nnU-Net's rule: both empty is no evidence either way; a false positive counts 0). ``preds[i]`` None:
+    decide on the Dice alone (1.0 means both empty). 0 when no pair counts."""
+    values = []
+    for d, pred, label in zip(dice, preds, labels):
+        for c, v in d.items():
+            present = (label == c).any() or (pred == c).any() if pred is not None else v != 1.0 or (label == c).any()
+            if present:
+                values.append(v)
+    return float(np.mean(values)) if values else 0.0
 
 
 def class_ids(labels: dict[str, str], names: list[str], key: str) -> list[int]:
