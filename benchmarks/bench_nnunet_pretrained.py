@@ -1,12 +1,14 @@
 """nnU-Net trained from gtgm's weights vs from scratch, with one labelled CT phantom (issue 24's moonshot).
 
     python benchmarks/bench_nnunet_pretrained.py --work runs/nnunet_pretrained [--seeds 0 1] [--pretrain-steps 20 150]
-        [--finetune-steps 200] [--n-ct 10]
+        [--finetune-steps 200]
 
-1. the CT phantoms and gtgm's cache at 5.5 mm (``bench_vs_nnunet.prepare``: 6 training, 1 validation, 3 test
+Every nnU-Net step runs through :mod:`gtgm.export.nnunet_run`.
+
+1. the CT phantoms and gtgm's cache at 5.5 mm (``gtgm.study.vs_nnunet.prepare_task``: 6 training, 1 validation, 3 test
    phantoms); the one labelled case is the first training case of gtgm's split at ``finetune.label_ratio=0.01``;
 2. nnU-Net's fingerprint (test phantoms left out) and its ResEnc-M planner at gtgm's 5.5 mm with the demo's CPU
-   memory target (``gtgm.demo.exports``: 3 stages, 32 / 64 / 128 features) with its patch set to gtgm's field of
+   memory target (:data:`MEMORY_GB`: 3 stages, 32 / 64 / 128 features) with its patch set to gtgm's field of
    view (:data:`PATCH`), ``nnUNetv2_preprocess``;
    ``splits_final.json``: fold 0 trains on the one labelled case and validates on gtgm's validation case;
 3. per seed and pretraining length (``--pretrain-steps``; default the demo's resenc length, 20 steps, and a
@@ -29,50 +31,28 @@ in the training process, whose NumPy stream is seeded); the export's decoder is 
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from bench_vs_nnunet import (
-    DATASET_ID,
-    GTGM,
-    TASKS,
-    class_dice,
-    export_without_test,
-    gtgm_finetune,
-    nnunet_env,
-    nnunet_predict,
-    nnunet_tool,
-    prepare,
-    timed,
-)
+from gtgm.export.nnunet import resenc_overrides
+from gtgm.export.nnunet_run import NnUNetWork, plan, predict, preprocess, raw_dataset, timed, train, write_split
+from gtgm.fsutil import read_json, write_json
 from gtgm.study.arms import PRETRAIN_ARMS
+from gtgm.study.vs_nnunet import TASKS, case_dice, prepare_task
 
 TASK = TASKS["phantoms"]
-PLANS = "nnUNetResEncUNetCPUPlans_gtgm_spacing"
-TRAIN = """
-import random, sys
-import numpy as np, torch
-from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
-from nnunetv2.run.run_training import get_trainer_from_args
-dataset, plans, weights = sys.argv[1], sys.argv[2], sys.argv[6]
-iters, per_epoch, seed = (int(v) for v in sys.argv[3:6])
-random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
-t = get_trainer_from_args(dataset, "3d_fullres", 0, "nnUNetTrainer", plans, device=torch.device("cpu"))
-t.num_iterations_per_epoch, t.num_val_iterations_per_epoch = per_epoch, 2
-t.num_epochs = max(1, iters // per_epoch)
-if weights:  # what nnUNetv2_train -pretrained_weights does
-    t.initialize()
-    load_pretrained_weights(t.network, weights, verbose=False)
-t.run_training()
-"""
+GTGM = [sys.executable, "-m", "gtgm"]
+DATASET_ID, PLANS = 777, "nnUNetResEncUNetCPUPlans_gtgm_spacing"
+MEMORY_GB = 0.05  # the demo's CPU memory target: 3 stages, 32 / 64 / 128 features
+RESENC_STEPS = 20  # the demo's resenc pretraining length
 # nnU-Net's (z, y, x) patch: gtgm's fine-tuning field of view (64 x 64 x 32 in x, y, z). The CPU memory target
 # plans 20 x 28 x 28 (110 x 154 mm), which cannot see both sides of the body (the only cue that tells liver from
 # spleen on the phantoms) and takes ~8 min per test phantom to predict on 2 cores; the 3-stage network is kept.
-PATCH = [32, 64, 64]
+PATCH = TASK.nnunet_patch()  # [32, 64, 64]
 NETS = ("nnunet", "gtgm")  # who fine-tunes: nnU-Net's trainer, gtgm's finetune/cpu-small
 VICREG = PRETRAIN_ARMS["gtgm_vicreg"]  # GTGM's variant chosen on validation in the study
 
@@ -99,39 +79,20 @@ def splits_overrides() -> list[str]:
     ]
 
 
-def plan_resenc(work: Path, split: dict[str, list[str]]) -> Path:
-    """nnU-Net's ResEnc-M plan at gtgm's spacing (CPU memory target), preprocessed, with the one-case fold 0."""
-    from gtgm.demo.exports import CPU_MEMORY_TARGET_GB, PLAN
-
-    env = nnunet_env(work)
+def plan_resenc(work: Path, split: dict[str, list[str]]) -> tuple[NnUNetWork, Path]:
+    """nnU-Net's ResEnc-M plan at gtgm's spacing (CPU memory target, gtgm's patch), preprocessed, with the one-case
+    fold 0 (through :mod:`gtgm.export.nnunet_run`)."""
+    nn = NnUNetWork(work, DATASET_ID, n_proc_da=0)  # augmentation in the (seeded) training process
     done = work / "nnunet_planned.json"  # written once the plans are preprocessed: a torn step is redone
     if not done.is_file():
         shutil.rmtree(work / "nnUNet_preprocessed", ignore_errors=True)
-        export_without_test(work, TASK)
-        cmd = [sys.executable, "-c", PLAN, str(DATASET_ID), str(CPU_MEMORY_TARGET_GB), PLANS, str(TASK.spacing)]
-        timed(cmd, env)
-        planned = next(work.glob(f"nnUNet_preprocessed/Dataset{DATASET_ID}_*/{PLANS}.json"))
-        plans = json.loads(planned.read_text())
-        plans["configurations"]["3d_fullres"]["patch_size"] = PATCH
-        # its own preprocessed folder: the default plans' "nnUNetPlans_3d_fullres" may hold another spacing
-        plans["configurations"]["3d_fullres"]["data_identifier"] = f"{PLANS}_3d_fullres"
-        planned.write_text(json.dumps(plans, indent=2))
-        pre = [nnunet_tool("nnUNetv2_preprocess"), "-d", str(DATASET_ID), "-plans_name", PLANS, "-c", "3d_fullres"]
-        timed([*pre, "-np", "1"], env)
-        done.write_text(json.dumps({"plans": str(planned)}))
-    plans = Path(json.loads(done.read_text())["plans"])
-    (plans.parent / "splits_final.json").write_text(json.dumps([{"train": split["train"], "val": split["val"]}]))
-    return plans
-
-
-def resenc_model(plans: Path) -> list[str]:
-    """The gtgm overrides of the resenc encoder the plans describe (``gtgm export resenc-config``)."""
-    import subprocess
-
-    out = subprocess.run([*GTGM, "export", "resenc-config", "--plans", str(plans)], capture_output=True, text=True)
-    if out.returncode != 0:
-        sys.exit(f"gtgm export resenc-config failed: {out.stderr[-2000:]}")
-    return out.stdout.split()
+        raw_dataset(nn, work / TASK.data, TASK.group, list(TASK.test))
+        plan(nn, PLANS, memory_gb=MEMORY_GB, spacing=TASK.spacing, patch=PATCH)
+        preprocess(nn, PLANS)
+        write_json(done, {"plans": PLANS})
+    write_split(nn, split["train"], split["val"])
+    (work / "nnunet_val_images").mkdir(exist_ok=True)
+    return nn, nn.preprocessed() / f"{PLANS}.json"
 
 
 def pretrain(work: Path, plans: Path, model: list[str], seed: int, steps: int) -> Path:
@@ -152,35 +113,36 @@ def pretrain(work: Path, plans: Path, model: list[str], seed: int, steps: int) -
     return weights
 
 
-def finished(out: Path, metrics: Path) -> dict:
-    """A finished run: mean Dice per test case and its training time (``out/train.json``)."""
-    return {"cases": class_dice(metrics, by="case"), "train": json.loads((out / "train.json").read_text())}
+def finished(work: Path, out: Path, pred: Path) -> dict:
+    """A finished run: mean Dice per test case (``pred`` against ``work/refs``) and its training time
+    (``out/train.json``)."""
+    return {"cases": case_dice(pred, work / "refs"), "train": read_json(out / "train.json")}
 
 
-def run_nnunet(work: Path, iters: int, seed: int, weights: Path | None) -> dict:
+def run_nnunet(work: Path, nn: NnUNetWork, iters: int, seed: int, weights: Path | None) -> dict:
     per_epoch = max(d for d in range(1, min(50, iters) + 1) if iters % d == 0)  # epochs x per_epoch = iters
     tag = f"nnunet_{'from_' + weights.parent.parent.name if weights else 'scratch'}_seed{seed}_it{iters}"
-    # augmentation in this process (nnUNet_n_proc_DA=0): its workers would draw their own unseeded streams
-    env = {**nnunet_env(work, f"results_{tag}"), "nnUNet_n_proc_DA": "0"}
-    out = work / f"pred_{tag}"
+    run_nn, out = replace(nn, results=f"results_{tag}"), work / f"pred_{tag}"
     if not (out / "metrics" / "metrics.csv").is_file():
-        shutil.rmtree(work / f"results_{tag}", ignore_errors=True)
-        cmd = [sys.executable, "-c", TRAIN, str(DATASET_ID), PLANS, str(iters), str(per_epoch), str(seed)]
-        train = timed([*cmd, str(weights or "")], env)
-        nnunet_predict(work, PLANS, out, work / "refs", env)
-        (out / "train.json").write_text(json.dumps(train))
-    return finished(out, out / "metrics" / "metrics.csv")
+        shutil.rmtree(work / run_nn.results, ignore_errors=True)
+        done = train(run_nn, PLANS, "nnUNetTrainer", iters // per_epoch, per_epoch, seed=seed, pretrained=weights)
+        predict(run_nn, PLANS, "nnUNetTrainer", [(work / "nnunet_test_images", out, "checkpoint_final.pth")])
+        write_json(out / "train.json", {k: done[k] for k in ("wall_s", "cpu_s", "train_s")})
+    return finished(work, out, out)
 
 
 def run_gtgm(work: Path, model: list[str], steps: int, seed: int, encoder: Path | None) -> dict:
+    from gtgm.infer.predict import predict_inputs
+
     out = work / f"gtgm_{'from_' + encoder.parent.name if encoder else 'scratch'}_seed{seed}_steps{steps}"
-    if not (out / "pred" / "metrics.csv").is_file():
-        extra = [*model, "finetune.label_ratio=0.01", f"finetune.steps={steps}", f"seed={seed}"]
-        train, _ = gtgm_finetune(
-            work, TASK, out, work / "refs", [*extra, *(["--pretrained", str(encoder)] if encoder else [])]
-        )
-        (out / "train.json").write_text(json.dumps(train))
-    return finished(out, out / "pred" / "metrics.csv")
+    if not (out / "pred" / "metrics" / "metrics.csv").is_file():
+        shutil.rmtree(out, ignore_errors=True)
+        args = [*GTGM, "finetune", str(work / "cache"), "--group", TASK.group, "--out", str(out)]
+        args += ["--config", TASK.preset, *splits_overrides(), *model, f"finetune.steps={steps}", f"seed={seed}"]
+        cost = timed([*args, *(["--pretrained", str(encoder)] if encoder else [])])
+        predict_inputs(out / "best.pt", [TASK.image(work, c) for c in TASK.test], out / "pred")
+        write_json(out / "train.json", cost)
+    return finished(work, out, out / "pred")
 
 
 def compare(runs: dict[str, dict[int, dict]], arm: str, base: str) -> dict:
@@ -197,11 +159,8 @@ def compare(runs: dict[str, dict[int, dict]], arm: str, base: str) -> dict:
 
 
 def main() -> None:
-    from gtgm.demo.exports import RESENC_STEPS
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("runs/nnunet_pretrained"))
-    ap.add_argument("--n-ct", type=int, default=10)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument(
         "--pretrain-steps",
@@ -215,11 +174,11 @@ def main() -> None:
     a = ap.parse_args()
     work = a.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    prepare(work, TASK, a.n_ct)
+    prepare_task(work, TASK)
     split = one_case_split(work)
-    plans = plan_resenc(work, split)
-    model = resenc_model(plans)
-    conf = json.loads(plans.read_text())["configurations"]["3d_fullres"]
+    nn, plans = plan_resenc(work, split)
+    model = resenc_overrides(plans)
+    conf = read_json(plans)["configurations"]["3d_fullres"]
     iters = max(1, round(a.finetune_steps * 2 / conf["batch_size"]))
     print(
         f"[bench] one labelled case {split['train']}; nnU-Net {iters} iterations x batch {conf['batch_size']}, "
@@ -229,11 +188,11 @@ def main() -> None:
     arms = [f"{who}_{start}" for start in ["scratch", *(f"gtgm{n}" for n in a.pretrain_steps)] for who in a.nets]
     runs: dict[str, dict[int, dict]] = {arm: {} for arm in arms}
     if (work / "moonshot.json").is_file():  # keep the other arms' results (e.g. an earlier call's other --nets)
-        old = json.loads((work / "moonshot.json").read_text())["runs"]
+        old = read_json(work / "moonshot.json")["runs"]
         runs |= {arm: {int(s): r for s, r in by_seed.items()} for arm, by_seed in old.items() if arm not in runs}
     result = {"split": split, "plans": str(plans), "iterations": iters, "runs": runs}
     fine_tune = {  # who fine-tunes, from a pretraining's nnU-Net weights file (None: from scratch)
-        "nnunet": lambda seed, weights: run_nnunet(work, iters, seed, weights),
+        "nnunet": lambda seed, weights: run_nnunet(work, nn, iters, seed, weights),
         "gtgm": lambda seed, weights: run_gtgm(
             work, model, a.finetune_steps, seed, weights and weights.parent.parent / "encoder.pt"
         ),
@@ -245,7 +204,7 @@ def main() -> None:
             weights = pretrain(work, plans, model, seed, steps)
             for who in a.nets:
                 runs[f"{who}_gtgm{steps}"][seed] = fine_tune[who](seed, weights)
-        (work / "moonshot.json").write_text(json.dumps(result, indent=2))
+        write_json(work / "moonshot.json", result)
         for arm in arms:  # this call's arms: kept ones from an earlier call may lack this seed
             dice, wall = np.mean(list(runs[arm][seed]["cases"].values())), runs[arm][seed]["train"]["wall_s"]
             print(f"[bench] seed {seed} {arm:<17} mean Dice {dice:.3f} ({wall:.0f} s)", flush=True)
@@ -254,7 +213,7 @@ def main() -> None:
         if arm != base:
             d = result[f"{arm} - {base}"] = compare(runs, arm, base)
             print(f"{arm} - {base}: {d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}] ({d['n']} pairs)")
-    (work / "moonshot.json").write_text(json.dumps(result, indent=2))
+    write_json(work / "moonshot.json", result)
 
 
 if __name__ == "__main__":

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 from gtgm.data.patches import VolumeCache
-from gtgm.demo.queries import CLASS_PROMPTS
 from gtgm.infer.query import blend, load_query_model, query_spacing, score_windows
 from gtgm.text.audit import audit_records, box_measurements
+from gtgm.text.captioners.measure import CLASS_PROMPTS
 from gtgm.text.captions import read_captions
 
 

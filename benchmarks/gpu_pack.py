@@ -41,8 +41,11 @@ from typing import Any
 
 import numpy as np
 
-from gtgm.cli import main as gtgm
+from gtgm.config import load_config
+from gtgm.data.datasets import load_dataset
+from gtgm.data.examples import write_examples
 from gtgm.data.patches import VolumeCache
+from gtgm.data.preprocess import preprocess_dataset
 from gtgm.fsutil import read_json, write_json
 from gtgm.schemas import TEST_METRICS
 
@@ -61,20 +64,27 @@ CORPUS = [20, 30, 6]  # labelled, unlabelled and sealed CT phantoms (study/cpu-l
 TOLERANCE = 1e-3  # relative, on a volume's mean intensity and each label count (another numpy's rounding)
 
 
-def _run(argv: list[str]) -> None:
-    code = gtgm(argv)
-    if code != 0:
-        raise SystemExit(f"gpu_pack: `gtgm {' '.join(argv)}` failed (exit {code})")
+def _preprocess(data: Path, out: Path, overrides: list[str], workers: int = 1) -> VolumeCache:
+    """``gtgm data preprocess DATA --out OUT --config PRESET OVERRIDES``."""
+    preprocess_dataset(load_dataset(data), out, load_config(PRESET, overrides).preprocess, workers=workers)
+    return VolumeCache(out)
+
+
+def _caption(cache: Path, out: Path, overrides: list[str]) -> None:
+    """``gtgm caption CACHE --out OUT --config PRESET OVERRIDES``."""
+    from gtgm.text.captioners import create_captioner
+    from gtgm.text.captions import run_captioning
+
+    cfg = load_config(PRESET, overrides)
+    run_captioning(VolumeCache(cache), create_captioner(cfg.caption, cfg.device), out, cfg.caption, cfg.seed)
 
 
 def make_corpus(work: Path, corpus: list[int], overrides: list[str], workers: int) -> VolumeCache:
     """The corpus from seeds (``corpus``: labelled, unlabelled, sealed CT phantoms) and its cache (``work/examples``,
     ``work/cache``), as the preset preprocesses it."""
-    counts = [f"--n-{k}={n}" for k, n in zip(("ct", "ct-unlabeled", "ct-sealed"), corpus)]
-    _run(["data", "examples", "--out", str(work / "examples"), "--no-mri", "--n-em=0", *counts])
-    pre = ["--config", PRESET, "--workers", str(workers), *overrides]
-    _run(["data", "preprocess", str(work / "examples"), "--out", str(work / "cache"), *pre])
-    return VolumeCache(work / "cache")
+    counts = dict(zip(("n_ct", "n_ct_unlabeled", "n_ct_sealed"), corpus))
+    write_examples(work / "examples", **counts, n_em=0, mri=False)
+    return _preprocess(work / "examples", work / "cache", overrides, workers)
 
 
 def fingerprint(cache: VolumeCache) -> dict[str, dict[str, Any]]:
@@ -114,13 +124,15 @@ def prepare(pack: Path, corpus: list[int], overrides: list[str], wheels: Path | 
         raise SystemExit(f"gpu_pack: {pack} is not empty (caption and embed-text would resume from it); give a new one")
     work = pack / "work"
     cache = make_corpus(work, corpus, overrides, 1)
-    cfg = ["--config", PRESET, *overrides]
-    _run(["data", "preprocess", str(work / "examples" / "oracle"), "--out", str(work / "oracle_cache"), *cfg])
-    _run(["caption", str(work / "cache"), "--out", str(pack / "captions.jsonl"), *cfg])
+    _preprocess(work / "examples" / "oracle", work / "oracle_cache", overrides)
+    _caption(work / "cache", pack / "captions.jsonl", overrides)
     oracle = ["caption.content=oracle", f"caption.oracle_cache={work / 'oracle_cache'}"]
-    _run(["caption", str(work / "cache"), "--out", str(pack / "oracle.jsonl"), *cfg, *oracle])
+    _caption(work / "cache", pack / "oracle.jsonl", [*overrides, *oracle])
+    from gtgm.text.encoders import embed_captions  # (on the device, the pack's text caches are read, not made)
+
+    text_cfg = load_config(PRESET, overrides)
     for name, text in (("captions", "text"), ("oracle", "oracle_text")):
-        _run(["embed-text", str(pack / f"{name}.jsonl"), "--out", str(pack / text), *cfg])
+        embed_captions(pack / f"{name}.jsonl", pack / text, text_cfg.text, text_cfg.device)
     info = {"preset": PRESET, "corpus": corpus, "overrides": overrides, "volumes": fingerprint(cache)}
     write_json(pack / "pack.json", info)
     shutil.rmtree(work)

@@ -64,6 +64,7 @@ class FinetuneConfig:
     amp: Literal["auto", "none", "bf16", "fp16"] = "auto"
     num_workers: int = 0
     checkpoint_every: int = 100
+    snapshot_every: int = 0  # > 0: the model every N steps as snapshots/step_N.pt (anytime curves), 0: none
     log_every: int = 10
     tensorboard: bool = False
 
@@ -74,7 +75,7 @@ class FinetuneConfig:
             at_least_one=("batch_size", "steps", "val_every", "checkpoint_every", "log_every", "sw_batch_size"),
             ratios=("label_ratio",),
             sizes=("patch_size",),
-            non_negative=("class_shift", "slices_per_case", "body_margin_mm"),
+            non_negative=("class_shift", "slices_per_case", "body_margin_mm", "snapshot_every"),
         )
 
 

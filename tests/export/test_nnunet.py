@@ -1,17 +1,14 @@
 """nnU-Net v2: raw datasets that nnU-Net's own checks accept, and resenc weights that its own loader takes.
 
-Everything nnU-Net-side is done by nnunetv2 itself: ``verify_dataset_integrity``, the fingerprint and the
-ResEnc-M planner (``nnUNetv2_extract_fingerprint``, ``nnUNetv2_plan_experiment -pl nnUNetPlannerResEncM``), the
-network built from the plans (``get_network_from_plans``) and ``load_pretrained_weights``.
+Everything nnU-Net-side is done by nnunetv2 itself, driven by ``gtgm.export.nnunet_run``:
+``verify_dataset_integrity``, the fingerprint and the ResEnc-M planner, preprocessing, the network built from the
+plans (``get_network_from_plans``), ``load_pretrained_weights``, a few training iterations and a prediction.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -26,6 +23,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from gtgm.cli import main
 from gtgm.data.phantom_ct import CT_LABELS, make_ct_phantom
 from gtgm.demo.exports import PLANS_NAME
+from gtgm.errors import GtgmError
 from gtgm.export.nnunet import (
     architecture_mismatches,
     dataset_orientation,
@@ -35,6 +33,7 @@ from gtgm.export.nnunet import (
     to_gtgm_axes,
     to_nnunet_order,
 )
+from gtgm.export.nnunet_run import NnUNetWork, plan, predict, preprocess, raw_dataset, train, write_split
 from gtgm.fsutil import write_json
 from tests.conftest import save_nifti
 from tests.train.test_pretrain import tiny_overrides
@@ -113,41 +112,18 @@ def test_axis_order_and_mismatch_messages():
     assert "input channels: dataset.json 2, encoder 1" in wrong
 
 
-def _nnunet_env(work: Path) -> dict[str, str]:
-    folders = {k: str(work / k) for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
-    return {**os.environ, **folders}
-
-
-def _nnunet(cmd: list[str], work: Path) -> subprocess.CompletedProcess:
-    """One of nnU-Net's own commands (its folders are read from the environment when it is imported)."""
-    tool = [sys.executable, "-c"] if cmd[0] == "python" else [str(Path(sys.executable).parent / cmd[0])]
-    return subprocess.run([*tool, *cmd[1:]], env=_nnunet_env(work), check=True, capture_output=True, text=True)
-
-
-def _plan_with_nnunet(raw: Path, work: Path, dataset_id: int) -> Path:
-    """nnU-Net's own fingerprint + ResEnc-M planner on an exported raw dataset; returns the plans file."""
-    assert _export(raw, work / "nnUNet_raw", dataset_id) == 0
-    _nnunet(["nnUNetv2_extract_fingerprint", "-d", str(dataset_id), "-np", "1"], work)
-    _nnunet(["nnUNetv2_plan_experiment", "-d", str(dataset_id), "-pl", "nnUNetPlannerResEncM"], work)
-    return next((work / "nnUNet_preprocessed").glob(f"Dataset{dataset_id}_*")) / "nnUNetResEncUNetMPlans.json"
-
-
-# nnU-Net's trainer on CPU, from the exported weights (its own maybe_load_checkpoint -> load_pretrained_weights),
-# cut to 2 epochs of 3 iterations
-TRAIN = """
-import sys, torch
-from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
-t = get_trainer_from_args(sys.argv[1], "3d_fullres", 0, "nnUNetTrainer", "nnUNetResEncUNetMPlans",
-                          device=torch.device("cpu"))
-t.num_iterations_per_epoch, t.num_val_iterations_per_epoch, t.num_epochs = 3, 1, 2
-maybe_load_checkpoint(t, False, False, sys.argv[2])
-t.run_training()
-"""
+def _plan_with_nnunet(raw: Path, work: Path, dataset_id: int) -> tuple[NnUNetWork, Path]:
+    """nnU-Net's own fingerprint + ResEnc-M planner (through gtgm.export.nnunet_run) on the exported raw dataset,
+    its last case held out for prediction; returns the working folder and the plans file."""
+    nn = NnUNetWork(work, dataset_id)
+    held = raw_dataset(nn, raw, None, ["ct_4"])
+    assert [p.name for p in held.iterdir()] == ["ct_4_0000.nii.gz"]
+    return nn, plan(nn, "nnUNetResEncUNetMPlans")
 
 
 @pytest.mark.slow
 def test_resenc_encoder_loads_into_the_network_nnunet_builds(demo_run, tmp_path, capsys):
-    plans_path = _plan_with_nnunet(_tiny_raw(tmp_path / "raw"), tmp_path, 503)
+    nn, plans_path = _plan_with_nnunet(_tiny_raw(tmp_path / "raw"), tmp_path, 503)
     arch = resenc_overrides(plans_path, "3d_fullres")
     run = tmp_path / "pretrain"
     args = [f"--cache={demo_run / 'cache'}", f"--captions={demo_run / 'captions.jsonl'}"]
@@ -181,13 +157,26 @@ def test_resenc_encoder_loads_into_the_network_nnunet_builds(demo_run, tmp_path,
     )
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
-    # nnU-Net trains from them on CPU (a few iterations)
-    _nnunet(
-        ["nnUNetv2_preprocess", "-d", "503", "-plans_name", "nnUNetResEncUNetMPlans", "-c", "3d_fullres", "-np", "1"],
-        tmp_path,
-    )
-    train = _nnunet(["python", TRAIN + "\n", "503", str(out / "pretrained_weights.pth")], tmp_path)
-    assert "Loading pretrained weights" in train.stdout and "train_loss" in train.stdout
+    # nnU-Net trains from them on CPU (2 epochs of 3 iterations, a snapshot after the first) and predicts the
+    # held-out case with that snapshot; a failing step is one error naming it
+    preprocess(nn, "nnUNetResEncUNetMPlans")
+    write_split(nn, ["ct_0", "ct_1", "ct_2"], ["ct_3"])
+    trained = train(nn, "nnUNetResEncUNetMPlans", "nnUNetTrainer", 2, 3, seed=0,
+                    pretrained=out / "pretrained_weights.pth", snapshots=[1])  # fmt: skip
+    folder = Path(trained["folder"])
+    assert [a["epoch"] for a in trained["anytime"]] == [1] and 0 < trained["anytime"][0]["elapsed_s"] < trained[
+        "train_s"
+    ]
+    assert (folder / "checkpoint_ep1.pth").is_file() and (folder / "checkpoint_final.pth").is_file()
+    log = next(folder.glob("training_log_*.txt")).read_text()
+    assert log.count("train_loss") == 2
+    predict(nn, "nnUNetResEncUNetMPlans", "nnUNetTrainer", [(nn.root / "nnunet_test_images", tmp_path / "pred",
+                                                               "checkpoint_ep1.pth")])  # fmt: skip
+    pred = nib.load(tmp_path / "pred" / "ct_4.nii.gz")
+    assert pred.shape == nib.load(tmp_path / "raw" / "imagesTr" / "ct_4.nii.gz").shape
+    assert set(np.unique(np.asarray(pred.dataobj)).tolist()) <= set(CT_LABELS)
+    with pytest.raises(GtgmError, match="nnU-Net preprocess in .* failed"):
+        preprocess(nn, "NoSuchPlans")
 
     # a plans file for another network is refused, each mismatch named, nothing written
     other = json.loads(plans_path.read_text())

@@ -22,6 +22,7 @@ from gtgm.models.checkpoint import load_weights, save_checkpoint
 from gtgm.models.encoders import segmenter_state_dict
 from gtgm.models.registry import create_encoder, create_segmenter
 from gtgm.models.segmenters import load_encoder_weights
+from gtgm.train.logs import read_log
 from gtgm.train.losses import seg_loss
 from gtgm.train.segdata import SegPatches
 from gtgm.train.tasks import class_weights
@@ -244,10 +245,16 @@ def test_finetune_and_tiny_study(demo_run, tmp_path):
             "--out",
             str(tmp_path / "ft"),
             *common,
+            "finetune.snapshot_every=2",
         ]
     )
     assert code == 0
     metrics = json.loads((tmp_path / "ft" / "test_metrics.json").read_text())
+    # snapshots for anytime curves: the model every 2 steps, what predict loads, logged with the training seconds
+    snaps = [r for r in read_log(tmp_path / "ft") if "snapshot" in r]
+    assert [r["snapshot"] for r in snaps] == ["snapshots/step_000002.pt", "snapshots/step_000004.pt"]
+    assert 0 < snaps[0]["elapsed_s"] < snaps[1]["elapsed_s"] <= metrics["train_s"]
+    assert torch.load(tmp_path / "ft" / snaps[0]["snapshot"], weights_only=True)["step"] == 2
     assert metrics["loaded"]["matched"] > 0 and len(metrics["train_cases"]) == 1
     assert set(metrics["test"]["dice"]) == {str(c) for c in range(1, 8)}
     assert (tmp_path / "ft" / "best.pt").is_file()

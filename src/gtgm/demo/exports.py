@@ -2,40 +2,27 @@
 small ``resenc`` encoder, pretrained on the network nnU-Net itself plans for that dataset, exported for
 ``nnUNetv2_train -pretrained_weights``.
 
-The plan is nnU-Net's own (``extract_fingerprints`` + ``nnUNetPlannerResEncM``, run in a subprocess whose
-``nnUNet_raw`` / ``nnUNet_preprocessed`` point into the demo's output folder), with a CPU-sized GPU-memory target
-of :data:`CPU_MEMORY_TARGET_GB`: on the 128x128x64 phantoms the default 8 GB target plans a 6-stage network of
-~60 M parameters (features 32..320), too heavy for a 2-core demo; 0.05 GB gives 3 stages (32, 64, 128), the same
-planner and blocks (1, 3, 4). The plans file is named :data:`PLANS_NAME` so nnU-Net's default plans stay free.
+The plan is nnU-Net's own (``extract_fingerprints`` + ``nnUNetPlannerResEncM``, through
+:mod:`gtgm.export.nnunet_run`, its folders in the demo's output folder), with a CPU-sized GPU-memory target of
+:data:`CPU_MEMORY_TARGET_GB`: on the 128x128x64 phantoms the default 8 GB target plans a 6-stage network of ~60 M
+parameters (features 32..320), too heavy for a 2-core demo; 0.05 GB gives 3 stages (32, 64, 128), the same planner
+and blocks (1, 3, 4). The plans file is named :data:`PLANS_NAME` so nnU-Net's default plans stay free.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import subprocess
-import sys
 from pathlib import Path
 
 from gtgm.config import Config, with_overrides
 from gtgm.data.datasets import load_dataset
 from gtgm.demo.pretraining import pretrain_run
-from gtgm.errors import GtgmError
 
 DATASET_ID = 501
 PLANS_NAME = "nnUNetResEncUNetCPUPlans"
 CPU_MEMORY_TARGET_GB = 0.05
 PLANS_KEY = "nnU-Net plans (ResEnc-M planner)"
 RESENC_STEPS, RESENC_BATCH = 20, 2  # "a small resenc run": enough to show the route, not to learn much
-
-PLAN = """
-import sys
-from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiments
-ids = [int(sys.argv[1])]
-extract_fingerprints(ids, num_processes=1, check_dataset_integrity=True, show_progress_bar=False)
-spacing = {"overwrite_target_spacing": (float(sys.argv[4]),) * 3} if len(sys.argv) > 4 else {}
-plan_experiments(ids, "nnUNetPlannerResEncM", gpu_memory_target_in_gb=float(sys.argv[2]),
-                 overwrite_plans_name=sys.argv[3], **spacing)
-"""
 
 
 def demo_exports(out: Path, cfg: Config, examples: Path, main_ct_run: Path, progress: bool) -> dict[str, Path]:
@@ -69,27 +56,16 @@ def demo_exports(out: Path, cfg: Config, examples: Path, main_ct_run: Path, prog
     }
 
 
-def nnunet_env(exports: Path) -> dict[str, str]:
-    """The environment nnU-Net reads its folders from, pointing into ``exports``."""
-    import os
-
-    folders = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
-    return {**os.environ, **{k: str((exports / k).resolve()) for k in folders}}
-
-
 def plan_with_nnunet(exports: Path, dataset: str) -> Path:
     """nnU-Net's fingerprint and ResEnc-M planner (CPU memory target) on ``exports/nnUNet_raw/<dataset>``;
     returns the plans file (kept from an earlier run if there)."""
+    from gtgm.export.nnunet_run import NnUNetWork, plan
+
     plans = exports / "nnUNet_preprocessed" / dataset / f"{PLANS_NAME}.json"
     if plans.is_file():
         return plans
     print(f"[demo] nnU-Net fingerprint + ResEnc-M plan of {dataset} (memory target {CPU_MEMORY_TARGET_GB} GB)")
-    cmd = [sys.executable, "-c", PLAN, str(DATASET_ID), str(CPU_MEMORY_TARGET_GB), PLANS_NAME]
-    done = subprocess.run(cmd, env=nnunet_env(exports), capture_output=True, text=True)
-    if done.returncode != 0 or not plans.is_file():
-        tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
-        raise GtgmError(f"nnU-Net planning of {exports / 'nnUNet_raw' / dataset} failed: " + " | ".join(tail))
-    return plans
+    return plan(NnUNetWork(exports, DATASET_ID), PLANS_NAME, memory_gb=CPU_MEMORY_TARGET_GB)
 
 
 def _pretrain_resenc(out: Path, cfg: Config, plans: Path, progress: bool) -> Path:

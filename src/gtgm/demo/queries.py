@@ -16,14 +16,8 @@ from typing import Any
 import numpy as np
 
 from gtgm.text.audit import pct
-from gtgm.text.captioners.measure import HU_BANDS
+from gtgm.text.captioners.measure import CLASS_PROMPTS, HU_BANDS
 
-CLASS_PROMPTS = {
-    "bone-like density": "CT patch. It is mostly bone-like density.",
-    "air-density": "CT patch. It is mostly air-density.",
-    "fat-density": "CT patch. It is mostly fat-density.",
-    "soft-tissue or fluid density": "CT patch. It is mostly soft-tissue or fluid density.",
-}
 FIGURE_PROMPTS = 3  # the first three of CLASS_PROMPTS get a map in the demo report, the last is their negative
 
 

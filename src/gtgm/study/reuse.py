@@ -20,6 +20,7 @@ LEGACY = {
     "finetune.body_margin_mm": 10.0,
     "finetune.single_component": [],
     "finetune.train_cases": [],
+    "finetune.snapshot_every": 0,
     "model.ct_windows": [],
     **{f"seg_augment.{k}": v for k, v in asdict(SegAugmentConfig()).items()},  # every probability 0: none of it
 }

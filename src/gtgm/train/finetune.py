@@ -165,20 +165,28 @@ class Finetuner:
         )
 
     def _save_best(self, score: float) -> None:
+        save_checkpoint(self.out / "best.pt", self._model_payload(score))
+
+    def _save_snapshot(self, elapsed: float) -> None:
+        """The model now as ``snapshots/step_N.pt`` (what ``gtgm predict`` loads), logged with the training
+        seconds so far (``elapsed``: since the run started, snapshots' saving excluded)."""
+        name = f"step_{self.step:06d}.pt"
+        save_checkpoint(self.out / "snapshots" / name, self._model_payload(float("nan")))
+        self.logger.log(self.step, {"snapshot": f"snapshots/{name}", "elapsed_s": elapsed})
+
+    def _model_payload(self, score: float) -> dict[str, Any]:
+        """What ``best.pt`` and a snapshot hold: the weights and what ``gtgm predict`` needs to use them."""
         c = self.cfg
-        save_checkpoint(
-            self.out / "best.pt",
-            {
-                "model": self.model.state_dict(),
-                "model_config": dataclasses.asdict(c.model),
-                **self.task.meta(),
-                "patch_size": c.finetune.patch_size,
-                "preprocess": self.cache.preprocess_settings(self.split["train"][0].case),
-                "modality": self.cache.entries[0]["modality"],
-                "step": self.step,
-                "val_score": score,
-            },
-        )
+        return {
+            "model": self.model.state_dict(),
+            "model_config": dataclasses.asdict(c.model),
+            **self.task.meta(),
+            "patch_size": c.finetune.patch_size,
+            "preprocess": self.cache.preprocess_settings(self.split["train"][0].case),
+            "modality": self.cache.entries[0]["modality"],
+            "step": self.step,
+            "val_score": score,
+        }
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> float:
         frozen = self.step < self.cfg.finetune.freeze_encoder_steps
@@ -215,7 +223,7 @@ class Finetuner:
         )
         show = self.progress and self.rank == 0
         bar = tqdm(total=f.steps, initial=self.step, desc="finetune", unit="step", disable=not show)
-        t0, done = time.perf_counter(), 0
+        t0, done, saving = time.perf_counter(), 0, 0.0
         while self.step < f.steps:
             loss = self.train_step(next(loader))
             done += 1
@@ -247,6 +255,11 @@ class Finetuner:
                     self._save_best(val)
             if self.rank == 0 and (self.step % f.checkpoint_every == 0 or self.step == f.steps):
                 self._save_last()
+            if self.rank == 0 and f.snapshot_every and self.step % f.snapshot_every == 0:
+                now = time.perf_counter()
+                self._save_snapshot(now - t0 - saving)
+                saving += time.perf_counter() - now
+        train_s = time.perf_counter() - t0 - saving
         bar.close()
         if self.rank != 0:
             return {}
@@ -261,6 +274,7 @@ class Finetuner:
             "loaded": self.loaded,
             "encoder_drift": encoder_drift(self.start, self.model, self.model.encoder_prefix),
             "steps": self.step,
+            "train_s": train_s,  # this call's training loop: validations in, snapshots out (resumed: since resuming)
             "train_cases": [self.cache.entries[p.case]["id"] for p in self.split["train"]],
             "labelled_slices": [len(p.slices) if p.slices is not None else None for p in self.split["train"]],
         }

@@ -23,6 +23,13 @@ HU_BANDS = {
     "high-density (100 to 300 HU)": (100.0, 300.0),
     "bone-like density": (300.0, np.inf),
 }
+# zero-shot queries naming a measurable band in the captions' own words (the demo's and bench_query's)
+CLASS_PROMPTS = {
+    "bone-like density": "CT patch. It is mostly bone-like density.",
+    "air-density": "CT patch. It is mostly air-density.",
+    "fat-density": "CT patch. It is mostly fat-density.",
+    "soft-tissue or fluid density": "CT patch. It is mostly soft-tissue or fluid density.",
+}
 
 
 def background_mask(x: np.ndarray, modality: str, pad_value: float) -> np.ndarray:
