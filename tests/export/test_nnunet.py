@@ -33,7 +33,7 @@ from gtgm.export.nnunet import (
     to_gtgm_axes,
     to_nnunet_order,
 )
-from gtgm.export.nnunet_run import NnUNetWork, plan, predict, preprocess, raw_dataset, train, write_split
+from gtgm.export.nnunet_run import NnUNetWork, _child, plan, predict, preprocess, raw_dataset, train, write_split
 from gtgm.fsutil import write_json
 from tests.conftest import save_nifti
 from tests.train.test_pretrain import tiny_overrides
@@ -175,8 +175,8 @@ def test_resenc_encoder_loads_into_the_network_nnunet_builds(demo_run, tmp_path,
     pred = nib.load(tmp_path / "pred" / "ct_4.nii.gz")
     assert pred.shape == nib.load(tmp_path / "raw" / "imagesTr" / "ct_4.nii.gz").shape
     assert set(np.unique(np.asarray(pred.dataobj)).tolist()) <= set(CT_LABELS)
-    with pytest.raises(GtgmError, match="nnU-Net preprocess in .* failed"):
-        preprocess(nn, "NoSuchPlans")
+    with pytest.raises(GtgmError, match="nnU-Net plan in .* failed .*missing"):  # (fails before nnU-Net loads)
+        _child(nn, "plan")
 
     # a plans file for another network is refused, each mismatch named, nothing written
     other = json.loads(plans_path.read_text())
