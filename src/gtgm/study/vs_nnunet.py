@@ -137,9 +137,8 @@ def nnunet_schedule(budget_s: float, epoch_s: float, startup_s: float, per_epoch
 
 def measured_rate(runs: list[dict[str, Any]], arm: str) -> float | None:
     """Seconds of training per step (gtgm: ``steps``) or iteration (nnU-Net: ``epochs × per_epoch``) over the arm's
-    finished runs (``train_s`` summed / length summed), or None without one. Longer budgets are fitted with it: a
-    calibration's short run misses the steady state (gtgm's first steps are slower; nnU-Net's default trainer
-    augments more than the calibration's share shows)."""
+    finished runs (``train_s`` summed / length summed), or None without one. Longer budgets are fitted with it: the
+    calibration's short run measured one trainer over a few iterations only."""
     mine = [r for r in runs if r["arm"] == arm]
     length = sum(r["steps"] if "steps" in r else r["epochs"] * r["per_epoch"] for r in mine)
     return sum(r["train_s"] for r in mine) / length if mine and length else None
