@@ -39,7 +39,7 @@ from gtgm.fsutil import read_json, write_json
 
 FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 # the trainers gtgm runs, and their modules: nnU-Net's own lookup by name imports trainer modules in turn until one
-# holds the name, and some of them import timm, which needs the torchvision gtgm's install removes (README, "Two commands")
+# holds the name, and some of them import timm, which needs the torchvision gtgm's install removes (README)
 TRAINERS = {
     "nnUNetTrainer": "nnunetv2.training.nnUNetTrainer.nnUNetTrainer",
     "nnUNetTrainerNoMirroring": "nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoMirroring",
