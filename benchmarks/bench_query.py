@@ -18,10 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from gtgm.data.measure import box_measurements
 from gtgm.data.patches import VolumeCache
 from gtgm.infer.query import blend, load_query_model, query_spacing, score_windows
-from gtgm.text.audit import audit_records, box_measurements
-from gtgm.text.captioners.measure import CLASS_PROMPTS
+from gtgm.text.audit import audit_records
+from gtgm.text.captioners.describe import CLASS_PROMPTS
 from gtgm.text.captions import read_captions
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gtgm.text.captioners.measure import HU_BANDS
+from gtgm.data.measure import HU_BANDS
 from gtgm.text.claims import check_caption, parts, sentences
 
 

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from gtgm.data.boxes import make_patch
+from gtgm.data.measure import measure
 from gtgm.data.patches import VolumeCache
 from gtgm.text.captioners.describe import DescribeCaptioner
-from gtgm.text.captioners.measure import measure
-from gtgm.text.captions import distinct_share, make_patch, read_captions
+from gtgm.text.captions import distinct_share, read_captions
 
 FINDINGS = ("tumour", "tumor", "lesion", "mass", "nodule", "abnormal", "patholog", "malignan", "metasta", "cyst")
 

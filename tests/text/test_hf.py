@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from gtgm.config import CaptionConfig
+from gtgm.data.boxes import Patch
 from gtgm.data.patches import VolumeCache
 from gtgm.errors import GtgmError
 from gtgm.text.captioners import create_captioner
-from gtgm.text.captioners.base import Patch, slice_index, slice_uint8
+from gtgm.text.captioners.base import slice_index, slice_uint8
 from gtgm.text.captions import read_captions, run_captioning
 
 
@@ -66,7 +67,7 @@ def test_hf_captioner_writes_captions(demo_run, tiny_blip, tmp_path):
 
 def test_hf_prompt_prefix(demo_run, tiny_blip):
     cache = VolumeCache(demo_run / "cache", group="em_synthetic")
-    from gtgm.text.captions import make_patch
+    from gtgm.data.boxes import make_patch
 
     patch = make_patch(cache, 0, [0, 0, 0], [64, 64, 16], cache.meta(0))
     cfg = CaptionConfig(captioner="hf", model=str(tiny_blip), max_new_tokens=4, prompt="an electron micrograph of")

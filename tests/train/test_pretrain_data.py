@@ -10,9 +10,10 @@ import torch
 
 from gtgm.config import AugmentConfig, load_config
 from gtgm.data.augment import TwoViews
+from gtgm.data.boxes import make_patch
 from gtgm.data.patches import VolumeCache
 from gtgm.data.splits import make_split
-from gtgm.text.captions import make_patch, read_captions
+from gtgm.text.captions import read_captions
 from gtgm.text.consistency import broken_facts
 from gtgm.text.encoders import TextCache
 from gtgm.train.losses import GTGMLoss

@@ -9,13 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from gtgm.data.boxes import make_patch
+from gtgm.data.measure import measure
 from gtgm.data.patches import VolumeCache, read_patch
 from gtgm.models.regions import pool_regions
 from gtgm.models.registry import create_segmenter
 from gtgm.models.segmenters import load_encoder_weights
 from gtgm.text.captioners.describe import DescribeCaptioner
-from gtgm.text.captioners.measure import measure
-from gtgm.text.captions import make_patch, read_captions
+from gtgm.text.captions import read_captions
 from gtgm.text.encoders import TextCache
 from gtgm.train.pretrain import pretrain
 from gtgm.train.regions import RegionCrops, RegionLoss, content_ids, content_key

@@ -2,7 +2,7 @@
 
 :func:`class_rank_correlation`: for prompts naming a measurable CT class (in the captions' own words, e.g.
 "CT patch. It is mostly bone-like density."), Spearman's ρ between each window's query score and that class's
-measured share of the window's voxels (the Hounsfield bands of :data:`gtgm.text.captioners.measure.HU_BANDS`),
+measured share of the window's voxels (the Hounsfield bands of :data:`gtgm.data.measure.HU_BANDS`),
 over every window of the given volumes. ρ near 1: the query ranks windows by the class it names. The control is
 the same architecture with random weights and the run's text encoder (:func:`gtgm.infer.query.load_query_model`
 ``random_init``): whatever ρ it reaches comes from the architecture and the prompt, not from pretraining.
@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from gtgm.data.measure import HU_BANDS
 from gtgm.text.audit import pct
-from gtgm.text.captioners.measure import CLASS_PROMPTS, HU_BANDS
+from gtgm.text.captioners.describe import CLASS_PROMPTS
 
 FIGURE_PROMPTS = 3  # the first three of CLASS_PROMPTS get a map in the demo report, the last is their negative
 

@@ -1,7 +1,7 @@
 """``gtgm audit CAPTIONS CACHE --out DIR``: how much of each caption is true of its box.
 
 Every captioned box is re-measured from the cache exactly as the ``describe`` captioner measures it
-(:func:`gtgm.text.captions.make_patch` -> :func:`gtgm.text.captioners.measure.measure`), and every statement of
+(:func:`gtgm.data.boxes.make_patch` -> :func:`gtgm.data.measure.measure`), and every statement of
 the caption that a measurement decides is checked (:mod:`gtgm.text.claims`). Works on captions of any backend.
 
 Writes (atomically):
@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from gtgm.data.measure import box_measurements
 from gtgm.data.patches import VolumeCache
 from gtgm.errors import GtgmError
 from gtgm.fsutil import write_json, write_text
-from gtgm.text.captioners.measure import measure
-from gtgm.text.captions import check_box, check_fields, make_patch, read_captions
+from gtgm.text.captions import check_box, check_fields, read_captions
 from gtgm.text.claims import check_caption
 
 WORST = 5
@@ -60,16 +60,6 @@ def _locate(records: list[dict[str, Any]], cache: VolumeCache, captions: Path) -
             + " (caption the cache you audit against, or give the cache the captions were made from)"
         )
     return where
-
-
-def box_measurements(cache: VolumeCache, i: int, rec: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
-    """The ``describe`` measurements of record ``rec``'s box (with the unit and, for EM, the section range)."""
-    patch = make_patch(cache, i, rec["start"], rec["size"], meta)
-    m = measure(patch)
-    m["unit"] = patch.unit
-    z0 = patch.start[2]
-    m["position"]["section_range"] = (max(z0, 0), min(z0 + patch.size[2], patch.volume_shape[2]) - 1)
-    return m
 
 
 def audit_records(

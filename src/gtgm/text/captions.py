@@ -29,15 +29,12 @@ import numpy as np
 from tqdm import tqdm
 
 from gtgm.config import CaptionConfig
+from gtgm.data.boxes import box_key, make_patch
+from gtgm.data.measure import background_mask
 from gtgm.data.patches import VolumeCache, grid_starts, read_patch
 from gtgm.errors import GtgmError, InputError
 from gtgm.fsutil import fits_in_memory, single_writer
-from gtgm.text.captioners.base import Captioner, Patch
-from gtgm.text.captioners.measure import background_mask
-
-
-def caption_key(volume: str, start: list[int], size: list[int]) -> str:
-    return f"{volume}:{','.join(map(str, start))}:{','.join(map(str, size))}"
+from gtgm.text.captioners.base import Captioner
 
 
 def shard_path(out: Path, shard: tuple[int, int]) -> Path:
@@ -145,23 +142,6 @@ def plan_locations(cache: VolumeCache, cfg: CaptionConfig) -> list[tuple[int, li
     return plan
 
 
-def make_patch(cache: VolumeCache, i: int, start: list[int], size: list[int], meta: dict[str, Any]) -> Patch:
-    entry = cache.entries[i]
-    return Patch(
-        key=caption_key(entry["id"], start, size),
-        volume=entry["id"],
-        modality=entry["modality"],
-        start=list(start),
-        size=list(size),
-        image=read_patch(cache.image(i), start, size, cache.pad_value(i)),
-        volume_shape=list(entry["shape"]),
-        spacing=list(entry["spacing"]),
-        unit=entry["unit"],
-        normalization=meta["normalization"],
-        pad_value=list(cache.pad_value(i)),
-    )
-
-
 def run_captioning(
     cache: VolumeCache,
     captioner: Captioner,
@@ -233,7 +213,7 @@ def _caption_locked(
         print(f"[caption] {target}: cut a torn last line left by an interrupted run")
     done = _resumable(out, captioner)
     plan = [p for j, p in enumerate(plan_locations(cache, cfg)) if j % shard[1] == shard[0]]
-    todo = [p for p in plan if caption_key(cache.entries[p[0]]["id"], p[1], p[2]) not in done]
+    todo = [p for p in plan if box_key(cache.entries[p[0]]["id"], p[1], p[2]) not in done]
     writer = CaptionWriter(target)
     t0 = time.perf_counter()
     bar = tqdm(total=len(todo), desc=f"caption ({captioner.name})", unit="patch", disable=not progress)

@@ -2,7 +2,7 @@
 
 Works on free text from any captioner (describe, hf, openai, refined): a caption is split into sentences
 (and at ``;``), each sentence into parts (at commas and ``and``), and every part is scanned for statements
-the box's measurements (:func:`gtgm.text.captioners.measure.measure`) can decide:
+the box's measurements (:func:`gtgm.data.measure.measure`) can decide:
 
 =================  ==========================================================================================
 kind               statement -> holds when

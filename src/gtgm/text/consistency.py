@@ -1,7 +1,7 @@
 """Does an augmented view still match its caption? Re-measure the facts a ``describe`` caption states.
 
 A caption states, for its box: where the box lies (left / right, anterior / posterior, superior /
-inferior words of :func:`~gtgm.text.captioners.measure.position`), the voxel scale (the box is shown at
+inferior words of :func:`~gtgm.data.measure.position`), the voxel scale (the box is shown at
 the cache's spacing), and intensity shares at 5 % resolution (CT: Hounsfield bands; MRI: background,
 hyperintense, hypointense shares). A view breaks a fact when
 
@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from gtgm.data.augment import CropResize, Flip, Rot90, apply_ops
-from gtgm.text.captioners.base import Patch
-from gtgm.text.captioners.measure import ct_shares, mri_stats, position
+from gtgm.data.boxes import Patch
+from gtgm.data.measure import ct_shares, mri_stats, position
 
 RESOLUTION = 0.05  # the caption's rounding of shares (describe.pct)
 MID_WORDS = ("midline", "mid", "mid-level")

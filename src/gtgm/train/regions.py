@@ -17,8 +17,9 @@ Targets (:class:`RegionLoss`):
   bank captions that state the same facts as the region's own (the same statements by
   :func:`gtgm.text.claims.check_caption`, in other words) are masked out as false negatives.
 * ``region_facts`` (its control, no text): the same pooled features regress the box's measured facts
-  (:func:`box_facts`: what the describe captioner's text is made from), standardised over the training boxes, by
-  mean squared error. ``region_text`` − ``region_facts``: what going through text adds to the facts themselves.
+  (:func:`~gtgm.data.measure.box_facts`: what the describe captioner's text is made from), standardised over the
+  training boxes, by mean squared error. ``region_text`` − ``region_facts``: what going through text adds to the
+  facts themselves.
 """
 
 from __future__ import annotations
@@ -34,34 +35,12 @@ from tqdm import tqdm
 
 from gtgm.config import AugmentConfig
 from gtgm.data.augment import apply_ops, sample_ops, text_view_pipeline
+from gtgm.data.measure import box_facts, box_measurements
 from gtgm.data.patches import VolumeCache, read_patch
 from gtgm.errors import GtgmError
-from gtgm.text.audit import box_measurements
 from gtgm.text.claims import check_caption
 from gtgm.text.encoders import TextCache
 from gtgm.train.pairs import locate_records
-
-MODALITIES = ("CT", "MRI", "EM")
-
-
-def box_facts(m: dict[str, Any]) -> np.ndarray:
-    """(24,) float32 from :func:`~gtgm.text.captioners.measure.measure` output: position fractions (3), edge
-    share, symmetry, log(1 + bright structures), CT band shares (6), MRI background / bright / dark shares, tissue
-    SD and mean (5), EM membrane share, log(1 + cells), log(1 + diameter), persistence (4), modality one-hot (3);
-    the entries of the other modalities are 0."""
-    ct = list((m.get("ct") or {}).values()) or [0.0] * 6
-    mri = m.get("mri") or {}
-    mri = [mri.get(k, 0.0) for k in ("background", "bright", "dark", "tissue_std", "tissue_mean")]
-    em = m.get("em") or {}
-    em = [
-        em.get("membrane", 0.0),
-        np.log1p(em.get("cells", 0)),
-        np.log1p(em.get("diameter", 0.0)),
-        em.get("persistence", 0.0),
-    ]
-    onehot = [float(m["modality"] == k) for k in MODALITIES]
-    head = [*m["position"]["fraction"], m["edges"], m["symmetry"], np.log1p(m["components"])]
-    return np.asarray(head + ct + mri + em + onehot, dtype=np.float32)
 
 
 def content_key(text: str, m: dict[str, Any]) -> frozenset:
@@ -133,7 +112,7 @@ class RegionCrops(Dataset):
         return np.all((lo >= corners) & (hi <= corners + self.crop), axis=2)
 
     def _measure(self, progress: bool) -> list[dict[str, Any]]:
-        """The describe measurements of every record's box (:func:`~gtgm.text.audit.box_measurements`)."""
+        """The describe measurements of every record's box (:func:`~gtgm.data.measure.box_measurements`)."""
         metas, out = {}, []
         for k in tqdm(range(len(self.records)), desc="measure boxes", unit="box", disable=not progress):
             c = int(self.case[k])

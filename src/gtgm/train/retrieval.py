@@ -61,7 +61,7 @@ def position_baseline(pairs: CaptionPairs, repeats: int = 200, seed: int = 0) ->
     section), then same modality, then the rest; ties are broken at random, averaged over ``repeats`` draws."""
     from types import SimpleNamespace
 
-    from gtgm.text.captioners.measure import position
+    from gtgm.data.measure import position
 
     keys = []
     for r, c in zip(pairs.records, pairs.case):

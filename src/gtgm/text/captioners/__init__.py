@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from gtgm.config import CaptionConfig
+from gtgm.data.boxes import Patch
 from gtgm.errors import ConfigError
-from gtgm.text.captioners.base import Captioner, Patch
+from gtgm.text.captioners.base import Captioner
 
 
 def create_captioner(cfg: CaptionConfig, device: str = "auto") -> Captioner:

@@ -1,39 +1,13 @@
-"""The one small interface every captioner backend implements, and the patch it describes."""
+"""The one small interface every captioner backend implements; the patch it describes is
+:class:`gtgm.data.boxes.Patch`."""
 
 from __future__ import annotations
 
-import zlib
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
-
-@dataclass
-class Patch:
-    """One patch location of a cached volume, with its pixels.
-
-    ``image``: (C, X, Y, Z) float32 normalised as in the cache (RAS array order, z = slice axis).
-    ``start``/``size``: the box in the volume, (x, y, z) voxels. ``normalization``: the cache's
-    per-channel normalisation records (so CT can be mapped back to HU). ``pad_value``: per-channel
-    value of voxels outside the volume / background.
-    """
-
-    key: str
-    volume: str
-    modality: str
-    start: list[int]
-    size: list[int]
-    image: np.ndarray
-    volume_shape: list[int]
-    spacing: list[float]
-    unit: str = "mm"
-    normalization: list[dict[str, Any]] = field(default_factory=list)
-    pad_value: list[float] = field(default_factory=lambda: [0.0])
-
-    def rng(self, seed: int) -> np.random.Generator:
-        """A generator fixed by (seed, key): the same patch and seed always draw the same numbers."""
-        return np.random.default_rng([seed, zlib.crc32(self.key.encode())])
+from gtgm.data.boxes import Patch
 
 
 class Captioner(Protocol):

@@ -14,8 +14,16 @@ from typing import Any
 
 import numpy as np
 
-from gtgm.text.captioners.base import Patch
-from gtgm.text.captioners.measure import measure
+from gtgm.data.boxes import Patch
+from gtgm.data.measure import measure
+
+# zero-shot queries naming a measurable band in the captions' own words (the demo's and bench_query's)
+CLASS_PROMPTS = {
+    "bone-like density": "CT patch. It is mostly bone-like density.",
+    "air-density": "CT patch. It is mostly air-density.",
+    "fat-density": "CT patch. It is mostly fat-density.",
+    "soft-tissue or fluid density": "CT patch. It is mostly soft-tissue or fluid density.",
+}
 
 VERSION = "2"  # 2: Hounsfield bands named by density, not by organ or contrast agent
 

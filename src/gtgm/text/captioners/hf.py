@@ -19,9 +19,10 @@ import numpy as np
 import torch
 
 from gtgm.config import CaptionConfig
+from gtgm.data.boxes import Patch
 from gtgm.errors import GtgmError
 from gtgm.runtime import resolve_device
-from gtgm.text.captioners.base import Patch, slice_index, slice_uint8
+from gtgm.text.captioners.base import slice_index, slice_uint8
 
 
 class HFCaptioner:

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from gtgm.config import CaptionConfig
+from gtgm.data.boxes import Patch
 from gtgm.errors import GtgmError
-from gtgm.text.captioners.base import Patch, slice_index, slice_uint8
+from gtgm.text.captioners.base import slice_index, slice_uint8
 
 
 def png_base64(pixels: np.ndarray) -> str:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from gtgm.data.boxes import Patch
 from gtgm.data.patches import VolumeCache, read_patch
 from gtgm.errors import GtgmError
-from gtgm.text.captioners.base import Patch
 from gtgm.text.captioners.describe import VERSION, DescribeCaptioner, _join, pct
 
 

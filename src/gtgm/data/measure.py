@@ -1,4 +1,5 @@
-"""What the ``describe`` captioner measures in a patch. Pure functions: patch in, numbers out.
+"""What is measured in a box: what the ``describe`` captioner writes from, the audit checks captions against and the
+region objectives read (:func:`box_measurements`, :func:`box_facts`). Pure functions: patch in, numbers out.
 
 All shares are fractions of the patch's voxels in [0, 1]. Positions use the RAS array order of the
 cache: axis 0 increases towards the patient's Right, axis 1 Anterior, axis 2 Superior.
@@ -11,7 +12,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from gtgm.text.captioners.base import Patch
+from gtgm.data.boxes import Patch, make_patch
+from gtgm.data.patches import VolumeCache
 
 # Hounsfield bands (lower bound inclusive, upper exclusive), named by the density measured, never by an organ or a
 # contrast agent the captioner cannot know is there (a head scan has no lung; 100-300 HU may be unenhanced)
@@ -22,13 +24,6 @@ HU_BANDS = {
     "soft-tissue or fluid density": (-30.0, 100.0),
     "high-density (100 to 300 HU)": (100.0, 300.0),
     "bone-like density": (300.0, np.inf),
-}
-# zero-shot queries naming a measurable band in the captions' own words (the demo's and bench_query's)
-CLASS_PROMPTS = {
-    "bone-like density": "CT patch. It is mostly bone-like density.",
-    "air-density": "CT patch. It is mostly air-density.",
-    "fat-density": "CT patch. It is mostly fat-density.",
-    "soft-tissue or fluid density": "CT patch. It is mostly soft-tissue or fluid density.",
 }
 
 
@@ -161,3 +156,36 @@ def measure(patch: Patch) -> dict[str, Any]:
     else:
         out["mri"] = mri_stats(patch)
     return out
+
+
+def box_measurements(cache: VolumeCache, i: int, rec: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """The ``describe`` measurements of record ``rec``'s box (with the unit and, for EM, the section range)."""
+    patch = make_patch(cache, i, rec["start"], rec["size"], meta)
+    m = measure(patch)
+    m["unit"] = patch.unit
+    z0 = patch.start[2]
+    m["position"]["section_range"] = (max(z0, 0), min(z0 + patch.size[2], patch.volume_shape[2]) - 1)
+    return m
+
+
+MODALITIES = ("CT", "MRI", "EM")
+
+
+def box_facts(m: dict[str, Any]) -> np.ndarray:
+    """(24,) float32 from :func:`~gtgm.data.measure.measure` output: position fractions (3), edge
+    share, symmetry, log(1 + bright structures), CT band shares (6), MRI background / bright / dark shares, tissue
+    SD and mean (5), EM membrane share, log(1 + cells), log(1 + diameter), persistence (4), modality one-hot (3);
+    the entries of the other modalities are 0."""
+    ct = list((m.get("ct") or {}).values()) or [0.0] * 6
+    mri = m.get("mri") or {}
+    mri = [mri.get(k, 0.0) for k in ("background", "bright", "dark", "tissue_std", "tissue_mean")]
+    em = m.get("em") or {}
+    em = [
+        em.get("membrane", 0.0),
+        np.log1p(em.get("cells", 0)),
+        np.log1p(em.get("diameter", 0.0)),
+        em.get("persistence", 0.0),
+    ]
+    onehot = [float(m["modality"] == k) for k in MODALITIES]
+    head = [*m["position"]["fraction"], m["edges"], m["symmetry"], np.log1p(m["components"])]
+    return np.asarray(head + ct + mri + em + onehot, dtype=np.float32)
