@@ -225,12 +225,13 @@ class PretrainConfig:
     holdout_fraction: float = 0.1  # share of volumes (not boxes) held out for the retrieval check
     exclude_finetune_eval: bool = True  # drop caption boxes overlapping a fine-tuning val/test part (reserved.json)
     text_control: Literal["none", "shuffled"] = "none"  # shuffled: each box gets another box's caption (control)
-    # mim: masked image modelling, the image-only control (models/mim); region / region_facts: region-level alignment
-    # at the fine-tuning field of view against the caption bank, or its no-text control (train/regions)
-    objective: Literal["gtgm", "mim", "region", "region_facts"] = "gtgm"
+    # a row of gtgm.train.objectives.OBJECTIVES: gtgm; mim / mim_dense: masked image modelling of 32³ boxes or at the
+    # fine-tuning field of view (models/mim); region / region_facts: region-level alignment at the fine-tuning field
+    # of view against the caption bank, or its no-text control (train/regions)
+    objective: Literal["gtgm", "mim", "mim_dense", "region", "region_facts"] = "gtgm"
     mask_ratio: float = 0.6  # mim: share of blocks hidden
     mask_block: int = 4  # mim: block side, voxels
-    region_crop: list[int] = field(default_factory=list)  # region objectives: crop side; empty = finetune.patch_size
+    region_crop: list[int] = field(default_factory=list)  # crop objectives: crop side; empty = finetune.patch_size
     tensorboard: bool = True
 
     def __post_init__(self) -> None:

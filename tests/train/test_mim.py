@@ -1,4 +1,4 @@
-"""Masked image modelling (the study's ``mae`` arm): the mask, the loss, and a run whose encoder fine-tuning loads."""
+"""Masked image modelling (the study's ``mae`` and ``mae_dense`` arms): the mask, the loss, and a run whose encoder fine-tuning loads."""
 
 from __future__ import annotations
 
@@ -32,12 +32,18 @@ def test_reconstruction_loss_counts_hidden_voxels_only():
     assert float(MaskedReconstructionLoss()(recon, target, mask)["mim_loss"]) == pytest.approx(4.0)
 
 
-def test_mim_pretraining_exports_an_encoder_fine_tuning_loads(demo_run, tmp_path):
-    cfg = _cfg(demo_run, tmp_path / "mim", "pretrain.objective=mim", "pretrain.steps=6", "pretrain.mask_block=4")
+@pytest.mark.parametrize("objective", ["mim", "mim_dense"])
+def test_mim_pretraining_exports_an_encoder_fine_tuning_loads(demo_run, tmp_path, objective):
+    over = [f"pretrain.objective={objective}", "pretrain.steps=6", "pretrain.mask_block=4"]
+    if objective == "mim_dense":  # whole crops at the fine-tuning field of view, placed on the caption grid
+        over += ["finetune.patch_size=[64, 32, 32]", "pretrain.batch_size=2"]
+    cfg = _cfg(demo_run, tmp_path / "mim", *over)
     pretrain(cfg, progress=False)
     out = tmp_path / "mim"
     assert (out / "encoder.pt").is_file() and not (out / "heads.pt").exists()  # no projection heads to query with
-    assert json.loads((out / "encoder.json").read_text())["objective"] == "mim"
+    encoder = json.loads((out / "encoder.json").read_text())
+    assert encoder["objective"] == objective
+    assert encoder["patch_size"] == ([64, 32, 32] if objective == "mim_dense" else cfg.pretrain.patch_size)
     losses = [
         json.loads(line)["mim_loss"] for line in (out / "log.jsonl").read_text().splitlines() if "mim_loss" in line
     ]

@@ -5,7 +5,8 @@ The whole segmenter (encoder + decoder, one output channel) sees a view with ``m
 error on the masked voxels only (:class:`gtgm.train.losses.MaskedReconstructionLoss`). Dense convolutions see
 the mask's edges, unlike SparK's sparse ones: this is the in-painting form (Models Genesis) of the idea. Only the
 encoder's tensors are kept (:meth:`MIMModel.encoder_weights`), keyed as in the segmenter, like every
-``encoder.pt``. ``forward(view1, view2, text)`` has the pretraining model's signature; it uses view 2 only.
+``encoder.pt``. ``inputs`` names the one batch entry it reads: ``view2`` of a caption box's two views
+(objective ``mim``) or ``image``, a crop at the fine-tuning field of view (``mim_dense``).
 """
 
 from __future__ import annotations
@@ -36,14 +37,16 @@ def block_mask(
 
 
 class MIMModel(nn.Module):
-    def __init__(self, segmenter: nn.Module, mask_ratio: float = 0.6, block: int = 4):
+    def __init__(self, segmenter: nn.Module, mask_ratio: float = 0.6, block: int = 4, image: str = "view2"):
         super().__init__()
         self.segmenter, self.mask_ratio, self.block = segmenter, mask_ratio, block
+        self.inputs = (image,)
 
-    def forward(self, view1: torch.Tensor, view2: torch.Tensor, text: torch.Tensor) -> dict[str, torch.Tensor]:
-        """-> ``reconstruction`` (B, C, X, Y, Z), ``target`` (the unmasked view 2), ``mask`` (B, 1, X, Y, Z)."""
-        mask = block_mask(tuple(view2.shape), self.mask_ratio, self.block).to(view2.device, view2.dtype)
-        return {"reconstruction": self.segmenter(view2 * (1 - mask)), "target": view2, "mask": mask}
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, C, X, Y, Z) -> ``reconstruction`` (B, C, X, Y, Z), ``target`` (the unmasked image), ``mask``
+        (B, 1, X, Y, Z)."""
+        mask = block_mask(tuple(image.shape), self.mask_ratio, self.block).to(image.device, image.dtype)
+        return {"reconstruction": self.segmenter(image * (1 - mask)), "target": image, "mask": mask}
 
     def encoder_weights(self) -> dict[str, torch.Tensor]:
         """The encoder's tensors (names under the segmenter's ``encoder_prefix``), on CPU."""
@@ -51,8 +54,9 @@ class MIMModel(nn.Module):
         return {k: v.detach().cpu().clone() for k, v in self.segmenter.state_dict().items() if k.startswith(prefix)}
 
 
-def build_mim_model(model: Any, mask_ratio: float, block: int) -> MIMModel:
-    """The segmenter of a model section with ``in_channels`` outputs, wrapped for masked reconstruction."""
+def build_mim_model(model: Any, mask_ratio: float, block: int, image: str = "view2") -> MIMModel:
+    """The segmenter of a model section with ``in_channels`` outputs, wrapped for masked reconstruction of the batch
+    entry ``image``."""
     refuse_in_pretraining(model)
     seg = create_segmenter(model.encoder, model.in_channels, **architecture_kwargs(model))
-    return MIMModel(seg, mask_ratio, block)
+    return MIMModel(seg, mask_ratio, block, image)

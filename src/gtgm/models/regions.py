@@ -6,7 +6,7 @@ is pooled from the encoder's feature maps over the cells that cover it (:func:`p
 ``stages`` pooling as :func:`gtgm.models.encoders.pool_features`) and projected by one head:
 
 * ``target="text"``: ``image_head`` into the shared space, and ``text_head`` for the caption bank (the frozen
-  embeddings of every training caption, a buffer): the arm ``region_text`` (:class:`gtgm.train.regions.RegionLoss`).
+  embeddings of every training caption, a buffer): the arm ``region_text`` (:class:`gtgm.train.losses.RegionLoss`).
 * ``target="facts"``: ``facts_head`` regresses the box's measured facts (standardised), no text: its control.
 """
 

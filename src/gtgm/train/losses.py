@@ -1,6 +1,8 @@
 """Losses: small modules, the formula in each docstring, the terms as pure functions.
 
-Pretraining: CLIP, Barlow Twins, VICReg and their sum :class:`GTGMLoss`. Fine-tuning: masked Dice + CE
+Pretraining (one loss per objective of :data:`gtgm.train.objectives.OBJECTIVES`): CLIP, Barlow Twins, VICReg and
+their sum :class:`GTGMLoss`; masked reconstruction :class:`MaskedReconstructionLoss`; the region objectives'
+:class:`RegionLoss`. Fine-tuning: masked Dice + CE
 (:func:`seg_loss`) and the masked affinity loss for EM (:func:`affinity_loss`).
 
 The pretraining losses take embeddings of shape (N, D). With ``gather=True`` they first concatenate the
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.losses import DiceLoss
@@ -166,6 +169,30 @@ class MaskedReconstructionLoss(nn.Module):
     ) -> dict[str, torch.Tensor]:
         err = (reconstruction - target) ** 2 * mask
         return {"mim_loss": err.sum() / (mask.sum() * target.shape[1]).clamp_min(1.0)}
+
+
+class RegionLoss(nn.Module):
+    """The region objectives on :class:`~gtgm.models.regions.RegionModel`'s outputs (keys ending in ``_loss``).
+
+    ``text``: ``region_loss`` = mean over regions of ``CE(z_r · T^T / τ, own row)`` with the bank rows of the same
+    content (``content``, (N,)) but another wording masked to -inf; z and T L2-normalised. ``facts``:
+    ``facts_loss`` = mean squared error over regions and facts."""
+
+    def __init__(self, temperature: float, content: np.ndarray | None = None):
+        super().__init__()
+        self.temperature = temperature
+        if content is not None:
+            self.register_buffer("content", torch.as_tensor(content, dtype=torch.int64), persistent=False)
+
+    def forward(self, **out: torch.Tensor) -> dict[str, torch.Tensor]:
+        if "predicted" in out:
+            return {"facts_loss": F.mse_loss(out["predicted"], out["facts"])}
+        z, bank = F.normalize(out["region_features"], dim=-1), F.normalize(out["bank_features"], dim=-1)
+        target = out["target"]
+        logits = z @ bank.T / self.temperature
+        rows = torch.arange(bank.shape[0], device=z.device)
+        same = (self.content[None, :] == self.content[target][:, None]) & (rows[None, :] != target[:, None])
+        return {"region_loss": F.cross_entropy(logits.masked_fill(same, float("-inf")), target)}
 
 
 _dice = DiceLoss(include_background=True, softmax=False, to_onehot_y=False, reduction="none")

@@ -1,7 +1,8 @@
 """``gtgm pretrain``: GTGM image-text + two-view pretraining of a 3D encoder, on CPU, one GPU or torchrun.
 
-Per step: ``grad_accum`` micro-batches of two augmented views + frozen caption embeddings ->
-:class:`~gtgm.models.vlp.VLPModel` -> :class:`~gtgm.train.losses.GTGMLoss` (global batch under DDP) -> AdamW
+Per step: ``grad_accum`` micro-batches of the objective's samples (``pretrain.objective``, a row of
+:data:`~gtgm.train.objectives.OBJECTIVES`: for ``gtgm``, two augmented views + frozen caption embeddings ->
+:class:`~gtgm.models.vlp.VLPModel` -> :class:`~gtgm.train.losses.GTGMLoss`, global batch under DDP) -> AdamW
 with linear warmup + cosine decay, optional AMP and gradient clipping. Every ``checkpoint_every`` steps
 ``checkpoints/last.pt`` is replaced atomically (model, optimizer, scheduler, scaler, RNG, step,
 config); ``--resume`` continues from it with exactly the samples the uninterrupted run would have seen.
@@ -32,28 +33,24 @@ from gtgm.data.patches import VolumeCache
 from gtgm.errors import GtgmError
 from gtgm.fsutil import lock_folder, remove_stale_temps, write_json, write_text
 from gtgm.models.checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
-from gtgm.models.mim import build_mim_model
-from gtgm.models.regions import build_region_model
 from gtgm.models.resenc import model_arch_kwargs
-from gtgm.models.vlp import build_model
 from gtgm.runtime import resolve_device
 from gtgm.text.captions import check_fields, read_captions
 from gtgm.text.encoders import TextCache
 from gtgm.train.diagnostics import feature_stats
 from gtgm.train.logs import RunLogger
-from gtgm.train.losses import GTGMLoss, MaskedReconstructionLoss
+from gtgm.train.objectives import objective_of
 from gtgm.train.optim import amp_setup, optimizer_step, warmup_cosine
 from gtgm.train.pairs import CaptionPairs, StepSampler, split_records
-from gtgm.train.regions import RegionCrops, RegionLoss
+from gtgm.train.regions import RegionCrops
 from gtgm.train.reserved import drop_reserved, reserved_regions
-
-REGION_TARGETS = {"region": "text", "region_facts": "facts"}  # pretrain.objective -> what each region is matched to
 
 
 def load_data(cfg: Config, progress: bool = False) -> tuple[Any, CaptionPairs | None, dict[str, Any]]:
-    """Training samples (:class:`CaptionPairs`, or :class:`RegionCrops` for the region objectives), held-out pairs
-    (whole volumes) and the record of what was reserved for fine-tuning."""
-    p = cfg.pretrain
+    """Training samples (the objective's: :class:`CaptionPairs` of boxes or :class:`RegionCrops`), held-out pairs
+    (whole volumes; None where the objective has no retrieval check) and the record of what was reserved for
+    fine-tuning."""
+    p, objective = cfg.pretrain, objective_of(cfg)
     for key in ("cache", "captions", "text_cache"):
         if not getattr(p, key):
             raise GtgmError(f"pretrain.{key} is not set (give --{key.replace('_', '-')} or pretrain.{key}=PATH)")
@@ -70,29 +67,17 @@ def load_data(cfg: Config, progress: bool = False) -> tuple[Any, CaptionPairs | 
     reserved["dropped_volumes"] = sorted({r["volume"] for r in dropped})
     train, held = split_records(records, p.holdout_fraction)
     reserved["retrieval_volumes"] = sorted({r["volume"] for r in held})
-    if p.objective in REGION_TARGETS:
-        _check_region_settings(cfg)
-        target, crop = REGION_TARGETS[p.objective], p.region_crop or cfg.finetune.patch_size
-        pairs = RegionCrops(
-            cache, train, text_cache, crop, cfg.augment, target, cfg.seed, progress, reserved["regions"]
-        )
+    if objective.samples == "crops":
+        crop = p.region_crop or cfg.finetune.patch_size
+        args = (text_cache, crop, cfg.augment, objective.target, cfg.seed, progress, reserved["regions"])
+        pairs = RegionCrops(cache, train, *args)
     else:
         pairs = CaptionPairs(cache, train, text_cache, p.patch_size, cfg.augment, cfg.seed, p.text_control)
-    if not held:
+    if not held or not objective.retrieval:
         return pairs, None, reserved
     rng = torch.Generator().manual_seed(cfg.seed)
     held = [held[i] for i in torch.randperm(len(held), generator=rng)[: p.eval_patches].tolist()]
     return pairs, CaptionPairs(cache, held, text_cache, p.patch_size, None, cfg.seed), reserved
-
-
-def _check_region_settings(cfg: Config) -> None:
-    """Settings the region objectives do not implement are refused rather than ignored."""
-    p, loss = cfg.pretrain, cfg.loss
-    if p.text_control != "none" or loss.learnable_temperature:
-        raise GtgmError(
-            f"pretrain.objective={p.objective} has no pretrain.text_control and no loss.learnable_temperature "
-            "(set them to none / false)"
-        )
 
 
 def _optimizer(model: torch.nn.Module, loss_fn: torch.nn.Module, cfg: Config) -> torch.optim.AdamW:
@@ -117,21 +102,10 @@ class Pretrainer:
         self.out = Path(cfg.pretrain.out)
         torch.manual_seed(cfg.seed)
         self.pairs, self.held, self.reserved = load_data(cfg, progress and self.rank == 0)
-        p = cfg.pretrain
-        if p.objective == "mim":  # the image-only control: masked reconstruction, no text, no retrieval check
-            self.model = build_mim_model(cfg.model, p.mask_ratio, p.mask_block).to(self.device)
-            self.loss_fn, self.held = MaskedReconstructionLoss().to(self.device), None
-        elif p.objective in REGION_TARGETS:  # region-level alignment at the fine-tuning field of view, or its control
-            target, bank = self.pairs.target, getattr(self.pairs, "bank", None)
-            self.model = build_region_model(cfg.model, target, self.pairs.dim, bank).to(self.device)
-            self.loss_fn = RegionLoss(cfg.loss.temperature, getattr(self.pairs, "content", None)).to(self.device)
-            self.held = self.held if target == "text" else None
-        else:
-            self.model = build_model(cfg.model, self.pairs.text_cache.index["dim"]).to(self.device)
-            text_views = 1 if cfg.augment.caption_consistent else 2
-            self.loss_fn = GTGMLoss(cfg.loss, gather=self.world > 1, text_views=text_views).to(self.device)
-        # the region model's caption bank is a buffer every process builds alike: not re-sent at each step
-        ddp = {"broadcast_buffers": False} if p.objective in REGION_TARGETS else {}
+        p, self.objective = cfg.pretrain, objective_of(cfg)
+        self.model = self.objective.model(cfg, self.pairs).to(self.device)
+        self.loss_fn = self.objective.loss(cfg, self.pairs, self.world).to(self.device)
+        ddp = self.objective.ddp_kwargs
         self.net = DistributedDataParallel(self.model, **ddp) if self.world > 1 else self.model
         self.opt = _optimizer(self.model, self.loss_fn, cfg)
         self.sched = torch.optim.lr_scheduler.LambdaLR(
@@ -268,7 +242,7 @@ class Pretrainer:
     def export(self, retrieval: dict[str, float]) -> None:
         if self.rank != 0:
             return
-        if self.cfg.pretrain.objective == "gtgm":  # a masked-modelling run has no projection heads to query with
+        if self.objective.heads:  # what gtgm query needs (the other objectives have no heads to query with)
             save_checkpoint(self.out / "heads.pt", self.heads_state())
         m = self.cfg.model
         volumes = {r["volume"] for r in self.pairs.records}

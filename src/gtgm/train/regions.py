@@ -9,7 +9,7 @@ more are left out at random). Fine-tuning validation and test voxels inside a cr
 crop gets view 1's augmentation (the caption-consistent one: intensity only, nothing that moves the content), so
 each region still matches its caption.
 
-Targets (:class:`RegionLoss`):
+Targets (:class:`~gtgm.train.losses.RegionLoss`):
 
 * ``region`` (arm ``region_text``): each region's feature against the **whole caption bank** — the frozen
   embedding of every distinct training caption, through the text head — not the batch's few captions:
@@ -28,8 +28,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
@@ -64,7 +62,8 @@ class RegionCrops(Dataset):
     (exclusive) in the crop, whose corner is ``crop_start`` in the volume.
 
     ``target="text"``: ``bank`` (N, D) holds the distinct captions' embeddings, ``content`` (N,) an id per
-    distinct statement set; ``target="facts"``: ``facts`` (n_records, F) standardised measured facts."""
+    distinct statement set; ``target="facts"``: ``facts`` (n_records, F) standardised measured facts;
+    ``target="image"``: no target (zeros), the crop alone is the sample (masked reconstruction)."""
 
     def __init__(
         self,
@@ -91,13 +90,13 @@ class RegionCrops(Dataset):
         self.by_case = {int(c): np.flatnonzero(self.case == c) for c in np.unique(self.case)}
         self.max_regions = self._most_inside()
         self.pipeline = text_view_pipeline(augment) if augment is not None else []
-        measured = self._measure(progress)
+        measured = self._measure(progress) if target != "image" else []
         if target == "text":
             rows = text_cache.lookup([r["text"] for r in records])
             distinct, first, self.row = np.unique(rows, return_index=True, return_inverse=True)
             self.bank = np.asarray(text_cache.embeddings[distinct], dtype=np.float32)
             self.content = content_ids([records[k]["text"] for k in first], [measured[k] for k in first])
-        else:
+        elif target == "facts":
             facts = np.stack([box_facts(m) for m in measured])
             self.facts = (facts - facts.mean(0)) / np.where(facts.std(0) > 1e-6, facts.std(0), 1.0)
 
@@ -133,7 +132,9 @@ class RegionCrops(Dataset):
 
     @property
     def dim(self) -> int:
-        """Width of the targets: the text embedding (``text``) or the number of facts."""
+        """Width of the targets: the text embedding (``text``), the number of facts (``facts``), 0 (``image``)."""
+        if self.target == "image":
+            return 0
         return int(self.bank.shape[1] if self.target == "text" else self.facts.shape[1])
 
     def __len__(self) -> int:
@@ -174,8 +175,10 @@ class RegionCrops(Dataset):
         valid = np.arange(r) < n
         if self.target == "text":
             target = torch.from_numpy(np.pad(self.row[found], (0, r - n)))
-        else:
+        elif self.target == "facts":
             target = torch.from_numpy(np.pad(self.facts[found], ((0, r - n), (0, 0))))
+        else:  # image only (mim_dense): the regions place the crop, nothing is matched to them
+            target = torch.zeros(r, dtype=torch.int64)
         index = torch.from_numpy(np.pad(found, (0, r - n), constant_values=-1))
         return {
             "image": image.contiguous(),
@@ -185,27 +188,3 @@ class RegionCrops(Dataset):
             "index": index,
             "crop_start": torch.from_numpy(np.asarray(lo, dtype=np.int64)),
         }
-
-
-class RegionLoss(nn.Module):
-    """The region objectives on :class:`~gtgm.models.regions.RegionModel`'s outputs (keys ending in ``_loss``).
-
-    ``text``: ``region_loss`` = mean over regions of ``CE(z_r · T^T / τ, own row)`` with the bank rows of the same
-    content (``content``, (N,)) but another wording masked to -inf; z and T L2-normalised. ``facts``:
-    ``facts_loss`` = mean squared error over regions and facts."""
-
-    def __init__(self, temperature: float, content: np.ndarray | None = None):
-        super().__init__()
-        self.temperature = temperature
-        if content is not None:
-            self.register_buffer("content", torch.as_tensor(content, dtype=torch.int64), persistent=False)
-
-    def forward(self, **out: torch.Tensor) -> dict[str, torch.Tensor]:
-        if "predicted" in out:
-            return {"facts_loss": F.mse_loss(out["predicted"], out["facts"])}
-        z, bank = F.normalize(out["region_features"], dim=-1), F.normalize(out["bank_features"], dim=-1)
-        target = out["target"]
-        logits = z @ bank.T / self.temperature
-        rows = torch.arange(bank.shape[0], device=z.device)
-        same = (self.content[None, :] == self.content[target][:, None]) & (rows[None, :] != target[:, None])
-        return {"region_loss": F.cross_entropy(logits.masked_fill(same, float("-inf")), target)}
