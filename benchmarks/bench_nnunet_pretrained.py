@@ -54,7 +54,7 @@ RESENC_STEPS = 20  # the demo's resenc pretraining length
 # spleen on the phantoms) and takes ~8 min per test phantom to predict on 2 cores; the 3-stage network is kept.
 PATCH = TASK.nnunet_patch()  # [32, 64, 64]
 NETS = ("nnunet", "gtgm")  # who fine-tunes: nnU-Net's trainer, gtgm's finetune/cpu-small
-VICREG = PRETRAIN_ARMS["gtgm_vicreg"]  # GTGM's variant chosen on validation in the study
+VICREG = list(PRETRAIN_ARMS["gtgm_vicreg"].objective)  # GTGM's variant chosen on validation in the study
 
 
 def one_case_split(work: Path) -> dict[str, list[str]]:

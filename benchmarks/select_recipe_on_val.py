@@ -2,30 +2,25 @@
 
     python benchmarks/select_recipe_on_val.py STUDY_A STUDY_B [--more STUDY_C ...] [--group ct_phantom]
 
-Each folder is a ``gtgm study`` of the same arms, seeds and test cases with other per-arm recipes (e.g. the
-preset's pretrained-encoder recipe and scratch's, ``study.arm_overrides``). Per arm, the folder whose runs have the
-higher mean best validation score is chosen (ties: the first); the test figures are read only for the chosen runs,
-and the paired differences get the study's hierarchical 95 % interval (test cases × fine-tuning seeds nested in
-pretraining seeds). GTGM's variants (``gtgm``, ``gtgm_vicreg``, ``region_text``) are then chosen the same way: the
-one whose chosen runs have the higher mean best validation score is ``gtgm_best``, compared with scratch, mae and
-oracle_text. What configs/study/cpu-label-limited.yaml and configs/study/cpu-region.yaml pre-register.
+For studies made before ``study.recipes`` (one recipe per folder). A new study runs its candidate recipes in one
+folder (``study.recipes``) and its report holds the choice; this script is the same decision procedure
+(:mod:`gtgm.study.select`) applied across folders: per arm, the folder whose runs have the higher mean best
+validation score is chosen, the test figures are read for the chosen runs only, and GTGM's variants are chosen the
+same way (``gtgm_best``). Every comparison whose runs come from more than one folder or machine is FLAGGED: the
+same configuration moved by 0.12-0.14 Dice between folders in this project's studies.
 
-``--more``: folders of further seeds, each arm run with the recipe chosen here (the choice is not revisited); their
-runs join the chosen ones in the comparisons.
+``--more``: folders of further seeds, each arm run with the recipe chosen here (the choice is not revisited).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-import numpy as np
-
+from gtgm.fsutil import read_json
 from gtgm.study.arms import COMPARISONS as ARM_COMPARISONS
-from gtgm.study.stats import hierarchical_bootstrap, paired_differences
+from gtgm.study.select import choose_recipes, choose_variant, compare
 
-# the study's comparisons (gtgm.study.arms), then GTGM's chosen variant against the baselines it is judged by
 COMPARISONS = [
     *ARM_COMPARISONS,
     ("supervised", "gtgm"),
@@ -36,48 +31,38 @@ COMPARISONS = [
 VARIANTS = ("gtgm", "gtgm_vicreg", "region_text")  # GTGM's variants: the best on validation is judged
 
 
+def folder_rows(folder: Path, group: str) -> list[dict]:
+    """A study folder's chosen rows of ``group``, each tagged with the folder (as its recipe) and machine."""
+    study = read_json(folder / "study.json")
+    return [
+        {**r, "recipe": folder.name, "folder": str(folder), "machine": study.get("machine", "")}
+        for r in study["results"][group]
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("studies", nargs="+", type=Path)
     ap.add_argument("--group", default="ct_phantom")
     ap.add_argument("--more", nargs="*", type=Path, default=[], help="folders of more seeds with the chosen recipes")
     a = ap.parse_args()
-    runs = [json.loads((s / "study.json").read_text())["results"][a.group] for s in a.studies]
-    rows, chosen_val = [], {}
-    for arm in dict.fromkeys(r["arm"] for study in runs for r in study):
-        vals = [np.mean([r["val_score"] for r in study if r["arm"] == arm] or [-np.inf]) for study in runs]
-        best = int(np.argmax(vals))
-        chosen = [r for r in runs[best] if r["arm"] == arm]
-        rows += chosen
-        chosen_val[arm] = vals[best]
-        shown = " / ".join(f"{v:.3f}" for v in vals)
-        print(f"{arm:<12} best val {shown} -> {a.studies[best].name}; test", [round(r["score"], 3) for r in chosen])
+    rows, choice = choose_recipes([r for s in a.studies for r in folder_rows(s, a.group)])
+    for arm, c in choice.items():
+        shown = " / ".join(f"{k} {v:.3f}" for k, v in c["val"].items())
+        print(f"{arm:<14} best val {shown} -> {c['chosen']}")
     for folder in a.more:
-        extra = [
-            r for r in json.loads((folder / "study.json").read_text())["results"][a.group] if r["arm"] in chosen_val
-        ]
-        rows += extra
-        for arm in dict.fromkeys(r["arm"] for r in extra):
-            print(
-                f"{arm:<12} more seeds from {folder.name}; test",
-                [round(r["score"], 3) for r in extra if r["arm"] == arm],
-            )
-    variants = [v for v in VARIANTS if v in chosen_val]
-    if variants and len(variants) < len(VARIANTS):
-        print(f"GTGM variants not in these folders (not compared): {', '.join(sorted(set(VARIANTS) - set(variants)))}")
-    if variants:
-        best_variant = max(variants, key=lambda v: chosen_val[v])  # ties: the first (gtgm)
+        rows += [r for r in folder_rows(folder, a.group) if r["arm"] in choice]
+    best = choose_variant(choice, VARIANTS)
+    if best:
+        print(f"GTGM variant chosen on validation: {best}")
+        rows += [{**r, "arm": "gtgm_best"} for r in rows if r["arm"] == best]
+    for c in compare(rows, COMPARISONS):
+        flag = "  FLAGGED: runs from several folders or machines" if c["cross_folder"] else ""
+        sd = "" if c["seed_sd"] is None else f", seed SD {c['seed_sd']:.3f} -> {c['seeds_needed']} seeds for +0.05"
         print(
-            f"GTGM variant chosen on validation: {best_variant} ("
-            + ", ".join(f"{v} {chosen_val[v]:.3f}" for v in variants)
-            + ")"
+            f"{c['arm']} - {c['base']} (ratio {c['ratio']:g}): {c['mean']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}], "
+            f"n = {c['n']}{sd}{flag}"
         )
-        rows += [{**r, "arm": "gtgm_best"} for r in rows if r["arm"] == best_variant]
-    for arm, base in COMPARISONS:
-        for ratio, pairs in sorted(paired_differences(rows, arm, base, with_cases=True).items()):
-            case, seed, pre, diff = (list(x) for x in zip(*pairs))
-            b = hierarchical_bootstrap(diff, case, seed, pre)
-            print(f"{arm} - {base} (ratio {ratio:g}): {b['mean']:+.3f} [{b['lo']:+.3f}, {b['hi']:+.3f}], n = {b['n']}")
 
 
 if __name__ == "__main__":

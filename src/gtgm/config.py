@@ -324,13 +324,13 @@ RECIPE_SECTIONS = {"model": ("ct_windows",), "finetune": None, "seg_augment": No
 RUN_KEYS = ("cache", "out", "pretrained")  # finetune keys that say where a run reads and writes: kept from cfg
 
 
-def group_config(cfg: Config, group: str, overrides: list[str] = (), arm: str = "") -> Config:
+def group_config(cfg: Config, group: str, overrides: list[str] = (), arm: str = "", recipe: list[str] = ()) -> Config:
     """``cfg`` with the fine-tuning recipe of the group's ``study.group_presets`` entry (that preset's finetune and
     seg_augment sections and its network's input windows, ``model.ct_windows``; ``cfg``'s architecture, so that the
     study's encoders fit, and its cache, out and pretrained are kept), then the group's
-    ``study.group_overrides``, then the ``arm``'s ``study.arm_overrides`` (its fine-tuning recipe), then
-    ``overrides`` (the command line's, so that what the user typed wins over a preset's per-group and per-arm
-    settings)."""
+    ``study.group_overrides``, then the ``arm``'s ``study.arm_overrides`` (its fine-tuning recipe), then ``recipe``
+    (one of the arm's candidate recipes, ``study.recipes``), then ``overrides`` (the command line's, so that what
+    the user typed wins over a preset's per-group and per-arm settings)."""
     preset = cfg.study.group_presets.get(group)
     if preset:
         raw, recipe = cfg.to_dict(), load_config(preset).to_dict()
@@ -340,7 +340,8 @@ def group_config(cfg: Config, group: str, overrides: list[str] = (), arm: str = 
             raw[section] = {**raw[section], **taken, **keep}
         cfg = from_dict(Config, raw)
     return with_overrides(
-        cfg, [*cfg.study.group_overrides.get(group, []), *cfg.study.arm_overrides.get(arm, []), *overrides]
+        cfg,
+        [*cfg.study.group_overrides.get(group, []), *cfg.study.arm_overrides.get(arm, []), *recipe, *overrides],
     )
 
 

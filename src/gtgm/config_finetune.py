@@ -138,7 +138,7 @@ class EMConfig:
 
 STUDY_ARMS = (
     *("scratch", "pretrained", "supervised", "gtgm", "gtgm_vicreg", "image_only", "text_only", "shuffled_text", "mae"),
-    *("position_text", "intensity_text", "oracle_text", "region_text", "region_facts"),
+    *("position_text", "intensity_text", "oracle_text", "region_text", "region_oracle", "region_facts", "mae_dense"),
 )
 
 
@@ -164,7 +164,13 @@ class StudyConfig:
     group_overrides: dict[str, list[str]] = field(default_factory=dict)  # group -> ["finetune.task=em", ...]
     arm_overrides: dict[str, list[str]] = field(default_factory=dict)  # arm -> its fine-tuning recipe (after groups)
     supervised_overrides: list[str] = field(default_factory=list)  # the positive control's source segmenter run
-    caption_sets: dict[str, list[str]] = field(default_factory=dict)  # content-control arm -> [captions, text cache]
+    # caption set (oracle, position, intensity) -> [captions, text cache]; "describe" is the study's --captions
+    caption_sets: dict[str, list[str]] = field(default_factory=dict)
+    # arm -> {recipe name: fine-tuning overrides}: candidate recipes, each run for every seed in this folder; the one
+    # with the higher mean best validation score is the arm's (gtgm.study.select); the test is read for it only
+    recipes: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    # a reading rule fixed before the run, applied by the report (gtgm.study.select.READING_RULES); "" = none
+    rule: Literal["", "text_premise"] = ""
     curve_steps: list[int] = field(default_factory=lambda: [50, 100, 150])  # report: validation Dice at these steps
     readout: bool = False  # also a frozen-encoder readout of every arm (decoder only), at the smallest label ratio
     out: str = "runs/study"
@@ -173,16 +179,33 @@ class StudyConfig:
         for key in ("arms", "ratios", "seeds", "groups", "pretrain_seeds"):
             if not getattr(self, key):
                 raise ConfigError(f"config key 'study.{key}': needs at least one entry")
-        unknown = sorted(set(self.arm_overrides) - set(STUDY_ARMS))
-        if unknown:
-            raise ConfigError(f"config key 'study.arm_overrides': unknown arm(s) {unknown}")
-        for arm, items in self.arm_overrides.items():
-            keys = [str(item).split("=", 1)[0].strip() for item in items]
-            bad = [k for k in keys if not k.startswith("finetune.") or k.split(".", 1)[1] in SHARED_FINETUNE_KEYS]
-            if bad:
-                raise ConfigError(
-                    f"config key 'study.arm_overrides.{arm}': {bad[0]} is not a fine-tuning recipe setting (arms "
-                    "share their data, split, labelled subset and model; only finetune.* recipe keys may differ)"
-                )
+        for key in ("arm_overrides", "recipes"):
+            unknown = sorted(set(getattr(self, key)) - set(STUDY_ARMS))
+            if unknown:
+                raise ConfigError(f"config key 'study.{key}': unknown arm(s) {unknown}")
+        recipes = [(f"arm_overrides.{arm}", items) for arm, items in self.arm_overrides.items()]
+        for arm, named in self.recipes.items():
+            if not isinstance(named, dict) or not named:
+                raise ConfigError(f"config key 'study.recipes.{arm}': a mapping of recipe name -> [overrides]")
+            recipes += [(f"recipes.{arm}.{name}", items) for name, items in named.items()]
+        for where, items in recipes:
+            _check_recipe(where, items)
+        stale = sorted(k for k in self.caption_sets if k.endswith("_text"))
+        if stale:
+            raise ConfigError(
+                f"config key 'study.caption_sets': keys are caption sets (oracle, position, intensity), not arms: "
+                f"{stale[0]} -> {stale[0].removesuffix('_text')}"
+            )
         if any(not 0 < r <= 1 for r in self.ratios):
             raise ConfigError(f"config key 'study.ratios': label ratios must lie in (0, 1], got {self.ratios}")
+
+
+def _check_recipe(where: str, items: list[str]) -> None:
+    """A per-arm recipe changes fine-tuning recipe keys only: arms share their data, split, labels and model."""
+    keys = [str(item).split("=", 1)[0].strip() for item in items]
+    bad = [k for k in keys if not k.startswith("finetune.") or k.split(".", 1)[1] in SHARED_FINETUNE_KEYS]
+    if bad:
+        raise ConfigError(
+            f"config key 'study.{where}': {bad[0]} is not a fine-tuning recipe setting (arms "
+            "share their data, split, labelled subset and model; only finetune.* recipe keys may differ)"
+        )

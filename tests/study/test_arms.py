@@ -44,6 +44,7 @@ def test_study_pretrains_each_arm_and_compares_them(demo_run, tmp_path):
             f"pretrain.text_cache={demo_run / 'text'}",
             f"study.out={tmp_path / 'study'}",
             "study.arms=[scratch, gtgm, image_only, shuffled_text]",
+            "study.recipes={scratch: {lr_a: [finetune.lr=0.01], lr_b: [finetune.lr=0.003]}}",  # both run, one kept
             "study.seeds=[0]",
             "study.groups=[ct_phantom]",
             "finetune.test_fraction=0.2",  # two test cases: the probes (study.probe) stay quick
@@ -66,6 +67,17 @@ def test_study_pretrains_each_arm_and_compares_them(demo_run, tmp_path):
     assert "voxel probe: Dice" in report  # the preset's study.probe
     study = json.loads((root / "study.json").read_text())
     assert {r["arm"] for r in study["results"]["ct_phantom"]} == {"scratch", "gtgm", "image_only", "shuffled_text"}
+    every = [(r["arm"], r["recipe"]) for r in study["all_results"]["ct_phantom"]]
+    assert ("scratch", "lr_a") in every and ("scratch", "lr_b") in every
+    chosen = study["recipe_choice"]["ct_phantom"]["scratch"]
+    assert [r["recipe"] for r in study["results"]["ct_phantom"] if r["arm"] == "scratch"] == [chosen["chosen"]]
+    assert chosen["chosen"] == max(chosen["val"], key=chosen["val"].get)  # on validation
+    for name in ("lr_a", "lr_b"):
+        ft = yaml.safe_load((root / "ct_phantom" / "scratch" / name / "ratio0.01_seed0" / "config.yaml").read_text())
+        assert ft["finetune"]["lr"] == {"lr_a": 0.01, "lr_b": 0.003}[name]
+    assert "Recipes chosen on validation" in report and "paired seeds for +0.05" in report
+    assert study["test_reads"]["ct_phantom"]["reads"] >= 1 and "Test-set reads:" in report
+    assert study["machine"]["cpus"] >= 1
     with pytest.raises(GtgmError, match="needs an encoder"):
         run_study(load_config(None, [f"study.out={tmp_path / 's2'}", "study.arms=[pretrained]"]), progress=False)
     with pytest.raises(GtgmError, match="needs pretrain.captions"):  # refused before the first run, not hours later
@@ -130,3 +142,38 @@ def test_region_arms_differ_in_their_target_only_and_see_as_many_voxels_as_gtgm(
     voxels = lambda c, side: c["pretrain"]["batch_size"] * math.prod(side)  # noqa: E731
     assert voxels(text, crop) == 2 * voxels(gtgm, box)  # one view of 4 crops = two views of 8 boxes
     assert ("region_text", "region_facts") in COMPARISONS and ("region_text", "scratch") in COMPARISONS
+
+
+def test_text_premise_arms_differ_in_their_objective_or_their_caption_set_only(tmp_path):
+    from gtgm.study.arms import COMPARISONS, PRETRAIN_ARMS, arm_config
+
+    line = {"key": "k", "volume": "v", "start": [0, 0, 0], "size": [4, 4, 4], "text": "t", "modality": "CT"}
+    (tmp_path / "oracle.jsonl").write_text(json.dumps({**line, "captioner": "describe:oracle"}) + "\n")
+    cfg = load_config(
+        "study/cpu-label-limited",
+        [
+            "pretrain.captions=c.jsonl",
+            "pretrain.text_cache=t",
+            "finetune.cache=cache",
+            f"study.out={tmp_path}",
+            f"study.caption_sets={{oracle: [{tmp_path / 'oracle.jsonl'}, oracle_text]}}",
+        ],
+    )
+    text, oracle, dense = (
+        arm_config(cfg, a, 0, tmp_path).to_dict() for a in ("region_text", "region_oracle", "mae_dense")
+    )
+    for c in (text, oracle, dense):
+        c["pretrain"].pop("out")
+    assert (oracle["pretrain"].pop("captions"), oracle["pretrain"].pop("text_cache")) == (
+        str(tmp_path / "oracle.jsonl"),
+        "oracle_text",
+    )
+    assert {**text, "pretrain": {**text["pretrain"], "captions": None, "text_cache": None}} == {
+        **oracle,
+        "pretrain": {**oracle["pretrain"], "captions": None, "text_cache": None},
+    }  # region_oracle: the caption set alone differs
+    assert (text["pretrain"].pop("objective"), dense["pretrain"].pop("objective")) == ("region", "mim_dense")
+    assert text == dense  # mae_dense: the objective alone differs (same crops, batch, steps, views)
+    assert {a.captions for a in PRETRAIN_ARMS.values()} == {"describe", "oracle", "position", "intensity"}
+    for pair in (("region_oracle", "scratch"), ("region_text", "mae_dense"), ("region_oracle", "region_text")):
+        assert pair in COMPARISONS

@@ -150,15 +150,17 @@ def test_content_control_arms_take_their_own_captions(tmp_path):
     from gtgm.study.arms import arm_config
 
     base = ["pretrain.captions=full.jsonl", "pretrain.text_cache=full_text"]
-    with pytest.raises(GtgmError, match=r"study.caption_sets.position_text=\[CAPTIONS.jsonl, TEXT_CACHE\]"):
+    with pytest.raises(GtgmError, match=r"study.caption_sets.position=\[CAPTIONS.jsonl, TEXT_CACHE\]"):
         arm_config(load_config(None, base), "position_text", 0, tmp_path)
     line = {"key": "k", "volume": "v", "start": [0, 0, 0], "size": [4, 4, 4], "text": "t", "modality": "CT"}
     (tmp_path / "int.jsonl").write_text(json.dumps({**line, "captioner": "describe:intensity"}) + "\n")
     (tmp_path / "full.jsonl").write_text(json.dumps({**line, "captioner": "describe"}) + "\n")
-    sets = f"study.caption_sets={{intensity_text: [{tmp_path / 'int.jsonl'}, int_text]}}"
+    sets = f"study.caption_sets={{intensity: [{tmp_path / 'int.jsonl'}, int_text]}}"
     c = arm_config(load_config(None, [*base, sets]), "intensity_text", 1, tmp_path)
     assert (c.pretrain.captions, c.pretrain.text_cache, c.seed) == (str(tmp_path / "int.jsonl"), "int_text", 1)
     assert arm_config(load_config(None, [*base, sets]), "gtgm", 0, tmp_path).pretrain.captions == "full.jsonl"
-    wrong = f"study.caption_sets={{intensity_text: [{tmp_path / 'full.jsonl'}, t]}}"  # full captions: refused
+    wrong = f"study.caption_sets={{intensity: [{tmp_path / 'full.jsonl'}, t]}}"  # full captions: refused
     with pytest.raises(GtgmError, match=r"captions by \['describe'\], but study arm 'intensity_text' needs"):
         arm_config(load_config(None, [*base, wrong]), "intensity_text", 0, tmp_path)
+    with pytest.raises(ConfigError, match="not arms: oracle_text -> oracle"):  # the keys before caption sets
+        load_config(None, [*base, "study.caption_sets={oracle_text: [a, b]}"])

@@ -1,4 +1,5 @@
-"""Masked image modelling (the study's ``mae`` and ``mae_dense`` arms): the mask, the loss, and a run whose encoder fine-tuning loads."""
+"""Masked image modelling (study arms ``mae``, ``mae_dense``): the mask, the loss, a run whose encoder fine-tuning
+loads."""
 
 from __future__ import annotations
 

@@ -18,8 +18,8 @@ from gtgm.models.segmenters import load_encoder_weights
 from gtgm.text.captioners.describe import DescribeCaptioner
 from gtgm.text.captions import read_captions
 from gtgm.text.encoders import TextCache
-from gtgm.train.pretrain import pretrain
 from gtgm.train.losses import RegionLoss
+from gtgm.train.pretrain import pretrain
 from gtgm.train.regions import RegionCrops, content_ids, content_key
 from gtgm.train.reserved import drop_reserved
 from tests.train.test_pretrain import _cfg

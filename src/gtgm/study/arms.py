@@ -1,5 +1,9 @@
 """The study's arms: where each arm's encoder comes from, and the pretraining runs the study makes.
 
+A pretraining arm is a pair (objective, caption set) (:class:`Arm`, :data:`PRETRAIN_ARMS`); two arms compared in the
+text-premise study differ in one of the two only (``region_text`` / ``region_oracle``: the caption set;
+``region_text`` / ``mae_dense`` / ``region_facts``: the objective, on the same crops).
+
 * ``scratch``: random initialisation.
 * ``pretrained``: the encoder given to ``gtgm study --pretrained``.
 * ``supervised``: the positive control — the encoder of a segmenter trained with every labelled training case of
@@ -14,14 +18,19 @@
 * ``image_only``: the same run without the text term (``loss.text_weight=0``): self-supervised only.
 * ``text_only``: the same run without the image-image term (``loss.image_weight=0``).
 * ``mae``: masked image modelling on the same boxes (:mod:`gtgm.models.mim`): the strong image-only control.
+* ``mae_dense``: masked image modelling at the fine-tuning field of view, on the region arms' crops
+  (``pretrain.objective=mim_dense``): the image-only ceiling a region arm must match.
 * ``position_text`` / ``intensity_text``: GTGM on content-control captions that keep only the position words or only
-  the intensity clauses (``caption.content``; their files in ``study.caption_sets``): what part of the text helps.
+  the intensity clauses (``caption.content``; their files in ``study.caption_sets.position`` / ``.intensity``): what
+  part of the text helps.
 * ``oracle_text``: GTGM on captions that name the organs in each box with their shares, from the generator's labels
-  of the unlabelled phantoms (:mod:`gtgm.text.captioners.oracle`): the upper bound of what any captioner could give.
+  of the unlabelled phantoms (:mod:`gtgm.text.captioners.oracle`; ``study.caption_sets.oracle``): the upper bound of
+  what any captioner could give.
 * ``region_text``: region-level alignment at the fine-tuning field of view (:mod:`gtgm.train.regions`): the
   encoder sees a whole fine-tuning crop, each caption box in it is pooled and contrasted against the whole caption
   bank (same-content captions masked). Batch 4 crops of the CT preset's 64 × 64 × 32 hold as many voxels per step
   as gtgm's 8 boxes of 32³ in two views (the batch is sized for that preset: a larger crop needs a smaller batch).
+* ``region_oracle``: the same objective on the oracle captions: the caption set alone differs from ``region_text``.
 * ``region_facts``: its control: the same crops and pooled features regress the boxes' measured facts, no text.
 * ``shuffled_text``: GTGM with every box paired with another box's caption (``pretrain.text_control=shuffled``):
   the control that shows whether the captions' content, not the extra loss, brings a gain.
@@ -38,6 +47,7 @@ are reused only when made with the same settings, split and encoder file.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from gtgm.config import STUDY_ARMS, Config, with_overrides
@@ -45,21 +55,37 @@ from gtgm.errors import GtgmError
 from gtgm.fsutil import read_json
 from gtgm.schemas import RESERVED_JSON
 from gtgm.study.reuse import check_reuse
+from gtgm.train.objectives import objective_of
 
-PRETRAIN_ARMS: dict[str, list[str]] = {
-    "gtgm": [],
-    "gtgm_vicreg": ["loss.image_image=vicreg", "loss.image_weight=0.008"],
-    "image_only": ["loss.text_weight=0"],
-    "text_only": ["loss.image_weight=0"],
-    "shuffled_text": ["pretrain.text_control=shuffled"],
-    "mae": ["pretrain.objective=mim"],
-    "position_text": [],  # GTGM on captions of study.caption_sets.position_text (caption.content=position)
-    "intensity_text": [],  # ... of study.caption_sets.intensity_text (caption.content=intensity)
-    "oracle_text": [],  # ... of study.caption_sets.oracle_text (caption.content=oracle: the upper bound)
-    "region_text": ["pretrain.objective=region", "pretrain.batch_size=4"],
-    "region_facts": ["pretrain.objective=region_facts", "pretrain.batch_size=4"],
+
+@dataclass(frozen=True)
+class Arm:
+    """A pretraining arm: ``objective`` (overrides that choose ``pretrain.objective`` and its loss terms: a row of
+    :data:`gtgm.train.objectives.OBJECTIVES`) × ``captions`` (the caption set: ``describe`` is the study's
+    ``--captions`` / ``--text-cache``; any other name is read from ``study.caption_sets``). No arm has code of its
+    own: two arms differ in their objective, their caption set, or both."""
+
+    objective: tuple[str, ...] = ()
+    captions: str = "describe"
+
+
+REGION = ("pretrain.objective=region", "pretrain.batch_size=4")
+CROPS = ("pretrain.batch_size=4",)  # the crop objectives' batch: 4 crops of the CT preset's 64 x 64 x 32
+PRETRAIN_ARMS: dict[str, Arm] = {
+    "gtgm": Arm(),
+    "gtgm_vicreg": Arm(("loss.image_image=vicreg", "loss.image_weight=0.008")),
+    "image_only": Arm(("loss.text_weight=0",)),
+    "text_only": Arm(("loss.image_weight=0",)),
+    "shuffled_text": Arm(("pretrain.text_control=shuffled",)),
+    "mae": Arm(("pretrain.objective=mim",)),
+    "mae_dense": Arm(("pretrain.objective=mim_dense", *CROPS)),
+    "position_text": Arm(captions="position"),
+    "intensity_text": Arm(captions="intensity"),
+    "oracle_text": Arm(captions="oracle"),
+    "region_text": Arm(REGION),
+    "region_oracle": Arm(REGION, "oracle"),
+    "region_facts": Arm(("pretrain.objective=region_facts", *CROPS)),
 }
-CAPTION_SET_ARMS = ("position_text", "intensity_text", "oracle_text")
 ARMS = STUDY_ARMS
 # (arm, baseline) pairs the report compares, when both arms ran; the positive control first
 COMPARISONS = [
@@ -73,6 +99,11 @@ COMPARISONS = [
     ("region_text", "region_facts"),
     ("region_text", "gtgm"),
     ("region_text", "gtgm_vicreg"),
+    ("region_oracle", "scratch"),
+    ("region_oracle", "region_text"),
+    ("region_text", "mae_dense"),
+    ("region_oracle", "mae_dense"),
+    ("mae_dense", "scratch"),
     ("gtgm", "image_only"),
     ("gtgm", "shuffled_text"),
     ("gtgm", "mae"),
@@ -121,18 +152,19 @@ def check_arm_inputs(cfg: Config, arms: set[str], given: str) -> None:
 
 def arm_config(cfg: Config, arm: str, seed: int, root: Path) -> Config:
     """The pretraining configuration of ``arm`` with ``seed``, writing to ``root/pretrain/<arm>_seed<seed>``."""
-    c = with_overrides(cfg, PRETRAIN_ARMS[arm])
-    if arm in CAPTION_SET_ARMS:
-        paths = cfg.study.caption_sets.get(arm, [])
+    spec = PRETRAIN_ARMS[arm]
+    c = with_overrides(cfg, list(spec.objective))
+    if spec.captions != "describe":
+        paths = cfg.study.caption_sets.get(spec.captions, [])
         if len(paths) != 2:
-            content = arm.removesuffix("_text")
             raise GtgmError(
-                f"study arm '{arm}' needs its captions and text cache: study.caption_sets.{arm}=[CAPTIONS.jsonl, "
-                f"TEXT_CACHE] (gtgm caption ... caption.content={content}, then gtgm embed-text)"
+                f"study arm '{arm}' needs the {spec.captions} captions and their text cache: study.caption_sets."
+                f"{spec.captions}=[CAPTIONS.jsonl, TEXT_CACHE] (gtgm caption ... caption.content={spec.captions}, "
+                "then gtgm embed-text)"
             )
-        _check_caption_set(arm, paths[0])
+        _check_caption_set(arm, spec.captions, paths[0])
         c = with_overrides(c, values={"pretrain.captions": paths[0], "pretrain.text_cache": paths[1]})
-    if c.pretrain.objective.startswith("region") and not c.pretrain.region_crop:  # recorded, so that reuse compares it
+    if objective_of(c).samples == "crops" and not c.pretrain.region_crop:  # recorded, so that reuse compares it
         c = with_overrides(c, values={"pretrain.region_crop": list(c.finetune.patch_size)})
     out = str(root / "pretrain" / f"{arm}_seed{seed}")
     c = with_overrides(
@@ -180,12 +212,12 @@ def check_reserved(out: Path, cfg: Config) -> None:
         )
 
 
-def _check_caption_set(arm: str, path: str) -> None:
-    """A content-control arm's captions must come from its variant of the describe captioner (``describe:<content>``):
-    full captions there would make the control the gtgm arm under another name."""
+def _check_caption_set(arm: str, name: str, path: str) -> None:
+    """A caption set's captions must come from its variant of the describe captioner (``describe:<name>``): full
+    captions there would make e.g. the oracle arm the describe arm under another name."""
     from gtgm.text.captions import read_captions
 
-    want = f"describe:{arm.removesuffix('_text')}"
+    want = f"describe:{name}"
     made_by = {str(r.get("captioner")) for r in read_captions(path)}
     if made_by != {want}:
         raise GtgmError(f"{path}: captions by {sorted(made_by)}, but study arm '{arm}' needs '{want}' captions only")

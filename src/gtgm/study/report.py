@@ -15,7 +15,7 @@ from gtgm.report import write_report
 from gtgm.schemas import CACHE_INDEX
 from gtgm.study.arms import ARMS, COMPARISONS
 from gtgm.study.diagnostics import class_blocks, curve_blocks, drift_blocks
-from gtgm.study.stats import hierarchical_bootstrap, paired_differences
+from gtgm.study.select import DELTA, compare, read_by_rule
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[tuple[str, float], dict[str, tuple[float, float, int]]]:
@@ -72,7 +72,12 @@ def write_study_report(
     overrides: list[str] = (),
     probes: dict[str, list[dict[str, Any]]] | None = None,
     readouts: dict[str, list[dict[str, Any]]] | None = None,
+    choices: dict[str, dict[str, Any]] | None = None,
+    test_reads: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[Path, Path]:
+    """The report (Markdown + HTML) of a study's chosen runs ``results`` (per group); ``choices``: per group and
+    arm, the recipes' mean validation scores and the one chosen (:func:`gtgm.study.select.choose_recipes`);
+    ``test_reads``: per group, how often its test set was read (:func:`gtgm.study.ledger.record_read`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -96,6 +101,8 @@ def write_study_report(
     for ax, (group, rows) in zip(axes[0], results.items()):
         gcfg = group_config(cfg, group, overrides)
         blocks += _group_blocks(group, rows, gcfg, (baselines or {}).get(group))
+        blocks += recipe_blocks((choices or {}).get(group, {})) + reads_blocks((test_reads or {}).get(group))
+        blocks += rule_blocks(gcfg.study.rule, rows)
         names = {} if rows[0]["metric"] == "voi" else class_names(gcfg.finetune.cache, group)
         blocks += curve_blocks(rows, gcfg.study.curve_steps, root / f"curves_{group}.png")
         blocks += class_blocks(rows, names) + drift_blocks(rows)
@@ -202,37 +209,60 @@ def _arms_phrase(pretrained: str) -> str:
     )
 
 
+def recipe_blocks(choice: dict[str, dict[str, Any]]) -> list:
+    """Per arm with candidate recipes, each recipe's mean best validation score and the one chosen."""
+    rows = [
+        [arm, name, f"{val:.3f}", "chosen" if name == c["chosen"] else ""]
+        for arm, c in choice.items()
+        if len(c["val"]) > 1
+        for name, val in c["val"].items()
+    ]
+    if not rows:
+        return []
+    text = (
+        "Recipes chosen on validation (study.recipes): each candidate ran for every seed in this folder; the one with "
+        "the higher mean best validation score is the arm's, and only its test figures appear above and below."
+    )
+    return [("text", text), ("table", (["arm", "recipe", "mean best validation score", ""], rows))]
+
+
+def reads_blocks(reads: dict[str, Any] | None) -> list:
+    """How many study folders have read this test set (the ledger beside the cache)."""
+    if not reads:
+        return []
+    if reads["reads"] is None:
+        return [("text", f"Test-set reads: not recorded ({reads.get('error', 'no ledger')}).")]
+    first = "this study is its first reader" if reads["first"] else "this study is not its first reader"
+    return [("text", f"Test-set reads: {reads['reads']} study folder(s) have read this test set; {first}.")]
+
+
+def rule_blocks(rule: str, rows: list[dict[str, Any]]) -> list:
+    """The reading rule written in the preset before the run, applied to this run's comparisons."""
+    if not rule:
+        return []
+    verdict = read_by_rule(rule, compare(rows, COMPARISONS))
+    return [("text", f"Reading rule '{rule}' (fixed in the preset before the run): {verdict}")]
+
+
 def paired_blocks(rows: list[dict[str, Any]]) -> list:
-    """Arm − baseline per (seed, test case) with a 95 % hierarchical bootstrap interval, per comparison and ratio."""
+    """Arm − baseline per (seed, test case) with a 95 % hierarchical bootstrap interval, the seed-level SD and the
+    paired seeds that would detect +0.05 with 80 % power, per comparison and ratio."""
     em = rows[0]["metric"] == "voi"
     table = []
-    for arm, base in COMPARISONS:
-        for ratio, pairs in sorted(paired_differences(rows, arm, base, with_cases=True).items()):
-            case, seed, pre, diff = (list(x) for x in zip(*pairs))
-            b = hierarchical_bootstrap(diff, case, seed, pre)
-            below, above = b["hi"] < 0, b["lo"] > 0
-            better, worse = (below, above) if em else (above, below)
-            verdict = f"{arm} better" if better else f"{arm} worse" if worse else "no difference shown"
-            if b["n"] < 2:  # one difference: no spread, so no interval and no verdict
-                verdict = "one pair: no interval"
-            elif max(b["cases"], b["seeds"]) < 3:  # a percentile interval of 2 resampled units is their range
-                verdict = "too few to judge (< 3 resampled)"
-            elif 2 in (b["seeds"], b["pretrain_seeds"]):  # a bootstrap of 2 values halves their variance
-                verdict += " (2 seeds: their spread is underestimated)"
-            plural = lambda k, word: f"{k} {word}{'s' if k > 1 else ''}"  # noqa: E731
-            sources = f"{plural(b['cases'], 'test case')} × {plural(b['seeds'], 'seed')}"
-            if b["pretrain_seeds"] > 1:
-                sources += f" ({plural(b['pretrain_seeds'], 'pretraining seed')})"
-            table.append(
-                [
-                    f"{arm} − {base}",
-                    f"{ratio:g}",
-                    f"{b['n']} ({sources})",
-                    f"{b['mean']:+.3f}",
-                    f"[{b['lo']:+.3f}, {b['hi']:+.3f}]",
-                    verdict,
-                ]
-            )
+    for b in compare(rows, COMPARISONS):
+        sources = _sources(b)
+        table.append(
+            [
+                f"{b['arm']} − {b['base']}",
+                f"{b['ratio']:g}",
+                f"{b['n']} ({sources})",
+                f"{b['mean']:+.3f}",
+                f"[{b['lo']:+.3f}, {b['hi']:+.3f}]",
+                "-" if b["seed_sd"] is None else f"{b['seed_sd']:.3f} / {b['seeds_needed']}",
+                _verdict(b, em)
+                + (" (runs from several folders or machines: not a within-run pair)" * b["cross_folder"]),
+            ]
+        )
     if not table:
         return []
     rule = (
@@ -251,6 +281,31 @@ def paired_blocks(rows: list[dict[str, Any]]) -> list:
         "pairs (test cases × seeds)",
         "mean difference",
         "95 % bootstrap interval",
+        f"seed-level SD / paired seeds for {DELTA:+.2f} at 80 % power",
         "verdict",
     ]
     return [("text", rule), ("table", (header, table))]
+
+
+def _verdict(b: dict[str, Any], em: bool) -> str:
+    """What one comparison shows under the decision rule (VOI: lower is better)."""
+    below, above = b["hi"] < 0, b["lo"] > 0
+    better, worse = (below, above) if em else (above, below)
+    verdict = f"{b['arm']} better" if better else f"{b['arm']} worse" if worse else "no difference shown"
+    if b["n"] < 2:  # one difference: no spread, so no interval and no verdict
+        return "one pair: no interval"
+    if max(b["cases"], b["seeds"]) < 3:  # a percentile interval of 2 resampled units is their range
+        return "too few to judge (< 3 resampled)"
+    if 2 in (b["seeds"], b["pretrain_seeds"]):  # a bootstrap of 2 values halves their variance
+        verdict += " (2 seeds: their spread is underestimated)"
+    if b.get("cross_folder"):
+        verdict += " (runs from several folders or machines: not a within-run pair)"
+    return verdict
+
+
+def _sources(b: dict[str, Any]) -> str:
+    plural = lambda k, word: f"{k} {word}{'s' if k > 1 else ''}"  # noqa: E731
+    sources = f"{plural(b['cases'], 'test case')} × {plural(b['seeds'], 'seed')}"
+    if b["pretrain_seeds"] > 1:
+        sources += f" ({plural(b['pretrain_seeds'], 'pretraining seed')})"
+    return sources

@@ -26,8 +26,10 @@ from gtgm.fsutil import digest, file_sha256, lock_folder, read_json, write_json,
 from gtgm.schemas import PROBE_RESULT, TEST_METRICS
 from gtgm.study.arms import PRETRAIN_ARMS, arm_encoder, check_arm_inputs
 from gtgm.study.diagnostics import run_diagnostics
+from gtgm.study.ledger import record_read
 from gtgm.study.report import write_study_report
 from gtgm.study.reuse import check_reuse
+from gtgm.study.select import choose_recipes
 from gtgm.study.stats import case_scores
 from gtgm.train.finetune import finetune
 
@@ -43,20 +45,20 @@ def run_one(
     overrides: list[str] = (),
     progress: bool = False,
     readout: bool = False,
+    recipe: str = "",
 ) -> dict[str, Any]:
     """One fine-tuning run of ``arm`` (its encoder: ``encoder``, '' = scratch; its recipe: the group's settings, then
-    ``study.arm_overrides[arm]``); reused when finished. ``progress``: the run's progress bar (steps, loss).
-    ``readout``: the frozen-encoder readout — only the decoder is trained (``readout_ratio<r>_seed<s>``)."""
-    out = root / group / arm / f"{'readout_' if readout else ''}ratio{ratio:g}_seed{seed}"
+    ``study.arm_overrides[arm]``, then the candidate ``study.recipes[arm][recipe]`` in ``<arm>/<recipe>/``); reused
+    when finished. ``progress``: the run's progress bar (steps, loss). ``readout``: the frozen-encoder readout —
+    only the decoder is trained (``readout_ratio<r>_seed<s>``)."""
+    folder = root / group / arm / recipe if recipe else root / group / arm
+    out = folder / f"{'readout_' if readout else ''}ratio{ratio:g}_seed{seed}"
+    candidate = cfg.study.recipes.get(arm, {}).get(recipe, []) if recipe else []
+    gcfg = group_config(cfg, group, overrides, arm, candidate)
     if readout:
-        overrides = [
-            *overrides,
-            f"finetune.freeze_encoder_steps={group_config(cfg, group, overrides, arm).finetune.steps}",
-        ]
+        gcfg = with_overrides(gcfg, values={"finetune.freeze_encoder_steps": gcfg.finetune.steps})
     run_values = {"finetune.group": group, "finetune.label_ratio": ratio, "finetune.out": str(out)}
-    c = with_overrides(
-        group_config(cfg, group, overrides, arm), values={"seed": seed, **run_values, "finetune.pretrained": encoder}
-    )
+    c = with_overrides(gcfg, values={"seed": seed, **run_values, "finetune.pretrained": encoder})
     # a moved study folder is reused: its run folders and encoder paths moved, the encoders' SHA-256 did not
     sections = ("seed", "model", "finetune", "seg_augment", "em")
     check_reuse(out, c, sections, ignore=("finetune.out", "finetune.pretrained"))
@@ -113,16 +115,17 @@ def run_study(cfg: Config, pretrained: str = "", progress: bool = True, override
     """
     root = Path(cfg.study.out)
     plan = [
-        (group, ratio, i, seed, arm, False)
+        (group, ratio, i, seed, arm, recipe, False)
         for group in cfg.study.groups
         for gs in [group_config(cfg, group, overrides).study]
         for ratio in gs.ratios
         for i, seed in enumerate(gs.seeds)
         for arm in gs.arms
+        for recipe in gs.recipes.get(arm) or [""]
     ]
     if cfg.study.readout:  # the frozen-encoder readout, at each segmentation group's smallest label ratio
         plan += [
-            (group, min(gs.ratios), i, seed, arm, True)
+            (group, min(gs.ratios), i, seed, arm, next(iter(gs.recipes.get(arm) or [""])), True)
             for group in cfg.study.groups
             for gc in [group_config(cfg, group, overrides)]
             if gc.finetune.task != "em"
@@ -131,6 +134,9 @@ def run_study(cfg: Config, pretrained: str = "", progress: bool = True, override
             for arm in gs.arms
         ]
     check_arm_inputs(cfg, {p[4] for p in plan}, pretrained)
+    unused = sorted(set(cfg.study.recipes) - {p[4] for p in plan})
+    if unused:
+        raise GtgmError(f"study.recipes names arm(s) {unused} that are not in study.arms {cfg.study.arms}")
     root.mkdir(parents=True, exist_ok=True)
     lock = lock_folder(root)  # one study per folder: a second process on this --out stops here
     try:
@@ -147,19 +153,22 @@ def _run_plan(cfg: Config, plan: list[tuple], pretrained: str, progress: bool, o
     readouts: dict[str, Any] = {}
     seen: dict[tuple, dict[str, Any]] = {}
     t0 = time.perf_counter()
-    for n, (group, ratio, i, seed, arm, readout) in enumerate(plan, 1):
+    for n, (group, ratio, i, seed, arm, recipe, readout) in enumerate(plan, 1):
         seeds = group_config(cfg, group, overrides).study.pretrain_seeds
         pre_seed = seeds[i % len(seeds)] if arm in (*PRETRAIN_ARMS, "supervised") else None
         encoder = arm_encoder(cfg, arm, pre_seed, pretrained, root, progress, group, overrides)
-        key = (group, arm, seed, encoder, readout, _train_subset(cfg, group, ratio, overrides))
+        key = (group, arm, recipe, seed, encoder, readout, _train_subset(cfg, group, ratio, overrides))
         what = (
-            f"{n}/{len(plan)} {group} {arm}{' (frozen-encoder readout)' if readout else ''} ratio {ratio:g} seed {seed}"
+            f"{n}/{len(plan)} {group} {arm}{f' recipe {recipe}' if recipe else ''}"
+            f"{' (frozen-encoder readout)' if readout else ''} ratio {ratio:g} seed {seed}"
         )
         if progress and key not in seen:
             print(f"[study] {what}: fine-tuning", flush=True)
-        res = seen.get(key) or run_one(cfg, group, arm, ratio, seed, encoder, root, overrides, progress, readout)
+        res = seen.get(key) or run_one(
+            cfg, group, arm, ratio, seed, encoder, root, overrides, progress, readout, recipe
+        )
         seen[key] = res
-        row = _row(res, arm, ratio, seed, pre_seed, encoder)
+        row = {**_row(res, arm, ratio, seed, pre_seed, encoder), "recipe": recipe}
         (readouts if readout else results).setdefault(group, []).append(row)
         if progress:
             t = time.perf_counter() - t0
@@ -168,18 +177,46 @@ def _run_plan(cfg: Config, plan: list[tuple], pretrained: str, progress: bool, o
     baselines = {g: _baseline(group_config(cfg, g, overrides), g) for g in em_groups}
     probes = study_probes(cfg, results, root, overrides, progress) if cfg.study.probe else {}
     seconds = time.perf_counter() - t0
+    every = results
+    choices = {g: choose_recipes(rows) for g, rows in every.items()}  # per arm, its recipe chosen on validation
+    results = {g: chosen for g, (chosen, _) in choices.items()}
+    test_reads = {g: record_read(cfg.finetune.cache, g, sorted(rows[0]["cases"]), root) for g, rows in results.items()}
     write_json(
         root / "study.json",
         {
             "pretrained": pretrained,
             "results": results,
+            "all_results": every,
+            "recipe_choice": {g: choice for g, (_, choice) in choices.items()},
+            "test_reads": test_reads,
+            "machine": machine(),
             "readouts": readouts,
             "baselines": baselines,
             "probes": probes,
             "seconds": seconds,
         },
     )
-    return write_study_report(root, results, cfg, pretrained, seconds, baselines, overrides, probes, readouts)[0]
+    extra = {"choices": {g: c for g, (_, c) in choices.items()}, "test_reads": test_reads}
+    return write_study_report(root, results, cfg, pretrained, seconds, baselines, overrides, probes, readouts, **extra)[
+        0
+    ]
+
+
+def machine() -> dict[str, Any]:
+    """Where the study ran: runs made on other machines are not bit-identical on CPU, so a comparison across
+    machines is flagged (:func:`gtgm.study.select.compare`)."""
+    import os
+    import platform
+
+    import torch
+
+    return {
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
 
 
 def _row(res: dict[str, Any], arm: str, ratio: float, seed: int, pre_seed: int | None, encoder: str) -> dict:
