@@ -1,5 +1,6 @@
-"""GPU one-shot pack of the pretraining study's final comparison (issue 23): study/cpu-label-limited's question on one
-GPU in <= 8 min of wall time, with more seeds and longer fine-tuning (``configs/study/gpu-pack.yaml``).
+"""GPU one-shot pack of the pretraining study's comparison of record: study/cpu-text-premise's question (does the text
+help? issue 39) on one GPU in <= 8 min of wall time, with more seeds (``configs/study/gpu-text-premise.yaml``;
+``--preset study/gpu-pack`` packs the earlier cpu-label-limited comparison).
 
 The device machine reaches no package index and no model hub, so the pack carries what cannot be made there (the
 captions and their MiniLM embeddings, and wheels of the packages its image lacks) and makes the rest from seeds.
@@ -49,7 +50,7 @@ from gtgm.data.preprocess import preprocess_dataset
 from gtgm.fsutil import read_json, write_json
 from gtgm.schemas import TEST_METRICS
 
-PRESET = "study/gpu-pack"
+PRESET = "study/gpu-text-premise"
 # gtgm's imports that the device image (Python 3.12, torch, numpy, scipy, scikit-image, transformers...) lacks
 WHEELS = [
     "monai==1.6.1",
@@ -60,31 +61,34 @@ WHEELS = [
     "referencing==0.37.0",
     "rpds-py==2026.9.1",
 ]
-CORPUS = [20, 30, 6]  # labelled, unlabelled and sealed CT phantoms (study/cpu-label-limited's corpus, without MR)
+CORPUS = [20, 30, 6]  # labelled, unlabelled and sealed CT phantoms (the study presets' corpus, without MR)
+SEALED_SEED = 5000  # the fresh sealed set study/cpu-text-premise names (sealed5000_000..005)
 TOLERANCE = 1e-3  # relative, on a volume's mean intensity and each label count (another numpy's rounding)
 
 
-def _preprocess(data: Path, out: Path, overrides: list[str], workers: int = 1) -> VolumeCache:
+def _preprocess(data: Path, out: Path, overrides: list[str], workers: int = 1, preset: str = PRESET) -> VolumeCache:
     """``gtgm data preprocess DATA --out OUT --config PRESET OVERRIDES``."""
-    preprocess_dataset(load_dataset(data), out, load_config(PRESET, overrides).preprocess, workers=workers)
+    preprocess_dataset(load_dataset(data), out, load_config(preset, overrides).preprocess, workers=workers)
     return VolumeCache(out)
 
 
-def _caption(cache: Path, out: Path, overrides: list[str]) -> None:
+def _caption(cache: Path, out: Path, overrides: list[str], preset: str = PRESET) -> None:
     """``gtgm caption CACHE --out OUT --config PRESET OVERRIDES``."""
     from gtgm.text.captioners import create_captioner
     from gtgm.text.captions import run_captioning
 
-    cfg = load_config(PRESET, overrides)
+    cfg = load_config(preset, overrides)
     run_captioning(VolumeCache(cache), create_captioner(cfg.caption, cfg.device), out, cfg.caption, cfg.seed)
 
 
-def make_corpus(work: Path, corpus: list[int], overrides: list[str], workers: int) -> VolumeCache:
-    """The corpus from seeds (``corpus``: labelled, unlabelled, sealed CT phantoms) and its cache (``work/examples``,
-    ``work/cache``), as the preset preprocesses it."""
+def make_corpus(
+    work: Path, corpus: list[int], overrides: list[str], workers: int, preset: str = PRESET, sealed: int = SEALED_SEED
+) -> VolumeCache:
+    """The corpus from seeds (``corpus``: labelled, unlabelled, sealed CT phantoms; the sealed ones from seed
+    ``sealed``) and its cache (``work/examples``, ``work/cache``), as the preset preprocesses it."""
     counts = dict(zip(("n_ct", "n_ct_unlabeled", "n_ct_sealed"), corpus))
-    write_examples(work / "examples", **counts, n_em=0, mri=False)
-    return _preprocess(work / "examples", work / "cache", overrides, workers)
+    write_examples(work / "examples", **counts, n_em=0, mri=False, sealed_seed=sealed)
+    return _preprocess(work / "examples", work / "cache", overrides, workers, preset)
 
 
 def fingerprint(cache: VolumeCache) -> dict[str, dict[str, Any]]:
@@ -118,24 +122,28 @@ def check_fingerprint(made: dict[str, dict[str, Any]], recorded: dict[str, dict[
             )
 
 
-def prepare(pack: Path, corpus: list[int], overrides: list[str], wheels: Path | None) -> None:
-    """Build the pack (see the module docstring); ``pack`` ends up with captions, text caches and ``pack.json``."""
+def prepare(
+    pack: Path, corpus: list[int], overrides: list[str], wheels: Path | None, preset: str, sealed: int, keep: bool
+) -> None:
+    """Build the pack (see the module docstring); ``pack`` ends up with captions, text caches and ``pack.json``
+    (``keep``: and the corpus and its caches in ``pack/work``, for a run on this machine)."""
     if pack.exists() and any(pack.iterdir()):
         raise SystemExit(f"gpu_pack: {pack} is not empty (caption and embed-text would resume from it); give a new one")
     work = pack / "work"
-    cache = make_corpus(work, corpus, overrides, 1)
-    _preprocess(work / "examples" / "oracle", work / "oracle_cache", overrides)
-    _caption(work / "cache", pack / "captions.jsonl", overrides)
+    cache = make_corpus(work, corpus, overrides, 1, preset, sealed)
+    _preprocess(work / "examples" / "oracle", work / "oracle_cache", overrides, 1, preset)
+    _caption(work / "cache", pack / "captions.jsonl", overrides, preset)
     oracle = ["caption.content=oracle", f"caption.oracle_cache={work / 'oracle_cache'}"]
-    _caption(work / "cache", pack / "oracle.jsonl", [*overrides, *oracle])
+    _caption(work / "cache", pack / "oracle.jsonl", [*overrides, *oracle], preset)
     from gtgm.text.encoders import embed_captions  # (on the device, the pack's text caches are read, not made)
 
-    text_cfg = load_config(PRESET, overrides)
+    text_cfg = load_config(preset, overrides)
     for name, text in (("captions", "text"), ("oracle", "oracle_text")):
         embed_captions(pack / f"{name}.jsonl", pack / text, text_cfg.text, text_cfg.device)
-    info = {"preset": PRESET, "corpus": corpus, "overrides": overrides, "volumes": fingerprint(cache)}
-    write_json(pack / "pack.json", info)
-    shutil.rmtree(work)
+    info = {"preset": preset, "corpus": corpus, "sealed_seed": sealed, "overrides": overrides}
+    write_json(pack / "pack.json", {**info, "volumes": fingerprint(cache)})
+    if not keep:
+        shutil.rmtree(work)
     if wheels:
         pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version", "3.12"]
         pip += ["--implementation", "cp", "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64"]
@@ -145,14 +153,18 @@ def prepare(pack: Path, corpus: list[int], overrides: list[str], wheels: Path | 
 
 
 def collect(study: Path) -> list[dict[str, Any]]:
-    """One row per finished fine-tuning run of ``study`` (its ``test_metrics.json``)."""
+    """One row per finished fine-tuning run of ``study`` (its ``test_metrics.json``, at ``GROUP/ARM/RUN`` or
+    ``GROUP/ARM/RECIPE/RUN``); the study's own source segmenters (``supervised_sources``) are left out."""
     rows = []
-    for path in sorted(study.glob("*/*/*/test_metrics.json")):
+    for path in sorted(study.rglob("ratio*_seed*/test_metrics.json")):
+        parts = path.relative_to(study).parts[:-1]
+        if len(parts) not in (3, 4) or parts[0] in ("pretrain", "supervised_sources"):
+            continue
         res = read_json(path, schema=TEST_METRICS)
-        group, arm, run = path.parts[-4:-1]
+        group, arm, run, recipe = parts[0], parts[1], parts[-1], parts[2] if len(parts) == 4 else ""
         test = res["test"]
         seed = int(run.rsplit("seed", 1)[-1]) if run.rsplit("seed", 1)[-1].isdigit() else None
-        row = {"group": group, "arm": arm, "run": run, "seed": seed, "test": test[test["metric"]]}
+        row = {"group": group, "arm": arm, "recipe": recipe, "run": run, "seed": seed, "test": test[test["metric"]]}
         rows.append({**row, "val": res.get("best_val")})
     return rows
 
@@ -187,11 +199,14 @@ def run(pack: Path, out: Path, results: Path, budget_s: float, overrides: list[s
     """Regenerate, check, run the study; write the results under ``results`` as they come (module docstring)."""
     t0 = time.perf_counter()
     info = read_json(pack / "pack.json")
-    overrides = [*info["overrides"], *overrides]
-    cache = make_corpus(out, info["corpus"], overrides, workers)
+    overrides, preset = [*info["overrides"], *overrides], info["preset"]
+    if (out / "cache" / "index.json").is_file():  # a run on the machine that prepared the pack, or a resumed run
+        cache = VolumeCache(out / "cache")
+    else:
+        cache = make_corpus(out, info["corpus"], overrides, workers, preset, info.get("sealed_seed", 4000))
     check_fingerprint(fingerprint(cache), info["volumes"])
-    sets = f"study.caption_sets={{oracle_text: [{pack / 'oracle.jsonl'}, {pack / 'oracle_text'}]}}"
-    argv = [sys.executable, "-m", "gtgm", "study", str(out / "cache"), "--config", PRESET, "--out", str(out / "study")]
+    sets = f"study.caption_sets={{oracle: [{pack / 'oracle.jsonl'}, {pack / 'oracle_text'}]}}"
+    argv = [sys.executable, "-m", "gtgm", "study", str(out / "cache"), "--config", preset, "--out", str(out / "study")]
     argv += ["--captions", str(pack / "captions.jsonl"), "--text-cache", str(pack / "text"), sets, *overrides]
     results.mkdir(parents=True, exist_ok=True)
     code = supervise(subprocess.Popen(argv), t0, budget_s, out / "study", results)
@@ -210,6 +225,9 @@ def main() -> None:
     pr.add_argument("--pack", type=Path, default=Path("gpu_pack"))
     pr.add_argument("--wheels", type=Path, help="also download the device's missing packages into this folder")
     pr.add_argument("--corpus", type=int, nargs=3, default=CORPUS, metavar=("CT", "UNLABELED", "SEALED"))
+    pr.add_argument("--preset", default=PRESET, help=f"the study preset (default {PRESET})")
+    pr.add_argument("--sealed-seed", type=int, default=SEALED_SEED, help="first seed of the sealed phantoms")
+    pr.add_argument("--keep", action="store_true", help="keep the corpus and caches (pack/work): a run here")
     ru = sub.add_parser("run", help="on the device: regenerate the corpus, check it, run the study")
     ru.add_argument("--pack", type=Path, default=Path("gpu_pack"))
     ru.add_argument("--out", type=Path, default=Path("/tmp/gpu_run"))
@@ -220,7 +238,7 @@ def main() -> None:
         p.add_argument("overrides", nargs="*", help="key=value overrides of the preset (a tiny rehearsal)")
     args = ap.parse_args()
     if args.step == "prepare":
-        prepare(args.pack, args.corpus, args.overrides, args.wheels)
+        prepare(args.pack, args.corpus, args.overrides, args.wheels, args.preset, args.sealed_seed, args.keep)
     else:
         sys.exit(run(args.pack, args.out, args.results, args.budget_s, args.overrides, args.workers))
 

@@ -190,6 +190,13 @@ class StudyConfig:
             recipes += [(f"recipes.{arm}.{name}", items) for name, items in named.items()]
         for where, items in recipes:
             _check_recipe(where, items)
+        both = sorted(set(self.recipes) & {a for a, items in self.arm_overrides.items() if items})
+        if both:
+            raise ConfigError(
+                f"config key 'study.recipes.{both[0]}': the arm has study.arm_overrides too (they would apply under "
+                "every candidate); put them in each candidate recipe, or clear them with "
+                f"study.arm_overrides.{both[0]}=[]"
+            )
         stale = sorted(k for k in self.caption_sets if k.endswith("_text"))
         if stale:
             raise ConfigError(

@@ -11,6 +11,7 @@ from gtgm.data.datasets import load_dataset
 from gtgm.data.phantom_ct import CT_LABELS, make_ct_phantom
 from gtgm.data.preprocess import read_case
 from gtgm.data.synthetic_em import make_em_volume
+from gtgm.errors import GtgmError
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +88,8 @@ def test_sealed_phantoms_come_from_their_own_seeds(tmp_path):
     assert all(not np.array_equal(a, b) for i, a in enumerate(images) for b in images[i + 1 :] if a.shape == b.shape)
     assert "seed 4000 (sealed)" in cases["sealed_000"].source
     assert cases["sealed_000"].split == "test" and cases["phantom_000"].split == "train"  # declared test cases
+    write_examples(tmp_path / "fresh", n_ct=0, n_em=0, n_ct_sealed=1, progress=False, mri=False, sealed_seed=5000)
+    (fresh,) = [c for c in load_dataset(tmp_path / "fresh").cases if c.group == "ct_phantom"]
+    assert fresh.id == "sealed5000_000" and "seed 5000 (sealed)" in fresh.source and fresh.split == "test"
+    with pytest.raises(GtgmError, match="--sealed-seed 3000"):  # would repeat the unlabelled phantoms' seeds
+        write_examples(tmp_path / "x", n_ct=0, n_em=0, n_ct_sealed=1, progress=False, sealed_seed=3000)

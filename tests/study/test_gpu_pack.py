@@ -21,11 +21,14 @@ REHEARSAL = [
     "caption.step={CT: [32, 32, 32], MRI: [32, 32, 32], EM: [16, 16, 8]}",
     "device=cpu",
     "finetune.num_workers=0",
-    "finetune.test_cases=[sealed_000]",
+    "finetune.test_cases=[sealed5000_000]",
     "finetune.val_cases=[phantom_002]",
+    "finetune.patch_size=[32, 32, 32]",  # the crops of the region arms hold a whole 32³ caption box
     "study.seeds=[0]",
     "study.pretrain_seeds=[0]",
-    "study.arms=[scratch, gtgm, oracle_text]",
+    "study.arms=[scratch, region_oracle]",
+    "study.recipes={region_oracle: {keep: [finetune.encoder_lr_scale=0.3], scratch: []}}",
+    "study.supervised_overrides=[]",
 ]
 
 
@@ -61,7 +64,11 @@ def test_the_gpu_pack_rehearses_on_cpu(tmp_path):
     ran = _pack(*argv, blocked=tmp_path / "blocked")
     assert ran.returncode == 0, ran.stderr[-3000:]
     results = json.loads((tmp_path / "res" / "results.json").read_text())
-    assert results["finished"] and {r["arm"] for r in results["runs"]} == {"scratch", "gtgm", "oracle_text"}
+    assert results["finished"] and {(r["arm"], r["recipe"]) for r in results["runs"]} == {
+        ("scratch", ""),
+        ("region_oracle", "keep"),
+        ("region_oracle", "scratch"),
+    }
     assert all(0 <= r["test"] <= 1 for r in results["runs"])
     assert (tmp_path / "res" / "study.json").is_file() and (tmp_path / "res" / "report.md").is_file()
     info = read_json(pack / "pack.json")  # a corpus unlike the one the captions describe is refused by name

