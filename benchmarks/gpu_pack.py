@@ -1,6 +1,6 @@
 """GPU one-shot pack of the pretraining study's comparison of record: study/cpu-text-premise's question (does the text
 help? issue 39) on one GPU in <= 8 min of wall time, with more seeds (``configs/study/gpu-text-premise.yaml``;
-``--preset study/gpu-pack`` packs the earlier cpu-label-limited comparison).
+``--preset study/gpu-pack --sealed-seed 4000`` packs the earlier cpu-label-limited comparison).
 
 The device machine reaches no package index and no model hub, so the pack carries what cannot be made there (the
 captions and their MiniLM embeddings, and wheels of the packages its image lacks) and makes the rest from seeds.
@@ -10,7 +10,7 @@ Here, once (CPU, about 5 min on 2 cores)::
     python benchmarks/gpu_pack.py prepare --pack gpu_pack --wheels .whl
 
   writes the CT corpus (``gtgm data examples --no-mri`` with the preset's counts: fixed generator seeds), preprocesses
-  it and its oracle twin, captions it (describe; oracle shares for the oracle_text arm), embeds both caption sets,
+  it and its oracle twin, captions it (describe; oracle shares for the oracle caption set), embeds both caption sets,
   records every cached volume's shape, spacing, mean and label counts in ``gpu_pack/pack.json``, then removes the
   volumes: the pack is the two caption sets, their text caches and ``pack.json`` (a few MB). ``--wheels`` downloads,
   for Python 3.12, the packages gtgm imports that the device image lacks (:data:`WHEELS`).
@@ -23,11 +23,13 @@ On the device (``gpu_pack`` and ``.whl`` are git-ignored: name both in the run's
 
   regenerates the corpus from the seeds, checks each cached volume against ``pack.json`` (a numpy or scipy that
   draws other phantoms is refused by name: the carried captions describe those volumes), runs the study in a child
-  process and, every 20 s, writes ``$OUT/results.json`` (each finished run: arm, seed, test and best validation
-  Dice); at the end ``$OUT/study.json`` and ``$OUT/report.md`` (paired differences with hierarchical intervals).
+  process and, every 20 s, writes ``$OUT/results.json`` (each finished run: arm, recipe, seed, best validation
+  Dice, and test Dice for the recipe chosen on validation so far); at the end ``$OUT/study.json`` and
+  ``$OUT/report.md`` (paired differences with hierarchical intervals).
   ``--budget-s`` stops the study (SIGTERM) in time to leave the partial results.
 
-``tests/study/test_gpu_pack.py`` rehearses both steps on the CPU at a tiny size.
+``tests/study/test_gpu_pack.py`` rehearses both steps on the CPU at a tiny size. ``prepare --keep`` keeps the
+corpus and caches in ``PACK/work``; ``run --out PACK/work`` then runs the same study on this machine.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from gtgm.data.patches import VolumeCache
 from gtgm.data.preprocess import preprocess_dataset
 from gtgm.fsutil import read_json, write_json
 from gtgm.schemas import TEST_METRICS
+from gtgm.study.select import choose_recipes
 
 PRESET = "study/gpu-text-premise"
 # gtgm's imports that the device image (Python 3.12, torch, numpy, scipy, scikit-image, transformers...) lacks
@@ -154,11 +157,13 @@ def prepare(
 
 def collect(study: Path) -> list[dict[str, Any]]:
     """One row per finished fine-tuning run of ``study`` (its ``test_metrics.json``, at ``GROUP/ARM/RUN`` or
-    ``GROUP/ARM/RECIPE/RUN``); the study's own source segmenters (``supervised_sources``) are left out."""
+    ``GROUP/ARM/RECIPE/RUN``; the positive control's source segmenters, under ``pretrain/``, are left out). Of an
+    arm's candidate recipes only the one chosen on validation so far (:func:`gtgm.study.select.choose_recipes`) keeps
+    its test figure; the others show ``test: None``."""
     rows = []
     for path in sorted(study.rglob("ratio*_seed*/test_metrics.json")):
         parts = path.relative_to(study).parts[:-1]
-        if len(parts) not in (3, 4) or parts[0] in ("pretrain", "supervised_sources"):
+        if len(parts) not in (3, 4) or parts[0] == "pretrain":
             continue
         res = read_json(path, schema=TEST_METRICS)
         group, arm, run, recipe = parts[0], parts[1], parts[-1], parts[2] if len(parts) == 4 else ""
@@ -166,7 +171,9 @@ def collect(study: Path) -> list[dict[str, Any]]:
         seed = int(run.rsplit("seed", 1)[-1]) if run.rsplit("seed", 1)[-1].isdigit() else None
         row = {"group": group, "arm": arm, "recipe": recipe, "run": run, "seed": seed, "test": test[test["metric"]]}
         rows.append({**row, "val": res.get("best_val")})
-    return rows
+    chosen, _ = choose_recipes([{**r, "val_score": r["val"]} for r in rows])
+    keep = {(r["group"], r["arm"], r["recipe"]) for r in chosen}
+    return [r if (r["group"], r["arm"], r["recipe"]) in keep else {**r, "test": None} for r in rows]
 
 
 def supervise(child: subprocess.Popen, t0: float, budget_s: float, study: Path, results: Path) -> int:

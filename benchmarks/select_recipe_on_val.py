@@ -35,7 +35,7 @@ def folder_rows(folder: Path, group: str) -> list[dict]:
     """A study folder's chosen rows of ``group``, each tagged with the folder (as its recipe) and machine."""
     study = read_json(folder / "study.json")
     return [
-        {**r, "recipe": folder.name, "folder": str(folder), "machine": study.get("machine", "")}
+        {**r, "recipe": str(folder), "folder": str(folder), "machine": study.get("machine", {}).get("host", "")}
         for r in study["results"][group]
     ]
 

@@ -5,6 +5,7 @@ Part of :mod:`gtgm.config`, which re-exports every name here; import them from t
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -187,6 +188,11 @@ class StudyConfig:
         for arm, named in self.recipes.items():
             if not isinstance(named, dict) or not named:
                 raise ConfigError(f"config key 'study.recipes.{arm}': a mapping of recipe name -> [overrides]")
+            bad = [name for name in named if not re.fullmatch(r"[A-Za-z0-9_-]+", str(name))]
+            if bad:  # a recipe's name is its run folder
+                raise ConfigError(
+                    f"config key 'study.recipes.{arm}': recipe names are letters, digits, _ and -: {bad[0]!r}"
+                )
             recipes += [(f"recipes.{arm}.{name}", items) for name, items in named.items()]
         for where, items in recipes:
             _check_recipe(where, items)

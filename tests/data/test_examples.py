@@ -91,5 +91,6 @@ def test_sealed_phantoms_come_from_their_own_seeds(tmp_path):
     write_examples(tmp_path / "fresh", n_ct=0, n_em=0, n_ct_sealed=1, progress=False, mri=False, sealed_seed=5000)
     (fresh,) = [c for c in load_dataset(tmp_path / "fresh").cases if c.group == "ct_phantom"]
     assert fresh.id == "sealed5000_000" and "seed 5000 (sealed)" in fresh.source and fresh.split == "test"
-    with pytest.raises(GtgmError, match="--sealed-seed 3000"):  # would repeat the unlabelled phantoms' seeds
-        write_examples(tmp_path / "x", n_ct=0, n_em=0, n_ct_sealed=1, progress=False, sealed_seed=3000)
+    for bad in (3000, 4001):  # the unlabelled phantoms' seeds; the default sealed set's under new ids
+        with pytest.raises(GtgmError, match=f"--sealed-seed must be a multiple of 1000 from 4000 on, got {bad}"):
+            write_examples(tmp_path / "x", n_ct=0, n_em=0, n_ct_sealed=1, progress=False, sealed_seed=bad)

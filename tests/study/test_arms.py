@@ -69,6 +69,7 @@ def test_study_pretrains_each_arm_and_compares_them(demo_run, tmp_path):
     assert {r["arm"] for r in study["results"]["ct_phantom"]} == {"scratch", "gtgm", "image_only", "shuffled_text"}
     every = [(r["arm"], r["recipe"]) for r in study["all_results"]["ct_phantom"]]
     assert ("scratch", "lr_a") in every and ("scratch", "lr_b") in every
+    assert all("score" not in r and "cases" not in r for r in study["all_results"]["ct_phantom"])  # no test figure
     chosen = study["recipe_choice"]["ct_phantom"]["scratch"]
     assert [r["recipe"] for r in study["results"]["ct_phantom"] if r["arm"] == "scratch"] == [chosen["chosen"]]
     assert chosen["chosen"] == max(chosen["val"], key=chosen["val"].get)  # on validation

@@ -59,13 +59,17 @@ def test_comparisons_carry_power_and_flag_runs_from_other_folders():
     moved = [{**r, "folder": "B"} if r["arm"] == "arm" else r for r in rows]
     assert compare(moved, [("arm", "scratch")])[0]["cross_folder"]
     assert compare(rows, [("absent", "scratch")]) == []
+    other_cases = [{**r, "cases": {"z": 0.5}} if r["arm"] == "arm" else r for r in rows]
+    assert compare(other_cases, [("arm", "scratch")]) == []  # no common test case: nothing to pair, no traceback
 
 
-def _premise(oracle, text, ceiling=(-0.1, 0.1)):
+def _premise(oracle, text, ceiling=(-0.1, 0.1), control=None, cross=False):
     found = []
-    for arm, base, (lo, hi) in (("region_oracle", "scratch", oracle), ("region_text", "scratch", text),
-                                ("region_text", "mae_dense", ceiling)):  # fmt: skip
-        found.append({"arm": arm, "base": base, "ratio": 0.01, "lo": lo, "hi": hi})
+    pairs = [("region_oracle", "scratch", oracle), ("region_text", "scratch", text)]
+    pairs += [("region_text", "mae_dense", ceiling)] + ([("supervised", "scratch", control)] if control else [])
+    for arm, base, (lo, hi) in pairs:
+        found.append({"arm": arm, "base": base, "ratio": 0.01, "lo": lo, "hi": hi, "n": 18, "cases": 6,
+                      "seeds": 3, "cross_folder": cross})  # fmt: skip
     return read_by_rule("text_premise", found)
 
 
@@ -77,6 +81,9 @@ def test_reading_rule_text_premise():
     assert helps.startswith("Text-guided pretraining with describe captions helps") and "not shown" in helps
     assert "above the image-only ceiling" in _premise((0.01, 0.1), (0.01, 0.08), (0.01, 0.05))
     assert "cannot be applied" in read_by_rule("text_premise", [])
+    assert _premise((-0.01, 0.1), (0.01, 0.08), control=(-0.02, 0.1)).startswith("The positive control failed")
+    assert _premise((0.01, 0.1), (-0.02, 0.08), control=(0.05, 0.2)).startswith("Captions are the bottleneck")
+    assert "pairs across folders" in _premise((0.01, 0.1), (0.01, 0.08), cross=True)
     assert read_by_rule("", []) == ""
 
 
@@ -101,3 +108,7 @@ def test_recipes_name_study_arms_and_recipe_keys_only():
         load_config(None, ["study.recipes={scratch: {a: [finetune.cache=x]}}"])
     with pytest.raises(ConfigError, match=r"study.recipes.scratch': a mapping"):
         load_config(None, ["study.recipes={scratch: {}}"])
+    with pytest.raises(ConfigError, match=r"recipe names are letters, digits"):  # a name is a run folder
+        load_config(None, ["study.recipes={scratch: {../x: []}}"])
+    with pytest.raises(ConfigError, match=r"arm_overrides too"):  # they would apply under every candidate
+        load_config(None, ["study.recipes={scratch: {a: []}}", "study.arm_overrides={scratch: [finetune.lr=0.1]}"])

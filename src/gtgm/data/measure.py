@@ -1,5 +1,6 @@
 """What is measured in a box: what the ``describe`` captioner writes from, the audit checks captions against and the
-region objectives read (:func:`box_measurements`, :func:`box_facts`). Pure functions: patch in, numbers out.
+region objectives read (:func:`box_measurements` reads a box from the cache, :func:`box_facts`). The rest are pure
+functions: patch in, numbers out.
 
 All shares are fractions of the patch's voxels in [0, 1]. Positions use the RAS array order of the
 cache: axis 0 increases towards the patient's Right, axis 1 Anterior, axis 2 Superior.

@@ -1,5 +1,7 @@
-"""The study's report: per group and arm the test figure over seeds, the paired differences between arms with
-their bootstrap intervals (:mod:`gtgm.study.stats`), the probes, and a figure of the learning curves."""
+"""The study's report: per group and arm the test figure over seeds (of the recipe chosen on validation), the
+paired differences between arms with their bootstrap intervals (:mod:`gtgm.study.stats`), seed-level SD and the
+seeds needed for +0.05 (:mod:`gtgm.study.select`), the candidate recipes' validation scores, the test-set reads,
+the reading rule's sentence, the probes, and a figure of the learning curves."""
 
 from __future__ import annotations
 
@@ -259,8 +261,7 @@ def paired_blocks(rows: list[dict[str, Any]]) -> list:
                 f"{b['mean']:+.3f}",
                 f"[{b['lo']:+.3f}, {b['hi']:+.3f}]",
                 "-" if b["seed_sd"] is None else f"{b['seed_sd']:.3f} / {b['seeds_needed']}",
-                _verdict(b, em)
-                + (" (runs from several folders or machines: not a within-run pair)" * b["cross_folder"]),
+                _verdict(b, em),
             ]
         )
     if not table:

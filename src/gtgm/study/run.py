@@ -1,7 +1,13 @@
 """``gtgm study``: what pretraining is worth — arms (:mod:`gtgm.study.arms`) × label ratios × seeds.
 
-Each run is a ``gtgm finetune`` into ``STUDY/<group>/<arm>/ratio<r>_seed<s>/`` (finished runs are
-reused, so an interrupted study resumes). Every run shares the same test / val cases and, per ratio, the
+Each run is a ``gtgm finetune`` into ``STUDY/<group>/<arm>/ratio<r>_seed<s>/``, or
+``STUDY/<group>/<arm>/<recipe>/ratio<r>_seed<s>/`` for each candidate recipe of ``study.recipes`` (finished runs are
+reused, so an interrupted study resumes). Per arm, the candidate with the higher mean best validation score is kept
+(:func:`gtgm.study.select.choose_recipes`): ``study.json``'s ``results`` and the report hold the chosen runs only,
+``all_results`` the validation scores of every candidate (each fine-tuning run scores its test set when it ends;
+the rejected candidates' test figures stay in their run folders, unreported). Before the first run the study records
+its read of the test set in the ledger beside the cache (:mod:`gtgm.study.ledger`). Every run shares the same
+test / val cases and, per ratio, the
 same labelled subset (``finetune.split_seed``); the seeds only change the initialisation and sampling.
 ``study.group_overrides`` adapts the configuration per group (e.g. the EM group's ``finetune.task=em``).
 The report (Markdown + HTML) has, per group, a table of the test figures (mean ± std over seeds) per
@@ -53,7 +59,7 @@ def run_one(
     only the decoder is trained (``readout_ratio<r>_seed<s>``)."""
     folder = root / group / arm / recipe if recipe else root / group / arm
     out = folder / f"{'readout_' if readout else ''}ratio{ratio:g}_seed{seed}"
-    candidate = cfg.study.recipes.get(arm, {}).get(recipe, []) if recipe else []
+    candidate = group_config(cfg, group, overrides).study.recipes.get(arm, {}).get(recipe, []) if recipe else []
     gcfg = group_config(cfg, group, overrides, arm, candidate)
     if readout:
         gcfg = with_overrides(gcfg, values={"finetune.freeze_encoder_steps": gcfg.finetune.steps})
@@ -123,7 +129,9 @@ def run_study(cfg: Config, pretrained: str = "", progress: bool = True, override
         for arm in gs.arms
         for recipe in gs.recipes.get(arm) or [""]
     ]
-    if cfg.study.readout:  # the frozen-encoder readout, at each segmentation group's smallest label ratio
+    # the frozen-encoder readout, at each segmentation group's smallest label ratio, with each arm's first candidate
+    # recipe (the readout trains the decoder only: the encoder's recipe does not apply)
+    if cfg.study.readout:
         plan += [
             (group, min(gs.ratios), i, seed, arm, next(iter(gs.recipes.get(arm) or [""])), True)
             for group in cfg.study.groups
@@ -151,7 +159,9 @@ def _run_plan(cfg: Config, plan: list[tuple], pretrained: str, progress: bool, o
     root = Path(cfg.study.out)
     results: dict[str, Any] = {}
     readouts: dict[str, Any] = {}
+    test_reads = {g: _record_read(cfg, g, overrides, root) for g in dict.fromkeys(p[0] for p in plan)}
     seen: dict[tuple, dict[str, Any]] = {}
+    host = machine()["host"]
     t0 = time.perf_counter()
     for n, (group, ratio, i, seed, arm, recipe, readout) in enumerate(plan, 1):
         seeds = group_config(cfg, group, overrides).study.pretrain_seeds
@@ -168,7 +178,7 @@ def _run_plan(cfg: Config, plan: list[tuple], pretrained: str, progress: bool, o
             cfg, group, arm, ratio, seed, encoder, root, overrides, progress, readout, recipe
         )
         seen[key] = res
-        row = {**_row(res, arm, ratio, seed, pre_seed, encoder), "recipe": recipe}
+        row = {**_row(res, arm, ratio, seed, pre_seed, encoder), "recipe": recipe, "machine": host}
         (readouts if readout else results).setdefault(group, []).append(row)
         if progress:
             t = time.perf_counter() - t0
@@ -180,13 +190,12 @@ def _run_plan(cfg: Config, plan: list[tuple], pretrained: str, progress: bool, o
     every = results
     choices = {g: choose_recipes(rows) for g, rows in every.items()}  # per arm, its recipe chosen on validation
     results = {g: chosen for g, (chosen, _) in choices.items()}
-    test_reads = {g: record_read(cfg.finetune.cache, g, sorted(rows[0]["cases"]), root) for g, rows in results.items()}
     write_json(
         root / "study.json",
         {
             "pretrained": pretrained,
             "results": results,
-            "all_results": every,
+            "all_results": {g: [_validation_only(r) for r in rows] for g, rows in every.items()},
             "recipe_choice": {g: choice for g, (_, choice) in choices.items()},
             "test_reads": test_reads,
             "machine": machine(),
@@ -200,6 +209,21 @@ def _run_plan(cfg: Config, plan: list[tuple], pretrained: str, progress: bool, o
     return write_study_report(root, results, cfg, pretrained, seconds, baselines, overrides, probes, readouts, **extra)[
         0
     ]
+
+
+def _validation_only(row: dict[str, Any]) -> dict[str, Any]:
+    """A candidate's line in ``all_results``: what the choice rests on, no test figure."""
+    keys = ("arm", "recipe", "ratio", "seed", "pretrain_seed", "val_score", "machine")
+    return {k: row.get(k) for k in keys}
+
+
+def _record_read(cfg: Config, group: str, overrides: list[str], root: Path) -> dict[str, Any]:
+    """Record this study's read of ``group``'s test set (its test case ids) in the ledger beside the cache."""
+    gcfg = group_config(cfg, group, overrides)
+    cache = VolumeCache(gcfg.finetune.cache, group=group, labeled=True)
+    test = make_split(cache, dataclasses.replace(gcfg.finetune, group=group))["test"]
+    cases = sorted({cache.entries[p.case]["id"] for p in test})
+    return record_read(gcfg.finetune.cache, group, cases, root)
 
 
 def machine() -> dict[str, Any]:

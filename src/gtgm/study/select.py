@@ -64,6 +64,8 @@ def compare(
     out = []
     for arm, base in comparisons:
         for ratio, pairs in sorted(paired_differences(rows, arm, base, with_cases=True).items()):
+            if not pairs:  # both ran, but on no common test case (e.g. folders with other test sets)
+                continue
             case, seed, pre, diff = (list(x) for x in zip(*pairs))
             b = hierarchical_bootstrap(diff, case, seed, pre)
             sd = seed_level_sd(diff, seed, pre)
@@ -87,12 +89,27 @@ def _above(c: dict[str, Any] | None) -> bool:
     return c is not None and c["lo"] > 0
 
 
+def judgeable(c: dict[str, Any]) -> bool:
+    """A comparison the decision rule may judge: at least 2 differences and 3 resampled units on some level (a
+    percentile interval of 2 units is their range), from one folder and machine."""
+    return c.get("n", 0) >= 2 and max(c.get("cases", 0), c.get("seeds", 0)) >= 3 and not c.get("cross_folder")
+
+
 def _text_premise(found: dict[tuple[str, str], dict[str, Any]]) -> str:
     """The text-premise rule (``configs/study/cpu-text-premise.yaml``): region_oracle − scratch and region_text −
-    scratch decide; region_text − mae_dense says whether text matches the image-only ceiling."""
+    scratch decide; region_text − mae_dense says whether text matches the image-only ceiling. A positive control
+    (supervised − scratch) that ran and is not above 0 voids the reading."""
     oracle, text = found.get(("region_oracle", "scratch")), found.get(("region_text", "scratch"))
     if oracle is None or text is None:
         return "The rule cannot be applied: region_oracle − scratch or region_text − scratch was not measured."
+    if not all(judgeable(c) for c in (oracle, text)):
+        return "The rule cannot be applied: too few pairs, or pairs across folders or machines."
+    control = found.get(("supervised", "scratch"))
+    if control is not None and not _above(control):
+        return (
+            "The positive control failed (supervised − scratch not above 0): this protocol cannot show a gain from a "
+            "good start here, so no reading of the text arms is made."
+        )
     ceiling = found.get(("region_text", "mae_dense"))
     if _above(text):
         tail = (

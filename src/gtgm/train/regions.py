@@ -1,4 +1,5 @@
-"""Region-level alignment at the fine-tuning field of view (``pretrain.objective=region`` / ``region_facts``).
+"""Crops at the fine-tuning field of view, for region-level alignment (``pretrain.objective=region`` /
+``region_facts``) and for masked image modelling on the same crops (``mim_dense``: the crop alone, no target).
 
 Sample ``i`` (drawn from ``numpy.random.default_rng([seed, i])``, as :class:`~gtgm.train.pairs.CaptionPairs`):
 a caption box, and a crop placed on the caption grid around it (the box at a random multiple of its size from the
