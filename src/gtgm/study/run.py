@@ -182,7 +182,10 @@ def _run_plan(cfg: Config, plan: list[tuple], pretrained: str, progress: bool, o
         (readouts if readout else results).setdefault(group, []).append(row)
         if progress:
             t = time.perf_counter() - t0
-            print(f"[study] {what}: test {row['metric']} {row['score']:.3f} ({t:.0f} s)", flush=True)
+            # a candidate recipe shows its validation score: its test figure is reported only if it is chosen
+            val = row["val_score"] if row["val_score"] is not None else float("nan")
+            shown = f"best val {val:.3f}" if recipe else f"test {row['metric']} {row['score']:.3f}"
+            print(f"[study] {what}: {shown} ({t:.0f} s)", flush=True)
     em_groups = [g for g in cfg.study.groups if group_config(cfg, g, overrides).finetune.task == "em"]
     baselines = {g: _baseline(group_config(cfg, g, overrides), g) for g in em_groups}
     probes = study_probes(cfg, results, root, overrides, progress) if cfg.study.probe else {}
