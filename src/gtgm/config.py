@@ -333,9 +333,9 @@ def group_config(cfg: Config, group: str, overrides: list[str] = (), arm: str = 
     the user typed wins over a preset's per-group and per-arm settings)."""
     preset = cfg.study.group_presets.get(group)
     if preset:
-        raw, recipe = cfg.to_dict(), load_config(preset).to_dict()
+        raw, taken_from = cfg.to_dict(), load_config(preset).to_dict()
         for section, keys in RECIPE_SECTIONS.items():
-            taken = recipe[section] if keys is None else {k: recipe[section][k] for k in keys}
+            taken = taken_from[section] if keys is None else {k: taken_from[section][k] for k in keys}
             keep = {k: raw[section][k] for k in RUN_KEYS} if section == "finetune" else {}
             raw[section] = {**raw[section], **taken, **keep}
         cfg = from_dict(Config, raw)
