@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gtgm.config import load_config, with_overrides
+from gtgm.config import load_config
 from gtgm.fsutil import read_json
 from gtgm.schemas import TEST_METRICS
 from gtgm.study.stats import seeds_needed
@@ -35,8 +35,7 @@ def regime_scores(cache: str, preset: str, regime: list[str], seeds: list[int], 
         if not (run / "test_metrics.json").is_file():
             over = [f"finetune.cache={cache}", "finetune.test_cases=[]", "finetune.group=ct_phantom", *regime]
             over += ["finetune.label_ratio=0.01", f"finetune.out={run}", f"seed={seed}"]
-            cfg = with_overrides(load_config(preset, over), [])
-            finetune(cfg, resume=(run / "checkpoints" / "last.pt").is_file(), progress=False)
+            finetune(load_config(preset, over), resume=(run / "checkpoints" / "last.pt").is_file(), progress=False)
         scores.append(float(read_json(run / "test_metrics.json", schema=TEST_METRICS)["best_val"]))
     return scores
 
