@@ -3,7 +3,10 @@
 ``metrics.json``.
 
 * Labels (CT / MRI): per class Dice and HD95 (mm, at the reference's spacing); classes are the given ones or
-  every label > 0 in the references.
+  every label > 0 in the references or the predictions (a class predicted where no reference has it scores 0).
+  Scores are computed in world space: a prediction stored on the reference's grid in another voxel order (axes
+  permuted or flipped, with its affine) is reordered onto the reference; one on another grid is refused. A case
+  whose reference and prediction are both empty scores Dice 1 on the foreground (class 1) when no class is given.
 * EM neurons (``--task em``): per case VOI split / merge (bits), adapted Rand error and CREMI score against
   the reference neuron ids (label 0 ignored, optional CREMI border mask).
 """
@@ -18,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from gtgm.data.datasets import load_dataset
-from gtgm.data.io import CREMI_LABELS, HDF5_SUFFIXES, read_label, suffix_of
+from gtgm.data.io import CREMI_LABELS, HDF5_SUFFIXES, Volume, read_label, suffix_of
 from gtgm.errors import GtgmError, InputError
 from gtgm.fsutil import write_json, write_text
 from gtgm.metrics import dice_per_class, hd95_per_class, neuron_scores
@@ -34,6 +37,44 @@ def _names(names: list[str], n: int = 3) -> str:
     if not names:
         return "none"
     return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
+def _geometry(vol: Volume) -> str:
+    """One line describing a volume's grid: shape, voxel size, orientation, origin."""
+    sp = "x".join(f"{s:g}" for s in vol.spacing)
+    origin = ", ".join(f"{o:.1f}" for o in vol.affine[:3, 3])
+    return f"shape {vol.shape}, voxels {sp} mm, {''.join(vol.axcodes)}, origin ({origin})"
+
+
+def on_reference_grid(pred: Volume, ref: Volume, pred_path: Path, ref_path: Path) -> np.ndarray:
+    """``pred``'s labels on ``ref``'s voxel grid, (X, Y, Z) of ``ref``.
+
+    ``T = inv(A_pred) · A_ref`` maps a reference voxel index to a prediction index. The two grids are the same
+    world grid when T's 3×3 part is a signed permutation and every reference voxel maps to an integer index
+    inside the prediction: then the prediction is transposed, flipped and sliced onto the reference exactly.
+    Anything else (another voxel size, an offset of part of a voxel, a smaller extent) is an error naming both
+    geometries, since a resampled label map would no longer be the prediction that was made.
+    """
+    t = np.linalg.inv(pred.affine) @ ref.affine
+    rot = t[:3, :3]
+    perm = [int(np.argmax(np.abs(rot[:, j]))) for j in range(3)]
+    ok = sorted(perm) == [0, 1, 2] and np.allclose(np.abs(rot[perm, [0, 1, 2]]), 1.0, atol=1e-3)
+    ok = ok and np.allclose(np.abs(rot).sum(axis=0), 1.0, atol=1e-3)
+    index = []
+    for j in range(3) if ok else ():
+        pos = rot[perm[j], j] * np.arange(ref.shape[j]) + t[perm[j], 3]
+        idx = np.round(pos).astype(np.int64)
+        if np.abs(pos - idx).max() > 0.05 or idx.min() < 0 or idx.max() >= pred.shape[perm[j]]:
+            ok = False
+            break
+        index.append(idx)
+    if not ok:
+        raise InputError(
+            pred_path,
+            f"is not on its reference's grid ({_geometry(pred)}; reference {ref_path.name}: {_geometry(ref)}); "
+            "predict on the reference's image (gtgm predict writes on its input's grid) or resample it first",
+        )
+    return np.ascontiguousarray(pred.array.transpose(perm)[np.ix_(*index)])
 
 
 def pair_cases(
@@ -59,19 +100,19 @@ def evaluate_folders(
     (default: ``pred_dir``). Classes: ``classes`` or every label > 0 found in the references.
     """
     pred_dir, label_dir = Path(pred_dir), Path(label_dir)
-    preds = {_case_id(p): p for p in sorted(pred_dir.iterdir()) if suffix_of(p) in (".nii", ".nii.gz")}
-    refs = {_case_id(p): p for p in sorted(label_dir.iterdir()) if suffix_of(p) in (".nii", ".nii.gz")}
+    preds, refs = nifti_cases(pred_dir), nifti_cases(label_dir)
     common = pair_cases(pred_dir, label_dir, preds, refs, "references", [p.name for p in refs.values()])
-    loaded = {c: (read_label(preds[c]), read_label(refs[c])) for c in common}
-    for c, (p, r) in loaded.items():
-        if p.shape != r.shape:
-            raise GtgmError(f"{preds[c]}: shape {p.shape} differs from its reference {refs[c]} {r.shape}")
+    loaded = {}
+    for c in common:
+        p, r = read_label(preds[c]), read_label(refs[c])
+        loaded[c] = (on_reference_grid(p, r, preds[c], refs[c]), r)
     if classes is None:
-        classes = sorted({int(v) for _, r in loaded.values() for v in np.unique(r.array) if v > 0})
+        found = {int(v) for p, r in loaded.values() for a in (p, r.array) for v in np.unique(a) if v > 0}
+        classes = sorted(found) or [1]
     rows = []
     for c, (p, r) in loaded.items():
-        dice = dice_per_class(p.array, r.array, classes)
-        hd = hd95_per_class(p.array, r.array, classes, list(r.spacing))
+        dice = dice_per_class(p, r.array, classes)
+        hd = hd95_per_class(p, r.array, classes, list(r.spacing))
         rows += [{"case": c, "class": k, "dice": dice[k], "hd95": hd[k]} for k in classes]
     mean = {
         str(k): {
@@ -94,6 +135,17 @@ def evaluate_folders(
     }
     write_json(out / "metrics.json", result)
     return result
+
+
+def nifti_cases(folder: Path) -> dict[str, Path]:
+    """Case id -> NIfTI file in ``folder``; ``case.nii`` beside ``case.nii.gz`` is an error naming both."""
+    cases: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if suffix_of(p) in (".nii", ".nii.gz"):
+            if _case_id(p) in cases:
+                raise InputError(p, f"and {cases[_case_id(p)].name} are the same case; keep one of them")
+            cases[_case_id(p)] = p
+    return cases
 
 
 def write_table(path: Path, rows: list[dict[str, Any]], fields: list[str]) -> Path:
