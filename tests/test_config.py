@@ -1,9 +1,10 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from gtgm.cli import main
-from gtgm.config import Config, load_config
+from gtgm.config import Config, load_config, with_overrides
 from gtgm.errors import ConfigError
 
 
@@ -96,7 +97,7 @@ def test_a_saved_config_with_a_retired_section_still_loads(tmp_path):
 
 
 def test_study_group_overrides_and_command_line_precedence():
-    from gtgm.config import group_config, with_overrides
+    from gtgm.config import group_config
 
     cfg = load_config("finetune/cpu-small", ["finetune.steps=7"])
     em = group_config(cfg, "em_synthetic")
@@ -110,11 +111,21 @@ def test_study_group_overrides_and_command_line_precedence():
 def test_replacing_a_preset_mapping_warns_which_entries_it_drops(capsys):
     whole = load_config("study/cpu-label-limited", ["study.arm_overrides={mae: []}"])
     assert whole.study.arm_overrides == {"mae": []}
-    out = capsys.readouterr().out
-    assert "[config] warning" in out and "supervised" in out and "study.arm_overrides.ENTRY=VALUE" in out
+    out = capsys.readouterr()
+    assert "[config] warning" in out.err and "supervised" in out.err and "study.arm_overrides.ENTRY=VALUE" in out.err
+    assert out.out == ""  # `gtgm config > preset.yaml` stays valid YAML
     one = load_config("study/cpu-label-limited", ["study.arm_overrides.mae=[]"])
     assert one.study.arm_overrides["mae"] == [] and one.study.arm_overrides["supervised"]
-    assert "warning" not in capsys.readouterr().out
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_a_whole_section_override_sets_keys_and_keeps_the_rest(capsys):
+    preset = load_config("pretrain/cpu-small")
+    cfg = load_config("pretrain/cpu-small", ["pretrain={steps: 3}"])
+    assert cfg.pretrain.steps == 3
+    assert dataclasses.replace(cfg.pretrain, steps=preset.pretrain.steps) == preset.pretrain
+    assert with_overrides(preset, ["pretrain={steps: 3}"]).pretrain == cfg.pretrain
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_the_study_runs_real_ct_with_the_real_ct_recipe():

@@ -9,6 +9,7 @@ a value of the wrong type raises :class:`~gtgm.errors.ConfigError` naming the do
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -294,6 +295,8 @@ def load_config(preset: str | Path | None = None, overrides: list[str] | tuple[s
 def _warn_dropped_entries(raw: dict[str, Any], key: str, value: Any) -> None:
     """Warn when ``key={...}`` replaces a preset's mapping and so drops some of its entries (e.g.
     ``study.arm_overrides={mae: []}`` also removes every other arm's recipe); ``key.entry=value`` changes one."""
+    if "." not in key:
+        return  # a whole section given as a mapping is merged into the preset's (see _set_dotted)
     node: Any = raw
     for part in key.split("."):
         node = node.get(part) if isinstance(node, dict) else None
@@ -301,7 +304,8 @@ def _warn_dropped_entries(raw: dict[str, Any], key: str, value: Any) -> None:
         dropped = ", ".join(sorted(map(str, set(node) - set(value))))
         print(
             f"[config] warning: '{key}={{...}}' replaces the preset's whole '{key}', so these entries are dropped: "
-            f"{dropped}; to change one entry and keep the others, write '{key}.ENTRY=VALUE'"
+            f"{dropped}; to change one entry and keep the others, write '{key}.ENTRY=VALUE'",
+            file=sys.stderr,
         )
 
 
@@ -395,6 +399,9 @@ def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
         raise ConfigError(f"config section '{key.split('.')[0]}' was removed (no stage read it); drop '{key}'")
     node = raw
     parts = key.split(".")
+    if len(parts) == 1 and isinstance(value, dict) and isinstance(raw.get(key), dict):
+        raw[key] = {**raw[key], **value}  # `pretrain={steps: 3}` sets keys of the section, it does not empty it
+        return
     for i, part in enumerate(parts[:-1]):
         nxt = node.setdefault(part, {})
         if not isinstance(nxt, dict):

@@ -425,6 +425,39 @@ def k_bundle_metrics_of_another_metric(tmp, inp):
     return ["export", "bundle", str(best), "--out", str(tmp / "b")], ["test_metrics.json", "field 'test.metric'"]
 
 
+def _bundle_run_config(tmp, inp, text: str):
+    best = inp.copy(inp.best, tmp / "run" / "best.pt")
+    (tmp / "run" / "config.yaml").write_text(text)
+    return ["export", "bundle", str(best), "--out", str(tmp / "b")]
+
+
+def k_bundle_config_not_yaml(tmp, inp):
+    return _bundle_run_config(tmp, inp, "finetune: [unclosed\n"), ["config.yaml", "not valid YAML"]
+
+
+def k_bundle_config_a_list(tmp, inp):
+    return _bundle_run_config(tmp, inp, "- finetune\n- steps\n"), ["config.yaml", "holds a list"]
+
+
+def k_bundle_config_finetune_a_string(tmp, inp):
+    return _bundle_run_config(tmp, inp, "finetune: fast\n"), ["config.yaml", "'finetune' section is a str"]
+
+
+def _bundle_field(tmp, inp, key, value):
+    ckpt = torch.load(inp.best, weights_only=True)
+    ckpt[key] = value
+    torch.save(ckpt, tmp / "best.pt")
+    return ["export", "bundle", str(tmp / "best.pt"), "--out", str(tmp / "b")]
+
+
+def k_bundle_patch_size_a_string(tmp, inp):
+    return _bundle_field(tmp, inp, "patch_size", "32,32,32"), ["best.pt", "patch_size '32,32,32'"]
+
+
+def k_bundle_em_modality(tmp, inp):
+    return _bundle_field(tmp, inp, "modality", "EM"), ["best.pt", "modality 'EM'", "CT and MRI"]
+
+
 def k_dataset_entry_spacing_not_numbers(tmp, inp):
     ds = _dataset(tmp, {"modality": {"0": "MRI"}, "training": [{"image": "img.nii.gz", "spacing": "1 mm"}]})
     return ["data", "check", str(ds)], ["dataset.json", "field 'training[0].spacing'"]

@@ -30,7 +30,12 @@ def add_parsers(sub: argparse._SubParsersAction, names: tuple[str, ...] = NAMES)
         ev.add_argument("label_dir", type=Path, help="references of the same case names (em: a dataset or HDF5 folder)")
         ev.add_argument("--out", type=Path, help="where metrics.csv/json go (default: PRED_DIR)")
         ev.add_argument("--task", choices=["segmentation", "em"], default="segmentation")
-        ev.add_argument("--classes", type=int, nargs="+", help="classes to score (default: every label > 0 in the references or the predictions)")
+        ev.add_argument(
+            "--classes",
+            type=int,
+            nargs="+",
+            help="classes to score (default: every label > 0 in the references or the predictions)",
+        )
         ev.add_argument(
             "--border-nm", type=float, default=0.0, help="em: ignore ground truth this close to a boundary (CREMI: 25)"
         )

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from gtgm import __version__
-from gtgm.errors import GtgmError
+from gtgm.errors import GtgmError, InputError
 from gtgm.fsutil import read_json, write_json, write_text
 from gtgm.infer.sliding import SW_BATCH, SW_OVERLAP
 from gtgm.models.checkpoint import load_checkpoint, save_checkpoint
@@ -39,6 +39,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path) -> dict[str, Path]:
     ckpt = load_checkpoint(checkpoint, keys=keys)
     if ckpt.get("task", "segmentation") != "segmentation":
         raise GtgmError(f"{checkpoint}: trained for task '{ckpt['task']}'; bundles are written for segmentation models")
+    _check_fields(checkpoint, ckpt)
     from gtgm.infer.predict import load_segmenter
 
     load_segmenter(checkpoint, torch.device("cpu"))  # the recorded network must take the weights, as predict needs
@@ -62,6 +63,18 @@ def export_bundle(checkpoint: str | Path, out: str | Path) -> dict[str, Path]:
     write_text(files["license"], LICENSE)
     write_text(files["readme"], readme)
     return files
+
+
+def _check_fields(checkpoint: Path, ckpt: dict[str, Any]) -> None:
+    """The fields a bundle's inference config is written from: a patch of 3 positive integers and a CT or MRI
+    modality (EM models segment neurons through affinities and agglomeration, which a bundle does not run)."""
+    patch = ckpt["patch_size"]
+    if not (isinstance(patch, (list, tuple)) and len(patch) == 3 and all(type(p) is int and p > 0 for p in patch)):
+        raise InputError(checkpoint, f"patch_size {patch!r} is not 3 positive integers; the checkpoint is damaged")
+    if ckpt["modality"] not in ("CT", "MRI"):
+        raise InputError(
+            checkpoint, f"modality {ckpt['modality']!r}: bundles are written for CT and MRI segmentation models"
+        )
 
 
 def network_def(ckpt: dict[str, Any]) -> dict[str, Any]:
@@ -235,9 +248,7 @@ def _readme(checkpoint: Path, ckpt: dict[str, Any], labels: dict[str, str]) -> s
     ]
     config = run / "config.yaml"
     if config.is_file():
-        import yaml
-
-        ft = (yaml.safe_load(config.read_text()) or {}).get("finetune", {})
+        ft = _finetune_section(config)
         lines += [
             f"- pretrained encoder: `{ft.get('pretrained') or 'none (from scratch)'}`",
             f"- fine-tuning: label ratio {ft.get('label_ratio')}, {ft.get('steps')} steps, lr {ft.get('lr')}",
@@ -247,6 +258,23 @@ def _readme(checkpoint: Path, ckpt: dict[str, Any], labels: dict[str, str]) -> s
         test = read_json(metrics, schema=TEST_METRICS)["test"]
         lines.append(f"- test mean Dice {test.get('mean_dice')} per class {test.get('dice')}")
     return "\n".join(lines) + "\n"
+
+
+def _finetune_section(config: Path) -> dict[str, Any]:
+    """The ``finetune`` section of a run's ``config.yaml``; a file that is not YAML, not a mapping, or whose
+    ``finetune`` is not a mapping is an error naming it."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(config.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise InputError(config, f"not valid YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(data, dict):
+        raise InputError(config, f"holds a {type(data).__name__}, not the run's configuration (a mapping of sections)")
+    ft = data.get("finetune") or {}
+    if not isinstance(ft, dict):
+        raise InputError(config, f"its 'finetune' section is a {type(ft).__name__}, not a mapping of settings")
+    return ft
 
 
 LICENSE = """Apache License, Version 2.0 (https://www.apache.org/licenses/LICENSE-2.0)
