@@ -192,7 +192,7 @@ def test_thin_volumes_are_padded_and_unseen_modalities_are_named(demo_run, tmp_p
     thin = _ct_volume(tmp_path / "thin.nii.gz", lps_affine, shape=(24, 24, 4))  # 12 mm thick: under one window
     out = tmp_path / "q"
     assert main(["query", str(run), "bone", str(thin), "--out", str(out), "--top-k", "1"]) == 0
-    assert "smaller than one window" in capsys.readouterr().out
+    assert "[query] warning:" in (err := capsys.readouterr().err) and "smaller than one window" in err
     m = nib.load(out / "thin_q1.nii.gz")
     src = nib.load(thin)
     assert m.shape == src.shape and np.array_equal(m.affine, src.affine)
@@ -208,7 +208,11 @@ def test_thin_volumes_are_padded_and_unseen_modalities_are_named(demo_run, tmp_p
     volume = _ct_volume(tmp_path / "v.nii.gz", lps_affine)
     argv = ["query", str(ct_only), "bone", str(volume), "--out", str(tmp_path / "mr"), "--top-k", "1"]
     assert main([*argv, "--modality", "MRI"]) == 0
-    assert "pretrained on CT only, not MRI" in capsys.readouterr().out
+    assert "pretrained on CT only, never on MRI" in capsys.readouterr().err
+    argv[5] = str(tmp_path / "mr_spacing")  # a spacing given does not hide that the run never saw MRI
+    assert main([*argv, "--modality", "MRI", "--spacing", "1000", "1000", "1000"]) == 0
+    err = capsys.readouterr().err
+    assert "never on MRI" in err and "more than 2x off" in err and "smaller than one window" in err
     argv[5] = str(tmp_path / "em")
     assert main([*argv, "--modality", "EM"]) == 1
     assert "give --spacing" in capsys.readouterr().err and not (tmp_path / "em").exists()

@@ -52,6 +52,11 @@ def k_declared_case_id_twice(tmp, inp):
     return ["data", "check", str(ds)], ["dataset.json", "training[1]", "id 'a' is already used"]
 
 
+def k_empty_case_id(tmp, inp):
+    ds = _dataset(tmp, {"modality": {"0": "MRI"}, "training": [{"image": "img.nii.gz", "id": ""}]})
+    return ["data", "preprocess", str(ds), "--out", str(tmp / "c")], ["dataset.json", "training[0].id: ''"]
+
+
 def k_nnunet_num_training_not_a_number(tmp, inp):
     save_nifti(tmp / "nn" / "imagesTr" / "a_0000.nii.gz", np.zeros((8, 8, 8), np.float32))
     save_nifti(tmp / "nn" / "labelsTr" / "a.nii.gz", np.zeros((8, 8, 8), np.uint8))
@@ -309,6 +314,21 @@ def k_finetune_unknown_group(tmp, inp):
 
 def k_finetune_patch_below_network_minimum(tmp, inp):
     return finetune_argv(inp, tmp / "ft", "finetune.patch_size=[4,4,4]"), ["finetune.patch_size", "multiples of"]
+
+
+def k_finetune_foreground_index_truncated(tmp, inp):
+    cache = inp.copy(inp.cache, tmp / "cache")
+    fg = cache / "volumes" / "c1.fg.npz"
+    fg.write_bytes(fg.read_bytes()[:40])
+    argv = ["finetune", str(cache), "--out", str(tmp / "ft"), "finetune.steps=1"]
+    return argv, ["c1.fg.npz", "damaged foreground index", "gtgm data preprocess"]
+
+
+def k_finetune_foreground_index_of_objects(tmp, inp):
+    cache = inp.copy(inp.cache, tmp / "cache")
+    np.savez(cache / "volumes" / "c1.fg.npz", class_1=np.array([{"a": 1}, None], dtype=object))
+    argv = ["finetune", str(cache), "--out", str(tmp / "ft"), "finetune.steps=1"]
+    return argv, ["c1.fg.npz", "damaged foreground index"]
 
 
 # --------------------------------------------------------------------------------------------------- predict

@@ -209,7 +209,10 @@ def _msd_case(
     label = None
     if entry.get("label") is not None:
         label = ImageRef(resolve_entry(json_path, entry["label"], f"{where}.label"), None, entry.get("label_key"))
-    case_id = str(entry.get("id") or _strip_suffix(image.name))
+    raw_id = entry.get("id")
+    if raw_id is not None and (not isinstance(raw_id, (str, int)) or isinstance(raw_id, bool) or raw_id == ""):
+        raise InputError(json_path, f"{where}.id: {raw_id!r} is not a case id (give a non-empty name, or no 'id')")
+    case_id = _strip_suffix(image.name) if raw_id is None else str(raw_id)
     partial = _label_classes(json_path, entry, where, groups[group].get("labels", {}))
     return Case(
         case_id,

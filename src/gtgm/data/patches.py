@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +101,8 @@ class VolumeCache:
             for kind in ("image", "label", "body"):
                 if kind in e["files"]:
                     self._check(i, kind)
+            if "foreground" in e["files"]:
+                self.foreground(i)
 
     def image(self, i: int) -> np.ndarray:
         """Memory map of case ``i``'s image, (C, X, Y, Z) float32."""
@@ -123,9 +127,22 @@ class VolumeCache:
         return dataclasses.asdict(cfg)
 
     def foreground(self, i: int) -> dict[str, np.ndarray]:
-        """Stored foreground voxel indices per class: ``{"class_<v>": (N, 3) int32}``."""
-        with np.load(self.root / "volumes" / self.entries[i]["files"]["foreground"]) as data:
-            return {k: data[k] for k in data.files}
+        """Stored foreground voxel indices: ``{"class_<v>": (N, 3) int32}`` (EM: ``{"foreground": ...}``); a damaged
+        file, or one holding anything else (object arrays are never unpickled), is an error naming it."""
+        path = self.root / "volumes" / self.entries[i]["files"]["foreground"]
+        rebuild = "re-run `gtgm data preprocess` to rebuild it"
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                out = {k: data[k] for k in data.files}
+        except FileNotFoundError:
+            raise GtgmError(f"{path}: foreground index missing; {rebuild}") from None
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, zlib.error) as exc:
+            raise GtgmError(f"{path}: damaged foreground index ({str(exc).splitlines()[0]}); {rebuild}") from None
+        for key, arr in out.items():
+            if arr.ndim != 2 or arr.shape[1] != 3 or arr.dtype.kind not in "iu":
+                what = f"'{key}' of {arr.dtype} {list(arr.shape)}"
+                raise GtgmError(f"{path}: damaged foreground index ({what}, not (N, 3) voxel indices); {rebuild}")
+        return out
 
     def body(self, i: int) -> np.ndarray | None:
         """Memory map of case ``i``'s body mask (X, Y, Z) uint8 (CT), or None (other modalities, older caches)."""

@@ -22,6 +22,7 @@ on the preprocessed grid, centre in world mm, bounding box in input voxels); ``q
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,27 +210,35 @@ def query_preprocessing(qm: QueryModel, modality: str, spacing: list[float] | No
 
 def query_spacing(qm: QueryModel, modality: str, spacing: list[float] | None) -> list[float] | None:
     """The voxel size volumes are resampled to: ``spacing``, else the run's median pretraining spacing of
-    ``modality`` (``encoder.json``), else of all its volumes."""
-    if spacing:
-        if len(spacing) != 3 or any(not s > 0 for s in spacing):
-            raise GtgmError(f"--spacing needs 3 positive sizes (x, y, z), got {spacing}")
-        return [float(s) for s in spacing]
+    ``modality`` (``encoder.json``), else of all its volumes. A modality the run never saw is a warning on
+    stderr (EM without ``spacing``: an error, its units are not millimetres); a ``spacing`` more than 2× off the
+    run's on any axis is a warning too."""
+    if spacing and (len(spacing) != 3 or any(not s > 0 for s in spacing)):
+        raise GtgmError(f"--spacing needs 3 positive sizes (x, y, z), got {spacing}")
     by = qm.info.get("spacing_by_modality") or {}
+    seen = ", ".join(sorted(by))
+    own = by.get(modality) or qm.info.get("spacing")
     if by and modality not in by:  # a modality the run never saw: say so (EM's units are not even millimetres)
-        seen = ", ".join(sorted(by))
         millimetres = [v for k, v in by.items() if k != "EM"]
-        if modality == "EM" or not millimetres:
+        if not spacing and (modality == "EM" or not millimetres):
             raise GtgmError(
                 f"the run was pretrained on {seen} only, and {modality} volumes are measured in other units; "
                 "give --spacing (in the volumes' own units) to query them anyway"
             )
-        spacing = [float(v) for v in np.median(np.asarray(millimetres, dtype=float), axis=0)]
-        print(
-            f"[query] warning: the run was pretrained on {seen} only, not {modality}; {modality} volumes are "
-            f"resampled to {spacing} mm and the maps may mean little"
-        )
-        return spacing
-    return by.get(modality) or qm.info.get("spacing")
+        own = [float(v) for v in np.median(np.asarray(millimetres, dtype=float), axis=0)] if millimetres else None
+        warn(f"the run was pretrained on {seen} only, never on {modality}: the maps may mean little")
+    if not spacing:
+        if by and modality not in by:
+            warn(f"{modality} volumes are resampled to {own} mm, the median voxel size of the run's volumes")
+        return own
+    if own and any(not 0.5 <= s / o <= 2.0 for s, o in zip(spacing, own)):
+        warn(f"--spacing {list(spacing)} is more than 2x off the {own} the run was pretrained at on some axis")
+    return [float(s) for s in spacing]
+
+
+def warn(message: str) -> None:
+    """One ``[query] warning:`` line on stderr."""
+    print(f"[query] warning: {message}", file=sys.stderr)
 
 
 def box_geometry(start: list[int], patch: list[int], restore: Any, ref_affine: np.ndarray, shape: tuple) -> dict:
@@ -352,9 +361,10 @@ def _score_and_blend(
 
     shape, name = list(normed.shape[1:]), str(case.images[0].path)
     if any(n < p for n, p in zip(shape, qm.patch)):
-        print(
-            f"[query] {name}: {shape} voxels at the query spacing, smaller than one window {qm.patch}; padded at "
-            "the far end with the image's minimum (as gtgm predict pads)"
+        warn(
+            f"{name}: {shape} voxels at the query spacing, smaller than one window {qm.patch}: padded at the far "
+            "end with the image's minimum (as gtgm predict pads), so its windows are mostly padding and the maps "
+            "may mean little"
         )
         normed = pad_to_patch(normed, qm.patch)
     scores, starts = score_windows(qm, normed, list(texts), list(negatives), step, batch, progress, name)

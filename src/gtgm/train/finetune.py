@@ -51,6 +51,7 @@ class Finetuner:
         self.rank, self.world = runtime.rank(), runtime.world_size()
         torch.manual_seed(cfg.seed)
         self.cache = VolumeCache(f.cache, group=f.group, labeled=True)
+        self.cache.verify()  # damaged arrays or foreground indices: one line before --out is touched
         if cfg.model.ct_windows:
             cfg = self.cfg = with_ct_source(cfg, self.cache)
         channels = self.cache.entries[0]["channels"]
