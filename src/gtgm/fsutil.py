@@ -175,21 +175,49 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def hold_lock(lock_file: Path, output: str | Path) -> Any:
-    """Take the OS lock on ``lock_file`` for ``output`` at once (no waiting) and return it (a ``filelock.FileLock``:
-    ``.release()`` it when done; the OS frees it anyway when the process ends, even by kill -9, so a stale lock
-    file never blocks a rerun). Held by another process: a :class:`~gtgm.errors.GtgmError` naming ``output``."""
-    from filelock import FileLock, Timeout
+class Lock:
+    """An exclusive ``flock`` on a lock file, taken at once or not at all (:func:`hold_lock`)."""
 
-    lock = FileLock(lock_file, timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise GtgmError(
-            f"{output}: another gtgm process is writing it (lock {lock_file}); wait for it to finish, or "
-            "write to another output"
-        ) from None
-    return lock
+    def __init__(self, path: Path, fd: int):
+        self.path, self.fd = path, fd
+
+    def release(self) -> None:
+        """Remove the lock file, then free the lock: nothing is left beside or inside the output. A process that
+        opened the file just before it was removed finds it gone when it checks (:func:`hold_lock`)."""
+        if self.fd < 0:
+            return
+        with contextlib.suppress(OSError):
+            if os.stat(self.path).st_ino == os.fstat(self.fd).st_ino:
+                self.path.unlink()
+        os.close(self.fd)  # closing frees the flock
+        self.fd = -1
+
+
+def hold_lock(lock_file: Path, output: str | Path) -> Lock:
+    """Take an exclusive ``flock`` on ``lock_file`` for ``output`` at once (no waiting) and return it
+    (``.release()`` it when done, which removes the file). The OS frees the lock when the process ends, even by
+    kill -9, so a stale lock file never blocks a rerun. Held by another process: a
+    :class:`~gtgm.errors.GtgmError` naming ``output``. After the lock is taken, the file on disk must still be
+    the one locked (a releasing process may have just removed it); otherwise it is taken again on the new file."""
+    import fcntl
+
+    for _ in range(10):
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise GtgmError(
+                f"{output}: another gtgm process is writing it (lock {lock_file}); wait for it to finish, or "
+                "write to another output"
+            ) from None
+        try:
+            if os.stat(lock_file).st_ino == os.fstat(fd).st_ino:
+                return Lock(lock_file, fd)
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # locked a file that was removed meanwhile: try the one there now
+    raise GtgmError(f"{output}: could not take its lock {lock_file} (it keeps being removed)")
 
 
 def lock_folder(folder: str | Path) -> Any:
@@ -200,14 +228,26 @@ def lock_folder(folder: str | Path) -> Any:
 
 
 @contextlib.contextmanager
-def single_writer(output: str | Path) -> Iterator[None]:
-    """Hold the lock of ``output`` (a file or a folder) while writing it, so that a second gtgm process writing
-    the same output fails at once instead of interleaving with the first (duplicate captions, mixed
-    checkpoints). The lock is ``.<name>.lock`` beside ``output`` (see :func:`hold_lock`)."""
+def single_writer(output: str | Path, folder: bool = False) -> Iterator[None]:
+    """Hold the lock of ``output`` while writing it, so that a second gtgm process writing the same output fails
+    at once instead of interleaving with the first (duplicate captions, mixed checkpoints). The lock is
+    ``.<name>.lock`` beside a file ``output``; a ``folder`` output holds its own (``OUTPUT/.gtgm.lock``), so a
+    writable folder in a read-only parent can be written. Either is removed when the block ends (:class:`Lock`);
+    a folder this call created is removed again if the block fails before writing anything into it."""
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    lock = hold_lock(output.parent / f".{output.name}.lock", output)
+    created = folder and not output.exists()
+    if folder:
+        output.mkdir(parents=True, exist_ok=True)
+        lock = hold_lock(output / ".gtgm.lock", output)
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        lock = hold_lock(output.parent / f".{output.name}.lock", output)
     try:
         yield
-    finally:
+    except BaseException:
         lock.release()
+        if created:
+            with contextlib.suppress(OSError):
+                output.rmdir()  # only if empty: nothing half-written is left, and nothing written is lost
+        raise
+    lock.release()

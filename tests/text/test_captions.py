@@ -133,11 +133,15 @@ def test_a_second_writer_is_refused_and_repeated_keys_are_named(demo_run, tmp_pa
 def test_a_second_embed_text_on_one_cache_is_refused(tmp_path, capsys):
     captions = tmp_path / "c.jsonl"
     captions.write_text(json.dumps({"key": "v:0,0,0:8,8,8", "text": "CT patch. It is mostly air-density."}) + "\n")
-    with held_lock(tmp_path / ".text.lock"):
+    (tmp_path / "text").mkdir()
+    with held_lock(tmp_path / "text" / ".gtgm.lock"):  # the folder holds its own lock
         assert main(["embed-text", str(captions), "--out", str(tmp_path / "text")]) == 1
         assert "another gtgm process is writing it" in capsys.readouterr().err
         assert not (tmp_path / "text" / "index.json").exists()
     assert main(["embed-text", str(captions), "--out", str(tmp_path / "text")]) == 0
+    # the lock is gone once it ends, and nothing was written beside the folder (a read-only parent is fine)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl", "text"]
+    assert not list((tmp_path / "text").glob("*.lock"))
 
 
 def test_captions_that_record_no_voxel_size_are_flagged(tmp_path, capsys):

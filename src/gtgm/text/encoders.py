@@ -231,7 +231,7 @@ def embed_texts(
         }
     encoder = TextEncoder(cfg, device)
     items = list(new.items())
-    with single_writer(out):  # one writer per text cache: a second embed-text on it stops at once
+    with single_writer(out, folder=True):  # one writer per text cache: a second embed-text on it stops at once
         if (out / "index.json").is_file() and (old is None or TextCache(out).index["hashes"] != hashes):
             raise GtgmError(f"{out}: changed by another gtgm process while this one started; run embed-text again")
         chunks = []
