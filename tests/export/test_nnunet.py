@@ -260,3 +260,39 @@ def test_encoder_json_fields_are_checked_against_their_schema(demo_run, tmp_path
     err = capsys.readouterr().err
     assert "encoder.json" in err and ("arch_kwargs" in err or "in_channels" in err) and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def _two_stage_plans(tmp_path, **change) -> Path:
+    kwargs = {
+        "features_per_stage": [8, 16],
+        "kernel_sizes": [[3, 3, 3], [3, 3, 3]],
+        "strides": [[1, 1, 1], [2, 2, 2]],
+        "n_blocks_per_stage": [1, 1],
+        "n_conv_per_stage_decoder": [1],
+    }
+    arch = {"network_class_name": "ResidualEncoderUNet", "arch_kwargs": {**kwargs, **change}}
+    plans = tmp_path / "plans.json"
+    write_json(plans, {"configurations": {"3d_fullres": {"architecture": arch}}})
+    return plans
+
+
+def test_resenc_config_refuses_stage_lists_that_disagree(tmp_path, capsys):
+    assert main(["export", "resenc-config", "--plans", str(_two_stage_plans(tmp_path))]) == 0
+    assert "model.strides=[[1,1,1],[2,2,2]]" in capsys.readouterr().out
+    for change, needle in [
+        ({"strides": [[1, 1, 1]]}, "arch_kwargs.strides needs 2 entries, got 1"),
+        ({"kernel_sizes": [[3, 3], [3, 3, 3]]}, "kernel_sizes must be 3 positive integers"),
+        ({"n_conv_per_stage_decoder": [1, 1]}, "n_conv_per_stage_decoder needs 1 entries"),
+    ]:
+        assert main(["export", "resenc-config", "--plans", str(_two_stage_plans(tmp_path, **change))]) == 1
+        err = capsys.readouterr().err
+        assert "plans.json" in err and needle in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (8, 8, 1), (8, 8, 8, 2)])
+def test_a_reference_must_be_a_3d_image(tmp_path, capsys, shape):
+    ref = save_nifti(tmp_path / "ref.nii.gz", np.zeros(shape, np.float32))
+    argv = ["export", "resenc-config", "--plans", str(_two_stage_plans(tmp_path)), "--reference", str(ref)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "ref.nii.gz" in err and f"shape {shape}" in err and "3D image" in err

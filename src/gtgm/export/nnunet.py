@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gtgm.errors import GtgmError
+from gtgm.errors import GtgmError, InputError
 from gtgm.fsutil import check_schema, read_json, write_json, write_text
 from gtgm.models.checkpoint import load_state_dict, save_checkpoint
 from gtgm.models.resenc import ARCH_CLASS, REQUIRES_IMPORT, build_resenc_unet
@@ -119,6 +119,7 @@ def dataset_orientation(plans_path: Path, reference: Path | None = None) -> tupl
     if reference is not None:
         if not reference.is_file():
             raise GtgmError(f"{reference}: reference image not found")
+        check_reference(reference)
         files = [reference]
     else:
         name = plans_path.parent.name
@@ -146,6 +147,22 @@ def dataset_orientation(plans_path: Path, reference: Path | None = None) -> tupl
     if len(set(codes)) > 1:
         where += f"; {len(codes) - codes.count(common)} of {len(codes)} files have another orientation"
     return np.asarray(common, dtype=float), where
+
+
+def check_reference(reference: Path) -> None:
+    """A reference must be one 3D image of the dataset (nnU-Net's images are 3D, one file per channel), at least 2
+    voxels along every axis: a 2D, one-slice or 4D file says nothing reliable about the dataset's voxel axes."""
+    import nibabel as nib
+
+    try:
+        shape = tuple(nib.load(reference).shape)
+    except Exception as exc:  # nibabel raises many kinds for a file it cannot read
+        raise InputError(reference, f"cannot read the reference image's header ({exc})") from None
+    core = shape[:3] if len(shape) >= 3 and all(s == 1 for s in shape[3:]) else shape
+    if len(core) != 3 or min(core) < 2:
+        raise InputError(
+            reference, f"shape {shape}: a reference must be a 3D image of the dataset with 2 or more voxels per axis"
+        )
 
 
 def to_gtgm_axes(per_axis: list[list[int]], axes: list[int]) -> list[list[int]]:
@@ -341,6 +358,29 @@ def _readme(plans: dict[str, Any], configuration: str, written: dict[str, Path])
     )
 
 
+def check_stage_lists(kwargs: dict[str, Any], plans_path: Path, configuration: str) -> None:
+    """The plans' per-stage lists must agree with ``features_per_stage`` (S stages): S kernel sizes, S strides and
+    S block counts of 3 / 3 / 1 positive integers, and S - 1 decoder conv counts."""
+    stages = kwargs.get("features_per_stage")
+    if not isinstance(stages, list) or not stages:
+        return  # not a ResidualEncoderUNet's arch_kwargs: resenc_overrides names it
+    want = {"kernel_sizes": len(stages), "strides": len(stages), "n_blocks_per_stage": len(stages)}
+    want["n_conv_per_stage_decoder"] = len(stages) - 1
+    for key, n in want.items():
+        value = kwargs.get(key)
+        if not isinstance(value, list) or len(value) != n:
+            got = len(value) if isinstance(value, list) else repr(value)
+            raise GtgmError(
+                f"{plans_path}: configuration '{configuration}' has {len(stages)} stages (features_per_stage), "
+                f"so arch_kwargs.{key} needs {n} entries, got {got}"
+            )
+    for key in ("kernel_sizes", "strides"):
+        if any(
+            not isinstance(v, list) or len(v) != 3 or any(type(x) is not int or x < 1 for x in v) for v in kwargs[key]
+        ):
+            raise GtgmError(f"{plans_path}: arch_kwargs.{key} must be 3 positive integers per stage, got {kwargs[key]}")
+
+
 def resenc_overrides(
     plans_path: str | Path, configuration: str = "3d_fullres", reference: str | Path | None = None
 ) -> list[str]:
@@ -355,6 +395,7 @@ def resenc_overrides(
     def compact(value: Any) -> str:
         return str(value).replace(" ", "")
 
+    check_stage_lists(kwargs, plans_path, configuration)
     try:
         return [
             "model.encoder=resenc",
