@@ -210,9 +210,12 @@ def test_thin_volumes_are_padded_and_unseen_modalities_are_named(demo_run, tmp_p
     assert main([*argv, "--modality", "MRI"]) == 0
     assert "pretrained on CT only, never on MRI" in capsys.readouterr().err
     argv[5] = str(tmp_path / "mr_spacing")  # a spacing given does not hide that the run never saw MRI
-    assert main([*argv, "--modality", "MRI", "--spacing", "1000", "1000", "1000"]) == 0
+    assert main([*argv, "--modality", "MRI", "--spacing", "30", "30", "30"]) == 0
     err = capsys.readouterr().err
     assert "never on MRI" in err and "more than 2x off" in err and "smaller than one window" in err
+    argv[5] = str(tmp_path / "absurd")  # a volume resampled to a voxel or two is refused
+    assert main([*argv, "--spacing", "1000", "1000", "1000"]) == 1
+    assert "more than 100x off" in capsys.readouterr().err and not (tmp_path / "absurd").exists()
     argv[5] = str(tmp_path / "em")
     assert main([*argv, "--modality", "EM"]) == 1
     assert "give --spacing" in capsys.readouterr().err and not (tmp_path / "em").exists()

@@ -355,6 +355,27 @@ def k_bundle_architecture_not_the_weights(tmp, inp):
     return ["export", "bundle", str(tmp / "best.pt"), "--out", str(tmp / "b")], ["best.pt", "do not fit"]
 
 
+def _predict_input(tmp, inp, img) -> list[str]:
+    nib.save(img, str(tmp / "in.nii.gz"))
+    return ["predict", str(inp.best), str(tmp / "in.nii.gz"), "--out", str(tmp / "pred")]
+
+
+def k_predict_zero_voxel_size(tmp, inp):
+    img = nib.Nifti1Image(np.zeros((16, 16, 16), np.float32), None)
+    img.header.set_zooms((0.0, 1.0, 1.0))  # no qform / sform: the voxel size is pixdim's
+    return _predict_input(tmp, inp, img), ["in.nii.gz", "pixdim", "zero or negative"]
+
+
+def k_predict_micrometre_voxels(tmp, inp):
+    img = nib.Nifti1Image(np.zeros((16, 16, 16), np.float32), np.diag([0.001, 0.001, 0.001, 1.0]))
+    return _predict_input(tmp, inp, img), ["in.nii.gz", "voxels of 0.001 x 0.001 x 0.001 mm", "100x off"]
+
+
+def k_predict_complex_voxels(tmp, inp):
+    img = nib.Nifti1Image(np.zeros((16, 16, 16), np.complex64), np.eye(4))
+    return _predict_input(tmp, inp, img), ["in.nii.gz", "complex"]
+
+
 def k_predict_best_garbage(tmp, inp):
     (tmp / "best.pt").write_bytes(b"not a checkpoint")
     img = inp.raw / "imagesTr" / "c0.nii.gz"

@@ -84,6 +84,8 @@ def read_volume(
     vol = _read_any(Path(path), channel, key or CREMI_RAW, spacing)
     if vol.array.dtype.kind in "OSUVM":  # objects, strings, bytes, records, dates
         raise InputError(path, f"voxels of type {vol.array.dtype} are not numeric; an image needs numbers")
+    if vol.array.dtype.kind == "c":
+        raise InputError(path, f"voxels of type {vol.array.dtype} are complex; an image needs real numbers")
     if not np.issubdtype(vol.array.dtype, np.number) or vol.array.dtype == bool:
         vol.array = vol.array.astype(np.float32)
     check_finite(vol.array, path)
@@ -137,10 +139,24 @@ def _guard(path: Path, kind: str, fn: Any) -> Any:
         raise InputError(path, f"cannot read {kind}: truncated or corrupt file ({type(exc).__name__}: {exc})") from exc
 
 
+def _check_pixdim(path: Path, img: Any) -> None:
+    """A header without a qform / sform takes its voxel size from ``pixdim``; nibabel turns a zero there into 1 mm
+    without a word, so the raw header is read again and a zero or negative size is an error."""
+    header = img.header
+    if not hasattr(header, "get_qform") or int(header["qform_code"]) or int(header["sform_code"]):
+        return
+    with nib.openers.ImageOpener(str(path)) as fh:
+        raw = type(header).from_fileobj(fh, check=False)
+    pixdim = [float(v) for v in raw["pixdim"][1:4]]
+    if not all(v > 0 for v in pixdim):
+        raise InputError(path, f"voxel size (pixdim) {pixdim} has a zero or negative size and no qform / sform")
+
+
 def _read_nifti(path: Path) -> Volume:
     img = _guard(path, "NIfTI", lambda: nib.load(str(path)))
     if 0 in img.shape:
         raise InputError(path, f"empty volume: the header's shape {img.shape} has an axis of length 0")
+    _check_pixdim(path, img)
     affine = img.affine if img.affine is not None else np.full((4, 4), np.nan)
     if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         axes = np.round(affine[:3, :3], 4).tolist()

@@ -22,6 +22,7 @@ from gtgm.data.datasets import Case, ImageRef, check_case_id, load_dataset
 from gtgm.data.geometry import from_ras, resample, to_ras
 from gtgm.data.io import read_volume, suffix_of
 from gtgm.data.normalize import normalize
+from gtgm.errors import InputError
 
 
 def prepare_input(meta: dict[str, Any], case: Case) -> tuple[np.ndarray, Any, Callable[[np.ndarray], np.ndarray]]:
@@ -40,6 +41,7 @@ def prepare_input(meta: dict[str, Any], case: Case) -> tuple[np.ndarray, Any, Ca
     ras, ras_affine, transform = to_ras(image, ref.affine)
     work, work_affine = ras, ras_affine
     if pre.target_spacing and ref.unit == "mm":
+        check_voxel_size(case.images[0].path, ref.spacing, pre.target_spacing)
         work, work_affine = resample(ras, ras_affine, pre.target_spacing, pre.image_interpolation_order)
     normalized = [normalize(c, meta["modality"], pre) for c in work]
     normed = np.stack([n[0] for n in normalized])
@@ -60,6 +62,23 @@ def prepare_input(meta: dict[str, Any], case: Case) -> tuple[np.ndarray, Any, Ca
             "input": from_ras(body_mask(ras[0], threshold), transform),
         }
     return normed, ref, restore
+
+
+MAX_SPACING_RATIO = 100.0
+
+
+def check_voxel_size(path: Any, spacing: tuple[float, ...], target: list[float]) -> None:
+    """An input whose voxels are more than :data:`MAX_SPACING_RATIO` times smaller or larger than the model's
+    (``target``, mm) on some axis is refused: a header in the wrong units (metres, micrometres), not an image the
+    model can read (resampled, a 0.001 mm volume becomes one voxel)."""
+    sorted_in, sorted_target = sorted(spacing), sorted(target)  # axes may be permuted against RAS: compare sizes
+    if any(not 1 / MAX_SPACING_RATIO <= s / t <= MAX_SPACING_RATIO for s, t in zip(sorted_in, sorted_target)):
+        size = " x ".join(f"{s:g}" for s in spacing)
+        raise InputError(
+            path,
+            f"voxels of {size} mm, more than {MAX_SPACING_RATIO:g}x off the {target} mm it would be resampled to "
+            "(the model's voxel size, or --spacing); check the header's voxel size and units",
+        )
 
 
 def restorer(geometry: dict[str, Any]) -> Callable[..., np.ndarray]:
