@@ -98,3 +98,18 @@ def test_two_files_of_one_case_are_refused(tmp_path, capsys):
     code = main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "ref"), "--out", str(tmp_path / "m")])
     err = capsys.readouterr().err
     assert code != 0 and "a.nii" in err and "a.nii.gz" in err and "same case" in err
+
+
+def test_em_references_may_be_a_plain_folder_of_nifti_neuron_ids(tmp_path):
+    import h5py
+
+    ids = np.zeros((12, 10, 6), np.int64)  # (x, y, z)
+    ids[:6], ids[6:] = 1, 2
+    save_nifti(tmp_path / "ref" / "a.nii.gz", ids.astype(np.int32))
+    (tmp_path / "pred").mkdir()
+    with h5py.File(tmp_path / "pred" / "a.hdf", "w") as f:
+        f.create_dataset("volumes/labels/neuron_ids", data=ids.transpose(2, 1, 0))  # CREMI order (z, y, x)
+    argv = ["evaluate", str(tmp_path / "pred"), str(tmp_path / "ref"), "--task", "em", "--out", str(tmp_path / "m")]
+    assert main(argv) == 0
+    res = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert res["mean"]["voi"] == pytest.approx(0.0, abs=1e-9) and res["mean"]["arand"] == pytest.approx(0.0, abs=1e-9)

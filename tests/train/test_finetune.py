@@ -208,6 +208,16 @@ def test_predict_keeps_input_shape_and_affine(tmp_path, lps_affine, target_spaci
     assert np.asarray(out.dataobj).max() < 3
 
 
+def test_a_predict_input_too_large_to_resample_names_what_predict_can_change(tmp_path, capsys, monkeypatch):
+    ckpt = _fake_best(tmp_path, [0.5, 0.5, 0.5])
+    save_nifti(tmp_path / "in" / "vol.nii.gz", np.zeros((8, 8, 8), np.float32), np.diag([4.0, 4.0, 4.0, 1.0]))
+    monkeypatch.setenv("GTGM_MEMORY_GB", "0.0001")  # the input (2 kB) fits; resampled to 64^3 (1 MB) it does not
+    assert main(["predict", str(ckpt), str(tmp_path / "in" / "vol.nii.gz"), "--out", str(tmp_path / "p")]) == 1
+    err = capsys.readouterr().err
+    assert "more than this machine can hold" in err and "crop" in err and "vol.nii.gz" in err
+    assert "preprocess.target_spacing" not in err
+
+
 def test_evaluate_writes_csv_and_json(tmp_path, capsys):
     ref = np.zeros((8, 8, 8), np.uint8)
     ref[2:6, 2:6, 2:6] = 1

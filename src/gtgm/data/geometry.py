@@ -47,8 +47,10 @@ def resample(
     target_spacing: list[float] | tuple[float, ...],
     order: int,
     shape: tuple[int, ...] | None = None,
+    hint: str = "choose a coarser preprocess.target_spacing",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Resample the last three axes of ``array`` to ``target_spacing`` (same unit as the affine).
+    """Resample the last three axes of ``array`` to ``target_spacing`` (same unit as the affine); a result larger
+    than memory is an error ending in ``hint`` (what the calling stage lets the user change).
 
     Output voxel ``o`` samples input coordinate ``o · t / s`` (t target, s source spacing), so voxel 0
     stays at the same world point and the new affine is ``A · diag(t/s, 1)``. ``order`` 0 for labels.
@@ -65,7 +67,7 @@ def resample(
     if not ok:
         raise GtgmError(
             f"resampling {tuple(array.shape[-3:])} voxels to spacing {list(target_spacing)} gives {shape} "
-            f"({gb:.1f} GB), more than this machine can hold; choose a coarser preprocess.target_spacing"
+            f"({gb:.1f} GB), more than this machine can hold; {hint}"
         )
     new_affine = affine @ np.diag([*scale, 1.0])
 

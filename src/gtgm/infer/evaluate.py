@@ -162,13 +162,17 @@ MEASURES = ("voi_split", "voi_merge", "voi", "arand", "cremi")
 
 
 def _references(label_dir: Path) -> dict[str, np.ndarray]:
-    """Case id -> reference neuron ids (X, Y, Z) int64, from any dataset layout (CREMI HDF5, TIFF pairs)."""
+    """Case id -> reference neuron ids (X, Y, Z) int64, from any dataset layout (CREMI HDF5, TIFF pairs, or a
+    plain folder of NIfTI neuron-id maps)."""
     refs = {}
-    for case in load_dataset(label_dir).cases:
-        if case.label is not None:
-            refs[case.id] = read_label(case.label.path, case.label.channel, case.label.key).array.astype(np.int64)
+    for case in load_dataset(label_dir, modality="EM").cases:
+        ref = case.label
+        if ref is None and suffix_of(case.images[0].path) in (".nii", ".nii.gz"):
+            ref = case.images[0]  # a folder of NIfTI files holds the references themselves
+        if ref is not None:
+            refs[case.id] = read_label(ref.path, ref.channel, ref.key).array.astype(np.int64)
     if not refs:
-        raise InputError(label_dir, "no reference neuron ids found (CREMI volumes/labels/neuron_ids, TIFF labels)")
+        raise InputError(label_dir, "no reference neuron ids found (CREMI volumes/labels/neuron_ids, TIFF or NIfTI)")
     return refs
 
 

@@ -42,7 +42,11 @@ def prepare_input(meta: dict[str, Any], case: Case) -> tuple[np.ndarray, Any, Ca
     work, work_affine = ras, ras_affine
     if pre.target_spacing and ref.unit == "mm":
         check_voxel_size(case.images[0].path, ref.spacing, pre.target_spacing)
-        work, work_affine = resample(ras, ras_affine, pre.target_spacing, pre.image_interpolation_order)
+        hint = (
+            f"crop {case.images[0].path} to the region of interest (the model resamples it to "
+            f"{pre.target_spacing} mm{'; or give a coarser --spacing' if meta.get('spacing_given') else ''})"
+        )
+        work, work_affine = resample(ras, ras_affine, pre.target_spacing, pre.image_interpolation_order, hint=hint)
     normalized = [normalize(c, meta["modality"], pre) for c in work]
     normed = np.stack([n[0] for n in normalized])
     geometry = {

@@ -205,7 +205,8 @@ def query_preprocessing(qm: QueryModel, modality: str, spacing: list[float] | No
     """``prepare_input``'s settings for a volume of ``modality``: the normalisation of the cache the run was
     pretrained on (``encoder.json`` ``preprocess``; older runs: the run's config) at :func:`query_spacing`."""
     pre = qm.info.get("preprocess") or qm.cfg.to_dict()["preprocess"]
-    return {"preprocess": {**pre, "target_spacing": query_spacing(qm, modality, spacing)}, "modality": modality}
+    target = query_spacing(qm, modality, spacing)
+    return {"preprocess": {**pre, "target_spacing": target}, "modality": modality, "spacing_given": bool(spacing)}
 
 
 def query_spacing(qm: QueryModel, modality: str, spacing: list[float] | None) -> list[float] | None:
