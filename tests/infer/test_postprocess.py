@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from gtgm.infer.postprocess import choose_keep_largest, keep_largest, postprocess_label
+from gtgm.infer.postprocess import choose_keep_largest, keep_largest, one_piece_classes, postprocess_label
 from gtgm.metrics import dice_per_class
 
 
@@ -56,3 +56,20 @@ def test_keep_largest_leaves_its_input_unchanged():
     before = pred.copy()
     keep_largest(pred, [1, 2])
     np.testing.assert_array_equal(pred, before)
+
+
+def test_classes_that_are_one_piece_in_training_are_kept_unless_validation_shows_a_clear_loss():
+    ref = _reference()
+    # class 1 is one piece in both training blocks; class 2 is two; class 3 is in no block
+    assert one_piece_classes([(ref, [1, 2]), (ref[:, :, :6], [1, 2])], [1, 2, 3]) == [1]
+    assert one_piece_classes([(ref, [2])], [1, 2]) == []  # a block that does not annotate class 1 says nothing
+    # a tie on validation (no island there) keeps the default: one validation case cannot drop it
+    assert choose_keep_largest([ref], [ref], [1, 2], default=[1]) == [1]
+    assert choose_keep_largest([ref], [ref], [1, 2]) == []  # without the training evidence, a tie adds nothing
+    assert choose_keep_largest([], [], [1, 2], default=[1]) == [1]  # no validation case: the default holds
+    # a clear loss drops it: the validation organ predicted in two halves of equal size loses one of them
+    split = ref.copy()
+    split[2:10, 2:10, 2:10] = 0
+    split[2:10, 2:10, 2:5] = 1
+    split[2:10, 2:10, 6:10] = 1
+    assert choose_keep_largest([split], [ref], [1, 2], default=[1]) == []

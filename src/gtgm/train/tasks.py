@@ -27,7 +27,7 @@ from gtgm.em.affinities import affinities_torch, offsets_xyz
 from gtgm.em.agglomerate import segment, threshold_baseline
 from gtgm.errors import GtgmError
 from gtgm.infer.body import predict_in_body
-from gtgm.infer.postprocess import choose_keep_largest, keep_largest
+from gtgm.infer.postprocess import choose_keep_largest, keep_largest, one_piece_classes
 from gtgm.infer.sliding import predict_array
 from gtgm.metrics import dice_per_class, hd95_per_class, neuron_scores
 from gtgm.models.registry import architecture_kwargs, create_segmenter
@@ -64,6 +64,23 @@ def label_counts(cache: VolumeCache, parts: list[Part], num_classes: int) -> np.
     return counts
 
 
+def labelled_blocks(cache: VolumeCache, parts: list[Part]) -> list[tuple[np.ndarray, list[int]]]:
+    """The training label maps as contiguously labelled blocks, for :func:`one_piece_classes`: each part's box, or
+    each run of consecutive labelled slices of it, with the classes its case annotates (all but 0 when complete)."""
+    blocks = []
+    for p in parts:
+        label = np.asarray(part_arrays(cache, p)[1])
+        known = cache.label_classes(p.case)
+        annotated = list(known) if known is not None else [int(v) for v in np.unique(label) if v > 0]
+        if p.slices is None:
+            blocks.append((label, annotated))
+            continue
+        zs = sorted(z - p.lo[2] for z in p.slices)
+        runs = np.split(np.asarray(zs), np.flatnonzero(np.diff(zs) > 1) + 1) if zs else []
+        blocks += [(label[:, :, run[0] : run[-1] + 1], annotated) for run in runs if len(run)]
+    return blocks
+
+
 def build_segmenter(cfg: Config, outputs: int, task: str = "segmentation") -> torch.nn.Module:
     kind = "affinity" if task == "em" else "segmentation"
     return create_segmenter(cfg.model.encoder, outputs, task=kind, **architecture_kwargs(cfg.model))
@@ -94,11 +111,15 @@ class SegmentationTask:
         self.enhancing = dict(zip(class_ids(labels, list(cfg.seg_augment.enhancing), "seg_augment.enhancing"),
                                   cfg.seg_augment.enhancing.values()))  # fmt: skip
         self.keep_largest: list[int] = list(self.single)  # + the classes validation adds (choose_keep_largest)
+        self.one_piece: list[int] = []  # one component in every training label map: kept by default
 
     def weigh_classes(self, train: list[Part]) -> None:
         """CE class weights from the labelled voxels of the training parts (``finetune.class_weight_power``)."""
         power = self.cfg.finetune.class_weight_power
         self.class_weight = class_weights(label_counts(self.cache, train, self.outputs), power) if power else None
+        if self.cfg.finetune.postprocess:
+            self.one_piece = one_piece_classes(labelled_blocks(self.cache, train), list(range(1, self.outputs)))
+            self.keep_largest = sorted({*self.single, *self.one_piece})
 
     def loss(self, logits: torch.Tensor, label: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
         partial = classes is not None and not bool(classes.all())
@@ -131,8 +152,9 @@ class SegmentationTask:
             entries.append(self.cache.entries[p.case])
             labels.append(np.asarray(label))
         if not final:
-            chosen = choose_keep_largest(preds, labels, [c for c in classes if c not in self.single])
-            self.keep_largest = sorted({*self.single, *(chosen if f.postprocess else [])})
+            others = [c for c in classes if c not in self.single]
+            chosen = choose_keep_largest(preds, labels, others, self.one_piece) if f.postprocess else []
+            self.keep_largest = sorted({*self.single, *chosen})
         raw = [dice_per_class(pred, label, classes) for pred, label in zip(preds, labels)]
         preds = [keep_largest(pred, self.keep_largest) for pred in preds]
         rows = []
