@@ -1,4 +1,4 @@
-"""Cost and yield of the CPU fine-tuning recipe on the CT phantoms (``configs/finetune/cpu-small.yaml``).
+"""Cost and yield of the CPU fine-tuning recipe on the CT phantoms (preset ``finetune/cpu-small``).
 
 Runs, in this process and on the same cases (split seed 0, from scratch, all training labels):
 

@@ -1,5 +1,5 @@
 """GPU one-shot pack of the pretraining study's comparison of record: study/cpu-text-premise's question (does the text
-help? issue 39) on one GPU in <= 8 min of wall time, with more seeds (``configs/study/gpu-text-premise.yaml``;
+help? issue 39) on one GPU in <= 8 min of wall time, with more seeds (preset ``study/gpu-text-premise``;
 ``--preset study/gpu-pack --sealed-seed 4000`` packs the earlier cpu-label-limited comparison).
 
 The device machine reaches no package index and no model hub, so the pack carries what cannot be made there (the

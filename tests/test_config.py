@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from gtgm.cli import main
-from gtgm.config import Config, load_config, with_overrides
+from gtgm.config import CONFIG_DIR, Config, list_presets, load_config, with_overrides
 from gtgm.errors import ConfigError
 
 
@@ -150,8 +150,62 @@ def test_the_study_runs_real_ct_with_the_real_ct_recipe():
 
 
 def test_every_preset_loads_and_fits_its_networks():
-    presets = sorted(Path("configs").rglob("*.yaml"))
+    presets = sorted(CONFIG_DIR.rglob("*.yaml"))
     assert len(presets) > 20
     for path in presets:
         cfg = load_config(str(path))  # patch sizes are checked against the network here
         assert cfg.model.encoder in ("resunet", "swinunetr", "resenc"), path
+
+
+def test_presets_ship_in_the_package_and_are_listed(capsys):
+    """The presets are package data (a wheel has them) and `gtgm config --list` names each with its header line."""
+    import tomllib
+
+    assert CONFIG_DIR.is_relative_to(Path(__file__).parents[1] / "src" / "gtgm")
+    patterns = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["gtgm"]
+    shipped = {p for pattern in patterns for p in (CONFIG_DIR.parent).glob(pattern)}
+    assert shipped == set(CONFIG_DIR.rglob("*.yaml")) and len(shipped) > 30
+    assert main(["config", "--list"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == len(shipped) == len(list_presets())
+    line = next(x for x in out if x.startswith("finetune/cpu-small "))
+    assert "Fine-tuning on 2 CPU cores" in line
+    # a base preset's shared settings reach the presets that extend it; the task's own settings win
+    spleen, prostate = load_config("finetune/msd-task09-spleen"), load_config("finetune/msd-task05-prostate")
+    assert spleen.finetune.steps == prostate.finetune.steps == 30000 and spleen.model.feature_size == 48
+    assert spleen.finetune.patch_size == [96, 96, 96] and prostate.finetune.patch_size == [160, 160, 32]
+
+
+def test_a_wheel_holds_every_preset_and_finds_them_installed(tmp_path):
+    """Built as a wheel and installed elsewhere (no source tree), gtgm lists and loads its presets."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    root = Path(__file__).parents[1]
+    src = tmp_path / "src"
+    shutil.copytree(root / "src", src / "src", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(root / name, src / name)
+    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "w"), str(src)], check=True
+    )
+    wheel = next((tmp_path / "w").glob("gtgm-*.whl"))
+    names = {n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("gtgm/presets/")}
+    assert names == {f"gtgm/presets/{p.relative_to(CONFIG_DIR).as_posix()}" for p in CONFIG_DIR.rglob("*.yaml")}
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(tmp_path / "site"), str(wheel)], check=True)
+    env = {"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"}
+    where = [sys.executable, "-c", "import gtgm.config as c; print(c.CONFIG_DIR)"]
+    assert subprocess.run(where, cwd=tmp_path, env=env, capture_output=True, text=True).stdout.startswith(
+        env["PYTHONPATH"]
+    )
+    run = [sys.executable, "-m", "gtgm", "config"]
+    listed = subprocess.run([*run, "--list"], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    assert len(listed.stdout.splitlines()) == len(names)
+    loaded = subprocess.run([*run, "--config", "finetune/cpu-small"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, check=True)  # fmt: skip
+    assert "patch_size" in loaded.stdout

@@ -9,6 +9,7 @@ a value of the wrong type raises :class:`~gtgm.errors.ConfigError` naming the do
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,8 @@ from gtgm.config_finetune import (  # noqa: F401  (re-exported: gtgm.config is w
 )
 from gtgm.errors import ConfigError
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+# The presets ship inside the package (package data), so a wheel install has them: `gtgm config --list`.
+CONFIG_DIR = Path(str(importlib.resources.files("gtgm") / "presets"))
 
 
 @dataclass
@@ -350,13 +352,24 @@ def group_config(cfg: Config, group: str, overrides: list[str] = (), arm: str = 
 
 
 def resolve_preset(preset: str | Path) -> Path:
-    """A preset is a YAML path, or a name under ``configs/`` such as ``pretrain/cpu-small``."""
+    """A preset is a YAML path, or the name of a preset shipped with gtgm such as ``pretrain/cpu-small``."""
     path = Path(preset)
     candidates = [path, CONFIG_DIR / path, CONFIG_DIR / f"{preset}.yaml"]
     for cand in candidates:
         if cand.is_file():
             return cand
     raise ConfigError(f"config preset '{preset}' not found (looked for {', '.join(map(str, candidates))})")
+
+
+def list_presets() -> list[tuple[str, str]]:
+    """Every preset shipped with gtgm as (name, description): the name is what ``--config`` takes, the description
+    the first line of the file's header comment."""
+    out = []
+    for path in sorted(CONFIG_DIR.rglob("*.yaml")):
+        first = next((ln for ln in path.read_text().splitlines() if ln.strip()), "")
+        about = first.lstrip("#").strip() if first.startswith("#") else ""
+        out.append((path.relative_to(CONFIG_DIR).with_suffix("").as_posix(), about))
+    return out
 
 
 def _load_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:

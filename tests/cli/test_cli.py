@@ -48,7 +48,7 @@ def test_check_and_rerun_preprocess(demo_run, capsys, tmp_path):
     assert main(["data", "check", str(demo_run / "examples")]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert any(line.startswith("mni152_t1: MRI 1ch (197, 233, 189) RAS") for line in lines)
-    # the demo's own preprocessing settings (configs/demo.yaml): nothing is redone. Other settings would rebuild
+    # the demo's own preprocessing settings (preset demo): nothing is redone. Other settings would rebuild
     # the shared demo cache under the captions of every later test (it once did, with the default config).
     cache = demo_run / "cache"
     before = {p.name: p.stat().st_mtime_ns for p in (cache / "volumes").iterdir()}

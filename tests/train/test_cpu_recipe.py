@@ -1,4 +1,4 @@
-"""The CPU fine-tuning recipe (configs/finetune/cpu-small.yaml), briefly, on tiny whole-body CT phantoms.
+"""The CPU fine-tuning recipe (preset finetune/cpu-small), briefly, on tiny whole-body CT phantoms.
 
 Liver and spleen have the same intensity; only their side of the body tells them apart. 250 steps (~25 s) of
 the recipe (whole-body patches, class-weighted CE + Dice, lr 0.01 with cosine decay) must lower the loss and

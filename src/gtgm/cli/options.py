@@ -7,7 +7,7 @@ import json
 
 import yaml
 
-from gtgm.config import load_config
+from gtgm.config import list_presets, load_config
 
 OVERRIDES_HELP = "config overrides as key.sub=value (YAML values), e.g. preprocess.ct_window=[-200,300]"
 NAMES = ("config",)
@@ -15,7 +15,7 @@ NAMES = ("config",)
 
 def add_config(p: argparse.ArgumentParser) -> None:
     """``--config PRESET``, and an epilog saying that ``key=value`` overrides may follow."""
-    p.add_argument("--config", help="YAML preset: a path or a name under configs/ (e.g. data/default)")
+    p.add_argument("--config", help="YAML preset: a path, or a preset's name (e.g. data/default; gtgm config --list)")
     p.epilog = f"Any number of KEY=VALUE arguments may follow: {OVERRIDES_HELP}."
 
 
@@ -26,10 +26,17 @@ def str_override(key: str, value: object) -> str:
 
 def add_parsers(sub: argparse._SubParsersAction, names: tuple[str, ...] = NAMES) -> None:
     if "config" in names:
-        add_config(sub.add_parser("config", help="print the resolved configuration"))
+        p = sub.add_parser("config", help="print the resolved configuration, or (--list) the presets gtgm ships")
+        add_config(p)
+        p.add_argument("--list", action="store_true", help="list the presets with a line about each")
 
 
 def run(args: argparse.Namespace) -> int:
-    """``gtgm config``: the resolved configuration as YAML."""
+    """``gtgm config``: the resolved configuration as YAML; ``--list``: every preset with its description."""
+    if args.list:
+        presets = list_presets()
+        width = max(len(name) for name, _ in presets)
+        print("\n".join(f"{name:<{width}}  {about}" for name, about in presets))
+        return 0
     print(yaml.safe_dump(load_config(args.config, args.overrides).to_dict(), sort_keys=False), end="")
     return 0

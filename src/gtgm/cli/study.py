@@ -35,9 +35,7 @@ def add_parsers(sub: argparse._SubParsersAction, names: tuple[str, ...] = NAMES)
         pr.add_argument("--out", type=Path, required=True, help="folder for probe.json")
         add_config(pr)
     if "demo" in names:
-        demo = sub.add_parser(
-            "demo", help="run every stage on the example corpus and write a report (preset configs/demo.yaml)"
-        )
+        demo = sub.add_parser("demo", help="run every stage on the example corpus and write a report (preset demo)")
         demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
         demo.add_argument(
             "--no-real", action="store_true", help="leave out the real CT/MR from the package index (offline runs)"

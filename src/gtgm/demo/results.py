@@ -19,7 +19,7 @@ from gtgm.study.report import class_names, paired_blocks
 REAL_CT = "real CT (silver labels)"
 REAL_CT_NOTE = (
     "Real CT (group real_ct_organs of gtgm data fetch-real, recipe finetune/cpu-real-ct, fold A; the demo runs it "
-    "shorter: configs/demo.yaml): trained on a chest + upper-abdomen CT in arterial phase and two partial-label crops "
+    "shorter: preset demo): trained on a chest + upper-abdomen CT in arterial phase and two partial-label crops "
     "(a LiTS liver, a lumbar spine), validated on an upper-abdomen DICOM slab (portal phase), tested on a third "
     "patient's abdomen-pelvis CT without contrast; its reference labels are TotalSegmentator's output ('silver'), so "
     "the figures measure agreement with that model. The recipe of record and its attribution: docs/results.md."

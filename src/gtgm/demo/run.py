@@ -5,7 +5,7 @@ Stages so far: example data -> preprocessing cache -> captions (describe) -> tex
 ratio and seed) -> prediction and evaluation of held-out CT phantoms -> exports (MONAI bundle, nnU-Net dataset,
 plan and resenc weights: :mod:`gtgm.demo.exports`) -> zero-shot queries on the held-out phantoms and the caption
 audit (:mod:`gtgm.demo.queries`) -> report, which opens with the per-class test figures and overlays
-(:mod:`gtgm.demo.results`). Preset: ``configs/demo.yaml``.
+(:mod:`gtgm.demo.results`). Preset: preset ``demo``.
 """
 
 from __future__ import annotations

@@ -96,7 +96,7 @@ def judgeable(c: dict[str, Any]) -> bool:
 
 
 def _text_premise(found: dict[tuple[str, str], dict[str, Any]]) -> str:
-    """The text-premise rule (``configs/study/cpu-text-premise.yaml``): region_oracle − scratch and region_text −
+    """The text-premise rule (preset ``study/cpu-text-premise``): region_oracle − scratch and region_text −
     scratch decide; region_text − mae_dense says whether text matches the image-only ceiling. A positive control
     (supervised − scratch) that ran and is not above 0 voids the reading."""
     oracle, text = found.get(("region_oracle", "scratch")), found.get(("region_text", "scratch"))
