@@ -21,6 +21,8 @@ def _onehot(label: np.ndarray, classes: list[int]) -> torch.Tensor:
 
 def dice_per_class(pred: np.ndarray, ref: np.ndarray, classes: list[int]) -> dict[int, float]:
     """Dice ``2|P∩R| / (|P| + |R|)`` for each class in ``classes`` (label maps of equal shape)."""
+    if not classes:
+        return {}
     out = {}
     values = compute_dice(_onehot(pred, classes), _onehot(ref, classes), include_background=True, ignore_empty=False)[0]
     for c, v in zip(classes, values.tolist()):

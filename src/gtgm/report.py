@@ -1,7 +1,8 @@
 """Markdown + HTML reports built from the same list of blocks (text, tables, figures).
 
-A block is ``("text", str)``, ``("table", (header, rows))`` or ``("figure", (png_path, caption))``;
-figure paths are written relative to the report folder.
+A block is ``("text", str)``, ``("table", (header, rows))``, ``("figure", (png_path, caption))`` or
+``("html", (fragment, markdown))``: an HTML fragment for the page (an interactive viewer) and the Markdown line that
+stands for it; figure paths are written relative to the report folder.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ def write_report(out_dir: str | Path, title: str, blocks: list[Block], name: str
                 f'<figure><img src="{html.escape(rel)}" alt="{html.escape(caption)}"><figcaption>'
                 f"{html.escape(caption)}</figcaption></figure>"
             )
+        elif kind == "html":
+            fragment, text = value
+            md += [text, ""]
+            body.append(fragment)
         else:
             raise ValueError(f"unknown report block kind '{kind}'")
     style = (

@@ -67,6 +67,7 @@ def test_classes_that_are_one_piece_in_training_are_kept_unless_validation_shows
     assert choose_keep_largest([ref], [ref], [1, 2], default=[1]) == [1]
     assert choose_keep_largest([ref], [ref], [1, 2]) == []  # without the training evidence, a tie adds nothing
     assert choose_keep_largest([], [], [1, 2], default=[1]) == [1]  # no validation case: the default holds
+    assert choose_keep_largest([ref], [ref], [2]) == []  # no candidate class left: nothing to score
     # a clear loss drops it: the validation organ predicted in two halves of equal size loses one of them
     split = ref.copy()
     split[2:10, 2:10, 2:10] = 0

@@ -97,7 +97,39 @@ def headline_blocks(
         )
         caption = f"Held-out data, one axial slice: reference (left), prediction (right); {cfg.figures} view ({side})"
         blocks.append(("figure", (figure, caption)))
+    viewer = viewer_block(out, runs, evaluation, cfg.figures)
+    if viewer:
+        blocks.append(viewer)
     return blocks
+
+
+def viewer_block(out: Path, runs: dict[str, Path], evaluation: dict[str, Any], convention: str) -> tuple | None:
+    """The report's interactive 3D viewer (:mod:`gtgm.viewer`) of every held-out case of the headline, real CT
+    first: image, reference and prediction in three planes. Its library goes to ``figures/viewer/``."""
+    from gtgm.viewer import viewer_case, viewer_html, write_assets
+
+    cases = []
+    for group, title, window in (("real_ct_organs", "real CT", (-160, 240)), ("ct_phantom", "CT phantom", (-160, 240))):
+        if group not in evaluation:
+            continue
+        names, folder = class_names(out / "cache", group), evaluation[group]["folder"]
+        for case in evaluation[group]["cases"]:
+            image = nib.load(str(evaluation[group]["images"][case]))
+            ref = np.asarray(nib.load(str(folder / "labels" / f"{case}.nii.gz")).dataobj)
+            pred = np.asarray(nib.load(str(folder / f"{case}.nii.gz")).dataobj)
+            cases.append(viewer_case(f"{title} {case} (test)", image, ref, pred, names, window))
+    if "mni152_tissue" in runs:
+        cases.append(_test_slab_case(out / "cache", "mni152_tissue", runs["mni152_tissue"]))
+    if not cases:
+        return None
+    library = write_assets(out / "figures" / "viewer")
+    fragment = viewer_html(cases, library.relative_to(out).as_posix(), convention == "radiological")
+    note = (
+        "Scroll through each held-out case in three planes in `report.html` (NiiVue; mouse wheel: slices, click: "
+        "crosshair; overlay, opacity and classes can be toggled). It works opened from disk, with no server."
+    )
+    heading = '<h2 id="gtgm-viewers">Held-out cases in 3D</h2>'
+    return ("html", (f"{heading}<p>{note.replace('`', '')}</p>{fragment}", note))
 
 
 def _outside_body(evaluation: dict[str, Any]) -> float:
@@ -167,6 +199,30 @@ def _overlays(out: Path, runs: dict[str, Path], evaluation: dict[str, Any], conv
 
 def _ras(path: Path) -> np.ndarray:
     return np.asarray(nib.as_closest_canonical(nib.load(str(path))).dataobj)
+
+
+def _test_slab_case(cache_root: Path, group: str, run: Path) -> dict[str, Any]:
+    """The viewer case of the run's first test part: the cached (normalised) slab, its label and the prediction of
+    the run's ``best.pt`` on it (post-processed as gtgm predict does)."""
+    import torch
+
+    from gtgm.data.patches import VolumeCache
+    from gtgm.data.splits import Part, part_arrays
+    from gtgm.infer.postprocess import postprocess_label
+    from gtgm.infer.predict import load_segmenter
+    from gtgm.infer.sliding import predict_array
+    from gtgm.viewer import viewer_case
+
+    cache = VolumeCache(cache_root, group=group, labeled=True)
+    p = read_json(run / "split.json", schema=SPLIT_JSON)["test"][0]
+    image, label = part_arrays(cache, Part(p["case"], p["lo"], p["hi"]))
+    model, meta = load_segmenter(run / "best.pt", torch.device("cpu"))
+    pred = postprocess_label(predict_array(model, image, meta["patch_size"]), meta)
+    affine = np.asarray(cache.meta(p["case"])["affine"], dtype=float)
+    affine[:3, 3] += affine[:3, :3] @ np.asarray(p["lo"], dtype=float)  # the slab's first voxel
+    lo, hi = np.percentile(image[0], [1, 99])
+    vol = nib.Nifti1Image(np.asarray(image[0], dtype=np.float32), affine)
+    return viewer_case(f"MRI {p['id']} (test slab)", vol, label, pred, class_names(cache_root, group), (lo, hi))
 
 
 def _test_slab_panel(cache_root: Path, group: str, run: Path) -> Panel:
