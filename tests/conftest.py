@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import nibabel as nib
@@ -36,17 +38,50 @@ TINY_DEMO = [
     "finetune.steps=4",
     "finetune.val_every=4",
     "finetune.checkpoint_every=4",
-    "study.ratios=[1.0]",
-    "study.arms=[scratch, pretrained]",  # the demo runs the pretrained arm; with scratch, the report's paired gain
-]
+]  # nothing else: the study's arms, ratios and groups are make demo's own, so the tests read the report it writes
 
 
 @pytest.fixture(scope="session")
-def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One `gtgm demo` run (example corpus + cache + report), shared by the tests that read it."""
+def tiny_ct(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four tiny labelled CT phantoms (40 x 40 x 20 voxels, LPS on disk) preprocessed at 9 x 9 x 15 mm:
+    ``raw/`` (dataset.json, ids ct_0..ct_3) and ``cache/``. For unit tests that need a labelled cache, so that
+    they do not depend on the demo run."""
+    from gtgm.data.phantom_ct import CT_LABELS, make_ct_phantom
+    from gtgm.fsutil import write_json
+
+    root = tmp_path_factory.mktemp("tiny_ct")
+    training = []
+    for seed in range(4):
+        hu, lab, affine = make_ct_phantom(seed, (40, 40, 20), (9.0, 15.0))
+        save_nifti(root / "raw" / f"ct_{seed}.nii.gz", hu, affine)
+        save_nifti(root / "raw" / f"ct_{seed}_label.nii.gz", lab, affine)
+        training.append({"image": f"ct_{seed}.nii.gz", "label": f"ct_{seed}_label.nii.gz", "id": f"ct_{seed}"})
+    labels = {str(k): v for k, v in CT_LABELS.items()}
+    write_json(root / "raw" / "dataset.json", {"modality": {"0": "CT"}, "labels": labels, "training": training})
+    assert main(["data", "preprocess", str(root / "raw"), "--out", str(root / "cache")]) == 0
+    return root
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` (relative path) -> SHA-256 of its bytes."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One `gtgm demo` run (example corpus + cache + report), shared by the tests that read it. No test may write
+    into it: its files are hashed when it is made and again when the session ends, and a change fails the session."""
     out = tmp_path_factory.mktemp("demo")
     assert main(["demo", "--out", str(out), "--no-real", *TINY_DEMO]) == 0  # hermetic: no package index
-    return out
+    before = tree_digest(out)
+    yield out
+    after = tree_digest(out)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, f"tests wrote into the shared demo output: {changed[:10]}"
 
 
 @contextlib.contextmanager

@@ -68,9 +68,9 @@ class AugmentConfig:
 
     With ``caption_consistent`` (default), view 1 — the view paired with the caption in the image-text
     loss — gets only ops that keep what the caption states (no mirror, quarter turn or crop-resize;
-    contrast, brightness and noise within the ``text_view_*`` bounds; blur): in our measurement on the
-    example corpus about 2 % of such views move a stated share by more than the caption's 5 %, against
-    97 % with the full pipeline (see gtgm.text.consistency). View 2 gets the full pipeline below and
+    contrast, brightness and noise within the ``text_view_*`` bounds; blur), so that few of them move a stated
+    share by more than the caption's 5 % (measured by gtgm.text.consistency; the figures: docs/pretraining.md,
+    kept by tests/train/test_pretrain_data.py). View 2 gets the full pipeline below and
     only enters the image-image term. ``caption_consistent: false``: both views get the full pipeline
     and both are paired with the caption (the paper's recipe). Mirrors and quarter turns are applied only to
     ``mirror_modalities`` (EM): for CT and MRI an invariance to them would erase left / right.

@@ -6,6 +6,10 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -129,17 +133,40 @@ def _stage_argv(stage, tmp, inp):
 STAGES = ["examples", "preprocess", "caption", "embed-text", "pretrain", "finetune", "predict", "evaluate", "probe"]
 
 
-@pytest.mark.parametrize("stage", [*STAGES, "study"])
-def test_a_read_only_output_folder_is_one_line_at_every_stage(stage, inputs, tmp_path, capsys, monkeypatch):
-    argv = _stage_argv(stage, tmp_path, inputs)
-    before = tree(tmp_path)
-    real_access = os.access
-    monkeypatch.setattr(  # a read-only mount: the kernel answers EROFS to a write-access check under tmp_path
-        os,
-        "access",
-        lambda p, mode, **k: (
-            False if mode & os.W_OK and str(p).startswith(str(tmp_path)) else real_access(p, mode, **k)
-        ),
-    )
-    fails_cleanly(capsys, argv, str(tmp_path), "not writable")
-    assert tree(tmp_path) == before
+def _read_only_mount(folder: Path, command: list[str]) -> list[str] | None:
+    """``command`` run where ``folder`` is a read-only mount (every write in it fails with EROFS, even for root):
+    a read-only bind mount in a user + mount namespace (``unshare``); without one, a non-root user's ``chmod``.
+    None where neither is possible here."""
+    probe = ["unshare", "-rm", "true"]
+    if shutil.which("unshare") and subprocess.run(probe, capture_output=True).returncode == 0:
+        mount = f'mount --bind "{folder}" "{folder}" && mount -o remount,bind,ro "{folder}" && exec "$@"'
+        return ["unshare", "-rm", "sh", "-c", mount, "sh", *command]
+    if os.geteuid() != 0:
+        for p in [folder, *folder.rglob("*")]:
+            if p.is_dir():
+                p.chmod(0o555)
+        return command
+    return None
+
+
+@pytest.mark.slow
+def test_a_read_only_output_folder_is_one_line_at_every_stage(inputs, tmp_path, tmp_path_factory):
+    """A real failing write: every stage's output goes into a read-only mount (no patched check)."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    argvs = {stage: _stage_argv(stage, folder, inputs) for stage in [*STAGES, "study"]}
+    side = tmp_path_factory.mktemp("ro_side")
+    write_json(side / "argvs.json", argvs)
+    command = [sys.executable, "-m", "tests.reliability.run_argvs", str(side / "argvs.json"), str(side / "out.json")]
+    wrapped = _read_only_mount(folder, command)
+    if wrapped is None:
+        pytest.skip("no way to make a read-only folder here (root without user namespaces)")
+    before = tree(folder)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run(wrapped, env=env, cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for stage, r in json.loads((side / "out.json").read_text()).items():
+        assert r["code"] == 1, (stage, r["err"])
+        assert "Traceback" not in r["err"] and r["err"].count("gtgm: error:") == 1, (stage, r["err"])
+        assert "not writable" in r["err"] and str(folder) in r["err"], (stage, r["err"])
+    assert tree(folder) == before

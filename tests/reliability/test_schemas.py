@@ -15,7 +15,7 @@ from gtgm import schemas
 from gtgm.errors import InputError
 from gtgm.fsutil import check_schema
 
-RUN = "study/ct_phantom/scratch/ratio1_seed0"
+RUN = "study/ct_phantom/pretrained/ratio1_seed0"
 PLANS = "exports/nnUNet_preprocessed/Dataset501_ct_phantom/nnUNetResEncUNetCPUPlans.json"
 # schema -> (a file the demo wrote, the key path of a field to break, a wrong value, the field as the error names it)
 WRITTEN = {

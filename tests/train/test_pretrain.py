@@ -96,13 +96,16 @@ def test_text_cache_from_another_encoder_is_refused(demo_run, tmp_path):
 
 
 # Mean rank of a held-out box's own caption after 150 steps, as a share of its chance level; see the test. Measured
-# (2026-12-02, 2 cores): 4.74 of chance 14.0 at 150 steps (0.34), 3.33 at 300 steps (0.24), 7.44 at 100 steps (0.53).
+# (2026-12-02, 2 cores): 4.74 of chance 14.0 at 150 steps (0.34), 7.44 at 100 steps (0.53); 300: docs/pretraining.md.
 MEAN_RANK_BAR = 0.6
 
 
 @pytest.mark.slow
-def test_short_cpu_pretraining_learns_retrieval(demo_run, tmp_path, capsys):
-    """cpu-small preset as the demo runs it, for half the demo's 300 steps, on the example corpus (~1 min on 2 cores).
+def test_short_cpu_pretraining_beats_chance_at_held_out_retrieval(demo_run, tmp_path, capsys):
+    """cpu-small preset for 150 steps (the demo's length), on the example corpus (~1 min on 2 cores).
+
+    What it shows is retrieval above chance, no more: the captions' position words alone (where in the volume a box
+    lies) may reach as much, so this is not evidence that the model reads the captions' anatomy.
 
     The retrieval check holds out whole volumes (here phantom_009's 27 boxes, all CT, so modality does not
     help). Top-k counts over 27 boxes move by a few boxes from one machine's float rounding to another's (top-5

@@ -20,8 +20,7 @@ from gtgm.train.losses import GTGMLoss
 from gtgm.train.pairs import CaptionPairs
 from gtgm.train.reserved import overlaps, reserved_regions
 
-# The share of caption-paired views allowed to break a stated fact. Measured when written, on 160 CT and MRI
-# boxes of the example corpus: 1.9 % with the caption-consistent view 1, 96 % with the full pipeline.
+# The share of caption-paired views allowed to break a stated fact (the measured shares: docs/pretraining.md).
 BOUND = 0.05
 
 

@@ -53,8 +53,16 @@ def class_rank_correlation(qm: Any, volumes: list[Path], prompts: dict[str, str]
         s, starts = score_windows(qm, normed, list(prompts.values()), [], step, progress=False, name=case.id)
         scores.append(s)
         shares.append(window_shares(normed[0], restore.normalization[0]["window"], starts, qm.patch))
-    score, share = np.concatenate(scores), np.concatenate(shares)
-    logits = qm.scale * score
+    return rank_statistics(np.concatenate(scores), np.concatenate(shares), qm.scale, prompts)
+
+
+def rank_statistics(score: np.ndarray, share: np.ndarray, scale: float, prompts: dict[str, str]) -> dict[str, Any]:
+    """The figures of :func:`class_rank_correlation` from its two tables: ``score`` (W, P) cosine of each window
+    with each prompt (P = ``prompts``, keyed by the Hounsfield band each names), ``share`` (W, B) each window's share
+    of each band of ``HU_BANDS``. ``prob`` = softmax over prompts of ``scale`` · ``score``; per prompt k naming band
+    b: ρ(score[:, k], share[:, b]), ρ(prob[:, k], share[:, b]) and margin = that minus max over j ≠ k of
+    ρ(prob[:, j], share[:, b]) (Spearman's ρ; None where undefined)."""
+    logits = scale * score
     prob = np.exp(logits - logits.max(1, keepdims=True))
     prob /= prob.sum(1, keepdims=True)
     bands = list(HU_BANDS)
