@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -82,6 +84,12 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     after = tree_digest(out)
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
     assert not changed, f"tests wrote into the shared demo output: {changed[:10]}"
+
+
+def private_cache(demo_run: Path, tmp_path: Path) -> Path:
+    """The demo's cache as a private copy (hard links: instant; gtgm replaces files, it never writes into one), for
+    tests whose stages record something beside the cache (the study's test-read ledger, ``test_reads.json``)."""
+    return Path(shutil.copytree(demo_run / "cache", tmp_path / "demo_cache", copy_function=os.link))
 
 
 @contextlib.contextmanager

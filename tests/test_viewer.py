@@ -77,7 +77,7 @@ def test_the_demo_report_has_a_viewer_per_held_out_case(demo_run):
     text = (demo_run / "report.html").read_text()
     data = json.loads(re.search(r'id="gtgm-viewer-data">(.*?)</script>', text, re.S).group(1))
     titles = [c["title"] for c in data]  # the test fixture runs without real CT: phantoms first, then the MRI slab
-    assert titles[0].startswith("CT phantom") and titles[-1].startswith("MNI152"), titles
+    assert titles[0].startswith("CT phantom") and titles[-1].startswith("MRI mni152"), titles
     assert sum(t.startswith("CT phantom") for t in titles) == len(titles) - 1
     assert (demo_run / "figures" / "viewer" / LIBRARY).is_file()
     assert "report.html" in (demo_run / "report.md").read_text()

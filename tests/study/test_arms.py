@@ -16,6 +16,7 @@ from gtgm.models.encoders import segmenter_state_dict
 from gtgm.models.registry import create_encoder
 from gtgm.study.run import run_study
 from gtgm.train.finetune import Finetuner
+from tests.conftest import private_cache
 
 TINY = [
     "model.channels=[4,8,16]",
@@ -39,7 +40,7 @@ def test_study_pretrains_each_arm_and_compares_them(demo_run, tmp_path):
     cfg = load_config(
         "study/cpu-ablation",
         [
-            f"finetune.cache={demo_run / 'cache'}",
+            f"finetune.cache={private_cache(demo_run, tmp_path)}",
             f"pretrain.captions={demo_run / 'captions.jsonl'}",
             f"pretrain.text_cache={demo_run / 'text'}",
             f"study.out={tmp_path / 'study'}",

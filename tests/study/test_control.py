@@ -18,6 +18,7 @@ from gtgm.study.run import run_study
 from gtgm.train.diagnostics import confusion_counts, encoder_drift, encoder_weights, feature_stats
 from gtgm.train.finetune import Finetuner
 from gtgm.train.optim import encoder_multiplier, warmup_cosine
+from tests.conftest import private_cache
 from tests.study.test_arms import TINY
 
 
@@ -25,7 +26,7 @@ def test_supervised_arm_is_trained_on_training_cases_only_and_keeps_the_encoder(
     cfg = load_config(
         "study/cpu-control",
         [
-            f"finetune.cache={demo_run / 'cache'}",
+            f"finetune.cache={private_cache(demo_run, tmp_path)}",
             f"study.out={tmp_path / 'study'}",
             "study.seeds=[0]",
             "study.pretrain_seeds=[0]",

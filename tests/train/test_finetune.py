@@ -26,7 +26,7 @@ from gtgm.train.logs import read_log
 from gtgm.train.losses import seg_loss
 from gtgm.train.segdata import SegPatches
 from gtgm.train.tasks import class_weights
-from tests.conftest import save_nifti
+from tests.conftest import private_cache, save_nifti
 
 
 @pytest.mark.parametrize("name, kw", [("resunet", {"channels": [4, 8, 16]}), ("swinunetr", {"feature_size": 12})])
@@ -271,7 +271,7 @@ def test_finetune_and_tiny_study(demo_run, tmp_path):
     cfg = load_config(
         "finetune/cpu-small",
         [
-            f"finetune.cache={demo_run / 'cache'}",
+            f"finetune.cache={private_cache(demo_run, tmp_path)}",
             f"study.out={tmp_path / 'study'}",
             "study.ratios=[1.0]",
             "study.seeds=[0]",
