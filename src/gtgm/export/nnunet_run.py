@@ -214,12 +214,17 @@ def _direct_trainer_lookup() -> None:
 
 def _plan(dataset: int, plans_name: str, planner: str, memory_gb: float | None, spacing: float | None,
           patch: list[int] | None, **_: Any) -> dict[str, Any]:  # fmt: skip
+    import torch
     from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiments
 
     if not list(Path(os.environ["nnUNet_preprocessed"]).glob(f"Dataset{dataset:03d}_*/dataset_fingerprint.json")):
         extract_fingerprints([dataset], num_processes=1, check_dataset_integrity=True)
     extra = {"overwrite_target_spacing": (float(spacing),) * 3} if spacing else {}
-    plan_experiments([dataset], planner, gpu_memory_target_in_gb=memory_gb, overwrite_plans_name=plans_name, **extra)
+    extra |= {"gpu_memory_target_in_gb": memory_gb, "overwrite_plans_name": plans_name}
+    # the planner builds dozens of candidate networks only to count their feature maps: on the meta device their
+    # weights are never initialised (the same plans; 2.6 s instead of 20 s for the demo's dataset on 2 cores)
+    with torch.device("meta"):
+        plan_experiments([dataset], planner, **extra)
     path = next(Path(os.environ["nnUNet_preprocessed"]).glob(f"Dataset{dataset:03d}_*")) / f"{plans_name}.json"
     if patch:  # gtgm's field of view; its own preprocessed folder (another plan may hold another spacing)
         plans = read_json(path)
