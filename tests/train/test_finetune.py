@@ -153,10 +153,10 @@ def test_region_split_is_spatially_disjoint(demo_run):
         assert all(b - a >= gap for a, b in zip(planes, planes[1:]))
 
 
-def test_class_shift_moves_each_organ_by_its_own_offset(demo_run):
-    cache = VolumeCache(demo_run / "cache", group="ct_phantom", labeled=True)
-    parts = make_split(cache, FinetuneConfig())["train"]
-    f = FinetuneConfig(patch_size=[32, 32, 32], foreground_ratio=1.0)
+def test_class_shift_moves_each_organ_by_its_own_offset(tiny_ct):
+    cache = VolumeCache(tiny_ct / "cache", labeled=True)
+    parts = make_split(cache, FinetuneConfig(split="cases", test_cases=["ct_3"]))["train"]
+    f = FinetuneConfig(patch_size=[24, 24, 16], foreground_ratio=1.0)
     plain = SegPatches(cache, parts, f, seed=0)
     shifted = SegPatches(cache, parts, dataclasses.replace(f, class_shift=0.2), seed=0)
     offsets = []

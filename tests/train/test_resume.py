@@ -16,8 +16,8 @@ from gtgm.cli import main
 from tests.train.test_pretrain import tiny_overrides
 
 FINETUNE = [
-    "finetune.steps=30",
-    "finetune.val_every=10",
+    "finetune.steps=12",
+    "finetune.val_every=6",
     "finetune.checkpoint_every=2",
     "finetune.batch_size=2",
     "finetune.split=cases",
@@ -58,7 +58,7 @@ def test_finetuning_killed_mid_run_and_resumed_equals_the_uninterrupted_run(tiny
     base = ["finetune", str(tiny_ct / "cache"), *FINETUNE]
     assert main([*base, "--out", str(tmp_path / "straight")]) == 0
     step = _kill_at_first_checkpoint([*base, "--out", str(tmp_path / "killed")], tmp_path / "killed")
-    assert 0 < step < 30 and not (tmp_path / "killed" / "test_metrics.json").exists()
+    assert 0 < step < 12 and not (tmp_path / "killed" / "test_metrics.json").exists()
     assert main([*base, "--out", str(tmp_path / "killed")]) == 1  # not without --resume
     assert main([*base, "--out", str(tmp_path / "killed"), "--resume"]) == 0
     for name in ("checkpoints/last.pt", "best.pt"):
