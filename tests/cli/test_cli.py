@@ -34,7 +34,10 @@ def test_demo_writes_corpus_cache_and_report(demo_run):
     headline = report[: report.index("## Example corpus")]  # the report opens with the per-class test figures
     for name in ("liver", "kidney_left", "grey_matter", "voi"):  # CT, MRI and EM, as make demo writes them
         assert name in headline
-    assert "Real CT: not in this run" in headline  # --no-real: the real-CT fine-tuning is left out, with a note
+    # real CT first (the fixture's stand-in for the fetched data), with its figures and the share outside the body
+    assert headline.index("| real CT (silver labels) | liver |") < headline.index("| CT phantoms (raw NIfTI) | liver |")
+    assert "| real CT (silver labels) | predicted voxels outside the body | 0.00% |" in headline
+    assert (demo_run / "predictions_real" / "metrics.csv").is_file() and "Real CT: not in this run" not in headline
     assert (demo_run / "figures" / "overlays.png").is_file() and "overlays.png" in headline
     assert "scratch" not in headline  # make demo runs the pretrained arm only: no paired gain is claimed
     assert (demo_run / "figures" / "corpus.png").stat().st_size > 10_000
