@@ -87,12 +87,11 @@ def test_study_pretrains_each_arm_and_compares_them(demo_run, tmp_path):
     assert not (tmp_path / "s2").exists() and not (tmp_path / "s3").exists()
 
 
-def test_encoder_lr_scale_applies_to_pretrained_encoders_only(demo_run, tmp_path):
+def test_encoder_lr_scale_applies_to_pretrained_encoders_only(tiny_ct, tmp_path):
     enc = create_encoder("resunet", channels=[4, 8, 16])
     save_checkpoint(tmp_path / "encoder.pt", segmenter_state_dict(enc))
     common = [
-        f"finetune.cache={demo_run / 'cache'}",
-        "finetune.group=ct_phantom",
+        f"finetune.cache={tiny_ct / 'cache'}",
         "finetune.lr=0.01",
         "finetune.encoder_lr_scale=0.1",
         *TINY,

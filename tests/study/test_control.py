@@ -87,7 +87,7 @@ def test_arm_overrides_name_known_arms_and_recipe_keys_only():
     load_config(None, ["study.arm_overrides={supervised: [finetune.lr=0.001, finetune.freeze_encoder_steps=50]}"])
 
 
-def test_encoder_rewarms_after_unfreezing(demo_run, tmp_path):
+def test_encoder_rewarms_after_unfreezing(tiny_ct, tmp_path):
     assert encoder_multiplier(1, 2, 4, 10) == 0.0  # frozen
     assert encoder_multiplier(2, 2, 4, 10) == pytest.approx(0.25 * warmup_cosine(2, 4, 10, 0.0))
     assert encoder_multiplier(5, 2, 4, 10) == pytest.approx(warmup_cosine(5, 4, 10, 0.0))  # warm again
@@ -101,8 +101,7 @@ def test_encoder_rewarms_after_unfreezing(demo_run, tmp_path):
     cfg = load_config(
         None,
         [
-            f"finetune.cache={demo_run / 'cache'}",
-            "finetune.group=ct_phantom",
+            f"finetune.cache={tiny_ct / 'cache'}",
             f"finetune.out={tmp_path / 'ft'}",
             f"finetune.pretrained={tmp_path / 'enc.pt'}",
             "finetune.lr=0.01",
