@@ -43,6 +43,10 @@ class FinetuneConfig:
     steps: int = 200
     lr: float = 1e-3
     weight_decay: float = 1e-5
+    optimizer: Literal["adamw", "sgd"] = "adamw"  # sgd: nnU-Net's (momentum 0.99, Nesterov; nnU-Net: lr 0.01, wd 3e-5)
+    schedule: Literal["cosine", "poly"] = (
+        "cosine"  # after the warm-up: cosine to 0, or nnU-Net's (1 - step / steps)^0.9
+    )
     warmup_steps: int = 10
     encoder_lr_scale: float = 1.0  # a pretrained encoder's lr = lr * this (keeps its features); scratch: lr
     freeze_encoder_steps: int = 0  # encoder frozen for the first K steps

@@ -34,7 +34,7 @@ from gtgm.runtime import resolve_device
 from gtgm.schemas import SPLIT_JSON
 from gtgm.train.diagnostics import encoder_drift, encoder_weights
 from gtgm.train.logs import RunLogger
-from gtgm.train.optim import amp_setup, encoder_multiplier, optimizer_step, warmup_cosine
+from gtgm.train.optim import amp_setup, encoder_multiplier, optimizer_step, schedule_multiplier
 from gtgm.train.pairs import StepSampler
 from gtgm.train.segdata import SegPatches
 from gtgm.train.tasks import build_segmenter, create_task
@@ -75,16 +75,13 @@ class Finetuner:
                 f"model.encoder={cfg.model.encoder}: the segmenter has no parameters under its encoder prefix"
             )
         rest = [p for p in self.model.parameters() if id(p) not in enc]
-        self.opt = torch.optim.AdamW(
-            [{"params": self.enc_params, "lr": f.lr * (f.encoder_lr_scale if f.pretrained else 1.0)}, {"params": rest}],
-            lr=f.lr,
-            weight_decay=f.weight_decay,
-        )
+        groups = [{"params": self.enc_params, "lr": f.lr * (f.encoder_lr_scale if f.pretrained else 1.0)}]
+        self.opt = make_optimizer(f, [*groups, {"params": rest}])
         self.sched = torch.optim.lr_scheduler.LambdaLR(  # [encoder, the rest]
             self.opt,
             [
-                lambda s: encoder_multiplier(s, f.freeze_encoder_steps, f.warmup_steps, f.steps),
-                lambda s: warmup_cosine(s, f.warmup_steps, f.steps, 0.0),
+                lambda s: encoder_multiplier(s, f.freeze_encoder_steps, f.warmup_steps, f.steps, f.schedule),
+                lambda s: schedule_multiplier(s, f.warmup_steps, f.steps, f.schedule),
             ],
         )
         self.amp_dtype, self.scaler = amp_setup(f.amp, self.device, "finetune.amp")
@@ -282,6 +279,14 @@ class Finetuner:
         write_json(self.out / "test_metrics.json", json.loads(json.dumps(result, default=float)))
         self.logger.close()
         return result
+
+
+def make_optimizer(f: Any, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    """``finetune.optimizer``: ``adamw`` (gtgm's default) or ``sgd``, nnU-Net's (momentum 0.99, Nesterov), both with
+    ``finetune.weight_decay`` and base lr ``finetune.lr``."""
+    if f.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=f.lr, momentum=0.99, nesterov=True, weight_decay=f.weight_decay)
+    return torch.optim.AdamW(groups, lr=f.lr, weight_decay=f.weight_decay)
 
 
 def with_ct_source(cfg: Config, cache: VolumeCache) -> Config:

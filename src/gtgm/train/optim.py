@@ -55,10 +55,26 @@ def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def encoder_multiplier(step: int, freeze: int, warmup: int, total: int) -> float:
+def warmup_poly(step: int, warmup: int, total: int, exponent: float = 0.9) -> float:
+    """LR multiplier: linear 1/warmup..1 over ``warmup`` steps, then nnU-Net's poly decay (1 - step / total)^exponent
+    (its ``PolyLRScheduler``; with ``warmup`` = 0 exactly nnU-Net's)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, 1 - step / max(1, total)) ** exponent
+
+
+def schedule_multiplier(step: int, warmup: int, total: int, schedule: str = "cosine") -> float:
+    """The fine-tuning schedule ``finetune.schedule``: ``cosine`` (:func:`warmup_cosine` to 0) or ``poly``
+    (:func:`warmup_poly`)."""
+    if schedule == "poly":
+        return warmup_poly(step, warmup, total)
+    return warmup_cosine(step, warmup, total, 0.0)
+
+
+def encoder_multiplier(step: int, freeze: int, warmup: int, total: int, schedule: str = "cosine") -> float:
     """LR multiplier of a fine-tuned encoder: 0 while frozen (``step < freeze``), then a fresh linear warm-up over
-    ``warmup`` steps times the run's schedule, ``min(1, (step - freeze + 1) / warmup) * warmup_cosine(step)``;
-    without a freeze (``freeze`` = 0) the run's schedule alone, ``warmup_cosine(step)``.
+    ``warmup`` steps times the run's schedule, ``min(1, (step - freeze + 1) / warmup) * schedule(step)``;
+    without a freeze (``freeze`` = 0) the run's schedule alone (:func:`schedule_multiplier`).
 
     Without the re-warm-up, Adam's first update after unfreezing moves every encoder weight by about ±lr
     (its moments start at that step's gradient, so m / sqrt(v) = ±1).
@@ -66,4 +82,4 @@ def encoder_multiplier(step: int, freeze: int, warmup: int, total: int) -> float
     if step < freeze:
         return 0.0
     rewarm = min(1.0, (step - freeze + 1) / max(1, warmup)) if freeze > 0 else 1.0  # (no freeze: the run's own)
-    return rewarm * warmup_cosine(step, warmup, total, 0.0)
+    return rewarm * schedule_multiplier(step, warmup, total, schedule)
