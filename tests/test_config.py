@@ -209,3 +209,12 @@ def test_a_wheel_holds_every_preset_and_finds_them_installed(tmp_path):
     loaded = subprocess.run([*run, "--config", "finetune/cpu-small"], cwd=tmp_path, env=env, capture_output=True,
                             text=True, check=True)  # fmt: skip
     assert "patch_size" in loaded.stdout
+
+
+def test_a_float_written_without_a_dot_is_a_number():
+    """YAML 1.1 reads 3e-5 as a string; a float key takes it as 3e-5, an int key and a word are still refused."""
+    cfg = load_config(None, ["finetune.weight_decay=3e-5", "pretrain.lr=1E-4"])
+    assert cfg.finetune.weight_decay == 3e-5 and cfg.pretrain.lr == 1e-4
+    for bad in ("finetune.weight_decay=abc", "finetune.steps=3e2"):
+        with pytest.raises(ConfigError, match=bad.split("=")[0]):
+            load_config(None, [bad])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from typing import Any, Literal
@@ -119,6 +120,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
 def _coerce_scalar(tp: Any, value: Any, key: str) -> Any:
     if tp is Any:
         return value
+    if tp is float and isinstance(value, str) and re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+", value.strip()):
+        value = float(value)  # YAML 1.1 reads 3e-5 (no dot) as a string; a float key takes it as the number it is
     ok = {
         bool: isinstance(value, bool),
         int: isinstance(value, int) and not isinstance(value, bool),
