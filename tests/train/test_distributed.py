@@ -15,7 +15,7 @@ import torch
 from gtgm.config import LossConfig
 from gtgm.train.losses import GTGMLoss
 from tests.train.ddp_worker import make_batch, make_model
-from tests.train.test_pretrain import tiny_overrides
+from tests.train.test_pretrain import pretrain_cli, tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,17 +66,7 @@ def test_two_processes_match_one_with_double_batch(tmp_path):
 
 @pytest.mark.slow
 def test_gtgm_pretrain_under_torchrun_matches_single_process(demo_run, tmp_path):
-    common = [
-        "pretrain",
-        "--cache",
-        str(demo_run / "cache"),
-        "--captions",
-        str(demo_run / "captions.jsonl"),
-        "--text-cache",
-        str(demo_run / "text"),
-        *tiny_overrides(steps=3),
-        "pretrain.log_every=1",
-    ]
+    common = pretrain_cli(demo_run, *tiny_overrides(steps=3), "pretrain.log_every=1")
     _torchrun(["-m", "gtgm", *common, "--out", str(tmp_path / "ddp"), "pretrain.batch_size=2"], tmp_path)
     from gtgm.cli import main
 

@@ -35,6 +35,12 @@ def tiny_overrides(steps: int = 6) -> list[str]:
     ]
 
 
+def pretrain_cli(demo_run, *extra: str) -> list[str]:
+    """``gtgm pretrain`` on the demo run's cache, captions and text cache, at the tiny size, plus ``extra``."""
+    data = ["--cache", str(demo_run / "cache"), "--captions", str(demo_run / "captions.jsonl")]
+    return ["pretrain", *data, "--text-cache", str(demo_run / "text"), *extra]
+
+
 def _cfg(demo_run, out, *extra):
     return load_config(
         None,

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from gtgm.cli import main
-from tests.train.test_pretrain import tiny_overrides
+from tests.train.test_pretrain import pretrain_cli, tiny_overrides
 
 FINETUNE = [
     "finetune.steps=12",
@@ -77,17 +77,7 @@ def test_a_resume_that_changes_the_split_is_refused(tiny_ct, tmp_path, capsys):
 
 
 def test_pretraining_killed_mid_run_and_resumed_equals_the_uninterrupted_run(demo_run, tmp_path):
-    base = [
-        "pretrain",
-        "--cache",
-        str(demo_run / "cache"),
-        "--captions",
-        str(demo_run / "captions.jsonl"),
-        "--text-cache",
-        str(demo_run / "text"),
-        *tiny_overrides(steps=20),
-        "pretrain.checkpoint_every=2",
-    ]
+    base = pretrain_cli(demo_run, *tiny_overrides(steps=20), "pretrain.checkpoint_every=2")
     assert main([*base, "--out", str(tmp_path / "straight")]) == 0
     step = _kill_at_first_checkpoint([*base, "--out", str(tmp_path / "killed")], tmp_path / "killed")
     assert 0 < step < 20 and not (tmp_path / "killed" / "encoder.pt").exists()

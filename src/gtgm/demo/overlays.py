@@ -39,11 +39,12 @@ def overlay_figure(
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
+    from gtgm.viewer import class_rgb
+
     fig, axes = plt.subplots(len(panels), 2, figsize=(8.5, 4.0 * len(panels)), squeeze=False)
     for row, ((title, image, ref, pred), classes) in enumerate(zip(panels, names)):
         k = max(int(ref.max()), int(pred.max()), max((int(c) for c in classes), default=0)) + 1
-        colours = plt.get_cmap("tab10" if k <= 11 else "tab20").colors  # one colour per class (background: none)
-        cmap = ListedColormap([colours[(i - 1) % len(colours)] for i in range(max(k, 2))])
+        cmap = ListedColormap([class_rgb(i, k - 1) for i in range(max(k, 2))])  # the viewer's colours (0: masked)
         for col, (lab, what) in enumerate(((ref, "reference"), (pred, "prediction"))):
             ax = axes[row, col]
             ax.imshow(image.T, cmap="gray", origin="lower")

@@ -104,13 +104,18 @@ def viewer_case(
     }
 
 
-def class_colour(value: int, largest: int) -> str:
-    """The colour of class ``value`` as ``#rrggbb``: matplotlib's tab10 (tab20 beyond 10 classes), as the static
-    overlays draw it (:func:`gtgm.demo.overlays.overlay_figure`)."""
+def class_rgb(value: int, largest: int) -> tuple[float, float, float]:
+    """The colour of class ``value`` (RGB in [0, 1]) among classes 1..``largest``: matplotlib's tab10 (tab20 beyond
+    10 classes). The viewer and the static overlays (:mod:`gtgm.demo.overlays`) both draw with it."""
     import matplotlib
 
     colours = matplotlib.colormaps["tab10" if largest + 1 <= 11 else "tab20"].colors
-    r, g, b = colours[(value - 1) % len(colours)][:3]
+    return tuple(colours[(value - 1) % len(colours)][:3])
+
+
+def class_colour(value: int, largest: int) -> str:
+    """:func:`class_rgb` as ``#rrggbb``."""
+    r, g, b = class_rgb(value, largest)
     return f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}"
 
 
