@@ -25,7 +25,7 @@ demo: $(VENV)/.installed
 # The layering contracts (pyproject.toml, [tool.importlinter]) are checked first: a broken layout fails the tests.
 test: $(VENV)/.installed
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q --durations=15 -n 2 --dist loadgroup
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests benchmarks

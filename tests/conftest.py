@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -16,6 +17,12 @@ import numpy as np
 import pytest
 
 from gtgm.cli import main
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs two workers on two cores: one thread each
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = "1"  # for the stages the tests run as child processes
+    torch.set_num_threads(1)
 
 
 def save_nifti(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> Path:
@@ -34,12 +41,13 @@ def lps_affine() -> np.ndarray:
 
 # Every stage of the demo, with budgets small enough for 2 cores (the full-size demo is `make demo`).
 TINY_DEMO = [
-    "pretrain.steps=10",
-    "pretrain.eval_every=5",
+    "pretrain.steps=6",
+    "pretrain.eval_every=3",
     "pretrain.num_workers=0",
     "finetune.steps=4",
     "finetune.val_every=4",
     "finetune.checkpoint_every=4",
+    "finetune.sw_overlap=0",  # validation and test windows side by side: the report's form, at a third of the cost
 ]  # nothing else: the study's arms, ratios and groups are make demo's own, so the tests read the report it writes
 
 
@@ -62,6 +70,40 @@ def tiny_ct(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_json(root / "raw" / "dataset.json", {"modality": {"0": "CT"}, "labels": labels, "training": training})
     assert main(["data", "preprocess", str(root / "raw"), "--out", str(root / "cache")]) == 0
     return root
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo's first stages on a smaller corpus (4 CT phantoms, 1 EM volume, the MNI152 and dipy MRI; no real
+    CT), in the demo's layout: ``examples/``, ``cache/`` (the demo preset's spacings), ``captions.jsonl`` (describe)
+    and ``text/`` (MiniLM). For the tests that need a cache with captions but no pretrained encoder, so that they do
+    not depend on the demo run. Made once, shared by the xdist workers (:func:`made_once`)."""
+
+    def make(root: Path) -> None:
+        assert main(["data", "examples", "--out", str(root / "examples"), "--n-ct", "4", "--n-em", "1"]) == 0
+        demo = ["--config", "demo"]
+        assert main(["data", "preprocess", str(root / "examples"), "--out", str(root / "cache"), *demo]) == 0
+        assert main(["caption", str(root / "cache"), "--out", str(root / "captions.jsonl"), *demo]) == 0
+        assert main(["embed-text", str(root / "captions.jsonl"), "--out", str(root / "text"), *demo]) == 0
+
+    return made_once(tmp_path_factory, "corpus", make)[0]
+
+
+def made_once(tmp_path_factory: pytest.TempPathFactory, name: str, make) -> tuple[Path, dict[str, str]]:
+    """``make(folder)`` run once per test run, shared by pytest-xdist's workers: the first worker to ask makes it
+    under a file lock, the others wait for it. Returns the folder and its files' digests when it was made."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    out, made = shared / name, shared / f"{name}.digest.json"
+    with FileLock(str(shared / f"{name}.lock")):
+        if not made.exists():
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir()
+            make(out)
+            made.write_text(json.dumps(tree_digest(out)))
+    return out, json.loads(made.read_text())
 
 
 def tree_digest(folder: Path) -> dict[str, str]:
@@ -106,23 +148,35 @@ def standin_fetch_real(out: Path, cache_dir=None, progress: bool = True) -> dict
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One `gtgm demo` run (example corpus + cache + report), shared by the tests that read it, with a tiny stand-in
-    for the real CT (:func:`standin_fetch_real`: hermetic, no package index). No test may write into it: its files
-    are hashed when it is made and again when the session ends, and a change fails the session."""
-    out = tmp_path_factory.mktemp("demo")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("gtgm.data.examples.fetch_real", standin_fetch_real)
-        assert main(["demo", "--out", str(out), *TINY_DEMO]) == 0
-    before = tree_digest(out)
+    for the real CT (:func:`standin_fetch_real`: hermetic, no package index). Made once (:func:`made_once`). No test
+    may write into it: its files are hashed when it is made and again when each worker's session ends, and a change
+    fails the session."""
+
+    def make(out: Path) -> None:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr("gtgm.data.examples.fetch_real", standin_fetch_real)
+            assert main(["demo", "--out", str(out), *TINY_DEMO]) == 0
+
+    out, before = made_once(tmp_path_factory, "demo", make)
     yield out
     after = tree_digest(out)
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
     assert not changed, f"tests wrote into the shared demo output: {changed[:10]}"
 
 
-def private_cache(demo_run: Path, tmp_path: Path) -> Path:
-    """The demo's cache as a private copy (hard links: instant; gtgm replaces files, it never writes into one), for
-    tests whose stages record something beside the cache (the study's test-read ledger, ``test_reads.json``)."""
-    return Path(shutil.copytree(demo_run / "cache", tmp_path / "demo_cache", copy_function=os.link))
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Under pytest-xdist (``--dist loadgroup``) every test that reads the demo run goes to one worker, which makes the
+    run once while the other worker takes the tests that build their own inputs. (Marked as each test is collected:
+    xdist names the groups in its own ``pytest_collection_modifyitems``.)"""
+    if "demo_run" in getattr(item, "fixturenames", ()):
+        item.add_marker(pytest.mark.xdist_group("demo"))
+
+
+def private_cache(root: Path, tmp_path: Path) -> Path:
+    """``root/cache`` (the corpus fixture's or the demo's) as a private copy (hard links: instant; gtgm replaces
+    files, it never writes into one), for tests whose stages record something beside the cache (the study's
+    test-read ledger, ``test_reads.json``)."""
+    return Path(shutil.copytree(root / "cache", tmp_path / "private_cache", copy_function=os.link))
 
 
 @contextlib.contextmanager

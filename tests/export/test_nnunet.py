@@ -44,8 +44,8 @@ def _export(dataset: Path, out: Path, dataset_id: int, *extra: str) -> int:
 
 
 @pytest.mark.slow
-def test_example_groups_pass_nnunets_own_integrity_check(demo_run, tmp_path):
-    examples = demo_run / "examples"
+def test_example_groups_pass_nnunets_own_integrity_check(corpus, tmp_path):
+    examples = corpus / "examples"
     for group, dataset_id in (("ct_phantom", 501), ("mni152_tissue", 502)):
         assert _export(examples, tmp_path, dataset_id, "--group", group) == 0
         folder = next(tmp_path.glob(f"Dataset{dataset_id}_*"))
@@ -122,12 +122,12 @@ def _plan_with_nnunet(raw: Path, work: Path, dataset_id: int) -> tuple[NnUNetWor
 
 
 @pytest.mark.slow
-def test_resenc_encoder_loads_into_the_network_nnunet_builds(demo_run, tmp_path, capsys):
+def test_resenc_encoder_loads_into_the_network_nnunet_builds(corpus, tmp_path, capsys):
     nn, plans_path = _plan_with_nnunet(_tiny_raw(tmp_path / "raw"), tmp_path, 503)
     arch = resenc_overrides(plans_path, "3d_fullres")
     run = tmp_path / "pretrain"
-    args = [f"--cache={demo_run / 'cache'}", f"--captions={demo_run / 'captions.jsonl'}"]
-    args += [f"--text-cache={demo_run / 'text'}", f"--out={run}"]
+    args = [f"--cache={corpus / 'cache'}", f"--captions={corpus / 'captions.jsonl'}"]
+    args += [f"--text-cache={corpus / 'text'}", f"--out={run}"]
     tiny = [o for o in tiny_overrides(steps=2) if not o.startswith(("model.channels", "pretrain.patch_size"))]
     assert main(["pretrain", *args, *tiny, "pretrain.patch_size=[32,32,32]", "pretrain.batch_size=2", *arch]) == 0
     assert json.loads((run / "encoder.json").read_text())["encoder"] == "resenc"

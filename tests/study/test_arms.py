@@ -36,13 +36,13 @@ TINY = [
 ]
 
 
-def test_study_pretrains_each_arm_and_compares_them(demo_run, tmp_path):
+def test_study_pretrains_each_arm_and_compares_them(corpus, tmp_path):
     cfg = load_config(
         "study/cpu-ablation",
         [
-            f"finetune.cache={private_cache(demo_run, tmp_path)}",
-            f"pretrain.captions={demo_run / 'captions.jsonl'}",
-            f"pretrain.text_cache={demo_run / 'text'}",
+            f"finetune.cache={private_cache(corpus, tmp_path)}",
+            f"pretrain.captions={corpus / 'captions.jsonl'}",
+            f"pretrain.text_cache={corpus / 'text'}",
             f"study.out={tmp_path / 'study'}",
             "study.arms=[scratch, gtgm, image_only, shuffled_text]",
             "study.recipes={scratch: {lr_a: [finetune.lr=0.01], lr_b: [finetune.lr=0.003]}}",  # both run, one kept

@@ -22,11 +22,11 @@ from tests.conftest import private_cache
 from tests.study.test_arms import TINY
 
 
-def test_supervised_arm_is_trained_on_training_cases_only_and_keeps_the_encoder(demo_run, tmp_path):
+def test_supervised_arm_is_trained_on_training_cases_only_and_keeps_the_encoder(corpus, tmp_path):
     cfg = load_config(
         "study/cpu-control",
         [
-            f"finetune.cache={private_cache(demo_run, tmp_path)}",
+            f"finetune.cache={private_cache(corpus, tmp_path)}",
             f"study.out={tmp_path / 'study'}",
             "study.seeds=[0]",
             "study.pretrain_seeds=[0]",

@@ -36,13 +36,13 @@ def test_auc_by_hand():
     assert auc(np.array([0.5, 0.5]), np.array([0, 1])) == 0.5
 
 
-def test_probe_is_deterministic_and_tells_encoders_apart(demo_run, tmp_path, capsys):
+def test_probe_is_deterministic_and_tells_encoders_apart(corpus, tmp_path, capsys):
     small = [*TINY, "finetune.label_ratio=0.1", "finetune.test_fraction=0.2"]  # one training case, two test cases
-    cfg = load_config("finetune/cpu-small", [f"finetune.cache={demo_run / 'cache'}", *small])  # as the CLI
+    cfg = load_config("finetune/cpu-small", [f"finetune.cache={corpus / 'cache'}", *small])  # as the CLI
     a = run_probe(cfg, "", "ct_phantom", seed=0)
     assert set(a["voxel"]["dice"]) == {str(c) for c in range(1, 8)} and 0 <= a["voxel"]["mean_dice"] <= 1
     save_checkpoint(tmp_path / "enc.pt", segmenter_state_dict(load_frozen_encoder(cfg, "", 1)))
-    argv = ["probe", str(demo_run / "cache"), "--encoder", "random", str(tmp_path / "enc.pt"), "--group", "ct_phantom"]
+    argv = ["probe", str(corpus / "cache"), "--encoder", "random", str(tmp_path / "enc.pt"), "--group", "ct_phantom"]
     assert main([*argv, "--out", str(tmp_path / "p"), *small]) == 0
     saved = json.loads((tmp_path / "p" / "probe.json").read_text())
     for r in saved:
@@ -50,7 +50,7 @@ def test_probe_is_deterministic_and_tells_encoders_apart(demo_run, tmp_path, cap
     assert [r["encoder"] for r in saved] == ["random init (seed 0)", str(tmp_path / "enc.pt")]
     assert saved[0] == a  # same encoder, voxels, windows and cases -> the same figures
     assert saved[1]["voxel"] != a["voxel"]  # another encoder, another figure
-    argv = ["probe", str(demo_run / "cache"), "--encoder", str(tmp_path / "none.pt"), "--group", "ct_phantom"]
+    argv = ["probe", str(corpus / "cache"), "--encoder", str(tmp_path / "none.pt"), "--group", "ct_phantom"]
     assert main([*argv, "--out", str(tmp_path / "q")]) == 1
     assert "none.pt: encoder file not found" in capsys.readouterr().err and not (tmp_path / "q").exists()
 

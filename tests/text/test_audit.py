@@ -17,8 +17,8 @@ def _write(path, records):
 
 
 @pytest.mark.slow
-def test_describe_captions_hold_and_swapped_ones_do_not(demo_run, tmp_path, capsys):
-    captions, cache = demo_run / "captions.jsonl", demo_run / "cache"
+def test_describe_captions_hold_and_swapped_ones_do_not(corpus, tmp_path, capsys):
+    captions, cache = corpus / "captions.jsonl", corpus / "cache"
     assert main(["audit", str(captions), str(cache), "--out", str(tmp_path / "orig")]) == 0
     orig = json.loads((tmp_path / "orig" / "summary.json").read_text())["describe"]
     # describe writes what it measured: every statement holds, every sentence is checkable
@@ -41,13 +41,13 @@ def test_describe_captions_hold_and_swapped_ones_do_not(demo_run, tmp_path, caps
     assert "supported" in capsys.readouterr().out
 
 
-def test_boxes_not_in_the_cache_are_refused(demo_run, tmp_path, capsys):
-    records = read_captions(demo_run / "captions.jsonl")[:3]
+def test_boxes_not_in_the_cache_are_refused(corpus, tmp_path, capsys):
+    records = read_captions(corpus / "captions.jsonl")[:3]
     records[1] = {**records[1], "volume": "no_such_volume"}
     records[2] = {**records[2], "start": [9999, 0, 0]}
     path = _write(tmp_path / "c.jsonl", records)
     out = tmp_path / "audit"
-    assert main(["audit", str(path), str(demo_run / "cache"), "--out", str(out)]) == 1
+    assert main(["audit", str(path), str(corpus / "cache"), "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert str(path) in err and "2 of 3 captioned boxes are not in the cache" in err
     assert "volume 'no_such_volume' is not cached" in err and "outside the volume's shape" in err

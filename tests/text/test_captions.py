@@ -34,14 +34,14 @@ def _cfg(**kw):
     return cfg
 
 
-def test_kill_and_resume_leaves_no_duplicate_or_broken_line(demo_run, tmp_path):
+def test_kill_and_resume_leaves_no_duplicate_or_broken_line(corpus, tmp_path):
     out = tmp_path / "captions.jsonl"
     cmd = [
         sys.executable,
         "-m",
         "gtgm",
         "caption",
-        str(demo_run / "cache"),
+        str(corpus / "cache"),
         "--out",
         str(out),
         *SMALL,
@@ -58,21 +58,21 @@ def test_kill_and_resume_leaves_no_duplicate_or_broken_line(demo_run, tmp_path):
     assert partial >= 30
     with open(out, "a") as fh:  # an interruption in the middle of a line
         fh.write('{"key": "torn-line", "text": "half a capt')
-    plan = plan_locations(VolumeCache(demo_run / "cache"), _cfg())
+    plan = plan_locations(VolumeCache(corpus / "cache"), _cfg())
     assert partial < len(plan), "the run finished before it could be killed; make the job bigger"
-    assert main(["caption", str(demo_run / "cache"), "--out", str(out), *SMALL]) == 0
+    assert main(["caption", str(corpus / "cache"), "--out", str(out), *SMALL]) == 0
     records = read_captions(out)
     keys = [r["key"] for r in records]
     assert len(keys) == len(set(keys)) == len(plan)
     assert "torn-line" not in keys
     reference = tmp_path / "reference.jsonl"
-    run_captioning(VolumeCache(demo_run / "cache"), DescribeCaptioner(), reference, _cfg(), progress=False)
+    run_captioning(VolumeCache(corpus / "cache"), DescribeCaptioner(), reference, _cfg(), progress=False)
     assert {r["key"]: r["text"] for r in records} == {r["key"]: r["text"] for r in read_captions(reference)}
 
 
-def test_shards_partition_the_work(demo_run, tmp_path):
+def test_shards_partition_the_work(corpus, tmp_path):
     out = tmp_path / "captions.jsonl"
-    cache = VolumeCache(demo_run / "cache")
+    cache = VolumeCache(corpus / "cache")
     for i in range(2):
         stats = run_captioning(cache, DescribeCaptioner(), out, _cfg(), shard=(i, 2), progress=False)
         assert stats["path"].endswith(f"captions.shard-{i}-of-2.jsonl")
@@ -96,11 +96,11 @@ def test_malformed_lines_are_named(tmp_path, capsys):
     assert "line 2" in capsys.readouterr().err
 
 
-def test_refuses_to_mix_captioners(demo_run, tmp_path):
+def test_refuses_to_mix_captioners(corpus, tmp_path):
     out = tmp_path / "captions.jsonl"
     out.write_text(json.dumps({"key": "x", "text": "t", "captioner": "hf"}) + "\n")
     with pytest.raises(GtgmError, match="holds captions by"):
-        run_captioning(VolumeCache(demo_run / "cache"), DescribeCaptioner(), out, _cfg(), progress=False)
+        run_captioning(VolumeCache(corpus / "cache"), DescribeCaptioner(), out, _cfg(), progress=False)
 
 
 def test_shard_flag_and_torchrun_env(monkeypatch):
@@ -115,9 +115,9 @@ def test_shard_flag_and_torchrun_env(monkeypatch):
     os.environ.pop("RANK")
 
 
-def test_a_second_writer_is_refused_and_repeated_keys_are_named(demo_run, tmp_path, capsys):
+def test_a_second_writer_is_refused_and_repeated_keys_are_named(corpus, tmp_path, capsys):
     out = tmp_path / "captions.jsonl"
-    argv = ["caption", str(demo_run / "cache"), "--out", str(out), *SMALL]
+    argv = ["caption", str(corpus / "cache"), "--out", str(out), *SMALL]
     with held_lock(tmp_path / ".captions.jsonl.lock"):  # another process holds it, as a running gtgm caption does
         assert main(argv) == 1
         assert "another gtgm process is writing it" in capsys.readouterr().err and not out.exists()

@@ -16,8 +16,8 @@ FINDINGS = ("tumour", "tumor", "lesion", "mass", "nodule", "abnormal", "patholog
 
 
 @pytest.fixture(scope="module")
-def cache(demo_run):
-    return VolumeCache(demo_run / "cache")
+def cache(corpus):
+    return VolumeCache(corpus / "cache")
 
 
 def _case(cache, case_id):
@@ -72,8 +72,8 @@ def test_same_patch_same_seed_same_text(cache):
     assert len({tuple(sorted(n)) for n in numbers}) == 1  # ...the measured figures do not
 
 
-def test_corpus_captions_distinct_and_finding_free(demo_run):
-    records = read_captions(demo_run / "captions.jsonl")
+def test_corpus_captions_distinct_and_finding_free(corpus):
+    records = read_captions(corpus / "captions.jsonl")
     assert len(records) > 100
     assert {r["modality"] for r in records} == {"CT", "MRI", "EM"}
     assert distinct_share(records) >= 0.5

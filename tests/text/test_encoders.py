@@ -91,9 +91,9 @@ def test_missing_encoder_folder_is_a_clear_error(tmp_path, capsys):
     assert not (tmp_path / "t").exists()
 
 
-def test_demo_text_cache_covers_demo_captions(demo_run):
+def test_demo_text_cache_covers_demo_captions(corpus):
     from gtgm.text.captions import read_captions
 
-    cache = TextCache(demo_run / "text")
-    records = read_captions(demo_run / "captions.jsonl")
+    cache = TextCache(corpus / "text")
+    records = read_captions(corpus / "captions.jsonl")
     assert len(cache.lookup([r["text"] for r in records])) == len(records)

@@ -51,22 +51,22 @@ def tiny_blip(tmp_path_factory):
     return folder
 
 
-def test_hf_captioner_writes_captions(demo_run, tiny_blip, tmp_path):
-    cache = VolumeCache(demo_run / "cache", group="em_synthetic")
+def test_hf_captioner_writes_captions(corpus, tiny_blip, tmp_path):
+    cache = VolumeCache(corpus / "cache", group="em_synthetic")
     cfg = CaptionConfig(captioner="hf", model=str(tiny_blip), max_new_tokens=6, batch_size=8, slice="informative")
     cfg.patch_size["EM"] = cfg.step["EM"] = [64, 64, 16]
     captioner = create_captioner(cfg, "cpu")
     stats = run_captioning(cache, captioner, tmp_path / "hf.jsonl", cfg, seed=0, progress=False)
     records = read_captions(tmp_path / "hf.jsonl")
-    assert stats["written"] == len(records) == 24  # 3 volumes x 8 boxes of 64x64x16
+    assert stats["written"] == len(records) == 8  # 1 volume (the corpus fixture's) x 8 boxes of 64x64x16
     assert all(r["captioner"] == "hf" and r["captioner_version"] == tiny_blip.name for r in records)
     assert all(isinstance(r["text"], str) and r["text"] for r in records)
     run_captioning(cache, captioner, tmp_path / "again.jsonl", cfg, seed=0, progress=False)
     assert [r["text"] for r in read_captions(tmp_path / "again.jsonl")] == [r["text"] for r in records]  # greedy
 
 
-def test_hf_prompt_prefix(demo_run, tiny_blip):
-    cache = VolumeCache(demo_run / "cache", group="em_synthetic")
+def test_hf_prompt_prefix(corpus, tiny_blip):
+    cache = VolumeCache(corpus / "cache", group="em_synthetic")
     from gtgm.data.boxes import make_patch
 
     patch = make_patch(cache, 0, [0, 0, 0], [64, 64, 16], cache.meta(0))

@@ -90,8 +90,8 @@ def server(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def em_cache(demo_run):
-    return VolumeCache(demo_run / "cache", group="em_synthetic")
+def em_cache(corpus):
+    return VolumeCache(corpus / "cache", group="em_synthetic")
 
 
 def _cfg(url, **kw):
@@ -115,7 +115,7 @@ def test_captions_and_request_format(server, em_cache, tmp_path, capsys):
     cfg = _cfg(server.url, prompt="Describe this {modality} slice.")
     stats = run_captioning(em_cache, create_captioner(cfg), tmp_path / "c.jsonl", cfg, progress=False)
     records = read_captions(tmp_path / "c.jsonl")
-    assert stats["written"] == len(records) == len(server.requests) == 24
+    assert stats["written"] == len(records) == len(server.requests) == 8  # 1 EM volume x 8 boxes
     assert all(r["captioner"] == "openai" and "report style" in r["text"] for r in records)
     req = server.requests[0]
     assert req["path"] == "/v1/chat/completions" and req["auth"] == f"Bearer {KEY}"
@@ -142,7 +142,7 @@ def test_server_errors_after_retries_keep_written_captions(server, em_cache, tmp
     assert len(server.requests) == 6 + 3  # the failing request: first try + 2 retries
     server.fail_after = None
     stats = run_captioning(em_cache, create_captioner(cfg), tmp_path / "c.jsonl", cfg, progress=False)
-    assert stats["skipped"] == 6 and len(read_captions(tmp_path / "c.jsonl")) == 24  # resumed
+    assert stats["skipped"] == 6 and len(read_captions(tmp_path / "c.jsonl")) == 8  # resumed
 
 
 def test_server_down(em_cache, tmp_path, monkeypatch, capsys):
@@ -197,9 +197,9 @@ def test_a_server_that_echoes_the_api_key_does_not_get_it_printed(server, em_cac
     assert info.value.__cause__ is None and info.value.__suppress_context__  # not in a chained traceback either
 
 
-def test_refine_rewrites_existing_captions(server, demo_run, tmp_path):
+def test_refine_rewrites_existing_captions(server, corpus, tmp_path):
     src = tmp_path / "describe.jsonl"
-    src.write_text("".join(line for line in open(demo_run / "captions.jsonl").readlines()[:5]))
+    src.write_text("".join(line for line in open(corpus / "captions.jsonl").readlines()[:5]))
     code = main(
         [
             "caption",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,26 +17,18 @@ from tests.train.ddp_worker import make_batch, make_model
 from tests.train.test_pretrain import pretrain_cli, tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.xdist_group("ddp")  # under xdist, one torchrun at a time
 
 
 def _torchrun(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    """``torchrun --standalone`` (its own free rendezvous port: no port picked here and lost to a race) with 2
+    processes; a hang fails after 5 minutes with the processes' output."""
     env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(port),
-        *args,
-    ]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
+    try:
+        proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"torchrun did not finish in 300 s: {str(exc.stdout)[-2000:]} {str(exc.stderr)[-3000:]}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
@@ -65,8 +56,8 @@ def test_two_processes_match_one_with_double_batch(tmp_path):
 
 
 @pytest.mark.slow
-def test_gtgm_pretrain_under_torchrun_matches_single_process(demo_run, tmp_path):
-    common = pretrain_cli(demo_run, *tiny_overrides(steps=3), "pretrain.log_every=1")
+def test_gtgm_pretrain_under_torchrun_matches_single_process(corpus, tmp_path):
+    common = pretrain_cli(corpus, *tiny_overrides(steps=3), "pretrain.log_every=1")
     _torchrun(["-m", "gtgm", *common, "--out", str(tmp_path / "ddp"), "pretrain.batch_size=2"], tmp_path)
     from gtgm.cli import main
 

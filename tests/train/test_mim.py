@@ -34,11 +34,11 @@ def test_reconstruction_loss_counts_hidden_voxels_only():
 
 
 @pytest.mark.parametrize("objective", ["mim", "mim_dense"])
-def test_mim_pretraining_exports_an_encoder_fine_tuning_loads(demo_run, tmp_path, objective):
+def test_mim_pretraining_exports_an_encoder_fine_tuning_loads(corpus, tmp_path, objective):
     over = [f"pretrain.objective={objective}", "pretrain.steps=6", "pretrain.mask_block=4"]
     if objective == "mim_dense":  # whole crops at the fine-tuning field of view, placed on the caption grid
         over += ["finetune.patch_size=[64, 32, 32]", "pretrain.batch_size=2"]
-    cfg = _cfg(demo_run, tmp_path / "mim", *over)
+    cfg = _cfg(corpus, tmp_path / "mim", *over)
     pretrain(cfg, progress=False)
     out = tmp_path / "mim"
     assert (out / "encoder.pt").is_file() and not (out / "heads.pt").exists()  # no projection heads to query with

@@ -35,19 +35,19 @@ def tiny_overrides(steps: int = 6) -> list[str]:
     ]
 
 
-def pretrain_cli(demo_run, *extra: str) -> list[str]:
+def pretrain_cli(corpus, *extra: str) -> list[str]:
     """``gtgm pretrain`` on the demo run's cache, captions and text cache, at the tiny size, plus ``extra``."""
-    data = ["--cache", str(demo_run / "cache"), "--captions", str(demo_run / "captions.jsonl")]
-    return ["pretrain", *data, "--text-cache", str(demo_run / "text"), *extra]
+    data = ["--cache", str(corpus / "cache"), "--captions", str(corpus / "captions.jsonl")]
+    return ["pretrain", *data, "--text-cache", str(corpus / "text"), *extra]
 
 
-def _cfg(demo_run, out, *extra):
+def _cfg(corpus, out, *extra):
     return load_config(
         None,
         [
-            f"pretrain.cache={demo_run / 'cache'}",
-            f"pretrain.captions={demo_run / 'captions.jsonl'}",
-            f"pretrain.text_cache={demo_run / 'text'}",
+            f"pretrain.cache={corpus / 'cache'}",
+            f"pretrain.captions={corpus / 'captions.jsonl'}",
+            f"pretrain.text_cache={corpus / 'text'}",
             f"pretrain.out={out}",
             *tiny_overrides(),
             *extra,
@@ -62,13 +62,13 @@ def test_warmup_cosine():
     assert warmup_cosine(10, 4, 10, 0.1) == pytest.approx(0.1)
 
 
-def test_resume_gives_the_same_weights(demo_run, tmp_path):
-    straight = pretrain(_cfg(demo_run, tmp_path / "straight"), progress=False)
-    half = pretrain(_cfg(demo_run, tmp_path / "halves"), progress=False, stop_after=3)
+def test_resume_gives_the_same_weights(corpus, tmp_path):
+    straight = pretrain(_cfg(corpus, tmp_path / "straight"), progress=False)
+    half = pretrain(_cfg(corpus, tmp_path / "halves"), progress=False, stop_after=3)
     assert half["step"] == 3 and not half["finished"] and not (tmp_path / "halves" / "encoder.pt").exists()
     with pytest.raises(GtgmError, match="--resume"):
-        pretrain(_cfg(demo_run, tmp_path / "halves"), progress=False)
-    resumed = pretrain(_cfg(demo_run, tmp_path / "halves"), resume=True, progress=False)
+        pretrain(_cfg(corpus, tmp_path / "halves"), progress=False)
+    resumed = pretrain(_cfg(corpus, tmp_path / "halves"), resume=True, progress=False)
     assert straight["step"] == resumed["step"] == 6
     a = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "halves" / "checkpoints" / "last.pt", weights_only=True)
@@ -96,8 +96,8 @@ def test_interrupted_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypat
         load_checkpoint(path)
 
 
-def test_text_cache_from_another_encoder_is_refused(demo_run, tmp_path):
-    cfg = _cfg(demo_run, tmp_path / "run", "text.pooling=cls")
+def test_text_cache_from_another_encoder_is_refused(corpus, tmp_path):
+    cfg = _cfg(corpus, tmp_path / "run", "text.pooling=cls")
     with pytest.raises(GtgmError, match="text cache was made by encoder 'minilm'"):
         pretrain(cfg, progress=False)
 
@@ -109,7 +109,7 @@ MEAN_RANK_BAR = 0.65
 
 @pytest.mark.slow
 def test_short_cpu_pretraining_beats_chance_at_held_out_retrieval(demo_run, tmp_path, capsys):
-    """cpu-small preset for 100 steps (2/3 of the demo's 150), on the example corpus (~45 s on 2 cores).
+    """cpu-small preset for 100 steps (2/3 of the demo's 150), on the example demo_run (~45 s on 2 cores).
 
     What it shows is retrieval above chance, no more: the captions' position words alone (where in the volume a box
     lies) may reach as much, so this is not evidence that the model reads the captions' anatomy.
@@ -118,7 +118,7 @@ def test_short_cpu_pretraining_beats_chance_at_held_out_retrieval(demo_run, tmp_
     help). Top-k counts over 27 boxes move by a few boxes from one machine's float rounding to another's (top-5
     was 10/27 = exactly 2 x chance on one machine, 14/27 on another), so the assertion is on the mean rank of
     each box's own caption, which uses every box's whole ranking, against its chance level (about (n + 1) / 2).
-    The demo fixture's stand-in for the real CT is left out of the captions: the corpus is the embedded one.
+    The demo fixture's stand-in for the real CT is left out of the captions: the demo_run is the embedded one.
     """
     captions = tmp_path / "captions.jsonl"
     lines = (demo_run / "captions.jsonl").read_text().splitlines()
@@ -154,11 +154,11 @@ def test_short_cpu_pretraining_beats_chance_at_held_out_retrieval(demo_run, tmp_
     assert (tmp_path / "run" / "tb").is_dir()
 
 
-def test_swinunetr_export_loads_into_monai(demo_run, tmp_path):
+def test_swinunetr_export_loads_into_monai(corpus, tmp_path):
     from monai.networks.nets import SwinUNETR
 
     cfg = _cfg(
-        demo_run,
+        corpus,
         tmp_path / "swin",
         "model.encoder=swinunetr",
         "model.feature_size=12",

@@ -32,9 +32,9 @@ def _boxes(cache: VolumeCache, records: list[dict], n: int = 160) -> list:
     return [make_patch(cache, ids[r["volume"]], r["start"], r["size"], cache.meta(ids[r["volume"]])) for r in chosen]
 
 
-def test_caption_paired_views_keep_the_caption_true(demo_run):
-    cache = VolumeCache(demo_run / "cache")
-    patches = _boxes(cache, read_captions(demo_run / "captions.jsonl"))
+def test_caption_paired_views_keep_the_caption_true(corpus):
+    cache = VolumeCache(corpus / "cache")
+    patches = _boxes(cache, read_captions(corpus / "captions.jsonl"))
     assert len(patches) >= 100 and {p.modality for p in patches} == {"CT", "MRI"}
     rng = np.random.default_rng(1)
 
@@ -53,9 +53,9 @@ def test_caption_paired_views_keep_the_caption_true(demo_run):
     assert full > 0.5  # the measurement can tell: the full pipeline breaks most captions
 
 
-def test_boxes_are_shown_at_the_cache_voxel_size(demo_run):
-    cache = VolumeCache(demo_run / "cache")
-    text = TextCache(demo_run / "text")
+def test_boxes_are_shown_at_the_cache_voxel_size(corpus):
+    cache = VolumeCache(corpus / "cache")
+    text = TextCache(corpus / "text")
     ct = next(i for i, e in enumerate(cache.entries) if e["modality"] == "CT")
     rec = {"key": "k", "volume": cache.entries[ct]["id"], "start": [2, 3, 4], "size": [20, 20, 20], "text": "t"}
     text.lookup = lambda texts: np.zeros(len(texts), dtype=np.int64)  # one row for the made-up caption
@@ -67,10 +67,10 @@ def test_boxes_are_shown_at_the_cache_voxel_size(demo_run):
     assert float(small[:, 8:].max()) == float(small[:, 8:].min()) == cache.pad_value(ct)[0]  # padded, not stretched
 
 
-def test_shuffled_text_control_pairs_boxes_with_other_captions(demo_run):
-    cache = VolumeCache(demo_run / "cache")
-    text = TextCache(demo_run / "text")
-    records = read_captions(demo_run / "captions.jsonl")[:40]
+def test_shuffled_text_control_pairs_boxes_with_other_captions(corpus):
+    cache = VolumeCache(corpus / "cache")
+    text = TextCache(corpus / "text")
+    records = read_captions(corpus / "captions.jsonl")[:40]
     real = CaptionPairs(cache, records, text, [16, 16, 16], None)
     shuffled = CaptionPairs(cache, records, text, [16, 16, 16], None, text_control="shuffled")
     assert sorted(shuffled.rows.tolist()) == sorted(real.rows.tolist())  # the same captions ...
@@ -84,15 +84,15 @@ def test_text_loss_on_the_caption_consistent_view_only():
     assert set(GTGMLoss(cfg)(*z)) == {"text1_loss", "text2_loss", "views_loss"}
 
 
-def test_pretraining_never_sees_finetuning_val_or_test_regions(demo_run, tmp_path):
+def test_pretraining_never_sees_finetuning_val_or_test_regions(corpus, tmp_path):
     from gtgm.train.pretrain import load_data, pretrain
     from tests.train.test_pretrain import _cfg
 
-    cfg = _cfg(demo_run, tmp_path / "run", "pretrain.steps=2", "pretrain.holdout_fraction=0.0")
+    cfg = _cfg(corpus, tmp_path / "run", "pretrain.steps=2", "pretrain.holdout_fraction=0.0")
     pretrain(cfg, progress=False)
     info = json.loads((tmp_path / "run" / "encoder.json").read_text())
     reserved = json.loads((tmp_path / "run" / "reserved.json").read_text())
-    cache = VolumeCache(demo_run / "cache", group="ct_phantom", labeled=True)
+    cache = VolumeCache(corpus / "cache", group="ct_phantom", labeled=True)
     split = make_split(cache, cfg.finetune)
     evaluated = {cache.entries[p.case]["id"] for k in ("val", "test") for p in split[k]}
     assert evaluated and not evaluated & set(info["train_volumes"])  # whole CT cases held back
@@ -102,7 +102,7 @@ def test_pretraining_never_sees_finetuning_val_or_test_regions(demo_run, tmp_pat
     used = load_data(cfg)[0].records
     assert not any(overlaps(r, region) for r in used for region in reserved["regions"])
     assert any(r["volume"] == "mni152_t1" for r in used)  # the MNI152 training slab is still used
-    assert reserved["dropped_boxes"] > 0 and reserved_regions(VolumeCache(demo_run / "cache"), cfg) == {
+    assert reserved["dropped_boxes"] > 0 and reserved_regions(VolumeCache(corpus / "cache"), cfg) == {
         k: reserved[k] for k in ("regions", "unsplittable")
     }
 

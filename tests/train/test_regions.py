@@ -42,9 +42,9 @@ def test_pool_regions_is_the_mean_over_each_boxs_cells():
     torch.testing.assert_close(pool_regions(feats, boxes, (32, 32, 16), "last"), pooled[..., 3:])
 
 
-def test_each_region_of_a_crop_holds_exactly_its_caption_box(demo_run):
-    cache = VolumeCache(demo_run / "cache")
-    ct = [r for r in read_captions(demo_run / "captions.jsonl") if r["modality"] == "CT"]
+def test_each_region_of_a_crop_holds_exactly_its_caption_box(corpus):
+    cache = VolumeCache(corpus / "cache")
+    ct = [r for r in read_captions(corpus / "captions.jsonl") if r["modality"] == "CT"]
     volume = ct[0]["volume"]
     # a fine-tuning test slab through the volume: boxes touching it are dropped (as pretraining does), and crops that
     # reach it around the kept boxes see the pad value there
@@ -52,7 +52,7 @@ def test_each_region_of_a_crop_holds_exactly_its_caption_box(demo_run):
     slab = {"volume": volume, "lo": [x - 8, 0, 0], "hi": [x, 10_000, 10_000]}  # its last 8 sagittal slices
     records, dropped = drop_reserved([r for r in ct if r["volume"] == volume], [slab])
     assert dropped and records
-    crops = RegionCrops(cache, records, TextCache(demo_run / "text"), CROP, None, "text", reserved=[slab])
+    crops = RegionCrops(cache, records, TextCache(corpus / "text"), CROP, None, "text", reserved=[slab])
     pad = cache.pad_value(int(crops.case[0]))[0]
     counts, blanked = [], 0
     for i in range(16):
@@ -73,8 +73,8 @@ def test_each_region_of_a_crop_holds_exactly_its_caption_box(demo_run):
     assert crops.bank.shape[0] == len(set(crops.row.tolist())) <= len(records)
 
 
-def test_same_content_in_other_words_has_one_key_and_is_masked(demo_run):
-    cache = VolumeCache(demo_run / "cache")
+def test_same_content_in_other_words_has_one_key_and_is_masked(corpus):
+    cache = VolumeCache(corpus / "cache")
     case = next(i for i, e in enumerate(cache.entries) if e["modality"] == "CT")
     patches = [make_patch(cache, case, start, [32, 32, 32], cache.meta(case)) for start in ([0, 0, 0], [32, 32, 0])]
     describe = DescribeCaptioner()
@@ -97,12 +97,12 @@ def test_same_content_in_other_words_has_one_key_and_is_masked(demo_run):
 
 
 @pytest.mark.parametrize("objective", ["region", "region_facts"])
-def test_region_pretraining_exports_an_encoder_fine_tuning_loads(demo_run, tmp_path, objective):
+def test_region_pretraining_exports_an_encoder_fine_tuning_loads(corpus, tmp_path, objective):
     over = [f"pretrain.objective={objective}", f"finetune.patch_size={CROP}", "pretrain.batch_size=2"]
-    pretrain(_cfg(demo_run, tmp_path / "a", *over), progress=False)
-    half = pretrain(_cfg(demo_run, tmp_path / "b", *over), progress=False, stop_after=3)
+    pretrain(_cfg(corpus, tmp_path / "a", *over), progress=False)
+    half = pretrain(_cfg(corpus, tmp_path / "b", *over), progress=False, stop_after=3)
     assert not half["finished"]
-    pretrain(_cfg(demo_run, tmp_path / "b", *over), resume=True, progress=False)
+    pretrain(_cfg(corpus, tmp_path / "b", *over), resume=True, progress=False)
     a, b = (torch.load(tmp_path / r / "encoder.pt", weights_only=True) for r in "ab")
     for key in a:  # resumed = uninterrupted: the same crops in the same order
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)

@@ -76,8 +76,8 @@ def test_a_resume_that_changes_the_split_is_refused(tiny_ct, tmp_path, capsys):
     assert (tmp_path / "ft" / "checkpoints" / "last.pt").read_bytes() == before
 
 
-def test_pretraining_killed_mid_run_and_resumed_equals_the_uninterrupted_run(demo_run, tmp_path):
-    base = pretrain_cli(demo_run, *tiny_overrides(steps=20), "pretrain.checkpoint_every=2")
+def test_pretraining_killed_mid_run_and_resumed_equals_the_uninterrupted_run(corpus, tmp_path):
+    base = pretrain_cli(corpus, *tiny_overrides(steps=20), "pretrain.checkpoint_every=2")
     assert main([*base, "--out", str(tmp_path / "straight")]) == 0
     step = _kill_at_first_checkpoint([*base, "--out", str(tmp_path / "killed")], tmp_path / "killed")
     assert 0 < step < 20 and not (tmp_path / "killed" / "encoder.pt").exists()
