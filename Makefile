@@ -23,6 +23,8 @@ demo: $(VENV)/.installed
 	$(BIN)/gtgm demo --out $(DEMO_OUT)
 
 # The layering contracts (pyproject.toml, [tool.importlinter]) are checked first: a broken layout fails the tests.
+# Two pytest-xdist workers, one torch thread each (tests/conftest.py); the tests that read the shared demo run go to
+# one worker (--dist loadgroup), the others are shared out.
 test: $(VENV)/.installed
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q --durations=15 -n 2 --dist loadgroup
