@@ -73,11 +73,12 @@ def tiny_ct(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The demo's first stages on a smaller corpus (4 CT phantoms, 1 EM volume, the MNI152 and dipy MRI; no real
     CT), in the demo's layout: ``examples/``, ``cache/`` (the demo preset's spacings), ``captions.jsonl`` (describe)
     and ``text/`` (MiniLM). For the tests that need a cache with captions but no pretrained encoder, so that they do
-    not depend on the demo run. Made once, shared by the xdist workers (:func:`made_once`)."""
+    not depend on the demo run. Made once, shared by the xdist workers (:func:`made_once`), and, like the demo run,
+    hashed again when each worker's session ends: no test may write into it."""
 
     def make(root: Path) -> None:
         assert main(["data", "examples", "--out", str(root / "examples"), "--n-ct", "4", "--n-em", "1"]) == 0
@@ -86,7 +87,9 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
         assert main(["caption", str(root / "cache"), "--out", str(root / "captions.jsonl"), *demo]) == 0
         assert main(["embed-text", str(root / "captions.jsonl"), "--out", str(root / "text"), *demo]) == 0
 
-    return made_once(tmp_path_factory, "corpus", make)[0]
+    out, before = made_once(tmp_path_factory, "corpus", make)
+    yield out
+    assert_unchanged(out, before)
 
 
 def made_once(tmp_path_factory: pytest.TempPathFactory, name: str, make) -> tuple[Path, dict[str, str]]:
@@ -104,6 +107,13 @@ def made_once(tmp_path_factory: pytest.TempPathFactory, name: str, make) -> tupl
             make(out)
             made.write_text(json.dumps(tree_digest(out)))
     return out, json.loads(made.read_text())
+
+
+def assert_unchanged(folder: Path, before: dict[str, str]) -> None:
+    """Fails, naming them, when files under ``folder`` differ from the digests ``before`` (:func:`tree_digest`)."""
+    after = tree_digest(folder)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, f"tests wrote into the shared {folder.name} folder: {changed[:10]}"
 
 
 def tree_digest(folder: Path) -> dict[str, str]:
@@ -159,9 +169,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
     out, before = made_once(tmp_path_factory, "demo", make)
     yield out
-    after = tree_digest(out)
-    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-    assert not changed, f"tests wrote into the shared demo output: {changed[:10]}"
+    assert_unchanged(out, before)
 
 
 def pytest_itemcollected(item: pytest.Item) -> None:
