@@ -3,6 +3,7 @@ each, chosen on validation) and prediction-versus-reference overlays of held-out
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,7 @@ def headline_blocks(
         caption = f"Held-out data, one axial slice: reference (left), prediction (right); {cfg.figures} view ({side})"
         blocks.append(("figure", (figure, caption)))
     viewer = viewer_block(out, runs, evaluation, cfg.figures)
+    _test_slab.cache_clear()  # the MNI slab's one prediction has served the figure and the viewer
     if viewer:
         blocks.append(viewer)
     return blocks
@@ -201,45 +203,44 @@ def _ras(path: Path) -> np.ndarray:
     return np.asarray(nib.as_closest_canonical(nib.load(str(path))).dataobj)
 
 
-def _test_slab_case(cache_root: Path, group: str, run: Path) -> dict[str, Any]:
-    """The viewer case of the run's first test part: the cached (normalised) slab, its label and the prediction of
-    the run's ``best.pt`` on it (post-processed as gtgm predict does)."""
+@functools.lru_cache(maxsize=2)
+def _test_slab(cache_root: Path, group: str, run: Path) -> tuple[dict[str, Any], np.ndarray, ...]:
+    """The run's first test part: its split entry, the cached (normalised) (C, X, Y, Z) slab, its (X, Y, Z) label,
+    the prediction of the run's ``best.pt`` on it (post-processed as gtgm predict does, at the run's sliding-window
+    overlap) and the slab's 4 x 4 affine. Predicted once for the viewer and the overlay figure."""
     import torch
+    import yaml
 
     from gtgm.data.patches import VolumeCache
     from gtgm.data.splits import Part, part_arrays
     from gtgm.infer.postprocess import postprocess_label
     from gtgm.infer.predict import load_segmenter
-    from gtgm.infer.sliding import predict_array
-    from gtgm.viewer import viewer_case
+    from gtgm.infer.sliding import SW_OVERLAP, predict_array
 
     cache = VolumeCache(cache_root, group=group, labeled=True)
     p = read_json(run / "split.json", schema=SPLIT_JSON)["test"][0]
     image, label = part_arrays(cache, Part(p["case"], p["lo"], p["hi"]))
     model, meta = load_segmenter(run / "best.pt", torch.device("cpu"))
-    pred = postprocess_label(predict_array(model, image, meta["patch_size"]), meta)
+    config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
+    overlap = float(((config or {}).get("finetune") or {}).get("sw_overlap", SW_OVERLAP))
+    pred = postprocess_label(predict_array(model, image, meta["patch_size"], overlap), meta)
     affine = np.asarray(cache.meta(p["case"])["affine"], dtype=float)
     affine[:3, 3] += affine[:3, :3] @ np.asarray(p["lo"], dtype=float)  # the slab's first voxel
+    return p, image, np.asarray(label), pred, affine
+
+
+def _test_slab_case(cache_root: Path, group: str, run: Path) -> dict[str, Any]:
+    """The viewer case of the run's first test part (:func:`_test_slab`): slab, label and prediction."""
+    from gtgm.viewer import viewer_case
+
+    p, image, label, pred, affine = _test_slab(cache_root, group, run)
     lo, hi = np.percentile(image[0], [1, 99])
     vol = nib.Nifti1Image(np.asarray(image[0], dtype=np.float32), affine)
     return viewer_case(f"MRI {p['id']} (test slab)", vol, label, pred, class_names(cache_root, group), (lo, hi))
 
 
 def _test_slab_panel(cache_root: Path, group: str, run: Path) -> Panel:
-    """Predict the best axial slice (± half a patch) of the run's first test part with its ``best.pt``."""
-    import torch
-
-    from gtgm.data.patches import VolumeCache
-    from gtgm.data.splits import Part, part_arrays
-    from gtgm.infer.predict import load_segmenter
-    from gtgm.infer.sliding import predict_array
-
-    cache = VolumeCache(cache_root, group=group, labeled=True)
-    p = read_json(run / "split.json", schema=SPLIT_JSON)["test"][0]
-    image, label = part_arrays(cache, Part(p["case"], p["lo"], p["hi"]))
-    model, meta = load_segmenter(run / "best.pt", torch.device("cpu"))
+    """The best axial slice of the run's first test part (:func:`_test_slab`): image, label and prediction."""
+    p, image, label, pred, _ = _test_slab(cache_root, group, run)
     z = best_axial_slice(label)
-    half = meta["patch_size"][2] // 2
-    lo, hi = max(z - half, 0), min(z + half, label.shape[2])
-    pred = predict_array(model, image[:, :, :, lo:hi], meta["patch_size"])
-    return f"MNI152 test slab ({p['id']})", image[0, :, :, z], label[:, :, z], pred[:, :, z - lo]
+    return f"MNI152 test slab ({p['id']})", image[0, :, :, z], label[:, :, z], pred[:, :, z]
