@@ -3,7 +3,6 @@ each, chosen on validation) and prediction-versus-reference overlays of held-out
 
 from __future__ import annotations
 
-import functools
 import math
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from gtgm.config import Config
+from gtgm.config import Config, load_config
 from gtgm.demo.overlays import Panel, best_axial_slice, overlay_figure
 from gtgm.fsutil import read_json
 from gtgm.schemas import SPLIT_JSON, STUDY_JSON, TEST_METRICS
@@ -91,23 +90,24 @@ def headline_blocks(
     if "em_synthetic" in runs:
         blocks += _em_blocks(runs["em_synthetic"], baselines.get("em_synthetic"))
     blocks += _gain_blocks(out / "study" / "study.json")
-    figure = _overlays(out, runs, evaluation, cfg.figures)
+    slab = _test_slab(out / "cache", "mni152_tissue", runs["mni152_tissue"]) if "mni152_tissue" in runs else None
+    figure = _overlays(out, evaluation, cfg.figures, slab)
     if figure:
         side = (
             "patient's right on the image's left" if cfg.figures == "radiological" else "patient's right on the right"
         )
         caption = f"Held-out data, one axial slice: reference (left), prediction (right); {cfg.figures} view ({side})"
         blocks.append(("figure", (figure, caption)))
-    viewer = viewer_block(out, runs, evaluation, cfg.figures)
-    _test_slab.cache_clear()  # the MNI slab's one prediction has served the figure and the viewer
+    viewer = viewer_block(out, evaluation, cfg.figures, slab)
     if viewer:
         blocks.append(viewer)
     return blocks
 
 
-def viewer_block(out: Path, runs: dict[str, Path], evaluation: dict[str, Any], convention: str) -> tuple | None:
+def viewer_block(out: Path, evaluation: dict[str, Any], convention: str, slab: tuple | None) -> tuple | None:
     """The report's interactive 3D viewer (:mod:`gtgm.viewer`) of every held-out case of the headline, real CT
-    first: image, reference and prediction in three planes. Its library goes to ``figures/viewer/``."""
+    first, then the MNI152 test ``slab`` (:func:`_test_slab`) when there is one: image, reference and prediction in
+    three planes. Its library goes to ``figures/viewer/``."""
     from gtgm.viewer import viewer_case, viewer_html, write_assets
 
     cases = []
@@ -120,8 +120,8 @@ def viewer_block(out: Path, runs: dict[str, Path], evaluation: dict[str, Any], c
             ref = np.asarray(nib.load(str(folder / "labels" / f"{case}.nii.gz")).dataobj)
             pred = np.asarray(nib.load(str(folder / f"{case}.nii.gz")).dataobj)
             cases.append(viewer_case(f"{title} {case} (test)", image, ref, pred, names, window))
-    if "mni152_tissue" in runs:
-        cases.append(_test_slab_case(out / "cache", "mni152_tissue", runs["mni152_tissue"]))
+    if slab is not None:
+        cases.append(_test_slab_case(out / "cache", "mni152_tissue", slab))
     if not cases:
         return None
     library = write_assets(out / "figures" / "viewer")
@@ -177,7 +177,7 @@ def _em_blocks(run: Path, baseline: dict[str, Any] | None) -> list:
     ]
 
 
-def _overlays(out: Path, runs: dict[str, Path], evaluation: dict[str, Any], convention: str) -> Path | None:
+def _overlays(out: Path, evaluation: dict[str, Any], convention: str, slab: tuple | None) -> Path | None:
     panels: list[Panel] = []
     names = []
     for group, title in (("real_ct_organs", "real CT"), ("ct_phantom", "CT")):
@@ -191,8 +191,8 @@ def _overlays(out: Path, runs: dict[str, Path], evaluation: dict[str, Any], conv
         z = best_axial_slice(ref)
         panels.append((f"{title} {case}", np.clip(image[:, :, z], -200, 300), ref[:, :, z], pred[:, :, z]))
         names.append(class_names(out / "cache", group))
-    if "mni152_tissue" in runs:
-        panels.append(_test_slab_panel(out / "cache", "mni152_tissue", runs["mni152_tissue"]))
+    if slab is not None:
+        panels.append(_test_slab_panel(slab))
         names.append(class_names(out / "cache", "mni152_tissue"))
     if not panels:
         return None
@@ -203,44 +203,41 @@ def _ras(path: Path) -> np.ndarray:
     return np.asarray(nib.as_closest_canonical(nib.load(str(path))).dataobj)
 
 
-@functools.lru_cache(maxsize=2)
 def _test_slab(cache_root: Path, group: str, run: Path) -> tuple[dict[str, Any], np.ndarray, ...]:
     """The run's first test part: its split entry, the cached (normalised) (C, X, Y, Z) slab, its (X, Y, Z) label,
     the prediction of the run's ``best.pt`` on it (post-processed as gtgm predict does, at the run's sliding-window
-    overlap) and the slab's 4 x 4 affine. Predicted once for the viewer and the overlay figure."""
+    overlap) and the slab's 4 x 4 affine. Predicted once, for the viewer and the overlay figure."""
     import torch
-    import yaml
 
     from gtgm.data.patches import VolumeCache
     from gtgm.data.splits import Part, part_arrays
     from gtgm.infer.postprocess import postprocess_label
     from gtgm.infer.predict import load_segmenter
-    from gtgm.infer.sliding import SW_OVERLAP, predict_array
+    from gtgm.infer.sliding import predict_array
 
     cache = VolumeCache(cache_root, group=group, labeled=True)
     p = read_json(run / "split.json", schema=SPLIT_JSON)["test"][0]
     image, label = part_arrays(cache, Part(p["case"], p["lo"], p["hi"]))
     model, meta = load_segmenter(run / "best.pt", torch.device("cpu"))
-    config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
-    overlap = float(((config or {}).get("finetune") or {}).get("sw_overlap", SW_OVERLAP))
+    overlap = load_config(run / "config.yaml").finetune.sw_overlap  # (every fine-tuning run writes its config)
     pred = postprocess_label(predict_array(model, image, meta["patch_size"], overlap), meta)
     affine = np.asarray(cache.meta(p["case"])["affine"], dtype=float)
     affine[:3, 3] += affine[:3, :3] @ np.asarray(p["lo"], dtype=float)  # the slab's first voxel
     return p, image, np.asarray(label), pred, affine
 
 
-def _test_slab_case(cache_root: Path, group: str, run: Path) -> dict[str, Any]:
-    """The viewer case of the run's first test part (:func:`_test_slab`): slab, label and prediction."""
+def _test_slab_case(cache_root: Path, group: str, slab: tuple) -> dict[str, Any]:
+    """The viewer case of a test ``slab`` (:func:`_test_slab`): slab, label and prediction."""
     from gtgm.viewer import viewer_case
 
-    p, image, label, pred, affine = _test_slab(cache_root, group, run)
+    p, image, label, pred, affine = slab
     lo, hi = np.percentile(image[0], [1, 99])
     vol = nib.Nifti1Image(np.asarray(image[0], dtype=np.float32), affine)
     return viewer_case(f"MRI {p['id']} (test slab)", vol, label, pred, class_names(cache_root, group), (lo, hi))
 
 
-def _test_slab_panel(cache_root: Path, group: str, run: Path) -> Panel:
-    """The best axial slice of the run's first test part (:func:`_test_slab`): image, label and prediction."""
-    p, image, label, pred, _ = _test_slab(cache_root, group, run)
+def _test_slab_panel(slab: tuple) -> Panel:
+    """The best axial slice of a test ``slab`` (:func:`_test_slab`): image, label and prediction."""
+    p, image, label, pred, _ = slab
     z = best_axial_slice(label)
     return f"MNI152 test slab ({p['id']})", image[0, :, :, z], label[:, :, z], pred[:, :, z]
