@@ -25,6 +25,16 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def to_device(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``module`` moved to ``device``; on the CPU its 5-D (3D convolution) weights are also stored channels-last
+    (``torch.channels_last_3d``), which oneDNN's 3D convolutions run faster in: 1.3-1.4x per training step of the
+    shipped CPU presets' networks on one or two threads, 1.0-1.3x at inference (``benchmarks/bench_cpu_layout.py``).
+    What the network computes is unchanged (up to float rounding), and
+    :func:`gtgm.models.checkpoint.save_checkpoint` writes every tensor back in the default order."""
+    module = module.to(device)
+    return module.to(memory_format=torch.channels_last_3d) if device.type == "cpu" else module
+
+
 def dist_env() -> tuple[int, int]:
     """``(rank, world_size)`` as set by torchrun (``RANK``, ``WORLD_SIZE``); ``(0, 1)`` otherwise."""
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))

@@ -31,7 +31,7 @@ from gtgm.infer.prepare import input_cases, prepare_input, restore_labels
 from gtgm.infer.sliding import predict_array
 from gtgm.models.checkpoint import has_norm_weights, load_checkpoint, load_weights
 from gtgm.models.registry import architecture_kwargs, create_segmenter
-from gtgm.runtime import resolve_device
+from gtgm.runtime import resolve_device, to_device
 
 
 def _require(ckpt: dict[str, Any], path: str | Path, keys: tuple[str, ...]) -> None:
@@ -53,7 +53,7 @@ def load_segmenter(path: str | Path, device: torch.device) -> tuple[torch.nn.Mod
     m.use_checkpoint = False  # inference: no activation checkpointing
     model = create_segmenter(m.encoder, ckpt["num_classes"], task=task, **architecture_kwargs(m))
     load_weights(model, ckpt["model"], path)
-    return model.to(device).eval(), ckpt
+    return to_device(model, device).eval(), ckpt
 
 
 def segment_case(

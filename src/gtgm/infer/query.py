@@ -113,7 +113,7 @@ def load_query_model(
     weights (the control a pretrained model must beat), still with the run's text encoder."""
     from gtgm.models.checkpoint import load_state_dict
     from gtgm.models.vlp import build_model
-    from gtgm.runtime import resolve_device
+    from gtgm.runtime import resolve_device, to_device
     from gtgm.text.encoders import TextEncoder, encoder_identity, same_encoder
 
     run = Path(run)
@@ -153,7 +153,7 @@ def load_query_model(
         if missing or unexpected:
             wrong = (missing or unexpected)[0]
             raise GtgmError(f"{run}: encoder.pt / heads.pt do not fit the run's config.yaml (e.g. {wrong})")
-    return QueryModel(cfg, vlp.to(dev).eval(), TextEncoder(cfg.text, str(dev)), min(scale, 100.0), info, dev)
+    return QueryModel(cfg, to_device(vlp, dev).eval(), TextEncoder(cfg.text, str(dev)), min(scale, 100.0), info, dev)
 
 
 def window_starts(shape: list[int], patch: list[int], stride: list[int], name: str) -> list[list[int]]:

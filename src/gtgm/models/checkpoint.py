@@ -21,13 +21,25 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     naming the file, so the user reads "no space left" rather than torch's internals."""
     with atomic_path(path, ".pt") as tmp:
         try:
-            torch.save(state, tmp)
+            torch.save(_contiguous(state), tmp)
         except RuntimeError as exc:
             if "unexpected pos" in str(exc) or "write" in str(exc).lower():
                 why = f"cannot write the checkpoint ({str(exc).splitlines()[0]})"
                 raise OSError(errno.ENOSPC, why, str(path)) from exc
             raise
     return Path(path)
+
+
+def _contiguous(obj: Any) -> Any:
+    """``obj`` with every tensor inside (dicts, lists, tuples) in the default memory order: a CPU model's
+    channels-last weights (:func:`gtgm.runtime.to_device`) are saved as any other tool writes and reads them."""
+    if isinstance(obj, torch.Tensor):
+        return obj.contiguous()
+    if isinstance(obj, dict):
+        return {k: _contiguous(v) for k, v in obj.items()}
+    if type(obj) in (list, tuple):
+        return type(obj)(_contiguous(v) for v in obj)
+    return obj
 
 
 def load_checkpoint(

@@ -64,7 +64,7 @@ class Finetuner:
         self.task.weigh_classes(self.split["train"])
         self._check_spacing()
         self._check_cases()
-        self.model = build_segmenter(cfg, self.task.outputs, f.task).to(self.device)
+        self.model = runtime.to_device(build_segmenter(cfg, self.task.outputs, f.task), self.device)
         self.loaded = load_encoder_weights(self.model, f.pretrained, cfg.model.encoder) if f.pretrained else None
         self.start = encoder_weights(self.model, self.model.encoder_prefix)  # for the drift the study reports
         self.net = DistributedDataParallel(self.model) if self.world > 1 else self.model

@@ -103,7 +103,7 @@ class Pretrainer:
         torch.manual_seed(cfg.seed)
         self.pairs, self.held, self.reserved = load_data(cfg, progress and self.rank == 0)
         p, self.objective = cfg.pretrain, objective_of(cfg)
-        self.model = self.objective.model(cfg, self.pairs).to(self.device)
+        self.model = runtime.to_device(self.objective.model(cfg, self.pairs), self.device)
         self.loss_fn = self.objective.loss(cfg, self.pairs, self.world).to(self.device)
         ddp = self.objective.ddp_kwargs
         self.net = DistributedDataParallel(self.model, **ddp) if self.world > 1 else self.model
