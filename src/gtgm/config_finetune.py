@@ -89,7 +89,8 @@ class SegAugmentConfig:
     """Fine-tuning augmentation beyond flips (:mod:`gtgm.train.ctaug`); every probability 0 = off.
 
     Contrast phase (CT): each class named in ``enhancing`` (its unenhanced HU) keeps a share U(``phase_keep``) of its
-    enhancement (patch median − unenhanced HU, if positive), shifted by U(±``phase_jitter``) HU, its internal
+    enhancement (patch median − unenhanced HU, if positive) or of its ``phase_peak`` (HU above the unenhanced value,
+    textbook; only classes of ``enhancing``), whichever is larger, shifted by U(±``phase_jitter``) HU, its internal
     contrast scaled by U(``phase_compress``); the change fades to 0 over ``phase_ramp`` voxels inside the label, so no
     step falls on a label boundary and no voxel of another class (lungs, bone) changes. Intensity (CT, in HU,
     nnU-Net's set, each op with ``intensity_prob``): contrast about 40 HU, brightness, gamma over [-200, 300] HU,
@@ -98,6 +99,7 @@ class SegAugmentConfig:
     """
 
     enhancing: dict[str, float] = field(default_factory=dict)
+    phase_peak: dict[str, float] = field(default_factory=dict)
     phase_prob: float = 0.0
     phase_keep: list[float] = field(default_factory=lambda: [0.0, 1.0])
     phase_jitter: float = 15.0
@@ -127,6 +129,12 @@ class SegAugmentConfig:
         check_ranges(
             "seg_augment", self, non_negative=("phase_jitter", "phase_ramp", "brightness_hu", "noise_hu", "rotate_deg")
         )
+        for name, peak in self.phase_peak.items():
+            if name not in self.enhancing or not isinstance(peak, (int, float)) or peak < 0:
+                raise ConfigError(
+                    f"config key 'seg_augment.phase_peak': '{name}: {peak}' needs a class of seg_augment.enhancing "
+                    f"and a peak enhancement >= 0 HU"
+                )
 
 
 @dataclass

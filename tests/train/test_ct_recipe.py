@@ -14,6 +14,7 @@ from gtgm.data.body import body_mask, hu_of, mask_box
 from gtgm.data.patches import VolumeCache
 from gtgm.data.phantom_ct import CT_LABELS, make_ct_phantom
 from gtgm.data.splits import IGNORE, make_split
+from gtgm.errors import ConfigError
 from gtgm.fsutil import write_json
 from gtgm.infer.body import outside_body
 from gtgm.infer.predict import load_segmenter
@@ -99,6 +100,22 @@ def test_phase_change_moves_an_unenhanced_organ_by_its_jitter_only():
     ops = CTOps([PhaseChange(1, 0.0, keep=0.5, jitter=0.0)])
     out = ops(np.where(lab == 1, 200.0, 40.0), lab, 1.0)
     assert out[5, 5, 5] == pytest.approx(100.0) and out[0, 0, 0] == 40.0  # half the enhancement kept deep inside
+
+
+def test_a_peak_shows_an_unenhanced_organ_enhanced_and_leaves_a_brighter_one_as_it_was():
+    lab = np.zeros((10, 10, 10), np.int64)
+    lab[2:8, 2:8, 2:8] = 1
+    flat = np.where(lab == 1, 45.0, 40.0).astype(np.float32)  # unenhanced: 0 HU of enhancement
+    out = CTOps([PhaseChange(1, 45.0, keep=0.5, peak=200.0, jitter=0.0)])(flat, lab, 1.0)
+    assert out[5, 5, 5] == pytest.approx(145.0) and out[0, 0, 0] == 40.0  # half the peak, deep inside only
+    bright = np.where(lab == 1, 345.0, 40.0).astype(np.float32)  # 300 HU above unenhanced: beyond the peak
+    with_peak = CTOps([PhaseChange(1, 45.0, keep=0.5, peak=200.0, jitter=0.0)])(bright, lab, 1.0)
+    without = CTOps([PhaseChange(1, 45.0, keep=0.5, jitter=0.0)])(bright, lab, 1.0)
+    assert np.array_equal(with_peak, without) and with_peak[5, 5, 5] == pytest.approx(195.0)
+    with pytest.raises(ConfigError, match="phase_peak.*seg_augment.enhancing"):
+        SegAugmentConfig(enhancing={"liver": 55.0}, phase_peak={"aorta": 250.0})
+    with pytest.raises(ConfigError, match="phase_peak"):
+        SegAugmentConfig(enhancing={"liver": 55.0}, phase_peak={"liver": -5.0})
 
 
 def test_partial_label_loss_has_zero_gradient_for_unlabelled_classes():

@@ -4,8 +4,10 @@ Deterministic ops with their parameters, and :func:`sample_ct_ops`, which draws 
 torchio ``RandomNoise`` -> ``Noise`` pattern), so a training patch is replayable from its record.
 
 * :class:`PhaseChange` — one enhancing class ``k`` (unenhanced value ``u_k`` HU) of the patch: with ``m`` = the
-  median HU of its voxels, ``e = max(m − u_k, 0)`` its enhancement, the change is
-  ``d(x) = −(1 − keep)·e + jitter + (compress − 1)·(x − m)`` (a later phase or none, and a flatter organ), applied as
+  median HU of its voxels, ``e = max(m − u_k, 0)`` its enhancement and ``p_k`` its peak enhancement (0 when the
+  preset names none), the change is ``d(x) = keep·max(e, p_k) − e + jitter + (compress − 1)·(x − m)``: another
+  phase, up to the brighter of the scan's own and the textbook peak (so an unenhanced scan is also shown enhanced),
+  and a flatter organ; with ``p_k ≤ e`` it is ``−(1 − keep)·e + ...`` (a later phase or none). It is applied as
   ``x + w·d(x)``, where ``w = clip((dist − 1/2) / ramp, 0, 1)`` and ``dist`` is each voxel's distance (voxels) to
   the nearest voxel outside the label: ``w`` is 0 outside the label and rises over ``ramp`` voxels inside it (a
   quarter of the change on the outermost voxels with ``ramp`` 2), so no step falls on the label boundary and no
@@ -36,6 +38,7 @@ class PhaseChange:
     cls: int
     unenhanced: float
     keep: float = 1.0
+    peak: float = 0.0
     jitter: float = 0.0
     compress: float = 1.0
 
@@ -49,7 +52,8 @@ class PhaseChange:
         median = float(np.median(values[sub]))
         enhancement = max(median - self.unenhanced, 0.0)
         weight = ramp_weights(sub, ramp)
-        change = -(1.0 - self.keep) * enhancement + self.jitter + (self.compress - 1.0) * (values - median)
+        target = self.keep * max(enhancement, self.peak)
+        change = target - enhancement + self.jitter + (self.compress - 1.0) * (values - median)
         values += (weight * change).astype(values.dtype)
 
 
@@ -105,15 +109,20 @@ class CTOps:
         return self.intensity(out) if self.intensity else out
 
 
-def sample_ct_ops(cfg: SegAugmentConfig, enhancing: dict[int, float], rng: np.random.Generator) -> CTOps:
+def sample_ct_ops(
+    cfg: SegAugmentConfig, enhancing: dict[int, float], rng: np.random.Generator, peaks: dict[int, float] | None = None
+) -> CTOps:
     """The ops of one patch: with ``phase_prob``, a :class:`PhaseChange` for every class of ``enhancing`` (class id
-    -> unenhanced HU; absent classes change nothing); each intensity op on its own with ``intensity_prob``."""
+    -> unenhanced HU; absent classes change nothing; ``peaks``: class id -> peak enhancement in HU, 0 when absent);
+    each intensity op on its own with ``intensity_prob``."""
+    peaks = peaks or {}
     ops = CTOps()
     if enhancing and rng.random() < cfg.phase_prob:
         for cls, unenhanced in sorted(enhancing.items()):
             keep, compress = rng.uniform(*cfg.phase_keep), rng.uniform(*cfg.phase_compress)
             jitter = rng.uniform(-cfg.phase_jitter, cfg.phase_jitter)
-            ops.phase.append(PhaseChange(cls, unenhanced, float(keep), float(jitter), float(compress)))
+            peak = float(peaks.get(cls, 0.0))
+            ops.phase.append(PhaseChange(cls, unenhanced, float(keep), peak, float(jitter), float(compress)))
     p = cfg.intensity_prob
     if p > 0:
         draw = lambda lo, hi, neutral: float(rng.uniform(lo, hi)) if rng.random() < p else neutral  # noqa: E731

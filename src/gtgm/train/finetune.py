@@ -209,8 +209,9 @@ class Finetuner:
         f = self.cfg.finetune
         enhancing = getattr(self.task, "enhancing", {})
         data = SegPatches(
-            self.cache, self.split["train"], f, self.cfg.seed, self.cfg.seg_augment, enhancing, self.task.outputs
-        )
+            self.cache, self.split["train"], f, self.cfg.seed, self.cfg.seg_augment, enhancing, self.task.outputs,
+            getattr(self.task, "peaks", {}),
+        )  # fmt: skip
         loader = iter(
             DataLoader(
                 data,

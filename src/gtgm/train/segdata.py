@@ -46,8 +46,10 @@ class SegPatches(Dataset):
         aug: SegAugmentConfig | None = None,
         enhancing: dict[int, float] | None = None,
         num_classes: int = 0,
+        peaks: dict[int, float] | None = None,
     ):
         self.cache, self.parts, self.f, self.seed = cache, parts, f, seed
+        self.peaks = peaks or {}  # class id -> peak enhancement in HU (seg_augment.phase_peak)
         self.size = list(f.patch_size)
         self.aug, self.enhancing, self.num_classes = aug or SegAugmentConfig(), enhancing or {}, num_classes
         self.regions = [self._region(p) for p in parts]
@@ -172,7 +174,7 @@ class SegPatches(Dataset):
 
     def _ct_ops(self, image: np.ndarray, label: np.ndarray, case: int, rng: np.random.Generator) -> None:
         """In place on channel 0: to HU, the sampled ops, back to the cache's normalisation (clipped to its window)."""
-        ops = sample_ct_ops(self.aug, self.enhancing, rng)
+        ops = sample_ct_ops(self.aug, self.enhancing, rng, self.peaks)
         if not ops.phase and ops.intensity is None:
             return
         record = self.cache.meta(case)["normalization"][0]

@@ -110,6 +110,8 @@ class SegmentationTask:
         self.single = class_ids(labels, f.single_component, "finetune.single_component")  # one component, a priori
         self.enhancing = dict(zip(class_ids(labels, list(cfg.seg_augment.enhancing), "seg_augment.enhancing"),
                                   cfg.seg_augment.enhancing.values()))  # fmt: skip
+        self.peaks = dict(zip(class_ids(labels, list(cfg.seg_augment.phase_peak), "seg_augment.phase_peak"),
+                              cfg.seg_augment.phase_peak.values()))  # fmt: skip
         self.keep_largest: list[int] = list(self.single)  # + the classes validation adds (choose_keep_largest)
         self.one_piece: list[int] = []  # one component in every training label map: kept by default
 
