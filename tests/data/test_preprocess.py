@@ -123,6 +123,18 @@ def test_rerun_skips_unchanged_and_redoes_changed(tmp_path, lps_affine):
     assert (cache / "volumes" / "c0.npy").stat().st_mtime_ns != mtimes["c0.npy"]  # config changed
 
 
+def test_the_same_dataset_by_a_relative_and_an_absolute_path_is_one_dataset(tmp_path, lps_affine, monkeypatch):
+    root = _toy_dataset(tmp_path / "raw", lps_affine)
+    monkeypatch.chdir(tmp_path)
+    preprocess_dataset(load_dataset("raw"), tmp_path / "cache", PreprocessConfig(), progress=False)
+    mtimes = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "cache" / "volumes").iterdir()}
+    preprocess_dataset(load_dataset(root.resolve()), tmp_path / "cache", PreprocessConfig(), progress=False)
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "cache" / "volumes").iterdir()} == mtimes
+    other = _toy_dataset(tmp_path / "other", lps_affine)  # the same case ids from another folder: still refused
+    with pytest.raises(GtgmError, match="already cached from dataset"):
+        preprocess_dataset(load_dataset(other), tmp_path / "cache", PreprocessConfig(), progress=False)
+
+
 def test_bad_case_leaves_nothing_and_names_the_file(tmp_path, lps_affine):
     root = _toy_dataset(tmp_path / "raw", lps_affine, label_shape=(16, 12, 9))
     cache = tmp_path / "cache"

@@ -115,6 +115,11 @@ def _write_index(
     return index
 
 
+def _same_folder(a: str | None, b: str) -> bool:
+    """Whether two dataset folders as written (relative to the working directory, or absolute) are one folder."""
+    return a == b or (a is not None and Path(a).resolve() == Path(b).resolve())
+
+
 def _previous_index(out: Path, dataset: Dataset) -> dict[str, Any] | None:
     """The cache's existing index, checked against ``dataset``: no case id or group of another dataset is
     taken over (that would overwrite its files or change its labels)."""
@@ -127,7 +132,7 @@ def _previous_index(out: Path, dataset: Dataset) -> dict[str, Any] | None:
     root, ids = str(dataset.root), {c.id for c in dataset.cases}
     for entry in old["cases"]:
         source = entry.get("dataset", old.get("source"))
-        if entry.get("id") in ids and source != root:
+        if entry.get("id") in ids and not _same_folder(source, root):
             raise InputError(
                 path,
                 f"case id {entry['id']!r} is already cached from dataset {source}; ids must be unique in a "
@@ -136,7 +141,7 @@ def _previous_index(out: Path, dataset: Dataset) -> dict[str, Any] | None:
     for name, group in dataset.groups.items():
         before = old.get("groups", {}).get(name)
         now = {str(i): n for i, n in group.get("labels", {}).items()}
-        if before is not None and old.get("source") != root and before.get("labels", {}) != now and now:
+        if before is not None and not _same_folder(old.get("source"), root) and before.get("labels", {}) != now and now:
             raise InputError(
                 path,
                 f"group {name!r} is already cached from {old.get('source')} with labels "
