@@ -5,6 +5,7 @@ Part of :mod:`gtgm.config`, which re-exports every name here; import them from t
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Literal
@@ -130,7 +131,8 @@ class SegAugmentConfig:
             "seg_augment", self, non_negative=("phase_jitter", "phase_ramp", "brightness_hu", "noise_hu", "rotate_deg")
         )
         for name, peak in self.phase_peak.items():
-            if name not in self.enhancing or not isinstance(peak, (int, float)) or peak < 0:
+            number = isinstance(peak, (int, float)) and not isinstance(peak, bool) and math.isfinite(peak)
+            if name not in self.enhancing or not number or peak < 0:
                 raise ConfigError(
                     f"config key 'seg_augment.phase_peak': '{name}: {peak}' needs a class of seg_augment.enhancing "
                     f"and a peak enhancement >= 0 HU"

@@ -32,7 +32,11 @@ def to_device(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     What the network computes is unchanged (up to float rounding), and
     :func:`gtgm.models.checkpoint.save_checkpoint` writes every tensor back in the default order."""
     module = module.to(device)
-    return module.to(memory_format=torch.channels_last_3d) if device.type == "cpu" else module
+    if device.type == "cpu":
+        for tensor in [*module.parameters(), *module.buffers()]:
+            if tensor.dim() == 5:  # only these have a 3D channels-last order (4-D ones would be refused)
+                tensor.data = tensor.data.contiguous(memory_format=torch.channels_last_3d)
+    return module
 
 
 def dist_env() -> tuple[int, int]:

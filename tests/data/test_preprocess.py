@@ -133,6 +133,10 @@ def test_the_same_dataset_by_a_relative_and_an_absolute_path_is_one_dataset(tmp_
     other = _toy_dataset(tmp_path / "other", lps_affine)  # the same case ids from another folder: still refused
     with pytest.raises(GtgmError, match="already cached from dataset"):
         preprocess_dataset(load_dataset(other), tmp_path / "cache", PreprocessConfig(), progress=False)
+    _toy_dataset(tmp_path / "elsewhere" / "raw", lps_affine)  # the same relative name, from another directory
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    with pytest.raises(GtgmError, match="already cached from dataset"):
+        preprocess_dataset(load_dataset("raw"), tmp_path / "cache", PreprocessConfig(), progress=False)
 
 
 def test_bad_case_leaves_nothing_and_names_the_file(tmp_path, lps_affine):

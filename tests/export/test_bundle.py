@@ -128,6 +128,9 @@ def test_bundle_inference_equals_gtgm_predict(bundle, tmp_path):
     for name in ("resampled", "same_grid"):
         ours = nib.load(tmp_path / "gtgm" / f"{name}.nii.gz")
         theirs = nib.load(tmp_path / "bundle_out" / f"{name}.nii.gz")
-        np.testing.assert_array_equal(np.asarray(ours.dataobj), np.asarray(theirs.dataobj))
+        # the bundle runs the network with MONAI's default weight layout, gtgm predict channels-last on the CPU
+        # (gtgm.runtime.to_device): equal logits up to float rounding, so a rare argmax tie may flip
+        differ = np.asarray(ours.dataobj) != np.asarray(theirs.dataobj)
+        assert ours.shape == theirs.shape and differ.mean() <= 1e-3, f"{name}: {int(differ.sum())} voxels differ"
         np.testing.assert_allclose(ours.affine, theirs.affine)
         assert len(np.unique(np.asarray(ours.dataobj))) > 2  # a real segmentation, not all background

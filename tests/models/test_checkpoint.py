@@ -51,3 +51,4 @@ def test_cpu_models_run_channels_last_and_save_in_the_default_order(tmp_path):
     tensors = [*back["model"].values(), *(t for s in back["optimizer"]["state"].values() for t in s.values())]
     assert all(t.is_contiguous() for t in tensors) and back["ids"] == (1, [2])
     assert all(torch.equal(back["model"][k], v) for k, v in fast.state_dict().items())
+    assert back["model"]._metadata == fast.state_dict()._metadata  # module versions, as torch.save keeps them

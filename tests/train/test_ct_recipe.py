@@ -114,8 +114,9 @@ def test_a_peak_shows_an_unenhanced_organ_enhanced_and_leaves_a_brighter_one_as_
     assert np.array_equal(with_peak, without) and with_peak[5, 5, 5] == pytest.approx(195.0)
     with pytest.raises(ConfigError, match="phase_peak.*seg_augment.enhancing"):
         SegAugmentConfig(enhancing={"liver": 55.0}, phase_peak={"aorta": 250.0})
-    with pytest.raises(ConfigError, match="phase_peak"):
-        SegAugmentConfig(enhancing={"liver": 55.0}, phase_peak={"liver": -5.0})
+    for bad in (-5.0, float("inf"), float("nan"), True):
+        with pytest.raises(ConfigError, match="phase_peak"):
+            SegAugmentConfig(enhancing={"liver": 55.0}, phase_peak={"liver": bad})
 
 
 def test_partial_label_loss_has_zero_gradient_for_unlabelled_classes():

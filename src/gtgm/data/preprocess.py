@@ -93,7 +93,7 @@ def _write_index(
     out: Path, dataset: Dataset, cfg: PreprocessConfig, old: dict[str, Any] | None, results: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """Write ``out/index.json``: ``results`` (this dataset's cases) merged with the other datasets' cases of ``old``."""
-    root = str(dataset.root)
+    root = str(Path(dataset.root).resolve())  # absolute: a later run from another directory still matches it
     for entry in results:
         entry["dataset"] = root
     groups = {
@@ -115,9 +115,13 @@ def _write_index(
     return index
 
 
-def _same_folder(a: str | None, b: str) -> bool:
-    """Whether two dataset folders as written (relative to the working directory, or absolute) are one folder."""
-    return a == b or (a is not None and Path(a).resolve() == Path(b).resolve())
+def _same_folder(recorded: str | None, root: str) -> bool:
+    """Whether the dataset folder a cache index records is ``root`` (this run's, relative to the working directory or
+    absolute). The index records absolute folders; a relative one (older caches) was relative to a working directory
+    that is not known, so only the same spelling matches it."""
+    if recorded is None or not Path(recorded).is_absolute():
+        return recorded == root
+    return Path(recorded).resolve() == Path(root).resolve()
 
 
 def _previous_index(out: Path, dataset: Dataset) -> dict[str, Any] | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import pickle
 import random
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,11 @@ def _contiguous(obj: Any) -> Any:
     channels-last weights (:func:`gtgm.runtime.to_device`) are saved as any other tool writes and reads them."""
     if isinstance(obj, torch.Tensor):
         return obj.contiguous()
-    if isinstance(obj, dict):
-        return {k: _contiguous(v) for k, v in obj.items()}
+    if isinstance(obj, dict):  # an OrderedDict state dict keeps its type and its ``_metadata`` (module versions)
+        out = (OrderedDict if isinstance(obj, OrderedDict) else dict)((k, _contiguous(v)) for k, v in obj.items())
+        if hasattr(obj, "_metadata"):
+            out._metadata = obj._metadata
+        return out
     if type(obj) in (list, tuple):
         return type(obj)(_contiguous(v) for v in obj)
     return obj

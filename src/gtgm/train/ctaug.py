@@ -38,9 +38,9 @@ class PhaseChange:
     cls: int
     unenhanced: float
     keep: float = 1.0
-    peak: float = 0.0
     jitter: float = 0.0
     compress: float = 1.0
+    peak: float = 0.0
 
     def __call__(self, hu: np.ndarray, label: np.ndarray, ramp: float) -> None:
         """In place on ``hu`` (X, Y, Z) float32 where ``label`` (X, Y, Z) == ``cls``."""
@@ -122,7 +122,7 @@ def sample_ct_ops(
             keep, compress = rng.uniform(*cfg.phase_keep), rng.uniform(*cfg.phase_compress)
             jitter = rng.uniform(-cfg.phase_jitter, cfg.phase_jitter)
             peak = float(peaks.get(cls, 0.0))
-            ops.phase.append(PhaseChange(cls, unenhanced, float(keep), peak, float(jitter), float(compress)))
+            ops.phase.append(PhaseChange(cls, unenhanced, float(keep), float(jitter), float(compress), peak))
     p = cfg.intensity_prob
     if p > 0:
         draw = lambda lo, hi, neutral: float(rng.uniform(lo, hi)) if rng.random() < p else neutral  # noqa: E731
