@@ -108,10 +108,8 @@ class SegmentationTask:
         _check_declared(cache, labels, metas)
         self.class_weight: torch.Tensor | None = None
         self.single = class_ids(labels, f.single_component, "finetune.single_component")  # one component, a priori
-        self.enhancing = dict(zip(class_ids(labels, list(cfg.seg_augment.enhancing), "seg_augment.enhancing"),
-                                  cfg.seg_augment.enhancing.values()))  # fmt: skip
-        self.peaks = dict(zip(class_ids(labels, list(cfg.seg_augment.phase_peak), "seg_augment.phase_peak"),
-                              cfg.seg_augment.phase_peak.values()))  # fmt: skip
+        self.enhancing = by_class_id(labels, cfg.seg_augment.enhancing, "seg_augment.enhancing")  # unenhanced HU
+        self.peaks = by_class_id(labels, cfg.seg_augment.phase_peak, "seg_augment.phase_peak")  # peak enhancement
         self.keep_largest: list[int] = list(self.single)  # + the classes validation adds (choose_keep_largest)
         self.one_piece: list[int] = []  # one component in every training label map: kept by default
 
@@ -214,6 +212,11 @@ def class_ids(labels: dict[str, str], names: list[str], key: str) -> list[int]:
     if unknown:
         raise GtgmError(f"config key '{key}': {unknown} are not classes of this data ({sorted(ids)})")
     return [ids[n] for n in names]
+
+
+def by_class_id(labels: dict[str, str], values: dict[str, float], key: str) -> dict[int, float]:
+    """``values`` (class name -> value) keyed by label value instead (:func:`class_ids`)."""
+    return dict(zip(class_ids(labels, list(values), key), values.values()))
 
 
 class AffinityTask:
