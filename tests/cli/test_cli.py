@@ -21,6 +21,28 @@ def test_help_lists_every_stage():
         assert action in out.stdout
 
 
+def test_a_missing_input_is_reported_before_torch_loads(tmp_path):
+    """A mistyped input path is named in one line, without the seconds of torch + MONAI imports."""
+    probe = (
+        "import sys; from gtgm.cli import main; rc = main(sys.argv[1:]); "
+        "print('loaded' if {'torch', 'monai'} & set(sys.modules) else 'light', rc)"
+    )
+    gone, out = tmp_path / "gone", ["--out", str(tmp_path / "o")]
+    for argv, message in (
+        (["evaluate", str(gone), str(tmp_path)], f"{gone}: prediction folder not found"),
+        (["predict", str(gone), str(tmp_path), *out], f"{gone}: checkpoint not found"),
+        (["predict", str(tmp_path), str(gone), *out], f"{gone}: input not found"),
+        (["query", str(tmp_path), "CT patch.", str(gone), *out], f"{gone}: input not found"),
+        (["finetune", str(gone), *out], f"{gone}: cache folder not found"),
+        (["finetune", str(tmp_path), "--pretrained", str(gone), *out], f"{gone}: pretrained encoder not found"),
+        (["export", "bundle", str(gone), *out], f"{gone}: checkpoint not found"),
+        (["export", "nnunet", str(tmp_path), "--plans", str(gone), *out], f"{gone}: plans file not found"),
+    ):
+        run = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, check=True)
+        assert run.stdout.split() == ["light", "1"] and run.stderr.strip() == f"gtgm: error: {message}", argv
+        assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
 def test_demo_writes_corpus_cache_and_report(demo_run):
     index = json.loads((demo_run / "cache" / "index.json").read_text())
     corpus = json.loads((demo_run / "examples" / "dataset.json").read_text())

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from gtgm.cli.options import must_exist
+
 NAMES = ("export",)
 
 
@@ -33,6 +35,10 @@ def add_parsers(sub: argparse._SubParsersAction, names: tuple[str, ...] = NAMES)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.export_command == "bundle":
+        must_exist({args.checkpoint: "checkpoint"})
+    else:
+        must_exist({getattr(args, "encoder", None): "encoder", args.plans: "plans file", args.reference: "reference"})
     from gtgm.export.nnunet import export_nnunet, resenc_overrides
 
     if args.export_command == "bundle":

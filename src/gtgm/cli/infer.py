@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from gtgm.cli.options import must_exist
+
 NAMES = ("query", "predict", "evaluate")
 
 
@@ -42,6 +44,12 @@ def add_parsers(sub: argparse._SubParsersAction, names: tuple[str, ...] = NAMES)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.command == "query":
+        must_exist({args.run: "pretraining run", **{v: "input" for v in args.volumes}})
+    elif args.command == "predict":
+        must_exist({args.checkpoint: "checkpoint", **{v: "input" for v in args.inputs}})
+    else:
+        must_exist({args.pred_dir: "prediction folder", args.label_dir: "reference folder"})
     return {"query": _query, "predict": _predict, "evaluate": _evaluate}[args.command](args)
 
 

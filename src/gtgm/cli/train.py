@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gtgm.cli.options import add_config, str_override
+from gtgm.cli.options import add_config, must_exist, str_override
 from gtgm.config import load_config
 
 NAMES = ("pretrain", "finetune")
@@ -66,8 +66,6 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    from gtgm.train.finetune import finetune
-
     overrides = list(args.overrides)
     for flag, key in (
         (args.cache, "cache"),
@@ -82,6 +80,9 @@ def _finetune(args: argparse.Namespace) -> int:
                 f"finetune.{key}={flag}" if key == "label_ratio" else str_override(f"finetune.{key}", flag)
             )
     cfg = load_config(args.config, overrides)
+    must_exist({cfg.finetune.cache: "cache folder", cfg.finetune.pretrained: "pretrained encoder"})
+    from gtgm.train.finetune import finetune
+
     result = finetune(cfg, resume=args.resume)
     if not result:  # a non-zero torchrun rank
         return 0
