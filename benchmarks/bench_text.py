@@ -3,7 +3,9 @@
 * captions per second of the offline ``describe`` captioner (all grid locations of the corpus);
 * embeddings per second of the frozen MiniLM encoder on those captions (first ``embed-text`` run);
 * the time of a second ``embed-text`` run on the same captions relative to the first (content-hash
-  cache: it should encode nothing and be near-instant).
+  cache: it should encode nothing and be near-instant);
+* batches formed shortest caption first (``encode_batched``, what ``embed-text`` does) against batches in file
+  order, alternated ``--repeats`` times on the same loaded encoder: median seconds and their ratio.
 
     python benchmarks/bench_text.py [--workdir DIR]
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -25,12 +28,13 @@ from gtgm.data.patches import VolumeCache
 from gtgm.data.preprocess import preprocess_dataset
 from gtgm.text.captioners.describe import DescribeCaptioner
 from gtgm.text.captions import caption_stats, read_captions, run_captioning
-from gtgm.text.encoders import embed_captions
+from gtgm.text.encoders import TextEncoder, embed_captions, encode_batched
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", type=Path, help="reuse/keep the corpus and cache here (default: temp)")
+    ap.add_argument("--repeats", type=int, default=3, help="alternations of the batch-order comparison")
     args = ap.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="gtgm-bench-"))
     if not (work / "examples" / "dataset.json").exists():
@@ -61,6 +65,23 @@ def main() -> None:
     print(
         f"MiniLM embed-text, second run: {second['encoded']} texts encoded, whole call {t_second:.3f} s = "
         f"{t_second / t_first:.3f} x the first run ({t_first / t_second:.0f}x faster)"
+    )
+    _batch_order(read_captions(work / "captions.jsonl"), args.repeats)
+
+
+def _batch_order(records: list[dict], repeats: int) -> None:
+    """Shortest-first batches against file order, alternated on one loaded encoder (default batch size)."""
+    cfg, texts = TextConfig(), [r["text"] for r in records]
+    encoder, times = TextEncoder(cfg, "cpu"), {False: [], True: []}
+    for _ in range(repeats):
+        for by_length in (False, True):
+            t0 = time.perf_counter()
+            encode_batched(encoder, texts, cfg.batch_size, by_length=by_length)
+            times[by_length].append(time.perf_counter() - t0)
+    file_order, by_length = statistics.median(times[False]), statistics.median(times[True])
+    print(
+        f"batch order, {len(texts)} captions, median of {repeats}: file order {file_order:.2f} s, shortest first "
+        f"{by_length:.2f} s = {file_order / by_length:.2f}x"
     )
 
 

@@ -10,7 +10,7 @@ import pytest
 from gtgm.cli import main
 from gtgm.config import TextConfig
 from gtgm.errors import GtgmError
-from gtgm.text.encoders import TextCache, TextEncoder, embed_texts
+from gtgm.text.encoders import TextCache, TextEncoder, embed_texts, encode_batched
 
 TEXTS = [
     "CT patch of the upper abdomen, mostly soft tissue with some fat.",
@@ -52,6 +52,17 @@ def test_embeddings_match_a_direct_encoder_run(tmp_path):
     np.testing.assert_allclose(TextCache(tmp_path / "text").embeddings, direct, rtol=1e-2, atol=1e-2)
     mean = TextEncoder(TextConfig(pooling="mean"), "cpu").encode(TEXTS[:1])
     assert not np.allclose(mean, direct[:1], atol=1e-2)
+
+
+def test_batches_by_length_keep_each_row_in_its_place():
+    """Shortest-first batches (less padding) give every text its own embedding, in the input order."""
+    encoder = TextEncoder(TextConfig(), "cpu")
+    texts = [TEXTS[2], "CT.", TEXTS[0], "A much longer caption: " + TEXTS[1] + " " + TEXTS[2], TEXTS[1]]
+    alone = np.concatenate([encoder.encode([t]) for t in texts])
+    for by_length in (True, False):
+        rows = encode_batched(encoder, texts, batch_size=2, by_length=by_length)
+        assert rows.shape == (5, 384) and rows.dtype == np.float16
+        np.testing.assert_allclose(rows, alone, atol=2e-3)
 
 
 def test_cache_refuses_another_encoder(tmp_path):

@@ -198,6 +198,23 @@ class TextCache:
             raise GtgmError(f"{self.root}: a caption is missing from the text cache; re-run `gtgm embed-text`") from exc
 
 
+def encode_batched(
+    encoder: TextEncoder, texts: list[str], batch_size: int, by_length: bool = True, progress: bool = False
+) -> np.ndarray:
+    """Embeddings ``(N, D)`` float16 of ``texts``, in their order, ``batch_size`` texts per forward pass.
+
+    ``by_length``: batches are formed shortest text first. A batch is padded to its longest text, so batches of
+    similar lengths pad little: on captions of 60-120 tokens this takes about a fifth less time than file order
+    (``benchmarks/bench_text.py``); each row is the same up to float rounding.
+    """
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i])) if by_length else list(range(len(texts)))
+    rows = np.empty((len(texts), encoder.dim), dtype=np.float16)
+    for b in tqdm(range(0, len(order), batch_size), desc="embed-text", unit="batch", disable=not progress):
+        idx = order[b : b + batch_size]
+        rows[idx] = encoder.encode([texts[i] for i in idx]).astype(np.float16)
+    return rows
+
+
 def embed_texts(
     texts: list[str], out: str | Path, cfg: TextConfig, device: str = "auto", progress: bool = True
 ) -> dict[str, Any]:
@@ -234,9 +251,7 @@ def embed_texts(
     with single_writer(out, folder=True):  # one writer per text cache: a second embed-text on it stops at once
         if (out / "index.json").is_file() and (old is None or TextCache(out).index["hashes"] != hashes):
             raise GtgmError(f"{out}: changed by another gtgm process while this one started; run embed-text again")
-        chunks = []
-        for b in tqdm(range(0, len(items), cfg.batch_size), desc="embed-text", unit="batch", disable=not progress):
-            chunks.append(encoder.encode([t for _, t in items[b : b + cfg.batch_size]]).astype(np.float16))
+        chunks = [encode_batched(encoder, [t for _, t in items], cfg.batch_size, progress=progress)]
         seconds = time.perf_counter() - t0
         matrix = np.concatenate(([np.asarray(old.embeddings)] if old is not None else []) + chunks)
         remove_stale_temps(out)  # left by a killed run
