@@ -3,8 +3,9 @@
     python benchmarks/bench_phantom_select.py --demo runs/demo --work runs/phantom_select \
         --seeds 0 1 2 --arm base --arm uniform finetune.fg_position=uniform
 
-``--demo`` is a finished ``make demo`` output (its cache and pretrained encoder are reused, its test phantoms are never
-read). Each ``--arm NAME [key=value ...]`` fine-tunes the demo's ``ct_phantom`` run (config
+``--demo`` is a finished ``make demo`` output (its cache and pretrained encoder are reused). Every fine-tuning run
+scores its split's test phantoms in its own ``test_metrics.json``, as all runs do; nothing here reads or prints them.
+Each ``--arm NAME [key=value ...]`` fine-tunes the demo's ``ct_phantom`` run (config
 ``study/ct_phantom/pretrained/ratio1_seed0/config.yaml`` of the demo, plus the arm's overrides and ``seed=S``) for every
 seed, then predicts ``--fresh`` new phantoms (generator seeds 7000 + i: the examples use 1000+, 3000+ and 4000+) on
 their raw grid with ``gtgm predict`` and scores them with ``gtgm evaluate``. Printed per run: the best validation
