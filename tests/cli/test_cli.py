@@ -10,6 +10,7 @@ import sys
 import numpy as np
 
 from gtgm.cli import build_parser, main
+from tests.conftest import TINY_PREPROCESS
 
 
 def test_help_lists_every_stage():
@@ -73,12 +74,12 @@ def test_check_and_rerun_preprocess(demo_run, capsys, tmp_path):
     assert main(["data", "check", str(demo_run / "examples")]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert any(line.startswith("mni152_t1: MRI 1ch (197, 233, 189) RAS") for line in lines)
-    # the demo's own preprocessing settings (preset demo): nothing is redone. Other settings would rebuild
-    # the shared demo cache under the captions of every later test (it once did, with the default config).
+    # the demo run's own preprocessing settings (preset demo, MNI152 at 2 mm): nothing is redone. Other settings
+    # would rebuild the shared demo cache under the captions of every later test (it once did, with the default config).
     cache = shutil.copytree(demo_run / "cache", tmp_path / "cache")  # a copy: the shared demo output stays as made
     before = {p.name: p.stat().st_mtime_ns for p in (cache / "volumes").iterdir()}
     index = (cache / "index.json").read_bytes()
-    argv = ["data", "preprocess", str(demo_run / "examples"), "--out", str(cache), "--config", "demo"]
+    argv = ["data", "preprocess", str(demo_run / "examples"), "--out", str(cache), "--config", "demo", *TINY_PREPROCESS]
     assert main(argv) == 0
     assert {p.name: p.stat().st_mtime_ns for p in (cache / "volumes").iterdir()} == before  # nothing redone
     assert (cache / "index.json").read_bytes() == index
