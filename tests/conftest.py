@@ -39,10 +39,10 @@ def lps_affine() -> np.ndarray:
     return aff
 
 
-# Every stage of the demo, with budgets small enough for 2 cores (the full-size demo is `make demo`).
-# the MNI152 slab at 2 mm instead of 1 mm: an eighth of the voxels to fine-tune, validate and test on in the shared
-# demo run (the corpus fixture keeps the demo preset's 1 mm); tests that rerun a stage on the demo cache pass it too
+# The MNI152 slab at 2 mm instead of 1 mm: an eighth of the voxels to fine-tune, validate and test on in the shared
+# demo run (the corpus fixture keeps the demo preset's 1 mm); tests that rerun a stage on the demo cache pass it too.
 TINY_PREPROCESS = ["preprocess.group_spacing.mni152_tissue=[2.0, 2.0, 2.0]"]
+# Every stage of the demo, with budgets small enough for 2 cores (the full-size demo is `make demo`).
 TINY_DEMO = [
     *TINY_PREPROCESS,
     "pretrain.steps=6",
