@@ -251,9 +251,9 @@ def embed_texts(
     with single_writer(out, folder=True):  # one writer per text cache: a second embed-text on it stops at once
         if (out / "index.json").is_file() and (old is None or TextCache(out).index["hashes"] != hashes):
             raise GtgmError(f"{out}: changed by another gtgm process while this one started; run embed-text again")
-        chunks = [encode_batched(encoder, [t for _, t in items], cfg.batch_size, progress=progress)]
+        rows = encode_batched(encoder, [t for _, t in items], cfg.batch_size, progress=progress)
         seconds = time.perf_counter() - t0
-        matrix = np.concatenate(([np.asarray(old.embeddings)] if old is not None else []) + chunks)
+        matrix = rows if old is None else np.concatenate([np.asarray(old.embeddings), rows])
         remove_stale_temps(out)  # left by a killed run
         with atomic_path(out / "embeddings.npy", ".npy") as tmp:
             np.save(tmp, matrix)
