@@ -13,6 +13,8 @@
 4. ``--final``: a fold's final run (:data:`gtgm.study.real_ct.FOLDS`): wall time, validation, then the Dice at the
    native grid (``gtgm predict`` + ``gtgm evaluate``) of each training volume (its fit; partial-label crops on the
    classes they annotate), and of the test volume (fold z: its lower part, on the 5 mm grid).
+``--phantoms N`` adds N CT phantoms to the training cases as partial-label cases (liver, spleen, kidneys, aorta,
+lungs; :mod:`gtgm.data.phantom_mix`), in a copy of the data (WORK/data_phN, cache WORK/cache_phN).
 The labels are TotalSegmentator's own output ("silver"), so the figures measure agreement with that model. Finished
 runs are reused (delete WORK/runs/<name> to redo one); results go to WORK/results.json.
 """
@@ -29,13 +31,22 @@ import numpy as np
 
 from gtgm.config import load_config
 from gtgm.data.datasets import load_dataset
+from gtgm.data.phantom_mix import PREFIX, add_phantoms
 from gtgm.data.preprocess import preprocess_dataset
 from gtgm.data.real import fetch_real
 from gtgm.fsutil import read_json, write_json
 from gtgm.infer.body import outside_body
 from gtgm.infer.evaluate import evaluate_folders
 from gtgm.infer.predict import predict_inputs
-from gtgm.study.real_ct import ATTRIBUTION, FOLDS, PRESET, attribution_overrides, held_classes, selection
+from gtgm.study.real_ct import (
+    ATTRIBUTION,
+    FOLDS,
+    PRESET,
+    attribution_overrides,
+    held_classes,
+    selection,
+    with_training,
+)
 from gtgm.train.finetune import finetune
 
 GROUP = "real_ct_organs"
@@ -52,11 +63,18 @@ def main() -> None:
     ap.add_argument("--fold", choices=["A", "B"], default="A", help="--select: the fold")
     ap.add_argument("--steps", type=int, nargs="*", default=None, help="--attribution: which steps (default all)")
     ap.add_argument("--name", default="", help="the run's name under WORK/runs (default: the mode and fold)")
+    ap.add_argument("--phantoms", type=int, default=0, help="CT phantoms added as partial-label training cases")
     ap.add_argument("overrides", nargs="*", help="config overrides key=value")
     args = ap.parse_args()
     data, cache = args.work / "data", args.work / "cache"
     if not (data / "dataset.json").is_file():
         fetch_real(data, args.cache_dir)
+    extra: list[str] = []
+    if args.phantoms:
+        mixed, cache = args.work / f"data_ph{args.phantoms}", args.work / f"cache_ph{args.phantoms}"
+        if not (mixed / "dataset.json").is_file():
+            shutil.copytree(data, mixed)
+        data, extra = mixed, add_phantoms(mixed, GROUP, args.phantoms)
     dataset = json.loads((data / "dataset.json").read_text())
     t0 = time.perf_counter()
     preprocess_dataset(load_dataset(data), cache, load_config(PRESET, args.overrides).preprocess, progress=False)
@@ -66,27 +84,31 @@ def main() -> None:
     if args.attribution:
         for step in args.steps if args.steps is not None else range(len(ATTRIBUTION)):
             name = f"{args.name or 'attribution'}{step}"
-            results[name] = _run(args.work, name, attribution_overrides(step) + args.overrides, dataset)
+            overrides = with_training(attribution_overrides(step), extra) + args.overrides
+            results[name] = _run(args.work, cache, name, overrides, dataset)
             results[name]["step"] = ATTRIBUTION[step][0]
             write_json(results_path, results)
         _print_attribution(results)
     elif args.select:
         name = args.name or f"select_{args.fold}"
-        results[name] = _run(args.work, name, selection(args.fold) + args.overrides, dataset)
+        results[name] = _run(
+            args.work, cache, name, with_training(selection(args.fold), extra) + args.overrides, dataset
+        )
         write_json(results_path, results)
         for row in results[name]["curve"]:
             print(f"step {row['step']}: val mean {row['mean']:.3f} " + _fmt(row["dice"]))
     else:
         name = args.name or f"fold_{args.final}"
-        results[name] = _final(args.work, name, FOLDS[args.final] + args.overrides, dataset, data)
+        overrides = with_training(FOLDS[args.final], extra) + args.overrides
+        results[name] = _final(args.work, cache, name, overrides, dataset, data)
         write_json(results_path, results)
 
 
-def _run(work: Path, name: str, overrides: list[str], dataset: dict) -> dict:
+def _run(work: Path, cache: Path, name: str, overrides: list[str], dataset: dict) -> dict:
     """One fine-tuning run (reused when finished): wall time, its validation curve and best validation Dice on
     the classes its validation volume holds."""
     run = work / "runs" / name
-    cfg = load_config(PRESET, [f"finetune.cache={work / 'cache'}", f"finetune.out={run}", *overrides])
+    cfg = load_config(PRESET, [f"finetune.cache={cache}", f"finetune.out={run}", *overrides])
     if not (run / "test_metrics.json").is_file():
         shutil.rmtree(run, ignore_errors=True)
         t0 = time.perf_counter()
@@ -104,9 +126,9 @@ def _run(work: Path, name: str, overrides: list[str], dataset: dict) -> dict:
     return out
 
 
-def _final(work: Path, name: str, overrides: list[str], dataset: dict, data: Path) -> dict:
+def _final(work: Path, cache: Path, name: str, overrides: list[str], dataset: dict, data: Path) -> dict:
     """A fold's final run: :func:`_run`, then each training volume's fit and the test volume at the native grid."""
-    out = _run(work, name, overrides, dataset)
+    out = _run(work, cache, name, overrides, dataset)
     run = work / "runs" / name
     metrics = read_json(run / "test_metrics.json")
     if metrics["test"] and any(o.startswith("finetune.split=region") for o in overrides):  # fold z: the 5 mm grid
@@ -117,7 +139,8 @@ def _final(work: Path, name: str, overrides: list[str], dataset: dict, data: Pat
         print(f"test (lower part, 5 mm grid): mean {out['test']['mean']:.3f} " + _fmt(test))
         return out
     test_ids = [c["case"] for c in metrics["test"]["cases"]] if metrics["test"] else []
-    for what, ids in [*((f"fit {c}", [c]) for c in metrics["train_cases"]), *(("test", [c]) for c in test_ids)]:
+    fits = [c for c in metrics["train_cases"] if not c.startswith(PREFIX)]  # the real volumes' fit
+    for what, ids in [*((f"fit {c}", [c]) for c in fits), *(("test", [c]) for c in test_ids)]:
         pred = work / "predictions" / name / ids[0]
         dice = _native(run / "best.pt", data, ids, pred, dataset)
         outside, total = outside_body(pred / f"{ids[0]}.nii.gz", data / GROUP / f"{ids[0]}.nii.gz")

@@ -66,6 +66,17 @@ def selection(fold: str = "A") -> list[str]:
     return [o for o in FOLDS[fold] if not o.startswith("finetune.test_cases")] + ["finetune.test_cases=[]"]
 
 
+def with_training(overrides: list[str], extra: list[str]) -> list[str]:
+    """``overrides`` with the cases ``extra`` added to its ``finetune.train_cases=[...]`` item (e.g. the phantoms of
+    :func:`gtgm.data.phantom_mix.add_phantoms`)."""
+    key = "finetune.train_cases="
+    if not extra:
+        return list(overrides)
+    if not any(o.startswith(key) for o in overrides):
+        raise GtgmError("these overrides name no finetune.train_cases to add cases to")
+    return [f"{o[:-1]}, {', '.join(extra)}]" if o.startswith(key) else o for o in overrides]
+
+
 def attribution_overrides(step: int) -> list[str]:
     """Overrides of attribution step ``step`` (0 = the old recipe): fold A's selection, then the old recipe's
     settings that steps 1..``step`` have not released yet."""

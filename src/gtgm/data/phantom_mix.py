@@ -1,0 +1,83 @@
+"""CT phantoms (:mod:`gtgm.data.phantom_ct`) as partial-label training cases of a real-CT dataset.
+
+One labelled real patient teaches few shapes and positions. The phantoms hold many (per-case size, position, warp)
+of the organs both label sets name. :func:`add_phantoms` writes ``n`` of them into a dataset folder made by
+``gtgm data fetch-real`` (or any dataset whose ``dataset.json`` has ``groups``), with their label ids renamed by
+class name onto the group's classes (:data:`PHANTOM_TO_REAL`), and lists them in ``dataset.json`` as partial-label
+cases (``label_classes``): each annotates only the classes it maps. Phantom bone (vertebrae, spinous processes and
+ribs under one label) maps to no class, so it is background among the annotated classes (not liver, not lung, ...),
+and the loss leaves vertebrae and ribs out for these cases, as for every class a phantom does not annotate.
+
+The cases are marked ``synthetic`` with their generator seed as provenance; ``dataset.json`` is rewritten
+atomically after the volumes are written, so an interrupted call leaves the dataset as it was listed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from gtgm.data.io import write_nifti
+from gtgm.data.phantom_ct import CT_LABELS, make_ct_phantom
+from gtgm.errors import InputError
+from gtgm.fsutil import read_json, write_json
+
+# phantom class -> real-CT class of the same organ (gtgm data fetch-real's names); bone has none (see the module)
+PHANTOM_TO_REAL = {
+    "liver": "liver",
+    "spleen": "spleen",
+    "kidney_right": "kidney_right",
+    "kidney_left": "kidney_left",
+    "aorta": "aorta",
+    "lungs": "lungs",
+}
+PREFIX = "phantom_mix_"
+SEED = 5000  # generator seeds SEED + i (the examples use 1000+, 3000+, 4000+; bench_phantom_select 7000+)
+
+
+def add_phantoms(data: Path, group: str, n: int, seed: int = SEED) -> list[str]:
+    """Write phantoms ``seed + i`` (i < ``n``) into ``data/<group>/`` as ``phantom_mix_<i>.nii.gz`` + ``_label``
+    and list them in ``data/dataset.json`` (replacing earlier phantom cases); returns their case ids.
+
+    Label map: phantom id k -> the group's id of ``PHANTOM_TO_REAL[CT_LABELS[k]]``, 0 where none; the case's
+    ``label_classes`` are the mapped classes the group holds."""
+    path = data / "dataset.json"
+    dataset = read_json(path)
+    groups = dataset.get("groups", {})
+    if group not in groups:
+        raise InputError(path, f"no group '{group}' (groups: {', '.join(sorted(groups)) or 'none'})")
+    ids = {name: int(k) for k, name in groups[group]["labels"].items()}
+    lut = np.zeros(max(CT_LABELS) + 1, dtype=np.uint8)
+    for k, name in CT_LABELS.items():
+        lut[k] = ids.get(PHANTOM_TO_REAL.get(name, ""), 0)
+    annotated = [real for real in PHANTOM_TO_REAL.values() if real in ids]
+    if not annotated:
+        raise InputError(path, f"group '{group}' names none of the phantoms' classes ({', '.join(PHANTOM_TO_REAL)})")
+    (data / group).mkdir(parents=True, exist_ok=True)
+    entries = []
+    for i in range(n):
+        case = f"{PREFIX}{i:03d}"
+        hu, lab, affine = make_ct_phantom(seed=seed + i)
+        write_nifti(data / group / f"{case}.nii.gz", hu, affine)
+        write_nifti(data / group / f"{case}_label.nii.gz", lut[lab], affine)
+        entries.append(_entry(case, group, seed + i, annotated))
+    dataset["training"] = [e for e in dataset["training"] if not e["id"].startswith(PREFIX)] + entries
+    dataset["numTraining"] = len(dataset["training"])
+    mapping = {k: v for k, v in groups[group].get("label_mapping", {}).items() if not k.startswith(PREFIX)}
+    groups[group]["label_mapping"] = {**mapping, **{e["id"]: {c: c for c in annotated} for e in entries}}
+    write_json(path, dataset)
+    return [e["id"] for e in entries]
+
+
+def _entry(case: str, group: str, seed: int, annotated: list[str]) -> dict:
+    return {
+        "id": case,
+        "image": f"{group}/{case}.nii.gz",
+        "label": f"{group}/{case}_label.nii.gz",
+        "group": group,
+        "modality": "CT",
+        "synthetic": True,
+        "source": f"gtgm.data.phantom_ct.make_ct_phantom(seed={seed}); partial: {', '.join(annotated)}",
+        "label_classes": annotated,
+    }

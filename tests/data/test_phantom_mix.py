@@ -1,0 +1,68 @@
+"""CT phantoms added to a real-CT dataset as partial-label cases: ids renamed by class name, only the mapped classes
+declared, phantom bone left as background, a rerun replaces rather than duplicates, a wrong group is named."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from gtgm.data.datasets import load_dataset
+from gtgm.data.phantom_ct import make_ct_phantom
+from gtgm.data.phantom_mix import SEED, add_phantoms
+from gtgm.errors import GtgmError, InputError
+from gtgm.study.real_ct import selection, with_training
+from tests.conftest import save_nifti
+
+LABELS = {"0": "background", "1": "vertebrae", "2": "kidney_left", "3": "liver", "4": "spleen"}
+
+
+def _dataset(root):
+    """A one-case real-CT dataset whose group names vertebrae (no phantom class) and three phantom organs."""
+    hu = np.full((8, 8, 4), -1000, np.int16)
+    save_nifti(root / "real_ct_organs" / "a.nii.gz", hu, np.diag([2.0, 2.0, 2.0, 1.0]))
+    save_nifti(root / "real_ct_organs" / "a_label.nii.gz", np.zeros_like(hu, np.uint8), np.diag([2.0, 2.0, 2.0, 1.0]))
+    case = {"id": "a", "image": "real_ct_organs/a.nii.gz", "label": "real_ct_organs/a_label.nii.gz"}
+    group = {"modality": "CT", "labels": LABELS, "label_mapping": {"a": {"liver": "liver"}}}
+    doc = {"name": "t", "groups": {"real_ct_organs": group}, "numTraining": 1, "training": [{**case, **_meta()}]}
+    (root / "dataset.json").write_text(json.dumps(doc))
+
+
+def _meta():
+    return {"group": "real_ct_organs", "modality": "CT", "synthetic": False, "source": "test"}
+
+
+def test_phantoms_join_a_real_group_as_partial_label_cases(tmp_path):
+    _dataset(tmp_path)
+    assert add_phantoms(tmp_path, "real_ct_organs", 1) == ["phantom_mix_000"]
+    assert add_phantoms(tmp_path, "real_ct_organs", 2) == ["phantom_mix_000", "phantom_mix_001"]  # replaces
+    doc = json.loads((tmp_path / "dataset.json").read_text())
+    assert [e["id"] for e in doc["training"]] == ["a", "phantom_mix_000", "phantom_mix_001"]
+    assert doc["numTraining"] == 3
+    entry = doc["training"][1]
+    assert entry["label_classes"] == ["liver", "spleen", "kidney_left"] and entry["synthetic"]
+    assert doc["groups"]["real_ct_organs"]["label_mapping"]["phantom_mix_001"] == {c: c for c in entry["label_classes"]}
+    _, lab, _ = make_ct_phantom(seed=SEED)
+    out = np.asarray(nib.load(tmp_path / "real_ct_organs" / "phantom_mix_000_label.nii.gz").dataobj)
+    assert np.array_equal(out == 3, lab == 1) and np.array_equal(out == 4, lab == 2)  # liver, spleen renamed
+    assert np.array_equal(out == 2, lab == 4)  # the left kidney
+    assert not out[lab == 7].any() and not out[lab == 3].any()  # bone, and the right kidney the group lacks: 0
+    assert set(np.unique(out)) <= {0, 2, 3, 4}
+    assert len(load_dataset(tmp_path).cases) == 3  # the dataset still loads
+
+
+def test_a_group_that_is_not_there_is_named(tmp_path):
+    _dataset(tmp_path)
+    with pytest.raises(InputError, match="no group 'real_mr'"):
+        add_phantoms(tmp_path, "real_mr", 1)
+
+
+def test_added_cases_join_the_folds_training_cases():
+    fold = with_training(selection("A"), ["phantom_mix_000", "phantom_mix_001"])
+    train = next(o for o in fold if o.startswith("finetune.train_cases="))
+    assert train.endswith("tptbox_lumbar_ct, phantom_mix_000, phantom_mix_001]")
+    assert with_training(selection("A"), []) == selection("A")
+    with pytest.raises(GtgmError, match="no finetune.train_cases"):
+        with_training(["finetune.steps=3"], ["x"])
