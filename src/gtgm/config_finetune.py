@@ -60,6 +60,9 @@ class FinetuneConfig:
     # where a sampled foreground voxel lands in its patch: uniform, centre, or auto (uniform with augment, as before)
     fg_position: Literal["uniform", "centre", "auto"] = "auto"
     case_weights: Literal["uniform", "voxels"] = "uniform"  # draw cases uniformly, or by their usable voxels
+    # > 0: the synthetic cases (marked in the cache, e.g. gtgm.data.phantom_mix's phantoms) get this share of the draws
+    # and the real ones the rest, each side keeping its case_weights; 0: no rescaling
+    synthetic_share: float = 0.0
     body_crop: bool = False  # CT: train and infer inside the body's box (+ margin); background outside the body
     body_margin_mm: float = 10.0
     single_component: list[str] = field(default_factory=list)  # classes kept as their largest component, a priori
@@ -83,6 +86,8 @@ class FinetuneConfig:
             sizes=("patch_size",),
             non_negative=("class_shift", "slices_per_case", "body_margin_mm", "snapshot_every"),
         )
+        if not 0 <= self.synthetic_share < 1:
+            raise ConfigError(f"config key 'finetune.synthetic_share': must lie in [0, 1), got {self.synthetic_share}")
 
 
 @dataclass

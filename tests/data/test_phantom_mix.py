@@ -9,11 +9,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from gtgm.config import load_config
 from gtgm.data.datasets import load_dataset
 from gtgm.data.phantom_ct import make_ct_phantom
 from gtgm.data.phantom_mix import SEED, add_phantoms
 from gtgm.errors import GtgmError, InputError
 from gtgm.study.real_ct import selection, with_training
+from gtgm.train.segdata import share_synthetic
 from tests.conftest import save_nifti
 
 LABELS = {"0": "background", "1": "vertebrae", "2": "kidney_left", "3": "liver", "4": "spleen"}
@@ -66,3 +68,13 @@ def test_added_cases_join_the_folds_training_cases():
     assert with_training(selection("A"), []) == selection("A")
     with pytest.raises(GtgmError, match="no finetune.train_cases"):
         with_training(["finetune.steps=3"], ["x"])
+
+
+def test_synthetic_cases_get_their_share_of_the_draws():
+    w = np.array([0.1, 0.1, 0.4, 0.4])  # two real parts, then two synthetic ones holding 80 % by voxels
+    out = share_synthetic(w, [False, False, True, True], 0.25)
+    assert np.allclose(out, [0.375, 0.375, 0.125, 0.125]) and np.isclose(out.sum(), 1)
+    assert share_synthetic(w, [False, False, True, True], 0.0) is w  # off
+    assert share_synthetic(w, [False] * 4, 0.5) is w  # no synthetic part: nothing to share
+    with pytest.raises(GtgmError, match="finetune.synthetic_share"):
+        load_config("finetune/cpu-real-ct", ["finetune.synthetic_share=1.0"])

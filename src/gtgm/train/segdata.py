@@ -23,7 +23,8 @@ class SegPatches(Dataset):
 
     1. a part: uniformly, or (``case_weights: voxels``) in proportion to its usable voxels (inside its box, on its
        labelled slices and, with ``body_crop``, inside the body), so an 8-slice slab is drawn as often as its voxels
-       deserve;
+       deserve; with ``synthetic_share`` s > 0 the synthetic parts' weights are rescaled to sum to s and the real
+       ones' to 1 - s (:func:`share_synthetic`);
     2. a centre: with ``foreground_ratio`` a stored foreground voxel of the part, else a uniform voxel (z on a
        labelled slice); with ``body_crop`` both inside the body's box grown by ``body_margin_mm``, and voxels
        outside that box are padding (as at inference);
@@ -57,7 +58,9 @@ class SegPatches(Dataset):
         weights = np.array([self._usable_voxels(k) for k in range(len(parts))], dtype=np.float64)
         if f.case_weights == "uniform" or weights.sum() <= 0:
             weights = np.ones(len(parts))
-        self.weights = weights / weights.sum()
+        synthetic = [bool(cache.entries[p.case].get("synthetic")) for p in parts]
+        self.weights = share_synthetic(weights / weights.sum(), synthetic, f.synthetic_share)
+        self.weighted = f.case_weights == "voxels" or f.synthetic_share > 0
 
     def _region(self, p: Part) -> Part:
         """The part, cut to its case's body box grown by the margin when ``body_crop`` (CT cases with a body mask)."""
@@ -111,7 +114,7 @@ class SegPatches(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         rng = np.random.default_rng([self.seed, i])
         n = len(self.parts)
-        k = int(rng.integers(n)) if self.f.case_weights == "uniform" else int(rng.choice(n, p=self.weights))
+        k = int(rng.choice(n, p=self.weights)) if self.weighted else int(rng.integers(n))
         r = self.regions[k]
         centre = self._centre(k, rng)
         uniform = self.f.fg_position == "uniform" or (self.f.fg_position == "auto" and self.f.augment)
@@ -191,6 +194,16 @@ class SegPatches(Dataset):
             mask[1:] = False
             mask[[k for k in known if k < len(mask)]] = True
         return mask
+
+
+def share_synthetic(weights: np.ndarray, synthetic: list[bool], share: float) -> np.ndarray:
+    """Draw probabilities (P,) with the ``synthetic`` parts' summing to ``share`` and the others' to 1 - ``share``,
+    each side in the proportions of ``weights`` (P,); unchanged when ``share`` is 0 or one side is empty."""
+    is_syn = np.asarray(synthetic, dtype=bool)
+    w = np.asarray(weights, dtype=np.float64)
+    if share <= 0 or w[is_syn].sum() <= 0 or w[~is_syn].sum() <= 0:
+        return weights
+    return np.where(is_syn, share * w / w[is_syn].sum(), (1 - share) * w / w[~is_syn].sum())
 
 
 def rotation_scale(aug: SegAugmentConfig, rng: np.random.Generator, spacing: list[float]) -> np.ndarray:
