@@ -69,28 +69,28 @@ def main() -> None:
     data, cache = args.work / "data", args.work / "cache"
     if not (data / "dataset.json").is_file():
         fetch_real(data, args.cache_dir)
-    extra: list[str] = []
     if args.phantoms:
-        mixed, cache = args.work / f"data_ph{args.phantoms}", args.work / f"cache_ph{args.phantoms}"
-        if not (mixed / "dataset.json").is_file():
-            shutil.copytree(data, mixed)
-        data, extra = mixed, add_phantoms(mixed, GROUP, args.phantoms)
+        if args.final == "z":
+            ap.error("--phantoms: fold z splits every training volume into slabs, and partial-label cases only train")
+        data, cache = _with_phantoms(data, args.work, args.phantoms), args.work / f"cache_ph{args.phantoms}"
     dataset = json.loads((data / "dataset.json").read_text())
+    extra = [e["id"] for e in dataset["training"] if e["id"].startswith(PREFIX)]
     t0 = time.perf_counter()
     preprocess_dataset(load_dataset(data), cache, load_config(PRESET, args.overrides).preprocess, progress=False)
     print(f"preprocess: {time.perf_counter() - t0:.0f} s")
+    ph = f"_ph{args.phantoms}" if args.phantoms else ""  # default run names: the phantoms' runs apart
     results_path = args.work / "results.json"
     results = read_json(results_path) if results_path.is_file() else {}
     if args.attribution:
         for step in args.steps if args.steps is not None else range(len(ATTRIBUTION)):
-            name = f"{args.name or 'attribution'}{step}"
+            name = f"{args.name or 'attribution' + ph}{step}"
             overrides = with_training(attribution_overrides(step), extra) + args.overrides
             results[name] = _run(args.work, cache, name, overrides, dataset)
             results[name]["step"] = ATTRIBUTION[step][0]
             write_json(results_path, results)
         _print_attribution(results)
     elif args.select:
-        name = args.name or f"select_{args.fold}"
+        name = args.name or f"select_{args.fold}{ph}"
         results[name] = _run(
             args.work, cache, name, with_training(selection(args.fold), extra) + args.overrides, dataset
         )
@@ -98,10 +98,24 @@ def main() -> None:
         for row in results[name]["curve"]:
             print(f"step {row['step']}: val mean {row['mean']:.3f} " + _fmt(row["dice"]))
     else:
-        name = args.name or f"fold_{args.final}"
+        name = args.name or f"fold_{args.final}{ph}"
         overrides = with_training(FOLDS[args.final], extra) + args.overrides
         results[name] = _final(args.work, cache, name, overrides, dataset, data)
         write_json(results_path, results)
+
+
+def _with_phantoms(data: Path, work: Path, n: int) -> Path:
+    """WORK/data_phN: a copy of ``data`` with ``n`` phantoms added (made once, in a temporary folder renamed at the
+    end, so an interrupted copy is never taken for a finished one)."""
+    mixed = work / f"data_ph{n}"
+    if not (mixed / "dataset.json").is_file():
+        tmp = work / f"data_ph{n}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(data, tmp)
+        add_phantoms(tmp, GROUP, n)
+        shutil.rmtree(mixed, ignore_errors=True)
+        tmp.rename(mixed)
+    return mixed
 
 
 def _run(work: Path, cache: Path, name: str, overrides: list[str], dataset: dict) -> dict:

@@ -12,7 +12,7 @@ import pytest
 from gtgm.config import load_config
 from gtgm.data.datasets import load_dataset
 from gtgm.data.phantom_ct import make_ct_phantom
-from gtgm.data.phantom_mix import SEED, add_phantoms
+from gtgm.data.phantom_mix import SEED, add_phantoms, class_ids
 from gtgm.errors import GtgmError, InputError
 from gtgm.study.real_ct import selection, with_training
 from gtgm.train.segdata import share_synthetic
@@ -59,6 +59,28 @@ def test_a_group_that_is_not_there_is_named(tmp_path):
     _dataset(tmp_path)
     with pytest.raises(InputError, match="no group 'real_mr'"):
         add_phantoms(tmp_path, "real_mr", 1)
+    with pytest.raises(InputError, match="dataset.json: not found"):
+        add_phantoms(tmp_path / "nowhere", "real_ct_organs", 1)
+    with pytest.raises(GtgmError, match="must be >= 0"):
+        add_phantoms(tmp_path, "real_ct_organs", -1)
+
+
+def test_fewer_phantoms_leave_no_unlisted_files_and_both_label_forms_are_read(tmp_path):
+    _dataset(tmp_path)
+    add_phantoms(tmp_path, "real_ct_organs", 2)
+    add_phantoms(tmp_path, "real_ct_organs", 1)
+    assert sorted(p.name for p in (tmp_path / "real_ct_organs").glob("phantom_mix_*")) == [
+        "phantom_mix_000.nii.gz",
+        "phantom_mix_000_label.nii.gz",
+    ]
+    assert (
+        class_ids({"0": "background", "3": "liver"})
+        == class_ids({"background": 0, "liver": 3})
+        == {
+            "background": 0,
+            "liver": 3,
+        }
+    )
 
 
 def test_added_cases_join_the_folds_training_cases():

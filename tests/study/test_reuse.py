@@ -37,3 +37,7 @@ def test_runs_made_before_a_setting_existed_keep_their_old_behaviour(tmp_path):
     with pytest.raises(GtgmError, match="finetune.postprocess"):  # it was not post-processed: not the same run
         check_reuse(tmp_path, cfg, ("finetune",))
     check_reuse(tmp_path, load_config("finetune/cpu-small", ["finetune.postprocess=false"]), ("finetune",))
+    newer = cfg.to_dict()
+    del newer["finetune"]["synthetic_share"]  # a run folder written before the key: it drew no synthetic share
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(newer))
+    check_reuse(tmp_path, cfg, ("finetune",))

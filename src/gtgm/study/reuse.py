@@ -21,6 +21,7 @@ LEGACY = {
     "finetune.single_component": [],
     "finetune.train_cases": [],
     "finetune.snapshot_every": 0,
+    "finetune.synthetic_share": 0.0,
     "model.ct_windows": [],
     **{f"seg_augment.{k}": v for k, v in asdict(SegAugmentConfig()).items()},  # every probability 0: none of it
 }

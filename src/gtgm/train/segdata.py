@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -59,6 +60,10 @@ class SegPatches(Dataset):
         if f.case_weights == "uniform" or weights.sum() <= 0:
             weights = np.ones(len(parts))
         synthetic = [bool(cache.entries[p.case].get("synthetic")) for p in parts]
+        if f.synthetic_share > 0 and len(set(synthetic)) < 2:
+            side = "synthetic" if all(synthetic) else "real"
+            print(f"[finetune] warning: finetune.synthetic_share={f.synthetic_share} does nothing: every training "
+                  f"case is {side}", file=sys.stderr)  # fmt: skip
         self.weights = share_synthetic(weights / weights.sum(), synthetic, f.synthetic_share)
         self.weighted = f.case_weights == "voxels" or f.synthetic_share > 0
 
