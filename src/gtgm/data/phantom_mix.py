@@ -62,8 +62,6 @@ def add_phantoms(data: Path, group: str, n: int, seed: int = SEED) -> list[str]:
     if not annotated:
         raise InputError(path, f"group '{group}' names none of the phantoms' classes ({', '.join(PHANTOM_TO_REAL)})")
     (data / group).mkdir(parents=True, exist_ok=True)
-    for old in (data / group).glob(f"{PREFIX}*.nii.gz"):  # an earlier call's phantoms, listed again below if kept
-        old.unlink()
     entries = []
     for i in range(n):
         case = f"{PREFIX}{i:03d}"
@@ -77,6 +75,10 @@ def add_phantoms(data: Path, group: str, n: int, seed: int = SEED) -> list[str]:
     mapping = {k: v for k, v in groups[group].get("label_mapping", {}).items() if not k.startswith(PREFIX)}
     groups[group]["label_mapping"] = {**mapping, **{e["id"]: {c: c for c in annotated} for e in entries}}
     write_json(path, dataset)
+    new = {e["id"] for e in entries}
+    for old in (data / group).glob(f"{PREFIX}*.nii.gz"):  # an earlier call's extra phantoms, no longer listed
+        if old.name.removesuffix(".nii.gz").removesuffix("_label") not in new:
+            old.unlink()
     return [e["id"] for e in entries]
 
 
