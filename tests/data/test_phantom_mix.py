@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from gtgm.config import load_config
-from gtgm.data.datasets import load_dataset
+from gtgm.data.datasets import label_names, load_dataset
 from gtgm.data.phantom_ct import make_ct_phantom
-from gtgm.data.phantom_mix import SEED, add_phantoms, class_ids
+from gtgm.data.phantom_mix import SEED, add_phantoms
 from gtgm.errors import GtgmError, InputError
 from gtgm.study.real_ct import selection, with_training
 from gtgm.train.segdata import share_synthetic
@@ -73,14 +73,8 @@ def test_fewer_phantoms_leave_no_unlisted_files_and_both_label_forms_are_read(tm
         "phantom_mix_000.nii.gz",
         "phantom_mix_000_label.nii.gz",
     ]
-    assert (
-        class_ids({"0": "background", "3": "liver"})
-        == class_ids({"background": 0, "liver": 3})
-        == {
-            "background": 0,
-            "liver": 3,
-        }
-    )
+    assert label_names({"0": "background", "3": "liver"}) == label_names({"background": 0, "liver": 3})
+    assert label_names({"background": 0, "liver": 3}) == {0: "background", 3: "liver"}
 
 
 def test_added_cases_join_the_folds_training_cases():

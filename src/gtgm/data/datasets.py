@@ -148,7 +148,9 @@ def _field(data: dict[str, Any], key: str, default: Any = None) -> Any:
     return default if value is None else value
 
 
-def _msd_labels(raw: Any) -> dict[int, str]:
+def label_names(raw: Any) -> dict[int, str]:
+    """Label id -> class name of a ``labels`` mapping in either form: MSD's ``{"0": "background"}`` or nnU-Net's
+    ``{"background": 0}``; anything else gives ``{}``."""
     if not isinstance(raw, dict):
         return {}
     out: dict[int, str] = {}
@@ -167,9 +169,9 @@ def _from_msd(json_path: Path, data: dict[str, Any]) -> Dataset:
     default_modality = canonical_modality(next(iter(channel_names.values()), "MRI"))
     groups = {}
     for name, g in _field(data, "groups", {}).items():
-        groups[name] = {**g, "labels": _msd_labels(g.get("labels", {}))}
+        groups[name] = {**g, "labels": label_names(g.get("labels", {}))}
     labels = _field(data, "labels", {})
-    groups.setdefault("default", {"modality": default_modality, "labels": _msd_labels(labels)})
+    groups.setdefault("default", {"modality": default_modality, "labels": label_names(labels)})
     cases: list[Case] = []
     entries = [("training", i, e) for i, e in enumerate(_field(data, "training", []))]
     entries += [("test", i, e) for i, e in enumerate(_field(data, "test", []))]
@@ -273,7 +275,7 @@ def _from_nnunet(json_path: Path, data: dict[str, Any]) -> Dataset:
         raise InputError(json_path, f"numTraining is {expected} but imagesTr holds {n_train} cases")
     if not cases:
         raise InputError(json_path, f"no cases found in imagesTr/ with file ending '{ending}'")
-    groups = {"default": {"modality": modality, "labels": _msd_labels(_field(data, "labels", {}))}}
+    groups = {"default": {"modality": modality, "labels": label_names(_field(data, "labels", {}))}}
     return Dataset(root, str(data.get("name", root.name)), cases, groups)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gtgm.data.datasets import label_names
 from gtgm.data.io import write_nifti
 from gtgm.data.phantom_ct import CT_LABELS, make_ct_phantom
 from gtgm.errors import GtgmError, InputError
@@ -54,7 +55,7 @@ def add_phantoms(data: Path, group: str, n: int, seed: int = SEED) -> list[str]:
     groups = dataset.get("groups") or {}
     if group not in groups:
         raise InputError(path, f"no group '{group}' (groups: {', '.join(sorted(groups)) or 'none'})")
-    ids = class_ids(groups[group].get("labels") or {})
+    ids = {name: k for k, name in label_names(groups[group].get("labels")).items()}
     lut = np.zeros(max(CT_LABELS) + 1, dtype=np.uint8)
     for k, name in CT_LABELS.items():
         lut[k] = ids.get(PHANTOM_TO_REAL.get(name, ""), 0)
@@ -80,17 +81,6 @@ def add_phantoms(data: Path, group: str, n: int, seed: int = SEED) -> list[str]:
         if old.name.removesuffix(".nii.gz").removesuffix("_label") not in new:
             old.unlink()
     return [e["id"] for e in entries]
-
-
-def class_ids(labels: dict) -> dict[str, int]:
-    """Class name -> label id from a group's ``labels``: ``{"1": "liver"}`` (id -> name) or ``{"liver": 1}``."""
-    out = {}
-    for k, v in labels.items():
-        if str(k).isdigit():
-            out[str(v)] = int(k)
-        elif isinstance(v, int) or str(v).isdigit():
-            out[str(k)] = int(v)
-    return out
 
 
 def _entry(case: str, group: str, seed: int, annotated: list[str]) -> dict:
