@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import threading
 from datetime import timedelta
 
 import torch
@@ -71,12 +73,42 @@ def setup(device: torch.device) -> torch.device:
     return device
 
 
-def cleanup() -> None:
-    """Leave the process group together: a barrier first, so no rank tears its connections down while a peer
-    still uses them (a gloo process could otherwise hang at exit once its peer was gone)."""
-    if is_distributed():
-        dist.barrier()
-        dist.destroy_process_group()
+def cleanup(timeout_s: float = 60.0) -> bool:
+    """Leave the process group together, after a run that finished on every rank; ``True`` when it was left.
+
+    A barrier first, so no rank tears its connections down while a peer still uses them. Then
+    ``destroy_process_group`` in a helper thread, waited for at most ``timeout_s``: it can hang now and then
+    (pytorch/pytorch#75097) when every output is already written; such a rank warns and goes on, and
+    ``python -m gtgm`` then leaves without Python's teardown (:func:`hard_exit`). Not for the error path: a rank
+    that failed must not wait at a barrier its peers never reach (torchrun stops them when it exits).
+    """
+    if not is_distributed():
+        return True
+    dist.barrier()
+    leaving = threading.Thread(target=dist.destroy_process_group, name="gtgm-leave-group", daemon=True)
+    leaving.start()
+    leaving.join(timeout_s)
+    if leaving.is_alive():
+        print(
+            f"gtgm: warning: rank {dist.get_rank()} could not leave the process group in {timeout_s:.0f} s "
+            "(a PyTorch hang); every output is written, the process exits now",
+            file=sys.stderr,
+        )
+        return False
+    return True
+
+
+def hard_exit(code: int) -> None:
+    """End a torchrun worker (``WORLD_SIZE`` > 1) with ``code`` once its outputs are written, without Python's
+    teardown: flush stdout/stderr, then ``os._exit``. A gloo or NCCL process can hang in that teardown
+    (destructors of the process group and its threads) after a run that finished; torchrun would then wait for
+    it forever. Every output gtgm writes is complete by then (temp file, then rename). A no-op outside torchrun.
+    """
+    if dist_env()[1] <= 1:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
 
 
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:

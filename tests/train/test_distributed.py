@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,17 +22,50 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.xdist_group("ddp")  # under xdist, one torchrun at a time
 
 
-def _torchrun(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Linux ``/proc``; none elsewhere). torchrun starts each worker in a session
+    of its own, so signalling torchrun's process group does not reach them."""
+    found, todo = [], [pid]
+    while todo:
+        for task in Path(f"/proc/{todo.pop()}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                kids = [int(k) for k in (task / "children").read_text().split()]
+                found += kids
+                todo += kids
+    return found
+
+
+def _torchrun(args: list[str], tmp_path: Path, timeout: int = 180) -> subprocess.CompletedProcess:
     """``torchrun --standalone`` (its own free rendezvous port: no port picked here and lost to a race) with 2
-    processes; a hang fails after 5 minutes with the processes' output."""
-    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    processes. A hang fails after ``timeout`` seconds with every process's Python stack: each gets SIGABRT, which
+    ``PYTHONFAULTHANDLER`` turns into a traceback of each of its threads on stderr; none is left running."""
+    env = {
+        **os.environ,
+        "GLOO_SOCKET_IFNAME": "lo",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT),
+        "PYTHONFAULTHANDLER": "1",
+    }
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"torchrun did not finish in 300 s: {str(exc.stdout)[-2000:]} {str(exc.stderr)[-3000:]}")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        tree = [*_descendants(proc.pid), proc.pid]
+        for pid in tree:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGABRT)
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            out, err = "", "(no output after SIGABRT)"
+        for pid in tree:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(f"torchrun did not finish in {timeout} s; its stacks:\n{out[-2000:]}\n{err[-8000:]}")
+    assert proc.returncode == 0, out[-3000:] + err[-3000:]
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 @pytest.mark.slow
@@ -107,3 +142,43 @@ def test_gtgm_finetune_under_torchrun_matches_single_process(tiny_ct, tmp_path):
     for k in a:  # AdamW turns rounding noise of a near-zero gradient into an update of up to lr (see above)
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=2e-4, msg=k)
         assert ((a[k] - b[k]).abs() > 1e-5 + 1e-4 * b[k].abs()).float().mean() < 0.01, k
+
+
+def test_cleanup_goes_on_when_leaving_the_group_hangs(monkeypatch, capsys):
+    """A destroy_process_group that never returns (pytorch#75097) costs ``timeout_s``, with a warning, not the run."""
+    import threading
+
+    from gtgm import runtime
+
+    release = threading.Event()
+    calls = []
+    monkeypatch.setattr(runtime, "is_distributed", lambda: True)
+    monkeypatch.setattr(runtime.dist, "barrier", lambda: calls.append("barrier"))
+    monkeypatch.setattr(runtime.dist, "destroy_process_group", lambda: calls.append("destroy") or release.wait(10))
+    monkeypatch.setattr(runtime.dist, "get_rank", lambda: 1)
+    try:
+        assert runtime.cleanup(timeout_s=0.2) is False
+    finally:
+        release.set()
+    assert calls == ["barrier", "destroy"]
+    assert "rank 1 could not leave the process group in 0 s" in capsys.readouterr().err
+    monkeypatch.setattr(runtime.dist, "destroy_process_group", lambda: calls.append("destroy"))
+    assert runtime.cleanup(timeout_s=5) is True
+
+
+@pytest.mark.parametrize("world", ["1", "2"])
+def test_hard_exit_leaves_a_torchrun_worker_without_teardown(world, tmp_path):
+    """Under torchrun (WORLD_SIZE 2) a worker ends at once with its code and its printed output, even with a thread
+    that would hold Python's teardown forever; outside torchrun ``hard_exit`` does nothing."""
+    script = (
+        "import threading; from gtgm import runtime\n"
+        "threading.Thread(target=threading.Event().wait, daemon=False).start()\n"
+        "print('outputs written')\n"
+        "runtime.hard_exit(3)\n"
+        "print('after hard_exit')\n"
+        "import os; os._exit(5)\n"
+    )
+    env = {**os.environ, "WORLD_SIZE": world, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.stdout.splitlines()[0] == "outputs written"
+    assert (proc.returncode, "after hard_exit" in proc.stdout) == ((3, False) if world == "2" else (5, True))

@@ -319,7 +319,9 @@ def finetune(cfg: Config, resume: bool = False, progress: bool = True) -> dict[s
             f"tensors missing, {s['unexpected']} unexpected"
         )
     try:
-        return tuner.run()
+        result = tuner.run()
     finally:
         if tuner.lock is not None:
             tuner.lock.release()
+    runtime.cleanup()  # only after a run every rank finished (runtime.cleanup says why)
+    return result

@@ -302,8 +302,9 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True, stop_afte
     trainer = None
     try:
         trainer = Pretrainer(cfg, resume, progress)
-        return trainer.run(stop_after)
+        result = trainer.run(stop_after)
     finally:
         if trainer is not None and trainer.lock is not None:
             trainer.lock.release()
-        runtime.cleanup()
+    runtime.cleanup()  # only after a run every rank finished (runtime.cleanup says why)
+    return result
