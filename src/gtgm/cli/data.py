@@ -7,6 +7,7 @@ from pathlib import Path
 
 from gtgm.cli.options import add_config
 from gtgm.config import load_config
+from gtgm.errors import GtgmError
 
 NAMES = ("data",)
 
@@ -53,6 +54,14 @@ def add_parsers(sub: argparse._SubParsersAction, names: tuple[str, ...] = NAMES)
     fr.add_argument(
         "--cache-dir", type=Path, help="where the downloaded archives are kept (default ~/.cache/gtgm/archives)"
     )
+    fr.add_argument(
+        "--phantoms",
+        type=int,
+        default=0,
+        metavar="N",
+        help="add N CT phantoms to real_ct_organs as partial-label training cases (liver, spleen, kidneys, aorta, "
+        "lungs; marked synthetic: finetune.synthetic_share sets their share of draws); default 0",
+    )
 
     for name, helptext in (
         ("check", "read and validate every case of a dataset"),
@@ -96,8 +105,15 @@ def run(args: argparse.Namespace) -> int:
     if args.data_command == "fetch-real":
         from gtgm.data.real import fetch_real
 
+        if args.phantoms < 0:
+            raise GtgmError(f"--phantoms: the number of phantoms must be >= 0, got {args.phantoms}")
         dataset = fetch_real(args.out, args.cache_dir)
         print(f"wrote {len(dataset['training'])} real volumes and {args.out / 'dataset.json'} (sources: README.md)")
+        if args.phantoms:
+            from gtgm.data.phantom_mix import add_phantoms
+
+            ids = add_phantoms(args.out, "real_ct_organs", args.phantoms)
+            print(f"added {len(ids)} CT phantoms to real_ct_organs as partial-label cases ({ids[0]} ... {ids[-1]})")
         return 0
     from gtgm.data.datasets import load_dataset
 
