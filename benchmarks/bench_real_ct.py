@@ -3,6 +3,7 @@
     python benchmarks/bench_real_ct.py --work runs/real_ct --attribution [--steps 0 1 ...] [key=value ...]
     python benchmarks/bench_real_ct.py --work runs/real_ct --select [--fold A] [key=value ...]
     python benchmarks/bench_real_ct.py --work runs/real_ct --final A|B|z [key=value ...]
+    python benchmarks/bench_real_ct.py --work runs/real_ct --pair BASE ARM
 
 1. ``gtgm data fetch-real`` into WORK/data (reused when there), ``gtgm data preprocess`` into WORK/cache;
 2. ``--attribution``: the old recipe, then the issue's items added one at a time
@@ -13,6 +14,9 @@
 4. ``--final``: a fold's final run (:data:`gtgm.study.real_ct.FOLDS`): wall time, validation, then the Dice at the
    native grid (``gtgm predict`` + ``gtgm evaluate``) of each training volume (its fit; partial-label crops on the
    classes they annotate), and of the test volume (fold z: its lower part, on the 5 mm grid).
+``--pair BASE ARM`` runs nothing: it pairs the selection runs named ``BASE_s<seed>`` and ``ARM_s<seed>`` in
+WORK/results.json seed by seed (:func:`gtgm.study.real_ct.paired_selection`): best and last-three validation Dice,
+their mean difference with a 95 % t-interval, and the paired seeds that would detect +0.05.
 ``--phantoms N`` adds N CT phantoms to the training cases as partial-label cases (liver, spleen, kidneys, aorta,
 lungs; :mod:`gtgm.data.phantom_mix`), in a copy of the data (WORK/data_phN, cache WORK/cache_phN).
 The labels are TotalSegmentator's own output ("silver"), so the figures measure agreement with that model. Finished
@@ -44,6 +48,7 @@ from gtgm.study.real_ct import (
     PRESET,
     attribution_overrides,
     held_classes,
+    paired_selection,
     selection,
     with_training,
 )
@@ -60,12 +65,16 @@ def main() -> None:
     mode.add_argument("--attribution", action="store_true", help="the attribution table (validation only)")
     mode.add_argument("--select", action="store_true", help="a selection run (validation only)")
     mode.add_argument("--final", dest="final", choices=sorted(FOLDS), help="a fold's final run (reads its test)")
+    mode.add_argument("--pair", nargs=2, metavar=("BASE", "ARM"), help="pair finished selection runs by seed")
     ap.add_argument("--fold", choices=["A", "B"], default="A", help="--select: the fold")
     ap.add_argument("--steps", type=int, nargs="*", default=None, help="--attribution: which steps (default all)")
     ap.add_argument("--name", default="", help="the run's name under WORK/runs (default: the mode and fold)")
     ap.add_argument("--phantoms", type=int, default=0, help="CT phantoms added as partial-label training cases")
     ap.add_argument("overrides", nargs="*", help="config overrides key=value")
     args = ap.parse_args()
+    if args.pair:
+        _print_pair(paired_selection(read_json(args.work / "results.json"), *args.pair), *args.pair)
+        return
     data, cache = args.work / "data", args.work / "cache"
     if not (data / "dataset.json").is_file():
         fetch_real(data, args.cache_dir)
@@ -184,6 +193,17 @@ def _print_attribution(results: dict) -> None:
         b = r["best"]
         cells = " | ".join(f"{v:.3f}" for v in b["dice"].values())
         print(f"| {r['step']} | {b['mean']:.3f} ({b['step']}) | {cells} | {r['wall_s']:.0f} |")
+
+
+def _print_pair(pair: dict, base: str, arm: str) -> None:
+    print(f"| seed | {base} best / last 3 | {arm} best / last 3 |\n| --- | --- | --- |")
+    for r in pair["rows"]:
+        b, a = r["base"], r["arm"]
+        print(f"| {r['seed']} | {b['best']:.3f} / {b['last3']:.3f} | {a['best']:.3f} / {a['last3']:.3f} |")
+    for fig in ("best", "last3"):
+        t = pair[fig]
+        print(f"{arm} - {base}, {fig}: {t['mean']:+.3f} (SD {t['sd']:.3f}, 95 % t-interval [{t['lo']:+.3f}, "
+              f"{t['hi']:+.3f}], {t['n']} seeds); seeds to detect +0.05: {t['seeds_for_delta']}")  # fmt: skip
 
 
 def _fmt(dice: dict[str, float]) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from gtgm.errors import GtgmError
+from gtgm.study.stats import paired_t, seeds_needed
 
 PRESET = "finetune/cpu-real-ct"
 PARTIAL = ["lits_liver_crop", "tptbox_lumbar_ct"]
@@ -90,3 +91,41 @@ def held_classes(dataset: dict[str, Any], group: str, ids: list[str]) -> dict[st
     g = dataset["groups"][group]
     held = {name for case in ids for name in g["label_mapping"].get(case, {}).values()}
     return {k: v for k, v in g["labels"].items() if k != "0" and v in held}
+
+
+def selection_figures(curve: list[dict[str, Any]]) -> dict[str, float]:
+    """A selection run's two validation figures from its curve (``[{"step", "mean"}, ...]``, in step order): the
+    best mean Dice, and the mean of the last three validations (less chosen by chance than the best)."""
+    if not curve:
+        raise GtgmError("this run has no validation rows (a run named no validation case, or did not finish)")
+    return {"best": max(r["mean"] for r in curve), "last3": sum(r["mean"] for r in curve[-3:]) / len(curve[-3:])}
+
+
+def paired_selection(results: dict[str, dict[str, Any]], base: str, arm: str, delta: float = 0.05) -> dict[str, Any]:
+    """Arm ``arm`` against ``base`` over the seeds both ran: runs named ``<base>_s<seed>`` and ``<arm>_s<seed>`` in
+    ``results`` (``bench_real_ct.py``'s results.json). ``rows``: per seed both arms' :func:`selection_figures`;
+    per figure (``best``, ``last3``), :func:`paired_t` of arm − base and the paired seeds that would detect a mean
+    difference ``delta`` with 80 % power at this SD (:func:`seeds_needed`)."""
+
+    def seeds(prefix: str) -> dict[int, str]:
+        found = {}
+        for name in results:
+            head, _, tail = name.rpartition("_s")
+            if head == prefix and tail.isdigit():
+                found[int(tail)] = name
+        return found
+
+    a, b = seeds(arm), seeds(base)
+    common = sorted(set(a) & set(b))
+    if not common:
+        raise GtgmError(f"no seed ran both as {base}_s<seed> and as {arm}_s<seed> (runs: {', '.join(sorted(results))})")
+    rows = [
+        {"seed": s, "base": selection_figures(results[b[s]]["curve"]), "arm": selection_figures(results[a[s]]["curve"])}
+        for s in common
+    ]
+    out: dict[str, Any] = {"rows": rows}
+    for fig in ("best", "last3"):
+        stats = paired_t([r["arm"][fig] - r["base"][fig] for r in rows])
+        stats["seeds_for_delta"] = seeds_needed(stats["sd"], delta) if stats["n"] > 1 and stats["sd"] > 0 else None
+        out[fig] = stats
+    return out

@@ -98,6 +98,20 @@ def seed_level_sd(diffs: list[float], seeds: list[int], pretrain_seeds: list[int
     return float(np.std(means, ddof=1)) if len(means) > 1 else None
 
 
+def paired_t(diffs: list[float], level: float = 0.95) -> dict[str, float]:
+    """Mean of paired differences with a Student-t interval: ``mean ± t_{(1+level)/2, n-1} · sd / √n`` (sd with
+    ddof 1); ``n``, ``mean``, ``sd``, ``lo``, ``hi`` (sd and the bounds NaN with fewer than 2 differences)."""
+    from scipy.stats import t
+
+    d = np.asarray(diffs, dtype=float)
+    n, mean = len(d), float(d.mean()) if len(d) else float("nan")
+    if n < 2:
+        return {"n": n, "mean": mean, "sd": float("nan"), "lo": float("nan"), "hi": float("nan")}
+    sd = float(d.std(ddof=1))
+    half = float(t.ppf((1 + level) / 2, n - 1)) * sd / np.sqrt(n)
+    return {"n": n, "mean": mean, "sd": sd, "lo": mean - half, "hi": mean + half}
+
+
 def seeds_needed(sd: float, delta: float, alpha: float = 0.05, power: float = 0.8) -> int:
     """Paired seeds ``n = ⌈((z_{1-α/2} + z_{power}) · sd / delta)²⌉`` that detect a mean difference ``delta`` with
     ``power`` at a two-sided level ``alpha`` (normal approximation; at least 2). sd 0.09, delta 0.05: 26."""
