@@ -15,8 +15,9 @@
    native grid (``gtgm predict`` + ``gtgm evaluate``) of each training volume (its fit; partial-label crops on the
    classes they annotate), and of the test volume (fold z: its lower part, on the 5 mm grid).
 ``--pair BASE ARM`` runs nothing: it pairs the selection runs named ``BASE_s<seed>`` and ``ARM_s<seed>`` in
-WORK/results.json seed by seed (:func:`gtgm.study.real_ct.paired_selection`): best and last-three validation Dice,
-their mean difference with a 95 % t-interval, and the paired seeds that would detect +0.05.
+WORK/results.json seed by seed (run each as ``--select --name BASE_s<seed> seed=<seed>``)
+(:func:`gtgm.study.real_ct.paired_selection`): best and last-three validation Dice, their mean difference with a 95
+% t-interval, and the paired seeds that would detect +0.05.
 ``--phantoms N`` adds N CT phantoms to the training cases as partial-label cases (liver, spleen, kidneys, aorta,
 lungs; :mod:`gtgm.data.phantom_mix`), in a copy of the data (WORK/data_phN, cache WORK/cache_phN).
 The labels are TotalSegmentator's own output ("silver"), so the figures measure agreement with that model. Finished
@@ -73,6 +74,8 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="config overrides key=value")
     args = ap.parse_args()
     if args.pair:
+        if not (args.work / "results.json").is_file():
+            ap.error(f"--pair: no {args.work / 'results.json'} (run the selection runs first)")
         _print_pair(paired_selection(read_json(args.work / "results.json"), *args.pair), *args.pair)
         return
     data, cache = args.work / "data", args.work / "cache"

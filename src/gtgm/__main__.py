@@ -1,6 +1,3 @@
-from gtgm import runtime
-from gtgm.cli import main
+from gtgm.cli import entry
 
-code = main()
-runtime.hard_exit(code)  # under torchrun: no Python teardown, which can hang after a distributed run
-raise SystemExit(code)
+entry()

@@ -13,6 +13,8 @@ import torch.distributed as dist
 
 from gtgm.errors import GtgmError
 
+_STUCK: list[int] = []  # the rank, once a cleanup could not leave the process group (then no new group here)
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
@@ -63,6 +65,8 @@ def setup(device: torch.device) -> torch.device:
 
     Backend: NCCL when the device is CUDA (one GPU per local rank), gloo otherwise.
     """
+    if _STUCK:
+        raise GtgmError("an earlier run in this process could not leave its process group; start the next run anew")
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or is_distributed():
         return device
     if device.type == "cuda":
@@ -78,37 +82,27 @@ def cleanup(timeout_s: float = 60.0) -> bool:
 
     A barrier first, so no rank tears its connections down while a peer still uses them. Then
     ``destroy_process_group`` in a helper thread, waited for at most ``timeout_s``: it can hang now and then
-    (pytorch/pytorch#75097) when every output is already written; such a rank warns and goes on, and
-    ``python -m gtgm`` then leaves without Python's teardown (:func:`hard_exit`). Not for the error path: a rank
-    that failed must not wait at a barrier its peers never reach (torchrun stops them when it exits).
+    (pytorch/pytorch#75097) when every output is already written; such a rank warns and goes on (the ``gtgm``
+    command then ends without Python's teardown: :func:`gtgm.cli.entry`), and :func:`setup` refuses a later run in
+    this process. Not for the error path: a rank that failed must not wait at a barrier its peers never reach
+    (torchrun stops them when it exits).
     """
     if not is_distributed():
         return True
+    rank_now = dist.get_rank()  # before leaving: a group half torn down has no rank
     dist.barrier()
     leaving = threading.Thread(target=dist.destroy_process_group, name="gtgm-leave-group", daemon=True)
     leaving.start()
     leaving.join(timeout_s)
     if leaving.is_alive():
+        _STUCK.append(rank_now)
         print(
-            f"gtgm: warning: rank {dist.get_rank()} could not leave the process group in {timeout_s:.0f} s "
-            "(a PyTorch hang); every output is written, the process exits now",
+            f"gtgm: warning: rank {rank_now} could not leave the process group in {timeout_s:.0f} s "
+            "(a PyTorch hang, pytorch/pytorch#75097); every output is written",
             file=sys.stderr,
         )
         return False
     return True
-
-
-def hard_exit(code: int) -> None:
-    """End a torchrun worker (``WORLD_SIZE`` > 1) with ``code`` once its outputs are written, without Python's
-    teardown: flush stdout/stderr, then ``os._exit``. A gloo or NCCL process can hang in that teardown
-    (destructors of the process group and its threads) after a run that finished; torchrun would then wait for
-    it forever. Every output gtgm writes is complete by then (temp file, then rename). A no-op outside torchrun.
-    """
-    if dist_env()[1] <= 1:
-        return
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    os._exit(code)
 
 
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:

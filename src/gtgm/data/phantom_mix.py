@@ -36,7 +36,8 @@ PHANTOM_TO_REAL = {
 }
 PREFIX = "phantom_mix_"
 # generator seeds SEED + i. The examples use 1000+, 3000+ and 4000+, bench_phantom_select 7000+; a sealed phantom test
-# set (gtgm data examples --sealed-seed) may use 5000+ too: these phantoms train real-CT runs, which never score one
+# set (gtgm data examples --sealed-seed) may use 5000+ too, but not in a corpus with these phantoms (write_examples
+# refuses it: they would be pretrained on)
 SEED = 5000
 
 

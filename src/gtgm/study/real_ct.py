@@ -119,6 +119,9 @@ def paired_selection(results: dict[str, dict[str, Any]], base: str, arm: str, de
     common = sorted(set(a) & set(b))
     if not common:
         raise GtgmError(f"no seed ran both as {base}_s<seed> and as {arm}_s<seed> (runs: {', '.join(sorted(results))})")
+    for s in common:
+        for name in (a[s], b[s]):
+            _check_pairable(name, results[name].get("overrides", []), s, results[b[s]].get("overrides", []))
     rows = [
         {"seed": s, "base": selection_figures(results[b[s]]["curve"]), "arm": selection_figures(results[a[s]]["curve"])}
         for s in common
@@ -129,3 +132,15 @@ def paired_selection(results: dict[str, dict[str, Any]], base: str, arm: str, de
         stats["seeds_for_delta"] = seeds_needed(stats["sd"], delta) if stats["n"] > 1 and stats["sd"] > 0 else None
         out[fig] = stats
     return out
+
+
+def _check_pairable(name: str, overrides: list[str], seed: int, base: list[str]) -> None:
+    """A run paired as seed ``seed`` ran with ``seed=<seed>`` and on the base run's validation cases."""
+
+    def value(items: list[str], key: str) -> str | None:
+        return next((o.split("=", 1)[1].replace(" ", "") for o in items if o.startswith(key + "=")), None)
+
+    if value(overrides, "seed") != str(seed):
+        raise GtgmError(f"run {name}: named for seed {seed} but ran with seed={value(overrides, 'seed')}")
+    if value(overrides, "finetune.val_cases") != value(base, "finetune.val_cases"):
+        raise GtgmError(f"run {name}: validated on other cases than its pair; only runs of one fold pair")

@@ -260,6 +260,7 @@ class Finetuner:
                 saving += time.perf_counter() - now
         train_s = time.perf_counter() - t0 - saving
         bar.close()
+        runtime.cleanup()  # every rank is here; the test scoring below is rank 0's alone (no collective)
         if self.rank != 0:
             return {}
         best = load_checkpoint(self.out / "best.pt", self.device)
@@ -319,9 +320,7 @@ def finetune(cfg: Config, resume: bool = False, progress: bool = True) -> dict[s
             f"tensors missing, {s['unexpected']} unexpected"
         )
     try:
-        result = tuner.run()
+        return tuner.run()
     finally:
         if tuner.lock is not None:
             tuner.lock.release()
-    runtime.cleanup()  # only after a run every rank finished (runtime.cleanup says why)
-    return result
