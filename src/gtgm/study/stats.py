@@ -108,7 +108,7 @@ def paired_t(diffs: list[float], level: float = 0.95) -> dict[str, float]:
     if n < 2:
         return {"n": n, "mean": mean, "sd": float("nan"), "lo": float("nan"), "hi": float("nan")}
     sd = float(d.std(ddof=1))
-    half = float(t.ppf((1 + level) / 2, n - 1)) * sd / np.sqrt(n)
+    half = float(t.ppf((1 + level) / 2, n - 1) * sd / np.sqrt(n))
     return {"n": n, "mean": mean, "sd": sd, "lo": mean - half, "hi": mean + half}
 
 

@@ -60,12 +60,11 @@ class SegPatches(Dataset):
         if f.case_weights == "uniform" or weights.sum() <= 0:
             weights = np.ones(len(parts))
         synthetic = [bool(cache.entries[p.case].get("synthetic")) for p in parts]
-        if f.synthetic_share > 0 and len(set(synthetic)) < 2:
-            side = "synthetic" if all(synthetic) else "real"
+        if f.synthetic_share > 0 and synthetic and all(synthetic):  # (no synthetic case: nothing to share, silent)
             print(f"[finetune] warning: finetune.synthetic_share={f.synthetic_share} does nothing: every training "
-                  f"case is {side}", file=sys.stderr)  # fmt: skip
+                  "case is synthetic", file=sys.stderr)  # fmt: skip
         self.weights = share_synthetic(weights / weights.sum(), synthetic, f.synthetic_share)
-        self.weighted = f.case_weights == "voxels" or f.synthetic_share > 0
+        self.weighted = f.case_weights == "voxels" or (f.synthetic_share > 0 and any(synthetic))
 
     def _region(self, p: Part) -> Part:
         """The part, cut to its case's body box grown by the margin when ``body_crop`` (CT cases with a body mask)."""
