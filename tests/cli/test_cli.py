@@ -94,13 +94,13 @@ def test_demo_goes_on_without_the_real_data_when_the_index_does_not_answer(tmp_p
 
     def fake_write_examples(out, progress=True, real=False, real_phantoms=0):
         calls.append(real)
-        assert real_phantoms == (4 if real else 0)  # the phantoms go with the real CT only
+        assert real_phantoms == (3 if real else 0)  # the phantoms go with the real CT only
         if real:
             raise GtgmError("cannot download totalsegmentator==2.18.0 from the package index")
         return {}
 
     monkeypatch.setattr(demo_run_module, "write_examples", fake_write_examples)
-    assert demo_run_module.write_corpus(tmp_path, real=True, progress=False, real_phantoms=4) is False
+    assert demo_run_module.write_corpus(tmp_path, real=True, progress=False, real_phantoms=3) is False
     assert calls == [True, False]
     out = capsys.readouterr().out
     assert "real CT/MR not added (cannot download totalsegmentator" in out and "goes on" in out

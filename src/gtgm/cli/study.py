@@ -44,7 +44,8 @@ def add_parsers(sub: argparse._SubParsersAction, names: tuple[str, ...] = NAMES)
             "--real-phantoms",
             type=int,
             metavar="N",
-            help="CT phantoms added to the real CT as partial-label training cases (default 4: the real-CT recipe's)",
+            help="CT phantoms added to the real CT as partial-label training cases (default 0; with N, add "
+            "finetune.synthetic_share=0.3 to give them 30 %% of the draws)",
         )
         add_config(demo)
 

@@ -20,9 +20,8 @@ REAL_CT = "real CT (silver labels)"
 REAL_CT_NOTE = (
     "Real CT (group real_ct_organs of gtgm data fetch-real, recipe finetune/cpu-real-ct, fold A; the demo runs it "
     "shorter: preset demo): trained on a chest + upper-abdomen CT in arterial phase, two partial-label crops "
-    "(a LiTS liver, a lumbar spine) and, when the corpus has them, CT phantoms as partial-label cases (liver, "
-    "spleen, kidneys, aorta, lungs; 30 % of the draws), validated on an upper-abdomen DICOM slab (portal phase), "
-    "tested on a third "
+    "(a LiTS liver, a lumbar spine) and any CT phantoms the corpus adds as partial-label cases (gtgm demo "
+    "--real-phantoms; none by default), validated on an upper-abdomen DICOM slab (portal phase), tested on a third "
     "patient's abdomen-pelvis CT without contrast; its reference labels are TotalSegmentator's output ('silver'), so "
     "the figures measure agreement with that model. The recipe of record and its attribution: docs/results.md."
 )
