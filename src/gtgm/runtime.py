@@ -7,13 +7,16 @@ import os
 import sys
 import threading
 from datetime import timedelta
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
 from gtgm.errors import GtgmError
 
+T = TypeVar("T")
 _STUCK: list[int] = []  # the rank, once a cleanup could not leave the process group (then no new group here)
+_KEPT: list[object] = []  # what keep_until_exit holds until the process ends
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -103,6 +106,18 @@ def cleanup(timeout_s: float = 60.0) -> bool:
         )
         return False
     return True
+
+
+def keep_until_exit(obj: T) -> T:
+    """Under torchrun (``WORLD_SIZE`` > 1), hold ``obj`` (a DistributedDataParallel wrapper, a trainer holding one)
+    until the process ends; returns it.
+
+    Their destructors (DDP's gradient reducer, gloo's pending work) can hang once the process group is gone: CI saw
+    a torchrun rank stuck in them as ``pretrain()`` returned, after every output was written, with the other rank
+    gone. Held here they never run: :func:`gtgm.cli.entry` ends a torchrun worker without Python's teardown."""
+    if dist_env()[1] > 1:
+        _KEPT.append(obj)
+    return obj
 
 
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:

@@ -200,3 +200,16 @@ def test_a_torchrun_worker_ends_without_python_teardown(world):
     env = {**os.environ, "WORLD_SIZE": world, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
     assert (proc.returncode, proc.stdout) == (3, "outputs written\n"), proc.stderr
+
+
+@pytest.mark.parametrize("world", ["1", "2"])
+def test_trainers_are_held_until_a_torchrun_worker_ends(world, monkeypatch):
+    """Under torchrun the DDP wrapper and the trainer are never destroyed (their destructors can hang once the
+    group is gone); outside it nothing is held."""
+    from gtgm import runtime
+
+    monkeypatch.setenv("WORLD_SIZE", world)
+    monkeypatch.setattr(runtime, "_KEPT", [])
+    obj = object()
+    assert runtime.keep_until_exit(obj) is obj
+    assert runtime._KEPT == ([obj] if world == "2" else [])

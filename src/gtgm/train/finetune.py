@@ -67,7 +67,7 @@ class Finetuner:
         self.model = runtime.to_device(build_segmenter(cfg, self.task.outputs, f.task), self.device)
         self.loaded = load_encoder_weights(self.model, f.pretrained, cfg.model.encoder) if f.pretrained else None
         self.start = encoder_weights(self.model, self.model.encoder_prefix)  # for the drift the study reports
-        self.net = DistributedDataParallel(self.model) if self.world > 1 else self.model
+        self.net = runtime.keep_until_exit(DistributedDataParallel(self.model)) if self.world > 1 else self.model
         enc = set(id(p) for n, p in self.model.named_parameters() if n.startswith(self.model.encoder_prefix))
         self.enc_params = [p for p in self.model.parameters() if id(p) in enc]
         if not self.enc_params:
@@ -312,7 +312,7 @@ def with_ct_source(cfg: Config, cache: VolumeCache) -> Config:
 
 
 def finetune(cfg: Config, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    tuner = Finetuner(cfg, resume, progress)
+    tuner = runtime.keep_until_exit(Finetuner(cfg, resume, progress))
     if tuner.loaded:
         s = tuner.loaded
         print(

@@ -106,7 +106,7 @@ class Pretrainer:
         self.model = runtime.to_device(self.objective.model(cfg, self.pairs), self.device)
         self.loss_fn = self.objective.loss(cfg, self.pairs, self.world).to(self.device)
         ddp = self.objective.ddp_kwargs
-        self.net = DistributedDataParallel(self.model, **ddp) if self.world > 1 else self.model
+        self.net = runtime.keep_until_exit(DistributedDataParallel(self.model, **ddp)) if self.world > 1 else self.model
         self.opt = _optimizer(self.model, self.loss_fn, cfg)
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, lambda s: warmup_cosine(s, p.warmup_steps, p.steps, p.min_lr / p.lr if p.lr else 0.0)
@@ -301,7 +301,7 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True, stop_afte
     """
     trainer = None
     try:
-        trainer = Pretrainer(cfg, resume, progress)
+        trainer = runtime.keep_until_exit(Pretrainer(cfg, resume, progress))
         result = trainer.run(stop_after)
     finally:
         if trainer is not None and trainer.lock is not None:
