@@ -85,7 +85,7 @@ def cleanup(timeout_s: float = 60.0) -> bool:
 
     A barrier first, so no rank tears its connections down while a peer still uses them. Then
     ``destroy_process_group`` in a helper thread, waited for at most ``timeout_s``: it can hang now and then
-    (pytorch/pytorch#75097) when every output is already written; such a rank warns and goes on (the ``gtgm``
+    (pytorch/pytorch#75097) after a finished training; such a rank warns and goes on (the ``gtgm``
     command then ends without Python's teardown: :func:`gtgm.cli.entry`), and :func:`setup` refuses a later run in
     this process. Not for the error path: a rank that failed must not wait at a barrier its peers never reach
     (torchrun stops them when it exits).
@@ -101,7 +101,7 @@ def cleanup(timeout_s: float = 60.0) -> bool:
         _STUCK.append(rank_now)
         print(
             f"gtgm: warning: rank {rank_now} could not leave the process group in {timeout_s:.0f} s "
-            "(a PyTorch hang, pytorch/pytorch#75097); every output is written",
+            "(a PyTorch hang, pytorch/pytorch#75097); training is done, the run goes on",
             file=sys.stderr,
         )
         return False
@@ -112,9 +112,10 @@ def keep_until_exit(obj: T) -> T:
     """Under torchrun (``WORLD_SIZE`` > 1), hold ``obj`` (a DistributedDataParallel wrapper, a trainer holding one)
     until the process ends; returns it.
 
-    Their destructors (DDP's gradient reducer, gloo's pending work) can hang once the process group is gone: CI saw
-    a torchrun rank stuck in them as ``pretrain()`` returned, after every output was written, with the other rank
-    gone. Held here they never run: :func:`gtgm.cli.entry` ends a torchrun worker without Python's teardown."""
+    Their destructors (DDP's gradient reducer, gloo's pending work) can hang once the process group is gone: a
+    fresh-clone test run caught a torchrun rank stuck in them as ``pretrain()`` returned, after every output was
+    written, with the other rank gone (the hang CI had seen). Held here they never run: :func:`gtgm.cli.entry` ends
+    a torchrun worker without Python's teardown."""
     if dist_env()[1] > 1:
         _KEPT.append(obj)
     return obj
