@@ -112,10 +112,10 @@ def keep_until_exit(obj: T) -> T:
     """Under torchrun (``WORLD_SIZE`` > 1), hold ``obj`` (a DistributedDataParallel wrapper, a trainer holding one)
     until the process ends; returns it.
 
-    Their destructors (DDP's gradient reducer, gloo's pending work) can hang once the process group is gone: a
-    fresh-clone test run caught a torchrun rank stuck in them as ``pretrain()`` returned, after every output was
-    written, with the other rank gone (the hang CI had seen). Held here they never run: :func:`gtgm.cli.entry` ends
-    a torchrun worker without Python's teardown."""
+    Their destructors (DDP's gradient reducer, gloo's pending work) may hang once the process group is gone: the
+    stack of a torchrun rank that hung in a fresh-clone test run (the hang CI had seen) stood at ``pretrain()``'s
+    return with no deeper Python frame, after every output was written and with the other rank gone. Held here they
+    never run: :func:`gtgm.cli.entry` ends a torchrun worker without Python's teardown."""
     if dist_env()[1] > 1:
         _KEPT.append(obj)
     return obj

@@ -43,6 +43,7 @@ def add_parsers(sub: argparse._SubParsersAction, names: tuple[str, ...] = NAMES)
         demo.add_argument(
             "--real-phantoms",
             type=int,
+            default=0,
             metavar="N",
             help="CT phantoms added to the real CT as partial-label training cases (default 0; with N, add "
             "finetune.synthetic_share=0.3 to give them 30 %% of the draws)",
@@ -92,8 +93,7 @@ def _demo(args: argparse.Namespace) -> int:
     from gtgm.demo.run import run_demo
 
     cfg = load_config(args.config or "demo", args.overrides)
-    extra = {} if args.real_phantoms is None else {"real_phantoms": args.real_phantoms}
-    written = run_demo(args.out, cfg, overrides=args.overrides, real=not args.no_real, **extra)
+    written = run_demo(args.out, cfg, overrides=args.overrides, real=not args.no_real, real_phantoms=args.real_phantoms)
     print("\n[demo] wrote:")
     for what, path in written.items():
         print(f"  {what:<22} {path}")
