@@ -19,7 +19,9 @@ WORK/results.json seed by seed (run each as ``--select --name BASE_s<seed> seed=
 (:func:`gtgm.study.real_ct.paired_selection`): best and last-three validation Dice, their mean difference with a 95
 % t-interval, and the paired seeds that would detect +0.05.
 ``--phantoms N`` adds N CT phantoms to the training cases as partial-label cases (liver, spleen, kidneys, aorta,
-lungs; :mod:`gtgm.data.phantom_mix`), in a copy of the data (WORK/data_phN, cache WORK/cache_phN).
+lungs; :mod:`gtgm.data.phantom_mix`), in a copy of the data (WORK/data_phN, cache WORK/cache_phN);
+``--phantom-classes C ...`` makes them annotate only the classes C (the others' voxels are ignored by the loss).
+``--select --fit`` also scores the run's fit of each real training volume at its native grid (never a test volume).
 The labels are TotalSegmentator's own output ("silver"), so the figures measure agreement with that model. Finished
 runs are reused (delete WORK/runs/<name> to redo one); results go to WORK/results.json.
 """
@@ -71,6 +73,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, nargs="*", default=None, help="--attribution: which steps (default all)")
     ap.add_argument("--name", default="", help="the run's name under WORK/runs (default: the mode and fold)")
     ap.add_argument("--phantoms", type=int, default=0, help="CT phantoms added as partial-label training cases")
+    ap.add_argument(
+        "--phantom-classes", nargs="+", default=None, help="the classes the phantoms annotate (default all they map)"
+    )
+    ap.add_argument("--fit", action="store_true", help="--select: also each real training volume's native-grid fit")
     ap.add_argument("overrides", nargs="*", help="config overrides key=value")
     args = ap.parse_args()
     if args.pair:
@@ -84,13 +90,16 @@ def main() -> None:
     if args.phantoms:
         if args.final == "z":
             ap.error("--phantoms: fold z splits every training volume into slabs, and partial-label cases only train")
-        data, cache = _with_phantoms(data, args.work, args.phantoms), args.work / f"cache_ph{args.phantoms}"
+        data = _with_phantoms(data, args.work, args.phantoms, args.phantom_classes)
+        cache = args.work / data.name.replace("data_", "cache_", 1)
+    elif args.phantom_classes:
+        ap.error("--phantom-classes: only with --phantoms N")
     dataset = json.loads((data / "dataset.json").read_text())
     extra = [e["id"] for e in dataset["training"] if e["id"].startswith(PREFIX)]
     t0 = time.perf_counter()
     preprocess_dataset(load_dataset(data), cache, load_config(PRESET, args.overrides).preprocess, progress=False)
     print(f"preprocess: {time.perf_counter() - t0:.0f} s")
-    ph = f"_ph{args.phantoms}" if args.phantoms else ""  # default run names: the phantoms' runs apart
+    ph = data.name.removeprefix("data") if args.phantoms else ""  # default run names: the phantoms' runs apart
     results_path = args.work / "results.json"
     results = read_json(results_path) if results_path.is_file() else {}
     if args.attribution:
@@ -106,9 +115,11 @@ def main() -> None:
         results[name] = _run(
             args.work, cache, name, with_training(selection(args.fold), extra) + args.overrides, dataset
         )
-        write_json(results_path, results)
         for row in results[name]["curve"]:
             print(f"step {row['step']}: val mean {row['mean']:.3f} " + _fmt(row["dice"]))
+        if args.fit:
+            results[name].update(_fits(args.work, name, data, dataset))
+        write_json(results_path, results)
     else:
         name = args.name or f"fold_{args.final}{ph}"
         overrides = with_training(FOLDS[args.final], extra) + args.overrides
@@ -116,15 +127,16 @@ def main() -> None:
         write_json(results_path, results)
 
 
-def _with_phantoms(data: Path, work: Path, n: int) -> Path:
-    """WORK/data_phN: a copy of ``data`` with ``n`` phantoms added (made once, in a temporary folder renamed at the
-    end, so an interrupted copy is never taken for a finished one)."""
-    mixed = work / f"data_ph{n}"
+def _with_phantoms(data: Path, work: Path, n: int, classes: list[str] | None) -> Path:
+    """WORK/data_phN (WORK/data_phN_<classes joined by '+'> when they annotate only ``classes``): a copy of ``data``
+    with ``n`` phantoms added (made once, in a temporary folder renamed at the end, so an interrupted copy is never
+    taken for a finished one)."""
+    mixed = work / (f"data_ph{n}" + (f"_{'+'.join(classes)}" if classes else ""))
     if not (mixed / "dataset.json").is_file():
-        tmp = work / f"data_ph{n}.tmp"
+        tmp = mixed.with_name(mixed.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(data, tmp)
-        add_phantoms(tmp, GROUP, n)
+        add_phantoms(tmp, GROUP, n, classes=classes)
         shutil.rmtree(mixed, ignore_errors=True)
         tmp.rename(mixed)
     return mixed
@@ -165,11 +177,19 @@ def _final(work: Path, cache: Path, name: str, overrides: list[str], dataset: di
         print(f"test (lower part, 5 mm grid): mean {out['test']['mean']:.3f} " + _fmt(test))
         return out
     test_ids = [c["case"] for c in metrics["test"]["cases"]] if metrics["test"] else []
-    fits = [c for c in metrics["train_cases"] if not c.startswith(PREFIX)]  # the real volumes' fit
-    for what, ids in [*((f"fit {c}", [c]) for c in fits), *(("test", [c]) for c in test_ids)]:
-        pred = work / "predictions" / name / ids[0]
-        dice = _native(run / "best.pt", data, ids, pred, dataset)
-        outside, total = outside_body(pred / f"{ids[0]}.nii.gz", data / GROUP / f"{ids[0]}.nii.gz")
+    return {**out, **_fits(work, name, data, dataset, test_ids)}
+
+
+def _fits(work: Path, name: str, data: Path, dataset: dict, test_ids: list[str] = ()) -> dict:
+    """Run ``name``'s Dice at the native grid of each real training volume (its fit; partial-label crops on the
+    classes they annotate) and of ``test_ids``, with its predicted voxels outside the body."""
+    run = work / "runs" / name
+    fits = [c for c in read_json(run / "test_metrics.json")["train_cases"] if not c.startswith(PREFIX)]
+    out = {}
+    for what, case in [*((f"fit {c}", c) for c in fits), *(("test", c) for c in test_ids)]:
+        pred = work / "predictions" / name / case
+        dice = _native(run / "best.pt", data, [case], pred, dataset)
+        outside, total = outside_body(pred / f"{case}.nii.gz", data / GROUP / f"{case}.nii.gz")
         out[what] = {"dice": dice, "mean": sum(dice.values()) / len(dice), "outside_body": [outside, total]}
         print(f"{what} at the native grid (classes it holds): mean {out[what]['mean']:.3f} " + _fmt(dice))
         print(f"    predicted voxels outside the body: {outside} of {total}")

@@ -65,6 +65,23 @@ def test_a_group_that_is_not_there_is_named(tmp_path):
         add_phantoms(tmp_path, "real_ct_organs", -1)
 
 
+def test_phantoms_may_annotate_fewer_classes_whose_others_stay_unknown(tmp_path):
+    """``classes``: only those are declared; a left-out organ keeps its id in the label file, so the sampler marks
+    it unknown (not background); a class that is no phantom class of the group, or none, is refused."""
+    _dataset(tmp_path)
+    add_phantoms(tmp_path, "real_ct_organs", 1, classes=["liver", "spleen"])
+    doc = json.loads((tmp_path / "dataset.json").read_text())
+    assert doc["training"][1]["label_classes"] == ["liver", "spleen"]
+    case = next(c for c in load_dataset(tmp_path).cases if c.id == "phantom_mix_000")
+    assert case.label_classes == [3, 4]
+    _, lab, _ = make_ct_phantom(seed=SEED)
+    out = np.asarray(nib.load(tmp_path / "real_ct_organs" / "phantom_mix_000_label.nii.gz").dataobj)
+    assert np.array_equal(out == 2, lab == 4)  # the left kidney is still there, as an undeclared value
+    for bad in (["vertebrae"], ["aorta"], []):  # no phantom class / not a class of the group / nothing
+        with pytest.raises(GtgmError, match="the phantoms' classes in group 'real_ct_organs' are liver, spleen"):
+            add_phantoms(tmp_path, "real_ct_organs", 1, classes=bad)
+
+
 def test_fewer_phantoms_leave_no_unlisted_files_and_both_label_forms_are_read(tmp_path):
     _dataset(tmp_path)
     add_phantoms(tmp_path, "real_ct_organs", 2)

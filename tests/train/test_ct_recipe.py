@@ -179,6 +179,8 @@ def test_partial_case_marks_its_unannotated_classes(ct_cache):
     f = FinetuneConfig(patch_size=[16, 16, 8], train_cases=["ct_2"], test_cases=["ct_1"], case_weights="voxels")
     data = SegPatches(cache, make_split(cache, f)["train"], f, seed=0, num_classes=len(CT_LABELS))
     assert data[0]["classes"].tolist() == [True, True] + [False] * (len(CT_LABELS) - 2)
+    labels = torch.cat([data[i]["label"].flatten() for i in range(8)]).unique().tolist()
+    assert set(labels) == {IGNORE, 0, 1}  # its file's other organs (spleen, kidneys, ...): unknown, not background
 
 
 def test_ct_windows_are_computed_in_the_network_from_the_cached_channel():

@@ -41,12 +41,14 @@ PREFIX = "phantom_mix_"
 SEED = 5000
 
 
-def add_phantoms(data: Path, group: str, n: int, seed: int = SEED) -> list[str]:
+def add_phantoms(data: Path, group: str, n: int, seed: int = SEED, classes: list[str] | None = None) -> list[str]:
     """Write phantoms ``seed + i`` (i < ``n``) into ``data/<group>/`` as ``phantom_mix_<i>.nii.gz`` + ``_label``
     and list them in ``data/dataset.json`` (replacing earlier phantom cases); returns their case ids.
 
     Label map: phantom id k -> the group's id of ``PHANTOM_TO_REAL[CT_LABELS[k]]``, 0 where none; the case's
-    ``label_classes`` are the mapped classes the group holds."""
+    ``label_classes`` are the mapped classes the group holds, or only those of them named in ``classes``. An organ
+    left out keeps its id in the label file but is not declared, so its voxels are unknown to the loss (ignored),
+    neither that class nor background."""
     path = data / "dataset.json"
     if n < 0:
         raise GtgmError(f"add_phantoms: the number of phantoms must be >= 0, got {n}")
@@ -63,6 +65,14 @@ def add_phantoms(data: Path, group: str, n: int, seed: int = SEED) -> list[str]:
     annotated = [real for real in PHANTOM_TO_REAL.values() if real in ids]
     if not annotated:
         raise InputError(path, f"group '{group}' names none of the phantoms' classes ({', '.join(PHANTOM_TO_REAL)})")
+    if classes is not None:
+        unknown = sorted(set(classes) - set(annotated))
+        if unknown or not classes:
+            raise GtgmError(
+                f"add_phantoms: {', '.join(unknown) or 'no class'}: the phantoms' classes in group '{group}' are "
+                f"{', '.join(annotated)}"
+            )
+        annotated = [c for c in annotated if c in classes]
     (data / group).mkdir(parents=True, exist_ok=True)
     entries = []
     for i in range(n):
