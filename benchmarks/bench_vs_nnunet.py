@@ -60,6 +60,7 @@ def gtgm_run(work: Path, task: Task, out: Path, model: list[str], extra: list[st
     """``gtgm finetune`` (the task's recipe and cases, the planned network, ``extra``) into OUT."""
     args = [*GTGM, "finetune", str(work / "cache"), "--group", task.group, "--out", str(out), "--config", task.preset]
     args += [f"finetune.test_cases={list(task.test)}", f"finetune.val_cases={list(task.val)}", *model, *extra]
+    args += [f"finetune.train_cases={list(task.train)}"] if task.train else []
     return timed(args)
 
 

