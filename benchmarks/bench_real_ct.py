@@ -21,7 +21,8 @@ WORK/results.json seed by seed (run each as ``--select --name BASE_s<seed> seed=
 ``--phantoms N`` adds N CT phantoms to the training cases as partial-label cases (liver, spleen, kidneys, aorta,
 lungs; :mod:`gtgm.data.phantom_mix`), in a copy of the data (WORK/data_phN, cache WORK/cache_phN);
 ``--phantom-classes C ...`` makes them annotate only the classes C (the others' voxels are ignored by the loss).
-``--select --fit`` also scores the run's fit of each real training volume at its native grid (never a test volume).
+``--select --fit`` also scores the run's fit of each real training volume at its native grid (never a test volume);
+with ``--last``, of its last checkpoint instead of the one validation kept.
 The labels are TotalSegmentator's own output ("silver"), so the figures measure agreement with that model. Finished
 runs are reused (delete WORK/runs/<name> to redo one); results go to WORK/results.json.
 """
@@ -77,6 +78,7 @@ def main() -> None:
         "--phantom-classes", nargs="+", default=None, help="the classes the phantoms annotate (default all they map)"
     )
     ap.add_argument("--fit", action="store_true", help="--select: also each real training volume's native-grid fit")
+    ap.add_argument("--last", action="store_true", help="--fit: score the last checkpoint, not the kept one")
     ap.add_argument("overrides", nargs="*", help="config overrides key=value")
     args = ap.parse_args()
     if args.pair:
@@ -112,13 +114,15 @@ def main() -> None:
         _print_attribution(results)
     elif args.select:
         name = args.name or f"select_{args.fold}{ph}"
-        results[name] = _run(
+        earlier = {k: v for k, v in results.get(name, {}).items() if k.startswith("fit ")}  # kept: fits of the run
+        results[name] = earlier | _run(
             args.work, cache, name, with_training(selection(args.fold), extra) + args.overrides, dataset
         )
         for row in results[name]["curve"]:
             print(f"step {row['step']}: val mean {row['mean']:.3f} " + _fmt(row["dice"]))
         if args.fit:
-            results[name].update(_fits(args.work, name, data, dataset))
+            fits = _fits(args.work, name, data, dataset, last=args.last)
+            results[name].update({f"{k} (last)": v for k, v in fits.items()} if args.last else fits)
         write_json(results_path, results)
     else:
         name = args.name or f"fold_{args.final}{ph}"
@@ -180,15 +184,24 @@ def _final(work: Path, cache: Path, name: str, overrides: list[str], dataset: di
     return {**out, **_fits(work, name, data, dataset, test_ids)}
 
 
-def _fits(work: Path, name: str, data: Path, dataset: dict, test_ids: list[str] = ()) -> dict:
+def _fits(work: Path, name: str, data: Path, dataset: dict, test_ids: list[str] = (), last: bool = False) -> dict:
     """Run ``name``'s Dice at the native grid of each real training volume (its fit; partial-label crops on the
-    classes they annotate) and of ``test_ids``, with its predicted voxels outside the body."""
+    classes they annotate) and of ``test_ids``, with its predicted voxels outside the body. ``last``: the run's last
+    weights (``checkpoints/last.pt``) with its kept model's settings, instead of the kept model."""
     run = work / "runs" / name
+    model = run / "best.pt"
+    if last:
+        import torch
+
+        kept = torch.load(model, weights_only=True, map_location="cpu")
+        state = torch.load(run / "checkpoints" / "last.pt", weights_only=True, map_location="cpu")
+        model = run / "last_model.pt"
+        torch.save({**kept, "model": state["model"], "step": state["step"]}, model)
     fits = [c for c in read_json(run / "test_metrics.json")["train_cases"] if not c.startswith(PREFIX)]
     out = {}
     for what, case in [*((f"fit {c}", c) for c in fits), *(("test", c) for c in test_ids)]:
-        pred = work / "predictions" / name / case
-        dice = _native(run / "best.pt", data, [case], pred, dataset)
+        pred = work / "predictions" / (name + ("_last" if last else "")) / case
+        dice = _native(model, data, [case], pred, dataset)
         outside, total = outside_body(pred / f"{case}.nii.gz", data / GROUP / f"{case}.nii.gz")
         out[what] = {"dice": dice, "mean": sum(dice.values()) / len(dice), "outside_body": [outside, total]}
         print(f"{what} at the native grid (classes it holds): mean {out[what]['mean']:.3f} " + _fmt(dice))
