@@ -46,6 +46,7 @@ from gtgm.fsutil import read_json, write_json
 from gtgm.infer.body import outside_body
 from gtgm.infer.evaluate import evaluate_folders
 from gtgm.infer.predict import predict_inputs
+from gtgm.models.checkpoint import load_checkpoint, save_checkpoint
 from gtgm.study.real_ct import (
     ATTRIBUTION,
     FOLDS,
@@ -191,12 +192,10 @@ def _fits(work: Path, name: str, data: Path, dataset: dict, test_ids: list[str] 
     run = work / "runs" / name
     model = run / "best.pt"
     if last:
-        import torch
-
-        kept = torch.load(model, weights_only=True, map_location="cpu")
-        state = torch.load(run / "checkpoints" / "last.pt", weights_only=True, map_location="cpu")
-        model = run / "last_model.pt"
-        torch.save({**kept, "model": state["model"], "step": state["step"]}, model)
+        state = load_checkpoint(run / "checkpoints" / "last.pt", keys=("model", "step"))
+        model = save_checkpoint(
+            run / "last_model.pt", {**load_checkpoint(model), "model": state["model"], "step": state["step"]}
+        )
     fits = [c for c in read_json(run / "test_metrics.json")["train_cases"] if not c.startswith(PREFIX)]
     out = {}
     for what, case in [*((f"fit {c}", c) for c in fits), *(("test", c) for c in test_ids)]:
